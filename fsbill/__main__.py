@@ -1,0 +1,3 @@
+from fsbill.entry import main
+
+main()

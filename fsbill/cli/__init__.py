@@ -1,0 +1,1 @@
+"""The `fsbill` command: one module per group of sub-commands, each exposing register()."""

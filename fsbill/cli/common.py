@@ -1,0 +1,87 @@
+"""What every sub-command shares: settings, the database, output in text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from fsbill.config import Settings, load_settings
+from fsbill.db import Store
+from fsbill.instant import iso, parse_iso
+from fsbill.money import Money
+
+
+def load(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured database, migrated first when `auto_migrate` is on (the default)."""
+    store = Store(
+        settings.database,
+        pool_size=settings.pool_size,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
+    if settings.auto_migrate:
+        store.upgrade()
+    return store
+
+
+def emit(args: argparse.Namespace, data: Any, text: "str | Callable[[], str]") -> None:
+    """Print `data` as JSON with --json, else the human text."""
+    if getattr(args, "json", False):
+        json.dump(data, sys.stdout, indent=2, sort_keys=False, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        out = text() if callable(text) else text
+        if out:
+            print(out)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Money):
+        return str(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def amount(text: str) -> Money:
+    """argparse type for amounts: exact decimal strings only."""
+    try:
+        return Money.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def parse_instant(text: str) -> int:
+    """ISO 8601 (naive = UTC) or a date, as epoch microseconds."""
+    return parse_iso(text)
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every sub-command accepts (attached as a parent parser)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--config", metavar="PATH", help="YAML config file (default: $FSBILL_CONFIG, else built-in defaults)")
+    parent.add_argument("--json", action="store_true", help="machine-readable output; amounts are strings")
+    return parent

@@ -1,0 +1,62 @@
+"""`fsbill tariff add|list`."""
+
+from __future__ import annotations
+
+import argparse
+
+from fsbill.cli.common import emit, load, non_negative_int, open_store, table
+from fsbill.clock import Clock
+from fsbill.db import ledger
+from fsbill.money import RoundingMethod, RoundingRule
+
+
+def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    tariff = subparsers.add_parser("tariff", help="tariffs (a currency, a rounding rule and a rate deck)")
+    sub = tariff.add_subparsers(dest="tariff_command", metavar="ACTION", parser_class=type(tariff))
+    sub.required = True
+    add = sub.add_parser("add", parents=[parent], help="create a tariff")
+    add.add_argument("name")
+    add.add_argument("--currency", default="EUR", help="ISO 4217 code (default EUR)")
+    add.add_argument("--decimals", type=non_negative_int, default=4, help="a call's cost is rounded to this many decimals (default 4)")
+    add.add_argument(
+        "--rounding",
+        choices=[m.value for m in RoundingMethod],
+        default=RoundingMethod.HALF_UP.value,
+        help="how a call's cost is rounded, once, at the end (default half_up)",
+    )
+    add.add_argument("--timezone", default="UTC", help="IANA zone for time-of-day bands (default UTC)")
+    add.set_defaults(func=_add)
+    lst = sub.add_parser("list", parents=[parent], help="list tariffs")
+    lst.set_defaults(func=_list)
+
+
+def _json(t: ledger.TariffView) -> dict:
+    return {
+        "name": t.name,
+        "currency": t.currency,
+        "decimals": t.rounding.decimals,
+        "rounding": t.rounding.method.value,
+        "timezone": t.timezone,
+        "rates": t.rate_count,
+    }
+
+
+def _add(args: argparse.Namespace) -> int:
+    store = open_store(load(args))
+    rule = RoundingRule(args.decimals, RoundingMethod(args.rounding))
+    t = ledger.create_tariff(store, args.name, args.currency, Clock().now_us(), rule, args.timezone)
+    emit(args, _json(t), f"tariff {t.name} created ({t.currency}, {rule.decimals} decimals {rule.method.value}, {t.timezone})")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    tariffs = ledger.list_tariffs(open_store(load(args)))
+    emit(
+        args,
+        [_json(t) for t in tariffs],
+        lambda: table(
+            [[t.name, t.currency, f"{t.rounding.decimals} {t.rounding.method.value}", t.timezone, t.rate_count] for t in tariffs],
+            ["NAME", "CURRENCY", "ROUNDING", "TIMEZONE", "RATES"],
+        ),
+    )
+    return 0

@@ -1,0 +1,253 @@
+"""Settings: one YAML file, every key with a default, loaded once into a frozen object.
+
+`fsbill serve` with no file at all runs on the embedded SQLite database ./fsbill.db.
+Unknown keys and bad values fail with one message naming the key (`ConfigError`).
+The file is found from `--config PATH`, else the FSBILL_CONFIG environment variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from fsbill.errors import ConfigError
+
+REJECT_REASONS = (
+    "unknown_account",
+    "suspended",
+    "invalid_number",
+    "no_rate",
+    "insufficient_funds",
+    "channel_limit",
+    "no_route",
+    "db_error",
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """What FreeSWITCH is told to do with a call fsbill refuses.
+
+    action `respond`: `respond <code> <text>` (a SIP final response, e.g. 402 Payment Required);
+    action `hangup`: optional prompt played first (needs answer), then hangup with `cause`.
+    """
+
+    action: str = "respond"
+    code: int = 402
+    text: str = "Payment Required"
+    cause: str = "CALL_REJECTED"
+    prompt: str = ""
+
+
+DEFAULT_REJECTIONS: dict[str, Rejection] = {
+    "unknown_account": Rejection(action="hangup", cause="CALL_REJECTED"),
+    "suspended": Rejection(action="hangup", cause="OUTGOING_CALL_BARRED"),
+    "invalid_number": Rejection(action="hangup", cause="INVALID_NUMBER_FORMAT"),
+    "no_rate": Rejection(action="hangup", cause="NO_ROUTE_DESTINATION"),
+    "insufficient_funds": Rejection(action="respond", code=402, text="Payment Required"),
+    "channel_limit": Rejection(action="respond", code=486, text="Busy Here"),
+    "no_route": Rejection(action="hangup", cause="NO_ROUTE_DESTINATION"),
+    "db_error": Rejection(action="respond", code=503, text="Service Unavailable"),
+}
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    mode: str = "hangup"  # hangup | transfer
+    hangup_cause: str = "ALLOTTED_TIMEOUT"
+    transfer_extension: str = "fsbill_cutoff"
+    transfer_dialplan: str = "XML"
+    transfer_context: str = "default"
+    # FreeSWITCH's scheduler fires on whole seconds and can run ~0.1 s late; cutting this
+    # many seconds before the end of the grant keeps the billed time inside what was reserved.
+    margin_s: int = 1
+    warning_s: int = 60
+    warning_prompt: str = "tone_stream://%(200,100,440,480);loops=3"
+    warning_leg: str = "aleg"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: str = "sqlite:///fsbill.db"
+    node: str = field(default_factory=socket.gethostname)
+    listen: str = "127.0.0.1:8084"
+    allow_peers: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    metrics_listen: str = "127.0.0.1:9184"
+    metrics_account_labels: bool = False
+    log_level: str = "info"
+    log_format: str = "keyvalue"  # keyvalue | json
+    auto_migrate: bool = True
+    heartbeat_s: int = 10
+    slice_s: int = 120
+    max_call_s: int = 14400
+    lease_s: int = 0  # 0 = three heartbeats
+    max_ring_s: int = 120
+    international_prefix: str = "00"
+    route: str = ""  # dial string template, e.g. sofia/gateway/carrier/{destination}
+    on_db_error: str = "reject"  # reject | allow
+    db_error_grant_s: int = 60
+    rates_refresh_s: int = 5
+    cutoff: Cutoff = field(default_factory=Cutoff)
+    rejections: Mapping[str, Rejection] = field(default_factory=lambda: dict(DEFAULT_REJECTIONS))
+    esl_command_timeout_s: float = 5.0
+    esl_max_connections: int = 20000
+    esl_max_frame_bytes: int = 1_048_576
+    pool_size: int = 10
+    sqlite_busy_timeout_ms: int = 5000
+    sqlite_synchronous: str = "full"
+    time_scale: float = 1.0  # tests and demos only: see fsbill.clock
+
+    @property
+    def lease_effective_s(self) -> int:
+        return self.lease_s or 3 * self.heartbeat_s
+
+    def listen_address(self) -> tuple[str, int]:
+        return parse_hostport(self.listen, "listen")
+
+    def metrics_address(self) -> Optional[tuple[str, int]]:
+        if not self.metrics_listen:
+            return None
+        return parse_hostport(self.metrics_listen, "metrics_listen")
+
+    def peer_allowed(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(net, strict=False) for net in self.allow_peers)
+
+    def rejection(self, reason: str) -> Rejection:
+        return self.rejections.get(reason) or DEFAULT_REJECTIONS[reason]
+
+
+def parse_hostport(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _check_type(key: str, value: Any, expected: type) -> Any:
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+    if expected is str and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected text, got {value!r}")
+    if expected is float and not isinstance(value, float):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping of keys")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key {name!r}")
+        f = known[key]
+        ftype = f.type if isinstance(f.type, type) else eval(f.type, globals())  # noqa: S307
+        if key == "cutoff":
+            values[key] = _build(Cutoff, value or {}, f"{name}.")
+        elif key == "rejections":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{name}: expected a mapping of reason -> rejection")
+            merged = dict(DEFAULT_REJECTIONS)
+            for reason, spec in value.items():
+                if reason not in REJECT_REASONS:
+                    raise ConfigError(f"unknown rejection reason {name}.{reason} (known: {', '.join(REJECT_REASONS)})")
+                merged[reason] = _build(Rejection, spec or {}, f"{name}.{reason}.")
+            values[key] = merged
+        elif key == "allow_peers":
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list):
+                raise ConfigError(f"{name}: expected a list of networks")
+            for net in value:
+                try:
+                    ipaddress.ip_network(str(net), strict=False)
+                except ValueError:
+                    raise ConfigError(f"{name}: {net!r} is not an IP network") from None
+            values[key] = tuple(str(v) for v in value)
+        elif ftype in (int, float, str, bool):
+            values[key] = _check_type(name, value, ftype)
+        else:
+            values[key] = value
+    obj = cls(**values)
+    _validate(obj, prefix)
+    return obj
+
+
+def _validate(obj: Any, prefix: str) -> None:
+    def bad(key: str, why: str) -> None:
+        raise ConfigError(f"{prefix}{key}: {why}")
+
+    if isinstance(obj, Settings):
+        for key in ("heartbeat_s", "slice_s", "max_call_s", "max_ring_s", "pool_size", "esl_max_connections"):
+            if getattr(obj, key) <= 0:
+                bad(key, "must be positive")
+        if obj.lease_s < 0:
+            bad("lease_s", "must be 0 (three heartbeats) or positive")
+        if obj.on_db_error not in ("reject", "allow"):
+            bad("on_db_error", "must be reject or allow")
+        if obj.log_format not in ("keyvalue", "json"):
+            bad("log_format", "must be keyvalue or json")
+        if obj.log_level.lower() not in ("debug", "info", "warning", "error"):
+            bad("log_level", "must be debug, info, warning or error")
+        if obj.sqlite_synchronous.lower() not in ("off", "normal", "full", "extra"):
+            bad("sqlite_synchronous", "must be off, normal, full or extra")
+        if not obj.time_scale > 0:
+            bad("time_scale", "must be positive")
+        if not obj.international_prefix.isdigit() and obj.international_prefix != "":
+            bad("international_prefix", "must be digits")
+        if not obj.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            bad("database", "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+        obj.listen_address()
+        obj.metrics_address()
+    elif isinstance(obj, Cutoff):
+        if obj.mode not in ("hangup", "transfer"):
+            bad("mode", "must be hangup or transfer")
+        if obj.margin_s < 0 or obj.warning_s < 0:
+            bad("margin_s" if obj.margin_s < 0 else "warning_s", "must not be negative")
+        if obj.warning_leg not in ("aleg", "bleg", "both"):
+            bad("warning_leg", "must be aleg, bleg or both")
+    elif isinstance(obj, Rejection):
+        if obj.action not in ("respond", "hangup"):
+            bad("action", "must be respond or hangup")
+        if obj.action == "respond" and not 400 <= obj.code <= 699:
+            bad("code", "must be a SIP final response code 400-699")
+
+
+def load_settings(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None) -> Settings:
+    """Settings from `path`, else $FSBILL_CONFIG, else defaults; `overrides` win over the file."""
+    path = path or os.environ.get("FSBILL_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping of keys")
+        data.update(loaded)
+    if overrides:
+        data.update({k: v for k, v in overrides.items() if v is not None})
+    return _build(Settings, data, "")

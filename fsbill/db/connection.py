@@ -1,0 +1,194 @@
+"""Opening a database and running units of work on it: the one place fsbill talks SQL drivers.
+
+Under gevent every call is a greenlet in one OS thread, so:
+- SQLite: one shared connection (its calls block the hub for their duration, so
+  transactions are kept short, never yield inside, and are serialized behind a gevent lock;
+  `BEGIN IMMEDIATE` takes the write lock up front so a transaction never fails half-way on a
+  lock upgrade; WAL lets readers in other processes proceed; a busy timeout covers writers in
+  other processes on the same host).
+- PostgreSQL: psycopg 3 made cooperative by `gevent.monkey.patch_all()` before it is imported
+  (fsbill's entry point patches first); a pool of connections, one per greenlet for the length
+  of a unit of work, bounded by a gevent semaphore so greenlets queue instead of failing.
+Driver errors leave this module as `DatabaseUnavailable` (the server keeps running and
+retries); integrity errors pass through for callers that expect them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote, urlparse
+
+import gevent.lock
+import peewee
+from playhouse.migrations import Runner
+from playhouse.pool import PooledPostgresqlDatabase
+
+from fsbill.db.schema import build_models
+from fsbill.errors import ConfigError, DatabaseUnavailable
+
+log = logging.getLogger("fsbill.db")
+
+_DRIVER_ERRORS = (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError)
+
+
+def migrations_dir() -> Path:
+    return Path(str(resources.files("fsbill.migrations")))
+
+
+class Store:
+    """A database plus its models and the discipline for using it under gevent."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        busy_timeout_ms: int = 5000,
+        sqlite_synchronous: str = "full",
+        connect_timeout_s: int = 5,
+    ) -> None:
+        self.url = url
+        parsed = urlparse(url)
+        if parsed.scheme == "sqlite":
+            # sqlite:///relative.db and sqlite:////abs/path.db, as SQLAlchemy writes them
+            path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else ""
+            if not path:
+                raise ConfigError(f"database: {url!r} has no file path (use sqlite:///fsbill.db)")
+            self.kind = "sqlite"
+            self.path = path
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise ConfigError(f"database: directory {parent} does not exist")
+            self.db: peewee.Database = peewee.SqliteDatabase(
+                path,
+                thread_safe=False,  # one connection shared by all greenlets, see module doc
+                check_same_thread=False,
+                pragmas={
+                    "journal_mode": "wal",
+                    "busy_timeout": busy_timeout_ms,
+                    "foreign_keys": 1,
+                    "synchronous": sqlite_synchronous,
+                },
+            )
+            self._gate = gevent.lock.Semaphore(1)
+        elif parsed.scheme in ("postgresql", "postgres"):
+            if not parsed.path.strip("/"):
+                raise ConfigError(f"database: {url!r} names no database")
+            self.kind = "postgresql"
+            self.path = ""
+            self.db = PooledPostgresqlDatabase(
+                parsed.path.lstrip("/"),
+                user=unquote(parsed.username) if parsed.username else None,
+                password=unquote(parsed.password) if parsed.password else None,
+                host=parsed.hostname or None,
+                port=parsed.port or None,
+                max_connections=pool_size,
+                stale_timeout=300,
+                timeout=30,
+                prefer_psycopg3=True,
+                connect_timeout=connect_timeout_s,
+            )
+            self._gate = gevent.lock.BoundedSemaphore(pool_size)
+        else:
+            raise ConfigError(
+                f"database: unsupported URL {url!r} (use sqlite:///PATH or postgresql://USER@HOST:PORT/DB)"
+            )
+        self.models = build_models(self.db)
+
+    # -- units of work -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[peewee.Database]:
+        """One short write transaction. Raises DatabaseUnavailable on driver errors."""
+        with self._gate:
+            try:
+                if self.kind == "sqlite":
+                    if self.db.is_closed():
+                        self.db.connect()
+                    with self.db.atomic("IMMEDIATE"):
+                        yield self.db
+                else:
+                    with self.db.connection_context():
+                        with self.db.atomic():
+                            yield self.db
+            except _DRIVER_ERRORS as exc:
+                self._discard_connection()
+                raise DatabaseUnavailable(f"database error: {_one_line(exc)}") from exc
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[peewee.Database]:
+        """Read-only queries (no write lock taken on SQLite)."""
+        with self._gate:
+            try:
+                if self.kind == "sqlite":
+                    if self.db.is_closed():
+                        self.db.connect()
+                    yield self.db
+                else:
+                    with self.db.connection_context():
+                        yield self.db
+            except _DRIVER_ERRORS as exc:
+                self._discard_connection()
+                raise DatabaseUnavailable(f"database error: {_one_line(exc)}") from exc
+
+    def _discard_connection(self) -> None:
+        try:
+            if self.kind == "postgresql" and not self.db.is_closed():
+                self.db.manual_close()
+        except Exception:  # the connection is already broken; nothing more to do
+            log.debug("discarding a broken connection failed", exc_info=True)
+
+    def ping(self) -> bool:
+        try:
+            with self.reading() as db:
+                db.execute_sql("SELECT 1")
+            return True
+        except DatabaseUnavailable:
+            return False
+
+    def close(self) -> None:
+        try:
+            if self.kind == "postgresql":
+                self.db.close_all()
+            elif not self.db.is_closed():
+                self.db.close()
+        except Exception:
+            log.debug("closing the database failed", exc_info=True)
+
+    # -- schema ------------------------------------------------------------------------------
+    def upgrade(self) -> list[str]:
+        """Apply pending migrations; returns their names. Safe to run from several nodes."""
+        with self._gate:
+            try:
+                with self.db.connection_context() if self.kind == "postgresql" else _connected(self.db):
+                    if self.kind == "postgresql":
+                        # One node migrates at a time; the others then find nothing pending.
+                        self.db.execute_sql("SELECT pg_advisory_lock(84084)")
+                    try:
+                        return Runner(self.db, directory=str(migrations_dir())).up()
+                    finally:
+                        if self.kind == "postgresql":
+                            self.db.execute_sql("SELECT pg_advisory_unlock(84084)")
+            except _DRIVER_ERRORS as exc:
+                self._discard_connection()
+                raise DatabaseUnavailable(f"database error: {_one_line(exc)}") from exc
+
+    def pending_migrations(self) -> list[str]:
+        with self.reading():
+            return [m.name for m in Runner(self.db, directory=str(migrations_dir())).status() if not m.applied]
+
+
+@contextlib.contextmanager
+def _connected(db: peewee.Database) -> Iterator[None]:
+    if db.is_closed():
+        db.connect()
+    yield
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,423 @@
+"""Accounts, tariffs and the ledger: every movement of a balance, each in the transaction that
+makes it.
+
+The ledger is the truth: an account's `balance_micros` always equals the sum of its ledger
+entries' amounts, because the only code that changes a balance is `post()` below, which writes
+the entry in the same transaction. Reservations (`reserved_micros`) are not ledgered: they
+are holds, not movements, and are maintained by fsbill.db.calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import peewee
+
+from fsbill.db.connection import Store
+from fsbill.errors import Conflict, InvalidInput, NotFound
+from fsbill.instant import iso
+from fsbill.money import Money, RoundingMethod, RoundingRule
+
+
+@dataclass(frozen=True)
+class TariffView:
+    id: int
+    name: str
+    currency: str
+    rounding: RoundingRule
+    timezone: str
+    deck_version: int
+    rate_count: int = 0
+
+
+@dataclass(frozen=True)
+class AccountView:
+    id: int
+    code: str
+    tariff: str
+    tariff_id: int
+    currency: str
+    balance: Money
+    credit_limit: Money
+    reserved: Money
+    max_channels: int
+    live_channels: int
+    status: str
+    clis: tuple[str, ...]
+
+    @property
+    def available(self) -> Money:
+        return self.balance + self.credit_limit - self.reserved
+
+    def as_json(self) -> dict:
+        return {
+            "code": self.code,
+            "tariff": self.tariff,
+            "currency": self.currency,
+            "status": self.status,
+            "balance": str(self.balance),
+            "credit_limit": str(self.credit_limit),
+            "reserved": str(self.reserved),
+            "available": str(self.available),
+            "max_channels": self.max_channels,
+            "live_calls": self.live_channels,
+            "clis": list(self.clis),
+        }
+
+
+@dataclass(frozen=True)
+class LedgerView:
+    id: int
+    account: str
+    amount: Money
+    kind: str
+    reference: Optional[str]
+    call_uuid: Optional[str]
+    balance_after: Money
+    note: str
+    created_us: int
+
+    def as_json(self) -> dict:
+        return {
+            "id": self.id,
+            "account": self.account,
+            "amount": str(self.amount),
+            "kind": self.kind,
+            "reference": self.reference,
+            "call_uuid": self.call_uuid,
+            "balance_after": str(self.balance_after),
+            "note": self.note,
+            "time": iso(self.created_us),
+        }
+
+
+# -- posting: the only way a balance changes -----------------------------------------------
+def post(
+    store: Store,
+    account_id: int,
+    amount: Money,
+    kind: str,
+    now_us: int,
+    *,
+    reference: Optional[str] = None,
+    call_uuid: Optional[str] = None,
+    note: str = "",
+    release_micros: int = 0,
+) -> tuple[int, int]:
+    """Move `amount` onto the account and ledger it; call inside `store.transaction()`.
+
+    `release_micros` is taken off `reserved_micros` in the same statement (a call debit
+    consumes its own hold). Returns (ledger entry id, balance after in micros).
+    """
+    m = store.models
+    query = (
+        m.Account.update(
+            balance_micros=m.Account.balance_micros + amount.micros,
+            reserved_micros=m.Account.reserved_micros - release_micros,
+            updated_us=now_us,
+        )
+        .where(m.Account.id == account_id)
+        .returning(m.Account.balance_micros)
+    )
+    rows = list(query.execute())
+    if not rows:
+        raise NotFound(f"account id {account_id} vanished")
+    balance_after = rows[0].balance_micros
+    entry_id = m.LedgerEntry.insert(
+        account=account_id,
+        amount_micros=amount.micros,
+        kind=kind,
+        reference=reference,
+        call_uuid=call_uuid,
+        balance_after_micros=balance_after,
+        note=note,
+        created_us=now_us,
+    ).execute()
+    return entry_id, balance_after
+
+
+# -- tariffs -------------------------------------------------------------------------------------
+def _valid_currency(currency: str) -> str:
+    currency = currency.strip().upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise InvalidInput(f"currency must be a 3-letter ISO 4217 code, got {currency!r}")
+    return currency
+
+
+def create_tariff(
+    store: Store,
+    name: str,
+    currency: str,
+    now_us: int,
+    rounding: RoundingRule = RoundingRule(),
+    timezone: str = "UTC",
+) -> TariffView:
+    if not name.strip():
+        raise InvalidInput("tariff name must not be empty")
+    currency = _valid_currency(currency)
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(timezone)
+    except Exception:
+        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
+    m = store.models
+    try:
+        with store.transaction():
+            row = m.Tariff.create(
+                name=name,
+                currency=currency,
+                rounding_decimals=rounding.decimals,
+                rounding_method=rounding.method.value,
+                timezone=timezone,
+                created_us=now_us,
+            )
+    except peewee.IntegrityError:
+        raise Conflict(f"tariff {name!r} already exists") from None
+    return _tariff_view(row, 0)
+
+
+def _tariff_view(row: object, rate_count: int) -> TariffView:
+    return TariffView(
+        id=row.id,
+        name=row.name,
+        currency=row.currency,
+        rounding=RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method)),
+        timezone=row.timezone,
+        deck_version=row.deck_version,
+        rate_count=rate_count,
+    )
+
+
+def list_tariffs(store: Store) -> list[TariffView]:
+    m = store.models
+    with store.reading():
+        counts = dict(
+            m.Rate.select(m.Rate.tariff, peewee.fn.COUNT(m.Rate.id)).group_by(m.Rate.tariff).tuples()
+        )
+        return [_tariff_view(t, counts.get(t.id, 0)) for t in m.Tariff.select().order_by(m.Tariff.name)]
+
+
+def get_tariff(store: Store, name: str) -> TariffView:
+    m = store.models
+    with store.reading():
+        row = m.Tariff.get_or_none(m.Tariff.name == name)
+        if row is None:
+            raise NotFound(f"no tariff named {name!r} (see 'fsbill tariff list')")
+        return _tariff_view(row, m.Rate.select().where(m.Rate.tariff == row.id).count())
+
+
+# -- accounts ---------------------------------------------------------------------------------
+def _valid_code(code: str) -> str:
+    if not code or len(code) > 64 or any(ch.isspace() for ch in code):
+        raise InvalidInput(f"account code must be 1-64 characters without spaces, got {code!r}")
+    return code
+
+
+def create_account(
+    store: Store,
+    code: str,
+    tariff_name: str,
+    now_us: int,
+    *,
+    credit_limit: Money = Money(0),
+    max_channels: int = 0,
+    clis: Iterable[str] = (),
+) -> AccountView:
+    code = _valid_code(code)
+    if credit_limit.is_negative():
+        raise InvalidInput("credit limit must not be negative")
+    if max_channels < 0:
+        raise InvalidInput("max channels must not be negative")
+    clis = tuple(dict.fromkeys(_valid_cli(c) for c in clis))
+    m = store.models
+    with store.transaction():
+        tariff = m.Tariff.get_or_none(m.Tariff.name == tariff_name)
+        if tariff is None:
+            raise NotFound(f"no tariff named {tariff_name!r} (create it with 'fsbill tariff add')")
+        if m.Account.get_or_none(m.Account.code == code) is not None:
+            raise Conflict(f"account {code!r} already exists")
+        taken = [c.number for c in m.AccountCli.select().where(m.AccountCli.number.in_(clis))] if clis else []
+        if taken:
+            raise Conflict(f"caller id {taken[0]} already belongs to another account")
+        row = m.Account.create(
+            code=code,
+            tariff=tariff.id,
+            currency=tariff.currency,
+            credit_limit_micros=credit_limit.micros,
+            max_channels=max_channels,
+            created_us=now_us,
+            updated_us=now_us,
+        )
+        for number in clis:
+            m.AccountCli.create(number=number, account=row.id)
+    return get_account(store, code)
+
+
+def _valid_cli(number: str) -> str:
+    number = number.strip().lstrip("+")
+    if not number.isdigit():
+        raise InvalidInput(f"caller id must be digits, got {number!r}")
+    return number
+
+
+def _account_view(m: object, row: object) -> AccountView:
+    clis = tuple(c.number for c in m.AccountCli.select().where(m.AccountCli.account == row.id).order_by(m.AccountCli.number))
+    return AccountView(
+        id=row.id,
+        code=row.code,
+        tariff=row.tariff.name,
+        tariff_id=row.tariff_id,
+        currency=row.currency,
+        balance=Money(row.balance_micros),
+        credit_limit=Money(row.credit_limit_micros),
+        reserved=Money(row.reserved_micros),
+        max_channels=row.max_channels,
+        live_channels=row.live_channels,
+        status=row.status,
+        clis=clis,
+    )
+
+
+def get_account(store: Store, code: str) -> AccountView:
+    m = store.models
+    with store.reading():
+        row = m.Account.select(m.Account, m.Tariff).join(m.Tariff).where(m.Account.code == code).first()
+        if row is None:
+            raise NotFound(f"no account {code!r} (see 'fsbill account list')")
+        return _account_view(m, row)
+
+
+def list_accounts(store: Store) -> list[AccountView]:
+    m = store.models
+    with store.reading():
+        rows = m.Account.select(m.Account, m.Tariff).join(m.Tariff).order_by(m.Account.code)
+        return [_account_view(m, r) for r in rows]
+
+
+def set_status(store: Store, code: str, status: str, now_us: int) -> AccountView:
+    if status not in ("active", "suspended"):
+        raise InvalidInput(f"unknown status {status!r}")
+    m = store.models
+    with store.transaction():
+        updated = m.Account.update(status=status, updated_us=now_us).where(m.Account.code == code).execute()
+    if not updated:
+        raise NotFound(f"no account {code!r}")
+    return get_account(store, code)
+
+
+# -- money movements by operators ------------------------------------------------------------
+@dataclass(frozen=True)
+class TopupResult:
+    entry: LedgerView
+    applied: bool  # False: this reference was already credited; nothing was added
+
+
+def topup(
+    store: Store, code: str, amount: Money, now_us: int, *, reference: Optional[str] = None, note: str = ""
+) -> TopupResult:
+    if amount.micros <= 0:
+        raise InvalidInput(f"top-up amount must be positive, got {amount}")
+    if reference is not None and not reference.strip():
+        raise InvalidInput("reference must not be empty")
+    m = store.models
+    try:
+        with store.transaction():
+            account = m.Account.get_or_none(m.Account.code == code)
+            if account is None:
+                raise NotFound(f"no account {code!r}")
+            if reference is not None:
+                existing = m.LedgerEntry.get_or_none(
+                    (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
+                )
+                if existing is not None:
+                    return TopupResult(_ledger_view(existing, code), applied=False)
+            entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
+            entry = m.LedgerEntry.get_by_id(entry_id)
+        return TopupResult(_ledger_view(entry, code), applied=True)
+    except peewee.IntegrityError:
+        # Another process credited the same reference between our check and our insert
+        # (PostgreSQL, READ COMMITTED); the unique index kept it to one and ours rolled back.
+        return TopupResult(_last_entry(store, code, reference), applied=False)
+
+
+def _last_entry(store: Store, code: str, reference: Optional[str]) -> LedgerView:
+    m = store.models
+    with store.reading():
+        q = m.LedgerEntry.select().join(m.Account).where(m.Account.code == code)
+        if reference is not None:
+            q = q.where(m.LedgerEntry.reference == reference)
+        row = q.order_by(m.LedgerEntry.id.desc()).first()
+        return _ledger_view(row, code)
+
+
+def adjust(
+    store: Store, code: str, amount: Money, reason: str, now_us: int, *, force: bool = False,
+    reference: Optional[str] = None,
+) -> LedgerView:
+    """A signed operator correction. A debit that would leave less than nothing available
+    (balance + credit limit − held) is refused unless `force`, since it would put money the
+    account's live calls were promised out of reach."""
+    if not amount:
+        raise InvalidInput("adjustment amount must not be zero")
+    if not reason.strip():
+        raise InvalidInput("an adjustment needs a --reason")
+    m = store.models
+    try:
+        with store.transaction():
+            account = m.Account.get_or_none(m.Account.code == code)
+            if account is None:
+                raise NotFound(f"no account {code!r}")
+            if amount.is_negative() and not force:
+                available = account.balance_micros + account.credit_limit_micros - account.reserved_micros
+                if available + amount.micros < 0:
+                    raise InvalidInput(
+                        f"adjustment {amount} would leave {Money(available + amount.micros)} available "
+                        f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
+                    )
+            entry_id, _ = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
+            return _ledger_view(m.LedgerEntry.get_by_id(entry_id), code)
+    except peewee.IntegrityError:
+        raise Conflict(f"reference {reference!r} was already used on account {code!r}") from None
+
+
+def _ledger_view(row: object, code: str) -> LedgerView:
+    return LedgerView(
+        id=row.id,
+        account=code,
+        amount=Money(row.amount_micros),
+        kind=row.kind,
+        reference=row.reference,
+        call_uuid=row.call_uuid,
+        balance_after=Money(row.balance_after_micros),
+        note=row.note,
+        created_us=row.created_us,
+    )
+
+
+def ledger(store: Store, code: str, since_us: Optional[int] = None, limit: Optional[int] = None) -> list[LedgerView]:
+    m = store.models
+    with store.reading():
+        account = m.Account.get_or_none(m.Account.code == code)
+        if account is None:
+            raise NotFound(f"no account {code!r}")
+        q = m.LedgerEntry.select().where(m.LedgerEntry.account == account.id)
+        if since_us is not None:
+            q = q.where(m.LedgerEntry.created_us >= since_us)
+        q = q.order_by(m.LedgerEntry.id)
+        if limit:
+            q = q.limit(limit)
+        return [_ledger_view(r, code) for r in q]
+
+
+def ledger_sum(store: Store, code: str) -> Money:
+    m = store.models
+    with store.reading():
+        total = (
+            m.LedgerEntry.select(peewee.fn.COALESCE(peewee.fn.SUM(m.LedgerEntry.amount_micros), 0))
+            .join(m.Account)
+            .where(m.Account.code == code)
+            .scalar()
+        )
+    return Money(int(total))

@@ -1,0 +1,149 @@
+"""The tables, as peewee models built per database.
+
+Models are created by `build_models(database)` rather than bound to a module-level proxy so
+that one process can hold several databases at once (tests run SQLite and PostgreSQL side by
+side; the benchmark runs several stores). The schema itself is owned by `migrations/`; these
+classes only describe it for queries and must match it.
+
+Units: every amount is an integer in micro-units (`*_micros`, see fsbill.money); every instant
+is epoch microseconds (`*_us`, as FreeSWITCH's `*_uepoch`); durations are whole seconds (`*_s`).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from peewee import (
+    BigIntegerField,
+    CharField,
+    Database,
+    ForeignKeyField,
+    IntegerField,
+    Model,
+    TextField,
+)
+
+
+def build_models(database: Database) -> SimpleNamespace:
+    class Base(Model):
+        class Meta:
+            legacy_table_names = False
+
+    class Tariff(Base):
+        name = CharField(unique=True)
+        currency = CharField(max_length=3)
+        rounding_decimals = IntegerField(default=4)
+        rounding_method = CharField(default="half_up")
+        timezone = CharField(default="UTC")
+        deck_version = IntegerField(default=0)
+        created_us = BigIntegerField()
+
+    class Rate(Base):
+        tariff = ForeignKeyField(Tariff, backref="rates", on_delete="CASCADE")
+        prefix = CharField()
+        rate_micros = BigIntegerField()
+        connect_fee_micros = BigIntegerField(default=0)
+        initial_increment_s = IntegerField(default=1)
+        increment_s = IntegerField(default=1)
+        min_duration_s = IntegerField(default=0)
+        description = TextField(default="")
+        effective_from_us = BigIntegerField(null=True)
+        effective_until_us = BigIntegerField(null=True)
+        weekdays = CharField(null=True)  # ISO weekday digits '12345' (Mon=1), NULL = every day
+        time_from_min = IntegerField(null=True)  # minutes after local midnight, inclusive
+        time_to_min = IntegerField(null=True)  # exclusive; may wrap past midnight
+
+    class Account(Base):
+        code = CharField(unique=True)
+        tariff = ForeignKeyField(Tariff, backref="accounts")
+        currency = CharField(max_length=3)
+        balance_micros = BigIntegerField(default=0)
+        credit_limit_micros = BigIntegerField(default=0)
+        reserved_micros = BigIntegerField(default=0)
+        max_channels = IntegerField(default=0)  # 0 = no limit
+        live_channels = IntegerField(default=0)
+        status = CharField(default="active")
+        created_us = BigIntegerField()
+        updated_us = BigIntegerField()
+
+    class AccountCli(Base):
+        number = CharField(unique=True)
+        account = ForeignKeyField(Account, backref="clis", on_delete="CASCADE")
+
+    class LedgerEntry(Base):
+        account = ForeignKeyField(Account, backref="ledger")
+        amount_micros = BigIntegerField()
+        kind = CharField()  # topup | adjust | call
+        reference = CharField(null=True)
+        call_uuid = CharField(null=True)
+        balance_after_micros = BigIntegerField()
+        note = TextField(default="")
+        created_us = BigIntegerField()
+
+        class Meta:
+            indexes = ((("account", "reference"), True),)
+
+    class LiveCall(Base):
+        uuid = CharField(primary_key=True)
+        account = ForeignKeyField(Account, backref="live_calls")
+        node = CharField()
+        caller = CharField(default="")
+        destination = CharField(default="")
+        prefix = CharField(default="")
+        rate_micros = BigIntegerField()
+        connect_fee_micros = BigIntegerField()
+        initial_increment_s = IntegerField()
+        increment_s = IntegerField()
+        min_duration_s = IntegerField()
+        rounding_decimals = IntegerField()
+        rounding_method = CharField()
+        granted_s = IntegerField()
+        held_micros = BigIntegerField()
+        debited_micros = BigIntegerField(default=0)
+        created_us = BigIntegerField()
+        answered_us = BigIntegerField(null=True)
+        cutoff_us = BigIntegerField(null=True)
+        lease_until_us = BigIntegerField()
+        hold_until_us = BigIntegerField()
+
+    class Cdr(Base):
+        uuid = CharField(unique=True)
+        account_code = CharField(default="")
+        node = CharField(default="")
+        caller = CharField(default="")
+        destination = CharField(default="")
+        prefix = CharField(default="")
+        currency = CharField(default="")
+        rate_micros = BigIntegerField(default=0)
+        connect_fee_micros = BigIntegerField(default=0)
+        initial_increment_s = IntegerField(default=0)
+        increment_s = IntegerField(default=0)
+        min_duration_s = IntegerField(default=0)
+        start_us = BigIntegerField()
+        answer_us = BigIntegerField(null=True)
+        end_us = BigIntegerField(null=True)
+        billsec = IntegerField(default=0)
+        billed_s = IntegerField(default=0)
+        cost_micros = BigIntegerField(default=0)
+        charged_micros = BigIntegerField(default=0)
+        uncollected_micros = BigIntegerField(default=0)
+        balance_before_micros = BigIntegerField(null=True)
+        balance_after_micros = BigIntegerField(null=True)
+        hangup_cause = CharField(default="")
+        result = CharField()  # completed | cut_off | rejected | unanswered | recovered
+        reason = CharField(default="")
+        created_us = BigIntegerField()
+
+    models = SimpleNamespace(
+        Tariff=Tariff,
+        Rate=Rate,
+        Account=Account,
+        AccountCli=AccountCli,
+        LedgerEntry=LedgerEntry,
+        LiveCall=LiveCall,
+        Cdr=Cdr,
+    )
+    all_models = [Tariff, Rate, Account, AccountCli, LedgerEntry, LiveCall, Cdr]
+    database.bind(all_models, bind_refs=False, bind_backrefs=False)
+    models.all = all_models
+    return models
