@@ -79,7 +79,6 @@ class Settings:
     listen: str = "127.0.0.1:8084"
     allow_peers: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     metrics_listen: str = "127.0.0.1:9184"
-    metrics_account_labels: bool = False
     log_level: str = "info"
     log_format: str = "keyvalue"  # keyvalue | json
     auto_migrate: bool = True
@@ -93,6 +92,7 @@ class Settings:
     on_db_error: str = "reject"  # reject | allow
     db_error_grant_s: int = 60
     rates_refresh_s: int = 5
+    shutdown_grace_s: int = 10
     cutoff: Cutoff = field(default_factory=Cutoff)
     rejections: Mapping[str, Rejection] = field(default_factory=lambda: dict(DEFAULT_REJECTIONS))
     esl_command_timeout_s: float = 5.0

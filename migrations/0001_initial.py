@@ -93,6 +93,7 @@ def up(migrator, db):
         granted_s = IntegerField()
         held_micros = BigIntegerField()
         debited_micros = BigIntegerField(default=0)
+        balance_before_micros = BigIntegerField(default=0)
         created_us = BigIntegerField()
         answered_us = BigIntegerField(null=True)
         cutoff_us = BigIntegerField(null=True)

@@ -421,3 +421,22 @@ def ledger_sum(store: Store, code: str) -> Money:
             .scalar()
         )
     return Money(int(total))
+
+
+def topups_since(store: Store, after_id: Optional[int]) -> tuple[int, dict[str, Money]]:
+    """Top-ups ledgered after entry `after_id` (None: only find where the ledger ends now),
+    summed per currency. Top-ups are made by the CLI in other processes; the server follows
+    the ledger to export them as a metric."""
+    m = store.models
+    with store.reading():
+        last = m.LedgerEntry.select(peewee.fn.COALESCE(peewee.fn.MAX(m.LedgerEntry.id), 0)).scalar()
+        if after_id is None or last <= after_id:
+            return int(last), {}
+        rows = (
+            m.LedgerEntry.select(m.Account.currency, peewee.fn.SUM(m.LedgerEntry.amount_micros))
+            .join(m.Account)
+            .where((m.LedgerEntry.id > after_id) & (m.LedgerEntry.id <= last) & (m.LedgerEntry.kind == "topup"))
+            .group_by(m.Account.currency)
+            .tuples()
+        )
+        return int(last), {currency: Money(int(total)) for currency, total in rows}

@@ -100,6 +100,7 @@ def build_models(database: Database) -> SimpleNamespace:
         granted_s = IntegerField()
         held_micros = BigIntegerField()
         debited_micros = BigIntegerField(default=0)
+        balance_before_micros = BigIntegerField(default=0)
         created_us = BigIntegerField()
         answered_us = BigIntegerField(null=True)
         cutoff_us = BigIntegerField(null=True)

@@ -1,0 +1,56 @@
+"""`fsbill calls` (live calls and what they hold) and `fsbill cdr export`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+from fsbill.cli.common import emit, iso, load, open_store, parse_instant, table
+from fsbill.db import calls as dbcalls
+from fsbill.errors import InvalidInput
+
+
+def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    calls = subparsers.add_parser("calls", parents=[parent], help="live calls on every node and what each holds")
+    calls.add_argument("--account")
+    calls.set_defaults(func=_calls)
+    cdr = subparsers.add_parser("cdr", help="call detail records")
+    sub = cdr.add_subparsers(dest="cdr_command", metavar="ACTION", parser_class=type(cdr))
+    sub.required = True
+    export = sub.add_parser("export", parents=[parent], help="write CDRs to stdout")
+    export.add_argument("--account")
+    export.add_argument("--since", type=parse_instant, metavar="ISO8601", help="calls that started at or after")
+    export.add_argument("--until", type=parse_instant, metavar="ISO8601", help="calls that started before")
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.set_defaults(func=_export)
+
+
+def _calls(args: argparse.Namespace) -> int:
+    live = dbcalls.live_calls(open_store(load(args)), args.account)
+    emit(
+        args,
+        [c.as_json() for c in live],
+        lambda: table(
+            [[c.uuid, c.account, c.node, c.destination, c.prefix, f"{c.rate}", c.granted_s, f"{c.held}", f"{c.debited}",
+              iso(c.answered_us) or "ringing"] for c in live],
+            ["UUID", "ACCOUNT", "NODE", "DESTINATION", "PREFIX", "RATE", "GRANTED_S", "HELD", "DEBITED", "ANSWERED"],
+        ) if live else "no live calls",
+    )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.since is not None and args.until is not None and args.until <= args.since:
+        raise InvalidInput("--until must be after --since")
+    rows = dbcalls.cdrs(open_store(load(args)), account=args.account, since_us=args.since, until_us=args.until)
+    if args.format == "json" or args.json:
+        json.dump([r.as_json() for r in rows], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(dbcalls.CdrView.FIELDS), lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if v is None else v for k, v in r.as_json().items()})
+    return 0

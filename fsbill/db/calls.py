@@ -1,0 +1,498 @@
+"""Live calls in the database: reserve, answer, heartbeat, settle, reap, and CDRs.
+
+Each function is one short transaction that re-reads what it decides on under a lock
+(`BEGIN IMMEDIATE` on SQLite; `SELECT … FOR UPDATE` on the account row on PostgreSQL), asks
+the pure core (fsbill.reservation) what to do, and writes the result. So two calls racing for
+an account's last money, on one node or many, are serialized on that account's row and can
+never both get it; and a call's settlement happens once because it deletes the live-call row
+and inserts the CDR (unique per uuid) in the same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import peewee
+
+from fsbill.call import Payer
+from fsbill.db.connection import Store
+from fsbill.db.ledger import post
+from fsbill.instant import iso
+from fsbill.money import Money, RoundingMethod, RoundingRule
+from fsbill.rating import Rate, max_seconds
+from fsbill.reservation import US, GrantPolicy, collectable, cutoff_epoch_s, heartbeat_debit, plan_grant, settle, wants_extension
+
+# After the grant's end, how long before a call whose node went silent is certainly over
+# inside FreeSWITCH (the cut-off fires before the grant ends; this covers a late scheduler).
+HOLD_SLACK_US = 5 * US
+
+
+@dataclass(frozen=True)
+class PayerAccount:
+    id: int
+    code: str
+    tariff_id: int
+    currency: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Authorization:
+    ok: bool
+    reason: str = ""  # rejection reason when not ok
+    granted_s: int = 0
+    held: Money = Money(0)
+    final: bool = True
+    balance: Money = Money(0)
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    debited: Money  # posted now
+    extra_hold: Money  # newly held for an extension
+    granted_s: int
+    extended: bool
+    final: bool
+
+
+@dataclass(frozen=True)
+class CdrView:
+    uuid: str
+    account: str
+    node: str
+    caller: str
+    destination: str
+    prefix: str
+    currency: str
+    rate: Money
+    connect_fee: Money
+    initial_increment_s: int
+    increment_s: int
+    min_duration_s: int
+    start_us: int
+    answer_us: Optional[int]
+    end_us: Optional[int]
+    billsec: int
+    billed_s: int
+    cost: Money
+    charged: Money
+    uncollected: Money
+    balance_before: Optional[Money]
+    balance_after: Optional[Money]
+    hangup_cause: str
+    result: str
+    reason: str
+
+    FIELDS = (
+        "uuid", "account", "node", "caller", "destination", "prefix", "currency", "rate",
+        "connect_fee", "initial_increment_s", "increment_s", "min_duration_s", "start", "answer",
+        "end", "billsec", "billed_s", "cost", "charged", "uncollected", "balance_before",
+        "balance_after", "hangup_cause", "result", "reason",
+    )
+
+    def as_json(self) -> dict:
+        def money(m: Optional[Money]) -> Optional[str]:
+            return None if m is None else str(m)
+
+        return {
+            "uuid": self.uuid, "account": self.account, "node": self.node, "caller": self.caller,
+            "destination": self.destination, "prefix": self.prefix, "currency": self.currency,
+            "rate": money(self.rate), "connect_fee": money(self.connect_fee),
+            "initial_increment_s": self.initial_increment_s, "increment_s": self.increment_s,
+            "min_duration_s": self.min_duration_s, "start": iso(self.start_us),
+            "answer": iso(self.answer_us), "end": iso(self.end_us), "billsec": self.billsec,
+            "billed_s": self.billed_s, "cost": money(self.cost), "charged": money(self.charged),
+            "uncollected": money(self.uncollected), "balance_before": money(self.balance_before),
+            "balance_after": money(self.balance_after), "hangup_cause": self.hangup_cause,
+            "result": self.result, "reason": self.reason,
+        }
+
+
+def _cdr_view(row: object) -> CdrView:
+    def opt(v: Optional[int]) -> Optional[Money]:
+        return None if v is None else Money(v)
+
+    return CdrView(
+        uuid=row.uuid, account=row.account_code, node=row.node, caller=row.caller,
+        destination=row.destination, prefix=row.prefix, currency=row.currency,
+        rate=Money(row.rate_micros), connect_fee=Money(row.connect_fee_micros),
+        initial_increment_s=row.initial_increment_s, increment_s=row.increment_s,
+        min_duration_s=row.min_duration_s, start_us=row.start_us, answer_us=row.answer_us,
+        end_us=row.end_us, billsec=row.billsec, billed_s=row.billed_s, cost=Money(row.cost_micros),
+        charged=Money(row.charged_micros), uncollected=Money(row.uncollected_micros),
+        balance_before=opt(row.balance_before_micros), balance_after=opt(row.balance_after_micros),
+        hangup_cause=row.hangup_cause, result=row.result, reason=row.reason,
+    )
+
+
+def _locked(store: Store, query: peewee.ModelSelect) -> peewee.ModelSelect:
+    return query.for_update() if store.kind == "postgresql" else query
+
+
+def rate_of(row: object) -> Rate:
+    """The rate a live call was authorized at (frozen on the row so that a deck change or a
+    crash cannot change what an ongoing call costs)."""
+    return Rate(
+        prefix=row.prefix,
+        rate=Money(row.rate_micros),
+        connect_fee=Money(row.connect_fee_micros),
+        initial_increment_s=row.initial_increment_s,
+        increment_s=row.increment_s,
+        min_duration_s=row.min_duration_s,
+        rounding=RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method)),
+    )
+
+
+# -- who pays ---------------------------------------------------------------------------------------
+def find_payer(store: Store, payer: Payer) -> Optional[PayerAccount]:
+    m = store.models
+    with store.reading():
+        if payer.by == "code":
+            row = m.Account.get_or_none(m.Account.code == payer.value)
+        else:
+            cli = m.AccountCli.get_or_none(m.AccountCli.number == payer.value)
+            row = m.Account.get_or_none(m.Account.id == cli.account_id) if cli else None
+    if row is None:
+        return None
+    return PayerAccount(row.id, row.code, row.tariff_id, row.currency, row.status)
+
+
+# -- authorization ---------------------------------------------------------------------------------
+def reserve(
+    store: Store,
+    *,
+    uuid: str,
+    account_id: int,
+    rate: Rate,
+    policy: GrantPolicy,
+    node: str,
+    caller: str,
+    destination: str,
+    now_us: int,
+    lease_until_us: int,
+    max_ring_s: int,
+) -> Authorization:
+    """Authorize a new call: status, channel limit, and a first grant held atomically."""
+    m = store.models
+    with store.transaction():
+        acc = _locked(store, m.Account.select().where(m.Account.id == account_id)).first()
+        if acc is None:
+            return Authorization(False, "unknown_account")
+        if acc.status != "active":
+            return Authorization(False, "suspended")
+        if acc.max_channels and acc.live_channels >= acc.max_channels:
+            return Authorization(False, "channel_limit")
+        available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
+        plan = plan_grant(rate, 0, available, policy)
+        if plan.granted_s == 0:
+            return Authorization(False, "insufficient_funds", balance=Money(acc.balance_micros))
+        m.Account.update(
+            reserved_micros=m.Account.reserved_micros + plan.extra_hold.micros,
+            live_channels=m.Account.live_channels + 1,
+        ).where(m.Account.id == acc.id).execute()
+        m.LiveCall.insert(
+            uuid=uuid, account=acc.id, node=node, caller=caller[:255], destination=destination[:255],
+            prefix=rate.prefix, rate_micros=rate.rate.micros, connect_fee_micros=rate.connect_fee.micros,
+            initial_increment_s=rate.initial_increment_s, increment_s=rate.increment_s,
+            min_duration_s=rate.min_duration_s, rounding_decimals=rate.rounding.decimals,
+            rounding_method=rate.rounding.method.value, granted_s=plan.granted_s,
+            held_micros=plan.extra_hold.micros, debited_micros=0,
+            balance_before_micros=acc.balance_micros, created_us=now_us, answered_us=None,
+            cutoff_us=None, lease_until_us=lease_until_us,
+            hold_until_us=now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
+        ).execute()
+    return Authorization(True, "", plan.granted_s, plan.extra_hold, plan.final, Money(acc.balance_micros))
+
+
+def mark_answered(store: Store, uuid: str, answered_us: int, cutoff_us: int, lease_until_us: int) -> None:
+    m = store.models
+    with store.transaction():
+        row = m.LiveCall.get_or_none(m.LiveCall.uuid == uuid)
+        if row is None:
+            return
+        m.LiveCall.update(
+            answered_us=answered_us,
+            cutoff_us=cutoff_us,
+            lease_until_us=lease_until_us,
+            hold_until_us=answered_us + row.granted_s * US + HOLD_SLACK_US,
+        ).where(m.LiveCall.uuid == uuid).execute()
+
+
+def heartbeat(
+    store: Store, uuid: str, now_us: int, policy: GrantPolicy, lease_until_us: int, extend: bool = True
+) -> Optional[HeartbeatResult]:
+    """Debit what the call consumed since the last heartbeat, renew its lease and, if the
+    money allows, extend its grant by another slice. None if the call is no longer live here
+    (settled elsewhere, e.g. by a reaper after this node lost the database for too long)."""
+    m = store.models
+    with store.transaction():
+        lc = _locked(store, m.LiveCall.select().where(m.LiveCall.uuid == uuid)).first()
+        if lc is None:
+            return None
+        acc = _locked(store, m.Account.select().where(m.Account.id == lc.account_id)).first()
+        rate = rate_of(lc)
+        held, debited = Money(lc.held_micros), Money(lc.debited_micros)
+        due = Money(0)
+        if lc.answered_us is not None:
+            due = heartbeat_debit(rate, lc.answered_us, now_us, debited, held)
+            if due:
+                post(store, acc.id, -due, "call", now_us, call_uuid=uuid, note="heartbeat", release_micros=due.micros)
+                held, debited = held - due, debited + due
+        granted_s, extended, final, extra = lc.granted_s, False, False, Money(0)
+        elapsed_s = max(0, now_us - lc.answered_us) // US if lc.answered_us is not None else 0
+        if extend and wants_extension(lc.granted_s, elapsed_s, policy):
+            acc = m.Account.get_by_id(acc.id)
+            available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
+            plan = plan_grant(rate, lc.granted_s, available, policy, elapsed_s)
+            final = plan.final
+            if plan.granted_s > lc.granted_s:
+                m.Account.update(reserved_micros=m.Account.reserved_micros + plan.extra_hold.micros).where(
+                    m.Account.id == acc.id
+                ).execute()
+                held += plan.extra_hold
+                granted_s, extended, extra = plan.granted_s, True, plan.extra_hold
+        start_us = lc.answered_us if lc.answered_us is not None else lc.created_us
+        m.LiveCall.update(
+            held_micros=held.micros,
+            debited_micros=debited.micros,
+            granted_s=granted_s,
+            lease_until_us=lease_until_us,
+            hold_until_us=max(lc.hold_until_us, start_us + granted_s * US + HOLD_SLACK_US),
+            cutoff_us=(
+                cutoff_epoch_s(lc.answered_us, granted_s, policy.margin_s) * US if lc.answered_us is not None else None
+            ),
+        ).where(m.LiveCall.uuid == uuid).execute()
+    return HeartbeatResult(due, extra, granted_s, extended, final)
+
+
+# -- the end of a call --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CallEnd:
+    uuid: str
+    answered_us: Optional[int]  # billing window start (FreeSWITCH's answer uepoch)
+    end_us: Optional[int]  # billing window end
+    start_us: int
+    billsec: int
+    hangup_cause: str
+    result: str
+    now_us: int
+
+
+def settle_call(store: Store, end: CallEnd) -> Optional[CdrView]:
+    """Rate the call from FreeSWITCH's times, post the rest, void the hold, write the CDR.
+    Exactly once: a second call for the same uuid returns the first CDR and changes nothing.
+    None if the call was never reserved here (nothing to settle)."""
+    m = store.models
+    with store.transaction():
+        existing = m.Cdr.get_or_none(m.Cdr.uuid == end.uuid)
+        if existing is not None:
+            return _cdr_view(existing)
+        lc = _locked(store, m.LiveCall.select().where(m.LiveCall.uuid == end.uuid)).first()
+        if lc is None:
+            return None
+        return _settle_locked(store, lc, end, recovered=False)
+
+
+def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> CdrView:
+    m = store.models
+    acc = _locked(store, m.Account.select().where(m.Account.id == lc.account_id)).first()
+    rate = rate_of(lc)
+    held, debited = Money(lc.held_micros), Money(lc.debited_micros)
+    if recovered:
+        # Nobody saw this call end: charge what was provably consumed (its debits), void the rest.
+        s_cost, s_post, overflow, billed = debited, Money(0), Money(0), _billed_for(rate, debited)
+    else:
+        s = settle(rate, end.answered_us, end.end_us, debited, held)
+        s_cost, s_post, overflow, billed = s.cost, s.post, s.overflow, s.billed_s
+    balance_before_settle = acc.balance_micros
+    available_after = Money(
+        acc.balance_micros - s_post.micros + acc.credit_limit_micros - (acc.reserved_micros - held.micros)
+    )
+    extra = collectable(overflow, available_after)
+    total_post = s_post + extra
+    if total_post:
+        _, balance_after = post(
+            store, acc.id, -total_post, "call", end.now_us, call_uuid=lc.uuid,
+            note="recovered" if recovered else "settlement", release_micros=held.micros,
+        )
+    else:
+        m.Account.update(reserved_micros=m.Account.reserved_micros - held.micros).where(m.Account.id == acc.id).execute()
+        balance_after = balance_before_settle
+    m.Account.update(live_channels=m.Account.live_channels - 1).where(m.Account.id == acc.id).execute()
+    m.LiveCall.delete().where(m.LiveCall.uuid == lc.uuid).execute()
+    row = m.Cdr.create(
+        uuid=lc.uuid, account_code=acc.code, node=lc.node, caller=lc.caller, destination=lc.destination,
+        prefix=lc.prefix, currency=acc.currency, rate_micros=lc.rate_micros,
+        connect_fee_micros=lc.connect_fee_micros, initial_increment_s=lc.initial_increment_s,
+        increment_s=lc.increment_s, min_duration_s=lc.min_duration_s, start_us=end.start_us or lc.created_us,
+        answer_us=end.answered_us if not recovered else lc.answered_us, end_us=end.end_us,
+        billsec=end.billsec, billed_s=billed, cost_micros=s_cost.micros,
+        charged_micros=(debited + total_post).micros, uncollected_micros=(overflow - extra).micros,
+        balance_before_micros=lc.balance_before_micros, balance_after_micros=balance_after,
+        hangup_cause=end.hangup_cause, result="recovered" if recovered else end.result,
+        reason="" if not recovered else "settled by reaper: charged up to the last debit",
+        created_us=end.now_us,
+    )
+    return _cdr_view(row)
+
+
+def _billed_for(rate: Rate, amount: Money) -> int:
+    return max_seconds(rate, amount) if amount else 0
+
+
+def write_rejection(
+    store: Store, *, uuid: str, account_code: str, node: str, caller: str, destination: str,
+    currency: str, start_us: int, now_us: int, reason: str, hangup_cause: str = "",
+    balance: Optional[Money] = None, result: str = "rejected",
+) -> Optional[CdrView]:
+    """A CDR with cost 0 for a refused call (exactly once per uuid)."""
+    m = store.models
+    try:
+        with store.transaction():
+            if m.Cdr.get_or_none(m.Cdr.uuid == uuid) is not None:
+                return None
+            row = m.Cdr.create(
+                uuid=uuid, account_code=account_code, node=node, caller=caller[:255],
+                destination=destination[:255], currency=currency, start_us=start_us, result=result,
+                reason=reason, hangup_cause=hangup_cause, created_us=now_us,
+                balance_before_micros=None if balance is None else balance.micros,
+                balance_after_micros=None if balance is None else balance.micros,
+            )
+            return _cdr_view(row)
+    except peewee.IntegrityError:
+        return None
+
+
+def settle_unreserved(
+    store: Store, account_code: str, end: CallEnd, node: str, rate: Optional[Rate], destination: str
+) -> Optional[CdrView]:
+    """Charge a call that was let through while the database was down (on_db_error: allow).
+
+    Nothing was held for it, so it is charged only what the account can still pay without
+    breaking the invariant; the rest of its rated cost is recorded on the CDR as uncollected.
+    `rate` is None when the destination has no rate (nothing is charged; the CDR says so).
+    """
+    m = store.models
+    with store.transaction():
+        if m.Cdr.get_or_none(m.Cdr.uuid == end.uuid) is not None:
+            return None
+        acc = _locked(store, m.Account.select().where(m.Account.code == account_code)).first()
+        if acc is None or rate is None:
+            row = m.Cdr.create(
+                uuid=end.uuid, account_code=account_code, node=node, destination=destination,
+                start_us=end.start_us, answer_us=end.answered_us, end_us=end.end_us, billsec=end.billsec,
+                hangup_cause=end.hangup_cause, result=end.result, created_us=end.now_us,
+                reason="db_error_allowed: " + ("unknown account" if acc is None else "no rate"),
+            )
+            return _cdr_view(row)
+        s = settle(rate, end.answered_us, end.end_us, Money(0), Money(0))
+        available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
+        charged = collectable(s.overflow, available)
+        balance_after = acc.balance_micros
+        if charged:
+            _, balance_after = post(store, acc.id, -charged, "call", end.now_us, call_uuid=end.uuid,
+                                    note="charged after a database outage")
+        row = m.Cdr.create(
+            uuid=end.uuid, account_code=acc.code, node=node, destination=destination,
+            prefix=rate.prefix, currency=acc.currency, rate_micros=rate.rate.micros,
+            connect_fee_micros=rate.connect_fee.micros, initial_increment_s=rate.initial_increment_s,
+            increment_s=rate.increment_s, min_duration_s=rate.min_duration_s, start_us=end.start_us,
+            answer_us=end.answered_us, end_us=end.end_us, billsec=end.billsec, billed_s=s.billed_s,
+            cost_micros=s.cost.micros, charged_micros=charged.micros, uncollected_micros=(s.cost - charged).micros,
+            balance_before_micros=acc.balance_micros, balance_after_micros=balance_after,
+            hangup_cause=end.hangup_cause, result=end.result, reason="db_error_allowed", created_us=end.now_us,
+        )
+        return _cdr_view(row)
+
+
+# -- recovery -----------------------------------------------------------------------------------------------
+def reap(
+    store: Store, now_us: int, *, node: Optional[str] = None, started_us: Optional[int] = None, limit: int = 500
+) -> list[CdrView]:
+    """Settle live calls nobody is looking after any more.
+
+    A call is reaped once its lease expired (its node stopped renewing it) — or at once for
+    `node`'s own calls created before it (re)started at `started_us` — and only after `hold_until`: the moment by
+    which FreeSWITCH's own cut-off has certainly ended it, so the hold is never released while
+    the call could still be talking. Safe to run on every node at once: each call is settled
+    in its own transaction that re-checks it under lock.
+    """
+    m = store.models
+    cond = m.LiveCall.hold_until_us < now_us
+    if node is None or started_us is None:
+        cond &= m.LiveCall.lease_until_us < now_us
+    else:
+        cond &= (m.LiveCall.lease_until_us < now_us) | (
+            (m.LiveCall.node == node) & (m.LiveCall.created_us < started_us)
+        )
+    with store.reading():
+        uuids = [r.uuid for r in m.LiveCall.select(m.LiveCall.uuid).where(cond).limit(limit)]
+    cdrs = []
+    for uuid in uuids:
+        with store.transaction():
+            lc = _locked(store, m.LiveCall.select().where((m.LiveCall.uuid == uuid) & cond)).first()
+            if lc is None or m.Cdr.get_or_none(m.Cdr.uuid == uuid) is not None:
+                continue
+            end = CallEnd(uuid, lc.answered_us, None, lc.created_us, 0, "", "recovered", now_us)
+            cdrs.append(_settle_locked(store, lc, end, recovered=True))
+    return cdrs
+
+
+# -- queries for operators ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LiveCallView:
+    uuid: str
+    account: str
+    node: str
+    caller: str
+    destination: str
+    prefix: str
+    rate: Money
+    granted_s: int
+    held: Money
+    debited: Money
+    created_us: int
+    answered_us: Optional[int]
+    cutoff_us: Optional[int]
+    lease_until_us: int
+
+    def as_json(self) -> dict:
+        return {
+            "uuid": self.uuid, "account": self.account, "node": self.node, "caller": self.caller,
+            "destination": self.destination, "prefix": self.prefix, "rate": str(self.rate),
+            "granted_s": self.granted_s, "held": str(self.held), "debited": str(self.debited),
+            "created": iso(self.created_us), "answered": iso(self.answered_us),
+            "cutoff": iso(self.cutoff_us), "lease_until": iso(self.lease_until_us),
+        }
+
+
+def live_calls(store: Store, account: Optional[str] = None) -> list[LiveCallView]:
+    m = store.models
+    with store.reading():
+        q = m.LiveCall.select(m.LiveCall, m.Account.code).join(m.Account)
+        if account:
+            q = q.where(m.Account.code == account)
+        return [
+            LiveCallView(
+                r.uuid, r.account.code, r.node, r.caller, r.destination, r.prefix, Money(r.rate_micros),
+                r.granted_s, Money(r.held_micros), Money(r.debited_micros), r.created_us, r.answered_us,
+                r.cutoff_us, r.lease_until_us,
+            )
+            for r in q.order_by(m.LiveCall.created_us)
+        ]
+
+
+def cdrs(
+    store: Store, *, account: Optional[str] = None, since_us: Optional[int] = None, until_us: Optional[int] = None,
+) -> list[CdrView]:
+    m = store.models
+    with store.reading():
+        q = m.Cdr.select()
+        if account:
+            q = q.where(m.Cdr.account_code == account)
+        if since_us is not None:
+            q = q.where(m.Cdr.start_us >= since_us)
+        if until_us is not None:
+            q = q.where(m.Cdr.start_us < until_us)
+        return [_cdr_view(r) for r in q.order_by(m.Cdr.start_us, m.Cdr.id)]

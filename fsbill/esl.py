@@ -1,0 +1,537 @@
+"""The event socket: the one place fsbill talks to FreeSWITCH.
+
+Built on greenswitch's `OutboundESLServer` / `OutboundSession`, with the sharp edges of
+greenswitch 0.0.19 fixed here (see ESL-NOTES.md), each one tested through the emulator:
+
+- frames are parsed line by line and each value url-decoded on its own (greenswitch decodes
+  the whole block first, so an encoded newline in a variable injected a header);
+- header lines, header counts and Content-Length are bounded, EOF mid-frame and garbage end
+  the session instead of looping or raising out of the reader;
+- every command waits at most `command_timeout_s` for its reply; a peer that does not answer
+  is dropped (replies are matched in order, so a missed reply poisons the session anyway);
+- `sendall` instead of `send`; a blocking `accept` instead of polling every 100 ms; a hard
+  connection limit checked before any yield; a failed bind raises instead of `sys.exit()`;
+- the `connect`, `myevents` and `linger` replies are checked;
+- no per-session event-dispatch greenlet polling a queue every second: events are translated
+  into typed call events here and handed straight to the call's own queue.
+
+The enforcer never sees header names: it gets `Channel` (fsbill.call) and the event classes
+below.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Union
+from urllib.parse import unquote
+
+import gevent
+import gevent.event
+import gevent.queue
+import gevent.socket as gsocket
+from greenswitch.esl import NotConnectedError, OutboundESLServer, OutboundSession, OutboundSessionHasGoneAway
+
+from fsbill.call import READ_VARIABLES, Channel
+from fsbill.errors import FsbillError, ProtocolError
+
+log = logging.getLogger("fsbill.esl")
+
+MAX_HEADER_LINE = 64 * 1024
+MAX_HEADERS = 2000
+
+
+# -- typed events (what the enforcer consumes) ----------------------------------------------
+@dataclass(frozen=True)
+class Answered:
+    at_us: int
+
+
+@dataclass(frozen=True)
+class Bridged:
+    at_us: int
+
+
+@dataclass(frozen=True)
+class Unbridged:
+    at_us: int
+
+
+@dataclass(frozen=True)
+class Hungup:
+    cause: str
+    at_us: int
+
+
+@dataclass(frozen=True)
+class HangupComplete:
+    cause: str
+    start_us: int
+    answered_us: Optional[int]
+    end_us: Optional[int]
+    billsec: int
+    destination: str  # where the channel was when it ended (the cut-off extension after a transfer)
+
+
+@dataclass(frozen=True)
+class ExecuteComplete:
+    application: str
+    data: str
+    response: str
+    disposition: str  # originate_disposition / bridge failure cause when the app was bridge
+    at_us: int
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """FreeSWITCH's disconnect notice. With linger the final events still follow."""
+
+    linger: bool
+
+
+@dataclass(frozen=True)
+class SocketClosed:
+    reason: str
+
+
+CallEvent = Union[Answered, Bridged, Unbridged, Hungup, HangupComplete, ExecuteComplete, Disconnected, SocketClosed]
+
+
+# -- framing ---------------------------------------------------------------------------------------
+@dataclass
+class Frame:
+    headers: dict[str, str]
+    body: Optional[bytes] = None
+
+    @property
+    def data(self) -> str:
+        """The reply text, as greenswitch's callers expect it."""
+        if self.headers.get("Content-Type") == "api/response":
+            return (self.body or b"").decode("utf-8", "replace")
+        return self.headers.get("Reply-Text", "")
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("invalid UTF-8 in a frame") from None
+
+
+def parse_header_lines(lines: Iterable[str], decode_values: bool) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for count, line in enumerate(lines):
+        if count >= MAX_HEADERS:
+            raise ProtocolError("too many headers")
+        if not line:
+            continue
+        name, sep, value = line.partition(": ")
+        if not sep:
+            if line.endswith(":"):  # "Name:" with an empty value
+                name, value = line[:-1], ""
+            else:
+                raise ProtocolError(f"malformed header line {line[:60]!r}")
+        if not name or any(c.isspace() for c in name):
+            raise ProtocolError(f"malformed header name {name[:60]!r}")
+        # FreeSWITCH repeats some headers (Hangup-Cause); the first is kept.
+        headers.setdefault(name, unquote(value) if decode_values else value)
+    return headers
+
+
+def read_frame(stream, max_body: int) -> Optional[Frame]:
+    """One frame from FreeSWITCH: header lines, a blank line, then Content-Length bytes.
+    None on a clean end of stream between frames; ProtocolError on anything malformed."""
+    lines: list[str] = []
+    while True:
+        raw = stream.readline(MAX_HEADER_LINE + 1)
+        if not raw:
+            if lines:
+                raise ProtocolError("peer closed the socket mid-frame")
+            return None
+        if len(raw) > MAX_HEADER_LINE:
+            raise ProtocolError("header line too long")
+        if raw in (b"\n", b"\r\n"):
+            if not lines:
+                continue  # stray blank lines between frames are harmless
+            break
+        lines.append(_decode(raw).rstrip("\r\n"))
+        if len(lines) > MAX_HEADERS:
+            raise ProtocolError("too many headers")
+    # The connect reply carries the channel data url-encoded in its outer headers; other
+    # replies ("+OK Events Enabled") contain nothing encoded, so decoding them is harmless.
+    headers = parse_header_lines(lines, decode_values=True)
+    length_text = headers.get("Content-Length")
+    body = None
+    if length_text is not None:
+        if not length_text.isdigit():
+            raise ProtocolError(f"bad Content-Length {length_text[:20]!r}")
+        length = int(length_text)
+        if length > max_body:
+            raise ProtocolError(f"Content-Length {length} exceeds the {max_body}-byte limit")
+        body = b""
+        while len(body) < length:
+            chunk = stream.read(length - len(body))
+            if not chunk:
+                raise ProtocolError("peer closed the socket mid-body")
+            body += chunk
+    return Frame(headers, body)
+
+
+def parse_event_body(body: bytes) -> dict[str, str]:
+    """A text/event-plain body: `Name: url-encoded value` lines (each decoded on its own)."""
+    text = _decode(body)
+    head, _, _event_body = text.partition("\n\n")
+    return parse_header_lines(head.split("\n"), decode_values=True)
+
+
+def _us(value: str) -> Optional[int]:
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
+
+
+def translate_event(headers: dict[str, str]) -> Optional[CallEvent]:
+    name = headers.get("Event-Name", "")
+    at = _us(headers.get("Event-Date-Timestamp", "")) or 0
+    if name == "CHANNEL_ANSWER":
+        return Answered(_us(headers.get("Caller-Channel-Answered-Time", "")) or at)
+    if name == "CHANNEL_BRIDGE":
+        return Bridged(at)
+    if name == "CHANNEL_UNBRIDGE":
+        return Unbridged(at)
+    if name == "CHANNEL_HANGUP":
+        return Hungup(headers.get("Hangup-Cause", ""), at)
+    if name == "CHANNEL_HANGUP_COMPLETE":
+        billsec = headers.get("variable_billsec", "0")
+        return HangupComplete(
+            cause=headers.get("Hangup-Cause", "") or headers.get("variable_hangup_cause", ""),
+            start_us=_us(headers.get("variable_start_uepoch", "")) or _us(headers.get("Caller-Channel-Created-Time", "")) or at,
+            answered_us=_us(headers.get("variable_answer_uepoch", "")),
+            end_us=_us(headers.get("variable_end_uepoch", "")) or at,
+            billsec=int(billsec) if billsec.isdigit() else 0,
+            destination=headers.get("Caller-Destination-Number", ""),
+        )
+    if name == "CHANNEL_EXECUTE_COMPLETE":
+        return ExecuteComplete(
+            application=headers.get("Application", "") or headers.get("variable_current_application", ""),
+            data=headers.get("Application-Data", ""),
+            response=headers.get("Application-Response", ""),
+            disposition=headers.get("variable_originate_disposition", "")
+            or headers.get("variable_bridge_hangup_cause", "")
+            or headers.get("variable_last_bridge_hangup_cause", ""),
+            at_us=at,
+        )
+    return None
+
+
+def channel_from(headers: dict[str, str]) -> Channel:
+    """The call as the connect reply describes it."""
+    uuid = headers.get("Unique-ID") or headers.get("Channel-Unique-ID") or headers.get("variable_uuid", "")
+    if not uuid:
+        raise ProtocolError("connect reply without a channel uuid")
+    variables = {name: headers[f"variable_{name}"] for name in READ_VARIABLES if f"variable_{name}" in headers}
+    return Channel(
+        uuid=uuid,
+        caller=headers.get("Caller-Caller-ID-Number", "") or headers.get("Channel-Caller-ID-Number", ""),
+        destination=headers.get("Caller-Destination-Number", "") or headers.get("Channel-Destination-Number", ""),
+        created_us=_us(headers.get("Caller-Channel-Created-Time", "")) or 0,
+        answered_us=_us(headers.get("Caller-Channel-Answered-Time", "")),
+        variables=variables,
+    )
+
+
+def _safe_arg(text: str) -> str:
+    """An ESL command is newline-delimited: a newline in an argument would inject commands."""
+    if "\n" in text or "\r" in text:
+        raise ProtocolError("refusing to send an argument containing a line break")
+    return text
+
+
+# -- the session --------------------------------------------------------------------------------------
+class EslSession(OutboundSession):
+    """One call's outbound socket, with the fixes listed in the module docstring."""
+
+    def __init__(
+        self,
+        client_address: tuple,
+        sock: gsocket.socket,
+        *,
+        command_timeout_s: float = 5.0,
+        max_frame_bytes: int = 1_048_576,
+        on_protocol_error: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        self.command_timeout_s = command_timeout_s
+        self.max_frame_bytes = max_frame_bytes
+        self.on_protocol_error = on_protocol_error
+        self.events: gevent.queue.Queue = gevent.queue.Queue()
+        self.closed_reason = ""
+        self.client_address = client_address
+        super().__init__(client_address, sock)
+
+    # greenswitch spawns receive_events and process_events; events go straight to `events`.
+    def process_events(self) -> None:
+        return None
+
+    def receive_events(self) -> None:
+        reason = "peer closed the socket"
+        try:
+            while self._run:
+                frame = read_frame(self.sock_file, self.max_frame_bytes)
+                if frame is None:
+                    break
+                self._dispatch(frame)
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            log.warning("esl peer=%s dropped: %s", self.client_address[0] if self.client_address else "?", exc)
+            if self.on_protocol_error:
+                self.on_protocol_error(str(exc))
+        except (OSError, ValueError) as exc:  # ValueError: reading a socket file closed under us
+            reason = f"socket error: {exc}"
+        finally:
+            self._shutdown(reason)
+
+    def _dispatch(self, frame: Frame) -> None:
+        ctype = frame.headers.get("Content-Type", "")
+        if ctype in ("command/reply", "api/response"):
+            if not self._commands_sent:
+                raise ProtocolError(f"unsolicited {ctype}")
+            self._commands_sent.pop(0).set(frame)
+        elif ctype == "text/event-plain":
+            headers = parse_event_body(frame.body or b"")
+            event = translate_event(headers)
+            if event is not None:
+                self.events.put(event)
+        elif ctype == "text/disconnect-notice":
+            linger = frame.headers.get("Content-Disposition") == "linger"
+            self._lingering = self._lingering or linger
+            if not linger:
+                self.connected = False
+            self._outbound_connected = False
+            self.events.put(Disconnected(linger))
+        elif ctype == "text/rude-rejection":
+            raise ProtocolError("rude rejection")
+        # anything else (log/data, other event formats) is not ours; ignore it
+
+    def _shutdown(self, reason: str) -> None:
+        if not self.closed_reason:
+            self.closed_reason = reason
+        self._run = False
+        self.connected = False
+        self._outbound_connected = False
+        for waiter in self._commands_sent:
+            waiter.set_exception(OutboundSessionHasGoneAway())
+        self._commands_sent.clear()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        self.events.put(SocketClosed(reason))
+
+    # -- commands ------------------------------------------------------------------------------------
+    def send(self, data: str) -> Frame:  # type: ignore[override]
+        return self.send_many([data])[-1]
+
+    def send_many(self, commands: list[str]) -> list[Frame]:
+        """Pipeline commands in one write (FreeSWITCH handles them in order) and wait for
+        every reply, each within `command_timeout_s`."""
+        if not self.connected:
+            raise NotConnectedError()
+        waiters = []
+        payload = b""
+        for command in commands:
+            waiter = gevent.event.AsyncResult()
+            waiters.append(waiter)
+            self._commands_sent.append(waiter)
+            payload += (command + "\n\n").encode("utf-8")
+        try:
+            self.sock.sendall(payload)
+        except OSError as exc:
+            self._shutdown(f"socket error: {exc}")
+            raise OutboundSessionHasGoneAway() from None
+        replies = []
+        for command, waiter in zip(commands, waiters):
+            try:
+                replies.append(waiter.get(timeout=self.command_timeout_s))
+            except gevent.Timeout:
+                message = f"no reply to {command.split(chr(10))[0][:40]!r} within {self.command_timeout_s:g} s"
+                log.warning("esl peer dropped: %s", message)
+                if self.on_protocol_error:
+                    self.on_protocol_error(message)
+                self._shutdown(f"protocol error: {message}")
+                raise ProtocolError(message) from None
+        return replies
+
+    def execute(self, app: str, arg: str = "") -> Frame:
+        """`sendmsg` execute; in async mode FreeSWITCH queues it and replies +OK at once."""
+        command = f"sendmsg\ncall-command: execute\nexecute-app-name: {_safe_arg(app)}"
+        if arg:
+            command += f"\nexecute-app-arg: {_safe_arg(arg)}"
+        return self.send(command)
+
+    def hangup(self, cause: str = "NORMAL_CLEARING") -> Frame:  # type: ignore[override]
+        return self.send(f"sendmsg\ncall-command: hangup\nhangup-cause: {_safe_arg(cause)}")
+
+    def api(self, *commands: str) -> list[str]:
+        """API commands, pipelined; returns each response body."""
+        frames = self.send_many([f"api {_safe_arg(c)}" for c in commands])
+        return [f.data for f in frames]
+
+    def expect_ok(self, command: str) -> str:
+        reply = self.send(command).data
+        if not reply.startswith("+OK"):
+            raise ProtocolError(f"{command!r} refused: {reply.strip()[:80]}")
+        return reply
+
+    def connect(self) -> dict[str, str]:  # type: ignore[override]
+        reply = self.send("connect")
+        if not reply.headers.get("Reply-Text", "").startswith("+OK"):
+            raise ProtocolError("connect refused")
+        self.session_data = reply.headers
+        self._outbound_connected = True
+        return reply.headers
+
+    def next_event(self, timeout_s: Optional[float]) -> Optional[CallEvent]:
+        try:
+            return self.events.get(timeout=timeout_s)
+        except gevent.queue.Empty:
+            return None
+
+    def stop(self) -> None:
+        """Say `exit` if we still can (FreeSWITCH then frees the channel), then close."""
+        if self.connected:
+            try:
+                self.send("exit")
+            except (FsbillError, NotConnectedError, OutboundSessionHasGoneAway, OSError):
+                pass
+        self._shutdown("closed by fsbill")
+        if self._receive_events_greenlet is not None:
+            self._receive_events_greenlet.join(timeout=self.command_timeout_s)
+            self._receive_events_greenlet.kill(block=False)
+        try:
+            self.sock_file.close()
+        except OSError:
+            pass
+
+
+# -- the server -------------------------------------------------------------------------------------------
+class EslServer(OutboundESLServer):
+    """Accepts FreeSWITCH's outbound-socket connections and runs `handler(session)` per call."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handler: Callable[[EslSession], None],
+        *,
+        max_connections: int,
+        peer_allowed: Callable[[str], bool],
+        command_timeout_s: float,
+        connect_timeout_s: float = 5.0,
+        max_frame_bytes: int,
+        on_protocol_error: Optional[Callable[[str], None]] = None,
+        on_refused: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        super().__init__(bind_address=host, bind_port=port, application=handler, max_connections=max_connections)
+        self.handler = handler
+        self.peer_allowed = peer_allowed
+        self.command_timeout_s = command_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self.max_frame_bytes = max_frame_bytes
+        self.on_protocol_error = on_protocol_error
+        self.on_refused = on_refused
+        self._accept_greenlet: Optional[gevent.Greenlet] = None
+        self.started = gevent.event.Event()
+
+    def bind(self) -> int:
+        self.server = gsocket.socket(gsocket.AF_INET6 if ":" in self.bind_address else gsocket.AF_INET)
+        self.server.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_REUSEADDR, 1)
+        try:
+            self.server.bind((self.bind_address, self.bind_port[0]))
+        except OSError as exc:
+            self.server.close()
+            raise FsbillError(f"cannot listen on {self.bind_address}:{self.bind_port[0]}: {exc.strerror}") from None
+        self.server.listen(1024)
+        self.bound_port = self.server.getsockname()[1]
+        return self.bound_port
+
+    def listen(self) -> None:
+        if self.server is None:
+            self.bind()
+        self._running = True
+        self.started.set()
+        while self._running:
+            try:
+                sock, address = self.server.accept()
+            except OSError as exc:
+                if not self._running:
+                    break
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept failed (%s); pausing", exc)
+                    gevent.sleep(0.1)
+                    continue
+                if exc.errno in (errno.EBADF, errno.EINVAL):
+                    break
+                continue
+            peer = address[0]
+            if not self.peer_allowed(peer):
+                log.warning("esl refused peer=%s reason=not_allowed", peer)
+                if self.on_refused:
+                    self.on_refused("not_allowed")
+                sock.close()
+                continue
+            if self.connection_count >= self.max_connections:
+                # Closing before `connect` returns the call to the dialplan, whose next
+                # action (see dialplan/) refuses it: better than half-accepting it.
+                log.warning("esl refused peer=%s reason=capacity count=%d", peer, self.connection_count)
+                if self.on_refused:
+                    self.on_refused("capacity")
+                sock.close()
+                continue
+            self.connection_count += 1
+            greenlet = gevent.spawn(self._serve, sock, address)
+            self._greenlets.add(greenlet)
+            greenlet.link(self._greenlets.discard)
+
+    def _serve(self, sock: gsocket.socket, address: tuple) -> None:
+        session = None
+        try:
+            sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+            session = EslSession(
+                address, sock, command_timeout_s=self.connect_timeout_s,
+                max_frame_bytes=self.max_frame_bytes, on_protocol_error=self.on_protocol_error,
+            )
+            session.connect()
+            session.command_timeout_s = self.command_timeout_s
+            self.handler(session)
+        except (FsbillError, NotConnectedError, OutboundSessionHasGoneAway, OSError) as exc:
+            log.info("esl session from %s ended early: %s", address[0], exc)
+        except Exception:
+            log.exception("esl session from %s failed", address[0])
+        finally:
+            self.connection_count -= 1
+            if session is not None:
+                session.stop()
+            else:
+                sock.close()
+
+    def start(self) -> int:
+        port = self.bind()
+        self._accept_greenlet = gevent.spawn(self.listen)
+        self.started.wait()
+        return port
+
+    def stop(self, drain_timeout_s: float = 0.0) -> None:
+        """Stop accepting; optionally wait for the calls being handled to finish."""
+        self._running = False
+        if self.server is not None:
+            try:
+                self.server.close()
+            except OSError:
+                pass
+        if self._accept_greenlet is not None:
+            self._accept_greenlet.kill(block=True, timeout=1)
+        if drain_timeout_s > 0 and self._greenlets:
+            gevent.joinall(list(self._greenlets), timeout=drain_timeout_s)
+
+    @property
+    def live_sessions(self) -> int:
+        return self.connection_count

@@ -1,0 +1,81 @@
+"""Structured log lines: one per call decision and per settlement, `key=value` or JSON.
+
+`event(log, "settled", uuid=..., cost=Money(...))` renders consistently whichever format the
+operator chose (`log_format`); amounts render as their exact strings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from fsbill.money import Money
+
+_FORMAT = {"json": False}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, Money):
+        return str(value)
+    if value is None:
+        return ""
+    return str(value)
+
+
+def event(log: logging.Logger, name: str, **fields: Any) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    log.info(render(name, fields))
+
+
+def render(name: str, fields: dict[str, Any]) -> str:
+    if _FORMAT["json"]:
+        record = {"event": name}
+        record.update({k: _text(v) if isinstance(v, Money) else v for k, v in fields.items()})
+        return json.dumps(record, default=str, separators=(",", ":"))
+    parts = [f"event={name}"]
+    for key, value in fields.items():
+        text = _text(value)
+        if text == "" or any(c.isspace() or c in '"=' for c in text):
+            text = json.dumps(text)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, as_json: bool) -> None:
+        super().__init__()
+        self.as_json = as_json
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        message = record.getMessage()
+        if self.as_json:
+            if message.startswith("{"):
+                body = json.loads(message)
+            else:
+                body = {"message": message}
+            out = {"time": stamp, "level": record.levelname.lower(), "logger": record.name}
+            out.update(body)
+            if record.exc_info:
+                out["exception"] = self.formatException(record.exc_info)
+            return json.dumps(out, default=str, separators=(",", ":"))
+        line = f"{stamp} level={record.levelname.lower()} logger={record.name} "
+        line += message if message.startswith("event=") else f"msg={json.dumps(message)}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(level: str, fmt: str, stream=None) -> None:
+    """Route fsbill's logs to stderr in the configured format (called by `fsbill serve`)."""
+    _FORMAT["json"] = fmt == "json"
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_Formatter(fmt == "json"))
+    root = logging.getLogger("fsbill")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

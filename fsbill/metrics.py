@@ -1,0 +1,89 @@
+"""Prometheus metrics, one registry per server (so tests and benchmarks can run several).
+
+No account identifiers in labels (there is no opt-in yet): label cardinality
+must not grow with the customer base. Amounts are exported as floats because that is the
+only type Prometheus has; they are observability, never the books (the ledger is).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest
+
+from fsbill import __version__
+from fsbill.money import Money
+
+log = logging.getLogger("fsbill.metrics")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _amount(m: Money) -> float:
+    return m.micros / 1_000_000  # observability only; see module docstring
+
+
+class Metrics:
+    def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.calls = Counter("fsbill_calls", "Calls authorized or rejected", ["result", "reason"], registry=r)
+        self.live_calls = Gauge("fsbill_live_calls", "Calls this node is enforcing now", registry=r)
+        self.reserved = Gauge("fsbill_reserved_amount", "Money held by this node's live calls", ["currency"], registry=r)
+        self.charged = Counter("fsbill_charged_amount", "Money charged for calls", ["currency"], registry=r)
+        self.topups = Counter("fsbill_topups_amount", "Money credited by top-ups", ["currency"], registry=r)
+        self.cutoffs = Counter("fsbill_cutoffs", "Calls ended by their cut-off", ["kind"], registry=r)
+        self.warnings = Counter("fsbill_warnings_scheduled", "Low-balance warnings scheduled", registry=r)
+        self.extensions = Counter("fsbill_grant_extensions", "Grants extended by a heartbeat", registry=r)
+        self.cdrs = Counter("fsbill_cdrs_written", "CDRs written", ["result"], registry=r)
+        self.uncollected = Counter("fsbill_uncollected_amount", "Rated cost the account could not pay", ["currency"], registry=r)
+        self.setup_seconds = Histogram(
+            "fsbill_setup_seconds", "Socket accepted to bridge sent", buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.db_seconds = Histogram(
+            "fsbill_db_seconds", "Database unit-of-work latency", ["op"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.db_errors = Counter("fsbill_db_errors", "Database operations that failed", ["op"], registry=r)
+        self.esl_errors = Counter("fsbill_esl_protocol_errors", "Event-socket peers dropped for protocol errors", registry=r)
+        self.esl_refused = Counter("fsbill_esl_refused", "Event-socket connections refused", ["reason"], registry=r)
+        self.recovered = Counter("fsbill_recovered_calls", "Calls settled by the reaper", registry=r)
+        self.pending_cdrs = Gauge("fsbill_pending_cdrs", "Settlements waiting for the database", registry=r)
+        self.build = Info("fsbill_build", "fsbill version", registry=r)
+        self.build.info({"version": __version__})
+        self._reserved_by_currency: dict[str, int] = {}
+
+    def hold_changed(self, currency: str, delta: Money) -> None:
+        micros = self._reserved_by_currency.get(currency, 0) + delta.micros
+        self._reserved_by_currency[currency] = micros
+        self.reserved.labels(currency).set(micros / 1_000_000)
+
+    def charge(self, currency: str, amount: Money) -> None:
+        if amount.micros > 0:
+            self.charged.labels(currency).inc(_amount(amount))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int, healthy: Callable[[], bool]):
+    """/metrics and /healthz on their own address, served by a gevent WSGI server."""
+    from gevent.pywsgi import WSGIServer
+
+    def app(environ, start_response):
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            body = metrics.render()
+            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
+            return [body]
+        if path == "/healthz":
+            ok = healthy()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ok\n" if ok else b"database unreachable\n"]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found\n"]
+
+    server = WSGIServer((host, port), app, log=None, error_log=log)
+    server.start()
+    return server
