@@ -492,6 +492,7 @@ class EslServer(OutboundESLServer):
             greenlet.link(self._greenlets.discard)
 
     def _serve(self, sock: gsocket.socket, address: tuple) -> None:
+        accepted_perf = time.perf_counter()
         session = None
         try:
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
@@ -499,6 +500,7 @@ class EslServer(OutboundESLServer):
                 address, sock, command_timeout_s=self.connect_timeout_s,
                 max_frame_bytes=self.max_frame_bytes, on_protocol_error=self.on_protocol_error,
             )
+            session.accepted_perf = accepted_perf  # the setup-latency histogram starts here
             session.connect()
             session.command_timeout_s = self.command_timeout_s
             self.handler(session)
