@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 from urllib.parse import unquote
