@@ -128,9 +128,20 @@ class Node:
         stop_requested = gevent.event.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(sig, stop_requested.set)
+        # SIGUSR1: write every greenlet's stack to stderr (what is each call doing right now?)
+        gevent.signal_handler(signal.SIGUSR1, _dump_greenlets)
         stop_requested.wait()
         log_event(log, "stopping", live_calls=self.esl.live_sessions)
         self.stop()
+
+
+def _dump_greenlets() -> None:
+    import sys
+
+    from gevent.util import print_run_info
+
+    print_run_info(file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _redact(url: str) -> str:
