@@ -395,7 +395,6 @@ class CallRun:
             self.held -= result.debited
             self.debited += result.debited
             e.metrics.hold_changed(self.call.account.currency, -result.debited)
-            e.metrics.charge(self.call.account.currency, result.debited)
         if self.answered_us is None:
             return
         c = s.cutoff
@@ -448,7 +447,7 @@ class CallRun:
         except DatabaseUnavailable as exc:
             log_event(log, "settle_deferred", uuid=call_end.uuid, error=str(exc))
             if e.pending is not None:
-                e.pending.add_settlement(call_end)
+                e.pending.add_settlement(call_end, self.call.account.currency, self.held, self.debited)
             return
         self.record_settled(cdr)
 
@@ -458,7 +457,11 @@ class CallRun:
         self.held = Money(0)
         if cdr is None:
             return
-        e.metrics.charge(cdr.currency, cdr.charged - self.debited)
+        if cdr.result == "recovered":
+            return  # a reaper settled it first, and counted it on its own node
+        # Counted once, at settlement: heartbeat debits are provisional (a debit taken just
+        # after the real hangup is refunded by the settlement) and a counter cannot go down.
+        e.metrics.charge(cdr.currency, cdr.charged)
         e.metrics.cdrs.labels(cdr.result).inc()
         log_event(log, "settled", uuid=cdr.uuid, account=cdr.account, result=cdr.result, billsec=cdr.billsec,
                   billed_s=cdr.billed_s, cost=cdr.cost, charged=cdr.charged, uncollected=cdr.uncollected,
@@ -506,8 +509,9 @@ class PendingWrites:
         self.items.append((kind, item))
         self.e.metrics.pending_cdrs.set(len(self.items))
 
-    def add_settlement(self, call_end: dbcalls.CallEnd) -> None:
-        self._add("settle", call_end)
+    def add_settlement(self, call_end: dbcalls.CallEnd, currency: str, held: Money, debited: Money) -> None:
+        # The hold stays in the database (and in the reserved gauge) until the settlement lands.
+        self._add("settle", (call_end, currency, held, debited))
 
     def add_rejection(self, cdr: dict) -> None:
         self._add("reject", cdr)
@@ -521,9 +525,12 @@ class PendingWrites:
             kind, item = self.items[0]
             try:
                 if kind == "settle":
-                    cdr = dbcalls.settle_call(self.e.store, item)
-                    if cdr is not None:
+                    call_end, currency, held, debited = item
+                    cdr = dbcalls.settle_call(self.e.store, call_end)
+                    self.e.metrics.hold_changed(currency, -held)
+                    if cdr is not None and cdr.result != "recovered":
                         self.e.metrics.cdrs.labels(cdr.result).inc()
+                        self.e.metrics.charge(cdr.currency, cdr.charged)
                 elif kind == "reject":
                     if dbcalls.write_rejection(self.e.store, now_us=self.e.clock.now_us(), **item) is not None:
                         self.e.metrics.cdrs.labels("rejected").inc()
@@ -534,6 +541,7 @@ class PendingWrites:
                     )
                     if cdr is not None:
                         self.e.metrics.cdrs.labels(cdr.result).inc()
+                        self.e.metrics.charge(cdr.currency, cdr.charged)
             except DatabaseUnavailable:
                 break
             self.items.pop(0)

@@ -69,6 +69,7 @@ class Node:
         address = s.metrics_address()
         if address is not None:
             self.metrics_server = serve_metrics(self.metrics, address[0], address[1], self.store.ping)
+        self.follow_topups()  # top-ups from before this start are history, not this node's counter
         self._greenlets = [gevent.spawn(self._reaper), gevent.spawn(self.pending.run, 1.0)]
         log_event(log, "started", node=s.node, listen=f"{self.esl.bind_address}:{self.port}",
                   metrics=s.metrics_listen or "off", database=_redact(s.database))
@@ -83,6 +84,7 @@ class Node:
         for cdr in cdrs:
             self.metrics.recovered.inc()
             self.metrics.cdrs.labels("recovered").inc()
+            self.metrics.charge(cdr.currency, cdr.charged)
             log_event(log, "recovered", uuid=cdr.uuid, account=cdr.account, charged=cdr.charged, node=cdr.node)
         return len(cdrs)
 

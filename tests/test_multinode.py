@@ -6,6 +6,8 @@ FreeSWITCH emulator, every balance a row in a real PostgreSQL database.
 
 import io
 import random
+import urllib.request
+from urllib.error import HTTPError
 
 import gevent
 import pytest
@@ -154,13 +156,18 @@ def test_database_outage_mid_traffic(pg_url, tmp_path, policy):
     proxy = CuttableProxy((target.hostname, target.port or 5432))
     url = f"postgresql://{target.username}@127.0.0.1:{proxy.port}{target.path}"
     store = seed(pg_url, {"acme": ("20.00", {})})
-    rig = Rig(url, time_scale=SCALE, on_db_error=policy, slice_s=60, seed_tariff=False)
+    rig = Rig(url, time_scale=SCALE, on_db_error=policy, slice_s=120, seed_tariff=False, metrics_listen="127.0.0.1:0")
+    health = f"http://127.0.0.1:{rig.node.metrics_server.server_port}/healthz"
     rig.initial["acme"] = Money.parse("20.00")
     try:
         rnd = random.Random(5)
-        before = rig.switch.start_call(rig.address, spec(rnd, talk_s=60))
+        before = rig.switch.start_call(rig.address, spec(rnd, talk_s=45))
         rig.clock.sleep(15)
+        assert urllib.request.urlopen(health, timeout=5).status == 200
         proxy.cut()
+        with pytest.raises(HTTPError) as down:
+            urllib.request.urlopen(health, timeout=10)
+        assert down.value.code == 503
         during = [rig.switch.start_call(rig.address, spec(rnd, talk_s=10)) for _ in range(3)]
         records = [g.get(timeout=60) for g in during]
         if policy == "reject":
@@ -169,6 +176,7 @@ def test_database_outage_mid_traffic(pg_url, tmp_path, policy):
             assert all(r.answered_us is not None for r in records)
         rig.clock.sleep(10)
         proxy.up()
+        assert urllib.request.urlopen(health, timeout=10).status == 200
         live = before.get(timeout=60)
         assert live.answered_us is not None and live.ended_by == "caller"
         after = rig.call(talk_s=5)
