@@ -45,7 +45,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.since is not None and args.until is not None and args.until <= args.since:
         raise InvalidInput("--until must be after --since")
     rows = dbcalls.cdrs(open_store(load(args)), account=args.account, since_us=args.since, until_us=args.until)
-    if args.format == "json" or args.json:
+    if args.format == "json" or getattr(args, 'json', False):
         json.dump([r.as_json() for r in rows], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0

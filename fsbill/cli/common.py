@@ -82,6 +82,19 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
 def common_parser() -> argparse.ArgumentParser:
     """Options every sub-command accepts (attached as a parent parser)."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--config", metavar="PATH", help="YAML config file (default: $FSBILL_CONFIG, else built-in defaults)")
-    parent.add_argument("--json", action="store_true", help="machine-readable output; amounts are strings")
+    add_common_options(parent, argparse.SUPPRESS)
     return parent
+
+
+def add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """--config and --json, accepted before the sub-command (`fsbill --config X db upgrade`) and
+    after it. Sub-commands use SUPPRESS so that their absence does not erase a value given
+    before the sub-command."""
+    parser.add_argument(
+        "--config", metavar="PATH", default=default,
+        help="YAML config file (default: $FSBILL_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=False if default is None else default,
+        help="machine-readable output; amounts are strings",
+    )

@@ -36,10 +36,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fsbill.cli.common import common_parser
+    from fsbill.cli.common import add_common_options, common_parser
 
     parser = _Parser(prog="fsbill", description="Real-time prepaid enforcer for FreeSWITCH.")
     parser.add_argument("--version", action="version", version=f"fsbill {__version__}")
+    add_common_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     parent = common_parser()
