@@ -38,7 +38,7 @@ class Node:
             sqlite_synchronous=settings.sqlite_synchronous,
         )
         self.metrics = Metrics()
-        self.decks = DeckCache(self.store, refresh_s=settings.rates_refresh_s)
+        self.decks = DeckCache(self.store, refresh_s=settings.rates_refresh_s, background=True)
         self.enforcer = Enforcer(settings, self.store, self.clock, self.metrics, self.decks)
         self.pending = PendingWrites(self.enforcer)
         self.enforcer.pending = self.pending
@@ -65,13 +65,18 @@ class Node:
         if s.auto_migrate:
             self.store.upgrade()
         self.started_us = self.clock.now_us()
+        try:
+            loaded = self.decks.preload(self.started_us)  # before the first call, not during it
+        except DatabaseUnavailable as exc:
+            loaded = 0
+            log_event(log, "preload_failed", error=str(exc))
         self.port = self.esl.start()
         address = s.metrics_address()
         if address is not None:
             self.metrics_server = serve_metrics(self.metrics, address[0], address[1], self.store.ping)
         self.follow_topups()  # top-ups from before this start are history, not this node's counter
         self._greenlets = [gevent.spawn(self._reaper), gevent.spawn(self.pending.run, 1.0)]
-        log_event(log, "started", node=s.node, listen=f"{self.esl.bind_address}:{self.port}",
+        log_event(log, "started", node=s.node, rates=loaded, listen=f"{self.esl.bind_address}:{self.port}",
                   metrics=s.metrics_listen or "off", database=_redact(s.database))
         return self.port
 

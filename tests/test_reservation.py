@@ -48,7 +48,7 @@ POLICY = GrantPolicy(slice_s=120, max_call_s=3600, margin_s=1, extend_below_s=60
         (rate(initial=30, increment=6), "0.60", 36, True),  # 30 + 6 s = 0.60
         (rate(fee="0.10"), "0.60", 30, True),  # the connect fee comes first
         (rate(), "0.01", 0, True),  # 0.6 s... not even 1 s: reject
-        (rate(), "0.0333", 1, True),  # 1.998 s at 1/1 buys 1 s, but the cut-off margin eats it
+        (rate(), "0.0250", 1, True),  # 1.5 s at 1/1 buys 1 s, but the cut-off margin eats it
     ],
 )
 def test_first_grant(r, available, expected_s, final):

@@ -1,0 +1,338 @@
+"""Rate decks in the database: importing a CSV file all or nothing, loading a tariff's deck into
+the in-process index the call path uses, and keeping that index fresh.
+
+Importing parses and validates the whole file before touching the database (a bad line
+stores nothing), then replaces or extends the tariff's rates and bumps `Tariff.deck_version`
+in one transaction. Every node watches that version (`DeckCache`) and reloads a deck when it
+changes, so a call never costs a database round trip per prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from operator import itemgetter
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional, TextIO, Union
+
+import gevent
+import peewee
+
+from fsbill.db.connection import Store
+from fsbill.errors import DatabaseUnavailable, InvalidInput, NotFound
+from fsbill.money import RoundingMethod, RoundingRule
+from fsbill.ratedeck import ROW_FIELDS, ParsedDeck, RateBuilder, Row, check_against, parse_rows
+from fsbill.rating import Rate, RateDeck
+
+log = logging.getLogger("fsbill.rates")
+
+# Rows per INSERT statement: 12 bound values each, 6,000 a statement, under SQLite's 32,766
+# and PostgreSQL's 65,535. Measured on SQLite: 100 rows 6.4 s, 500 rows 5.9 s per million.
+BATCH_ROWS = 500
+
+Progress = Callable[[str, int], None]  # (phase 'parse' | 'store', rows or lines done)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    tariff: str
+    imported: int
+    replaced: bool
+    deck_version: int = 0
+
+    def as_json(self) -> dict:
+        return {"tariff": self.tariff, "imported": self.imported, "replaced": self.replaced}
+
+
+def _tariff_row(store: Store, name: str) -> object:
+    m = store.models
+    row = m.Tariff.get_or_none(m.Tariff.name == name)
+    if row is None:
+        raise NotFound(f"no tariff named {name!r} (create it with 'fsbill tariff add')")
+    return row
+
+
+def _rounding(row: object) -> RoundingRule:
+    return RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method))
+
+
+def import_deck(
+    store: Store,
+    tariff_name: str,
+    source: Union[str, os.PathLike, TextIO, Iterable[str]],
+    replace: bool = False,
+    progress: Optional[Progress] = None,
+    now_us: Optional[int] = None,
+) -> ImportResult:
+    """Import a CSV rate deck into a tariff, all or nothing.
+
+    `source` is a path or an open text file. Without `replace` the new rows are added to the
+    tariff's deck and must not overlap its existing rows; with it they replace the deck.
+    `progress(phase, done)` reports lines parsed ('parse') then rows stored ('store').
+    `now_us` is accepted for symmetry with the other adapters (imports are not time-stamped).
+    """
+    with store.reading():
+        tariff = _tariff_row(store, tariff_name)
+    parse_progress = (lambda n: progress("parse", n)) if progress is not None else None
+    if parse_progress is not None:
+        parse_progress(0)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, encoding="utf-8-sig", newline="") as handle:
+                rows = parse_rows(handle, tariff.timezone, parse_progress)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{os.fspath(source)} is not UTF-8 text ({exc.reason})") from None
+    else:
+        rows = parse_rows(source, tariff.timezone, parse_progress)
+    if not replace and rows:
+        _check_existing(store, tariff.id, rows)
+    if progress is not None:
+        progress("store", 0)
+    tid = tariff.id
+    # In prefix order: the (tariff, prefix) index then grows at one end instead of at random
+    # pages, which is what keeps a million-row import on SQLite within seconds.
+    ordered = sorted(rows, key=itemgetter(0))
+    m = store.models
+    with store.transaction() as db:
+        if replace:
+            m.Rate.delete().where(m.Rate.tariff == tid).execute()
+        _insert_rows(store, db, tid, ordered, progress)
+        m.Tariff.update(deck_version=m.Tariff.deck_version + 1).where(m.Tariff.id == tid).execute()
+        version = m.Tariff.select(m.Tariff.deck_version).where(m.Tariff.id == tid).scalar()
+    log.info("imported %d rates into tariff %s (deck version %d)", len(rows), tariff_name, version)
+    return ImportResult(tariff_name, len(rows), replace, int(version))
+
+
+def _insert_rows(store: Store, db: peewee.Database, tariff_id: int, rows: list[Row], progress: Optional[Progress]) -> None:
+    """Bulk insert inside the caller's transaction: multi-row INSERT statements on the raw
+    cursor. Measured on 1,000,000 rows (SQLite): peewee's insert_many spends most of its time
+    building and converting values in Python, and DB-API executemany (one statement per row)
+    is about 1.6x slower than BATCH_ROWS rows per statement."""
+    table = store.models.Rate._meta.table_name
+    one = "(" + ", ".join([str(int(tariff_id))] + [db.param] * len(ROW_FIELDS)) + ")"
+    head = f'INSERT INTO "{table}" (tariff_id, {", ".join(ROW_FIELDS)}) VALUES '
+    full_sql = head + ", ".join([one] * BATCH_ROWS)
+    cursor = db.cursor()
+    cache_pages = None
+    if store.kind == "sqlite" and len(rows) > 10 * BATCH_ROWS:
+        # A bigger page cache while the rows go in (negative = KiB), then back to normal.
+        cache_pages = db.execute_sql("PRAGMA cache_size").fetchone()[0]
+        db.execute_sql("PRAGMA cache_size = -262144")
+    try:
+        for number, start in enumerate(range(0, len(rows), BATCH_ROWS)):
+            batch = rows[start:start + BATCH_ROWS]
+            sql = full_sql if len(batch) == BATCH_ROWS else head + ", ".join([one] * len(batch))
+            cursor.execute(sql, [value for row in batch for value in row])
+            if progress is not None and number % 20 == 19:
+                progress("store", start + len(batch))
+    finally:
+        if cache_pages is not None:
+            db.execute_sql(f"PRAGMA cache_size = {int(cache_pages)}")
+    if progress is not None:
+        progress("store", len(rows))
+
+
+def _check_existing(store: Store, tariff_id: int, rows: ParsedDeck) -> None:
+    """Refuse new rows that overlap rows already in the tariff (an import without --replace)."""
+    m = store.models
+    with store.reading():
+        stored = {p for (p,) in store.db.execute(
+            m.Rate.select(m.Rate.prefix).where(m.Rate.tariff == tariff_id)
+        ).fetchall()}
+        if not stored:
+            return
+        shared = stored.intersection(row[0] for row in rows)
+        if not shared:
+            return
+        existing = [row for row in store.db.execute(_rate_query(store, tariff_id)).fetchall() if row[0] in shared]
+    build = RateBuilder(RoundingRule())
+    new = ParsedDeck()
+    for i, row in enumerate(rows):
+        if row[0] in shared:
+            new.append(build(row))
+            new.lines.append(rows.lines[i])
+    check_against((build(row) for row in existing), new)
+
+
+def _rate_query(store: Store, tariff_id: int) -> peewee.ModelSelect:
+    m = store.models
+    return m.Rate.select(*[getattr(m.Rate, f) for f in ROW_FIELDS]).where(m.Rate.tariff == tariff_id)
+
+
+def _rates(store: Store, query: peewee.ModelSelect, rounding: RoundingRule) -> list[Rate]:
+    """Run a `_rate_query` (inside a unit of work) and build its rates. The raw cursor:
+    peewee's per-column conversion would triple the load time of a big deck."""
+    build = RateBuilder(rounding)
+    return [build(row) for row in store.db.execute(query).fetchall()]
+
+
+def load_deck(store: Store, tariff_id: int) -> RateDeck:
+    """A tariff's whole deck as an in-process index (two queries: the tariff, its rates)."""
+    deck, _ = _load(store, tariff_id)
+    return deck
+
+
+def _load(store: Store, tariff_id: int, cooperative: bool = False) -> tuple[RateDeck, int]:
+    """Load a deck. `cooperative` yields to other greenlets every few thousand rows: building a
+    big deck is seconds of CPU, which must not freeze the calls a node is enforcing."""
+    m = store.models
+    with store.reading():
+        tariff = m.Tariff.get_or_none(m.Tariff.id == tariff_id)
+        if tariff is None:
+            raise NotFound(f"no tariff with id {tariff_id}")
+        if not cooperative:
+            rates = _rates(store, _rate_query(store, tariff_id), _rounding(tariff))
+        else:
+            build = RateBuilder(_rounding(tariff))
+            cursor = store.db.execute(_rate_query(store, tariff_id))
+            rates = []
+            while True:
+                chunk = cursor.fetchmany(_YIELD_EVERY)
+                if not chunk:
+                    break
+                rates.extend(build(row) for row in chunk)
+                gevent.sleep(0)
+    source = _yielding(rates) if cooperative else rates
+    return RateDeck(source, tariff.timezone), int(tariff.deck_version)
+
+
+_YIELD_EVERY = 5000
+
+
+def _yielding(items: list) -> Iterator:
+    for i, item in enumerate(items):
+        if i % _YIELD_EVERY == 0:
+            gevent.sleep(0)
+        yield item
+
+
+class DeckCache:
+    """Decks per tariff, reloaded when their `deck_version` changes.
+
+    `get` answers from memory; at most once per `refresh_s` (of the caller's clock) per tariff
+    it asks the database for the tariff's version (one small query) and reloads the deck if
+    an import changed it. While the database is unavailable a cached deck keeps being served.
+
+    With `background=True` (what `fsbill serve` uses) a changed deck is reloaded by a greenlet
+    of its own, on a connection of its own, yielding as it goes, while calls keep being rated
+    with the previous deck until the new one is complete; `preload` loads every deck in use
+    before the node accepts its first call.
+    """
+
+    def __init__(self, store: Store, refresh_s: float = 5.0, background: bool = False) -> None:
+        self.store = store
+        self.refresh_us = int(refresh_s * 1_000_000)
+        self.background = background
+        self._decks: dict[int, tuple[RateDeck, int, int]] = {}  # tariff id -> (deck, version, checked_us)
+        self._reloads: dict[int, gevent.Greenlet] = {}
+
+    def get(self, tariff_id: int, now_us: int) -> RateDeck:
+        cached = self._decks.get(tariff_id)
+        if cached is not None and now_us - cached[2] < self.refresh_us:
+            return cached[0]
+        if cached is None:
+            deck, version = _load(self.store, tariff_id)
+            self._decks[tariff_id] = (deck, version, now_us)
+            return deck
+        deck, version, _ = cached
+        self._decks[tariff_id] = (deck, version, now_us)
+        try:
+            current = self._version(tariff_id)
+        except DatabaseUnavailable:
+            log.warning("database unavailable: rating with the cached deck of tariff %d", tariff_id)
+            return deck  # checked again after refresh_s, not on every call, while it is down
+        if current == version:
+            return deck
+        if self.background:
+            if tariff_id not in self._reloads:
+                self._reloads[tariff_id] = gevent.spawn(self._reload, tariff_id, now_us)
+            return deck
+        return self._reload(tariff_id, now_us) or deck
+
+    def _reload(self, tariff_id: int, now_us: int) -> Optional[RateDeck]:
+        started = time.perf_counter()
+        try:
+            if self.background:
+                side = Store(self.store.url, pool_size=1)  # not the connection calls need
+                try:
+                    deck, version = _load(side, tariff_id, cooperative=True)
+                finally:
+                    side.close()
+            else:
+                deck, version = _load(self.store, tariff_id)
+        except (DatabaseUnavailable, NotFound) as exc:
+            log.warning("reloading the rate deck of tariff %d failed: %s", tariff_id, exc)
+            return None
+        finally:
+            self._reloads.pop(tariff_id, None)
+        self._decks[tariff_id] = (deck, version, now_us)
+        log.info(
+            "reloaded rate deck of tariff %d (version %d, %d rates, %.1f s)",
+            tariff_id, version, len(deck), time.perf_counter() - started,
+        )
+        return deck
+
+    def wait_reloads(self, timeout: Optional[float] = None) -> None:
+        gevent.joinall(list(self._reloads.values()), timeout=timeout)
+
+    def preload(self, now_us: int) -> int:
+        """Load the deck of every tariff an account uses; returns how many rates were loaded."""
+        m = self.store.models
+        with self.store.reading():
+            ids = [row[0] for row in m.Account.select(m.Account.tariff).distinct().tuples()]
+        total = 0
+        for tariff_id in ids:
+            total += len(self.get(tariff_id, now_us))
+        return total
+
+    def _version(self, tariff_id: int) -> int:
+        m = self.store.models
+        with self.store.reading():
+            version = m.Tariff.select(m.Tariff.deck_version).where(m.Tariff.id == tariff_id).scalar()
+        if version is None:
+            raise NotFound(f"no tariff with id {tariff_id}")
+        return int(version)
+
+    def invalidate(self, tariff_id: Optional[int] = None) -> None:
+        """Forget one tariff's deck (or all): the next `get` reloads it."""
+        if tariff_id is None:
+            self._decks.clear()
+        else:
+            self._decks.pop(tariff_id, None)
+
+
+# -- for operators (CLI) --------------------------------------------------------------------------
+def lookup_rate(store: Store, tariff_name: str, number: str, at_us: int) -> Optional[Rate]:
+    """The rate a call to the normalized `number` starting at `at_us` would get.
+
+    One indexed query for the rows of every prefix of the number, not the whole deck.
+    """
+    m = store.models
+    prefixes = [number[:n] for n in range(1, len(number) + 1)]
+    with store.reading():
+        tariff = _tariff_row(store, tariff_name)
+        rates = _rates(store, _rate_query(store, tariff.id).where(m.Rate.prefix.in_(prefixes)), _rounding(tariff))
+    deck = RateDeck(rates, tariff.timezone)
+    return deck.lookup(number, at_us)
+
+
+def list_rates(
+    store: Store, tariff_name: str, prefix_filter: Optional[str] = None, limit: Optional[int] = None
+) -> list[Rate]:
+    """A tariff's rates ordered by prefix; `prefix_filter` keeps prefixes starting with it."""
+    m = store.models
+    with store.reading():
+        tariff = _tariff_row(store, tariff_name)
+        query = _rate_query(store, tariff.id)
+        if prefix_filter:
+            query = query.where(m.Rate.prefix.startswith(prefix_filter))
+        query = query.order_by(m.Rate.prefix, m.Rate.id)
+        if limit:
+            query = query.limit(limit)
+        return _rates(store, query, _rounding(tariff))
+
+
+__all__ = ["DeckCache", "ImportResult", "import_deck", "list_rates", "load_deck", "lookup_rate"]

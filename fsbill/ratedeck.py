@@ -1,0 +1,440 @@
+"""Rate deck CSV files: parse and validate, all or nothing. Pure (no database, no clock).
+
+Format: a header line, then one rate per line.
+
+    prefix,rate,connect_fee,initial_increment,increment,min_duration,description,effective_from,effective_until,weekdays,time_from,time_to
+    49,0.0100,0,1,1,0,Germany,,,,,
+    4915,0.0800,0.05,30,6,0,Germany mobile,2026-01-01,,,,
+    44,0.0050,,60,60,,UK nights and weekends,,,"6,7",,
+    44,0.0080,,60,60,,UK weekday nights,,,1-5,22:00,06:00
+
+Columns (names are case-insensitive, any order; only `prefix` and `rate` are required, an
+empty cell takes the default):
+
+- prefix: ASCII digits only, 1-32 of them (no '+', no spaces: the deck is keyed by
+  normalized numbers, see fsbill.rating.normalize_number).
+- rate: price per minute; connect_fee (default 0): charged once per answered call. Both exact
+  non-negative decimals with at most 6 decimals ('0.0125'); no exponents, no commas.
+- initial_increment (default 1), increment (default 1): seconds, 1..86400.
+- min_duration (default 0): seconds, 0..86400.
+- description: free text.
+- effective_from (inclusive), effective_until (exclusive): ISO 8601 date ('2026-01-01') or
+  date-time ('2026-01-01T08:00', '2026-01-01T08:00:00+01:00'); without an offset they are
+  in the tariff's time zone. from must be before until.
+- weekdays: ISO weekdays, 1 = Monday .. 7 = Sunday, as digits and ranges separated by
+  commas: '1-5', '6,7', '12345', '1-3,5'. Empty = every day.
+- time_from, time_to: 'HH:MM' local time in the tariff's zone; both or neither; time_to may
+  be '24:00'; from later than to wraps past midnight ('22:00' to '06:00'); equal is refused.
+
+A prefix may have several rows only if no two of them can apply at the same moment: their
+validity windows do not overlap, or their bands (weekdays x time window) do not overlap. A
+row without a band is the prefix's default and a banded row overrides it inside its band, so
+a default row and a banded row never clash.
+
+Every error is a RateDeckError carrying the 1-based physical line number of the file.
+"""
+
+from __future__ import annotations
+
+import csv
+from operator import itemgetter
+from datetime import datetime
+from typing import Callable, Iterable, Optional
+from zoneinfo import ZoneInfo
+
+from fsbill.errors import MoneyError, RateDeckError
+from fsbill.money import Money, RoundingRule
+from fsbill.rating import MAX_NUMBER_DIGITS, MINUTES_PER_DAY, Rate, rate_from_values
+
+REQUIRED_COLUMNS = ("prefix", "rate")
+OPTIONAL_COLUMNS = (
+    "connect_fee",
+    "initial_increment",
+    "increment",
+    "min_duration",
+    "description",
+    "effective_from",
+    "effective_until",
+    "weekdays",
+    "time_from",
+    "time_to",
+)
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+MAX_SECONDS_FIELD = 86_400
+PROGRESS_EVERY = 10_000
+_ALL_DAYS = frozenset(range(1, 8))
+
+
+# A validated row, as stored (the columns of the `rate` table after tariff_id, in order):
+ROW_FIELDS = (
+    "prefix", "rate_micros", "connect_fee_micros", "initial_increment_s", "increment_s", "min_duration_s",
+    "description", "effective_from_us", "effective_until_us", "weekdays", "time_from_min", "time_to_min",
+)
+Row = tuple  # (str, int, int, int, int, int, str, int|None, int|None, str|None, int|None, int|None)
+
+
+class ParsedDeck(list):
+    """The rates (or rows) of a deck file in file order; `lines[i]` is the line of item i."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[int] = []
+
+
+class RateBuilder:
+    """Rates from validated rows, sharing equal amounts and descriptions between them (a
+    million-row deck has a few thousand distinct prices)."""
+
+    def __init__(self, rounding: RoundingRule) -> None:
+        self.rounding = rounding
+        self.amounts: dict[int, Money] = {}
+        self.texts: dict[str, str] = {}
+        self.days: dict[str, frozenset[int]] = {}
+
+    def __call__(self, row: Row) -> Rate:
+        (prefix, rate_micros, fee_micros, initial, increment, minimum, description,
+         since, until, weekdays, start, end) = row
+        amounts = self.amounts
+        rate = amounts.get(rate_micros)
+        if rate is None:
+            rate = amounts[rate_micros] = Money(rate_micros)
+        fee = amounts.get(fee_micros)
+        if fee is None:
+            fee = amounts[fee_micros] = Money(fee_micros)
+        if description:
+            description = self.texts.setdefault(description, description)
+        days = None
+        if weekdays is not None:
+            days = self.days.get(weekdays)
+            if days is None:
+                days = self.days[weekdays] = frozenset(int(ch) for ch in weekdays)
+        return rate_from_values((
+            prefix, rate, fee, initial, increment, minimum, self.rounding, description,
+            since, until, days, start, end,
+        ))
+
+
+def parse_deck(
+    lines: Iterable[str],
+    rounding: RoundingRule,
+    timezone: str,
+    progress: Optional[Callable[[int], None]] = None,
+) -> ParsedDeck:
+    """Every rate of a deck file, or a RateDeckError for its first bad line.
+
+    `lines` is a text file or any iterable of lines; `progress(n)` is called with the number of
+    lines read so far every PROGRESS_EVERY lines and at the end.
+    """
+    rows = parse_rows(lines, timezone, progress)
+    build = RateBuilder(rounding)
+    deck = ParsedDeck()
+    deck.extend(build(row) for row in rows)
+    deck.lines = rows.lines
+    return deck
+
+
+def parse_rows(
+    lines: Iterable[str], timezone: str, progress: Optional[Callable[[int], None]] = None
+) -> ParsedDeck:
+    """`parse_deck` without building Rate objects: validated rows as stored (ROW_FIELDS)."""
+    zone = ZoneInfo(timezone)
+    reader = csv.reader(lines, strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise RateDeckError(1, f"unreadable CSV: {exc}") from None
+    while header is not None and not any(cell.strip() for cell in header):
+        header = next(reader, None)  # leading blank lines
+    if header is None:
+        raise RateDeckError(1, f"empty deck: a header line with at least {','.join(REQUIRED_COLUMNS)} is required")
+    header_line = reader.line_num
+    columns = _columns(header, header_line)
+    row_parser = _RowParser(columns, zone)
+    deck = ParsedDeck()
+    previous_end = reader.line_num
+    seen: dict[str, object] = {}  # prefix -> line number (int) or list of (line, rate)
+    clashes = []
+    try:
+        for row in reader:
+            line = previous_end + 1
+            previous_end = reader.line_num
+            if progress is not None and previous_end % PROGRESS_EVERY == 0:
+                progress(previous_end)
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # a blank line
+            parsed = row_parser.parse(row, line)
+            deck.append(parsed)
+            deck.lines.append(line)
+            prefix = parsed[0]
+            earlier = seen.get(prefix)
+            if earlier is None:
+                seen[prefix] = len(deck) - 1
+            else:
+                clashes.append(prefix)
+                if isinstance(earlier, int):
+                    seen[prefix] = [earlier, len(deck) - 1]
+                else:
+                    earlier.append(len(deck) - 1)
+    except csv.Error as exc:
+        raise RateDeckError(reader.line_num, f"unreadable CSV: {exc}") from None
+    if progress is not None:
+        progress(previous_end)
+    _check_duplicates(deck, [seen[p] for p in dict.fromkeys(clashes)])
+    return deck
+
+
+def check_against(existing: Iterable[Rate], new: list[Rate]) -> None:
+    """Refuse `new` rows that could apply at the same moment as rows already in the tariff."""
+    by_prefix: dict[str, list[int]] = {}
+    for i, rate in enumerate(new):
+        by_prefix.setdefault(rate.prefix, []).append(i)
+    lines = getattr(new, "lines", None)
+    for old in existing:
+        for i in by_prefix.get(old.prefix, ()):
+            if overlaps(old, new[i]):
+                line = lines[i] if lines is not None else i + 2
+                raise RateDeckError(
+                    line,
+                    f"prefix {old.prefix} overlaps a rate already in the tariff "
+                    f"({_window_text(old)}); import with --replace to replace the whole deck",
+                )
+
+
+def overlaps(a: Rate, b: Rate) -> bool:
+    """Whether two rows of the same prefix could both apply at one moment (a deck error)."""
+    if a.effective_until_us is not None and b.effective_from_us is not None and a.effective_until_us <= b.effective_from_us:
+        return False
+    if b.effective_until_us is not None and a.effective_from_us is not None and b.effective_until_us <= a.effective_from_us:
+        return False
+    if a.banded != b.banded:
+        return False  # a band overrides the prefix's default inside it
+    if not a.banded:
+        return True
+    days_a = a.weekdays if a.weekdays is not None else _ALL_DAYS
+    days_b = b.weekdays if b.weekdays is not None else _ALL_DAYS
+    if not days_a & days_b:
+        return False
+    return any(s1 < e2 and s2 < e1 for s1, e1 in _spans(a) for s2, e2 in _spans(b))
+
+
+def _spans(rate: Rate) -> list[tuple[int, int]]:
+    start, end = rate.time_from_min, rate.time_to_min
+    if start is None or end is None:
+        return [(0, MINUTES_PER_DAY)]
+    if start < end:
+        return [(start, end)]
+    return [(start, MINUTES_PER_DAY), (0, end)]
+
+
+def _window_text(rate: Rate) -> str:
+    parts = []
+    if rate.effective_from_us is not None or rate.effective_until_us is not None:
+        parts.append(f"valid {_us_text(rate.effective_from_us)} to {_us_text(rate.effective_until_us)}")
+    if rate.weekdays is not None:
+        parts.append("weekdays " + "".join(str(d) for d in sorted(rate.weekdays)))
+    if rate.time_from_min is not None and rate.time_to_min is not None:
+        parts.append(f"{_hhmm(rate.time_from_min)}-{_hhmm(rate.time_to_min)}")
+    return ", ".join(parts) or "always"
+
+
+def _us_text(us: Optional[int]) -> str:
+    from fsbill.instant import iso
+
+    return "..." if us is None else str(iso(us))
+
+
+def _hhmm(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _check_duplicates(deck: ParsedDeck, groups: list) -> None:
+    build = RateBuilder(RoundingRule())
+    for group in groups:
+        rates = {i: build(deck[i]) for i in group}
+        for j_pos in range(1, len(group)):
+            j = group[j_pos]
+            for i in group[:j_pos]:
+                if overlaps(rates[i], rates[j]):
+                    raise RateDeckError(
+                        deck.lines[j],
+                        f"prefix {rates[j].prefix} duplicates line {deck.lines[i]} "
+                        "(validity windows and time bands overlap)",
+                    )
+
+
+def _columns(header: list[str], line: int) -> dict[str, int]:
+    columns: dict[str, int] = {}
+    for position, raw in enumerate(header):
+        name = raw.strip().lstrip("\ufeff").strip().lower()
+        if name not in COLUMNS:
+            raise RateDeckError(line, f"unknown column {raw.strip()!r} (known: {','.join(COLUMNS)})")
+        if name in columns:
+            raise RateDeckError(line, f"column {name!r} appears twice")
+        columns[name] = position
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise RateDeckError(line, f"missing required column(s) {','.join(missing)}")
+    return columns
+
+
+_TAIL_COLUMNS = tuple(c for c in OPTIONAL_COLUMNS if c != "description")
+_CACHE_LIMIT = 100_000
+
+
+class _RowParser:
+    """Turns one CSV row into a validated Row.
+
+    Speed matters (a million lines in seconds): a deck repeats the same few combinations of
+    fee, increments, validity and band, so the validated values of those cells are
+    remembered by their raw text, and only a new combination goes through the checks.
+    """
+
+    def __init__(self, columns: dict[str, int], zone: ZoneInfo) -> None:
+        self.width = len(columns)
+        self.tail = [(c, columns[c]) for c in _TAIL_COLUMNS if c in columns]
+        positions = [at for _, at in self.tail]
+        self.tail_key = itemgetter(*positions) if positions else (lambda row: ())
+        self.prefix_at = columns["prefix"]
+        self.rate_at = columns["rate"]
+        self.description_at = columns.get("description")
+        self.zone = zone
+        self.amounts: dict[str, int] = {}
+        self.texts: dict[str, str] = {}
+        self.tails: dict[object, tuple[tuple, tuple]] = {}
+
+    def parse(self, row: list[str], line: int) -> Row:
+        if len(row) != self.width:
+            raise RateDeckError(line, f"expected {self.width} fields as in the header, found {len(row)}")
+        prefix = row[self.prefix_at].strip()
+        if not (prefix.isdigit() and prefix.isascii() and len(prefix) <= MAX_NUMBER_DIGITS):
+            raise RateDeckError(
+                line, f"prefix {prefix!r} must be 1-{MAX_NUMBER_DIGITS} digits (no '+', spaces or letters)"
+            )
+        rate = self.amounts.get(row[self.rate_at])
+        if rate is None:
+            rate = self._amount(row[self.rate_at], "rate", line, required=True)
+        key = self.tail_key(row)
+        tail = self.tails.get(key)
+        if tail is None:
+            tail = self._tail(row, line)
+            if len(self.tails) < _CACHE_LIMIT:
+                self.tails[key] = tail
+        description = ""
+        if self.description_at is not None:
+            description = row[self.description_at].strip()
+            if description:
+                description = self.texts.setdefault(description, description)
+        return (prefix, rate) + tail[0] + (description,) + tail[1]
+
+    def _tail(self, row: list[str], line: int) -> tuple[tuple, tuple]:
+        """The optional cells other than the description, checked."""
+        values: dict[str, str] = {}
+        for name, position in self.tail:
+            cell = row[position].strip()
+            if cell:
+                values[name] = cell
+        fee = self._amount(values.get("connect_fee", ""), "connect_fee", line, required=False)
+        initial = self._seconds(values.get("initial_increment"), "initial_increment", line, 1, 1)
+        increment = self._seconds(values.get("increment"), "increment", line, 1, 1)
+        minimum = self._seconds(values.get("min_duration"), "min_duration", line, 0, 0)
+        since = self._instant(values.get("effective_from"), "effective_from", line)
+        until = self._instant(values.get("effective_until"), "effective_until", line)
+        if since is not None and until is not None and since >= until:
+            raise RateDeckError(line, "effective_from must be before effective_until")
+        weekdays = values.get("weekdays")
+        days = None if weekdays is None else self._weekdays(weekdays, line)
+        start = self._time(values.get("time_from"), "time_from", line, allow_24=False)
+        end = self._time(values.get("time_to"), "time_to", line, allow_24=True)
+        if (start is None) != (end is None):
+            raise RateDeckError(line, "time_from and time_to go together: give both or neither")
+        if start is not None and end is not None and start % MINUTES_PER_DAY == end % MINUTES_PER_DAY:
+            raise RateDeckError(line, "time_from and time_to are equal (leave both empty for all day)")
+        days_text = None if days is None else "".join(str(d) for d in sorted(days))
+        return (fee, initial, increment, minimum), (since, until, days_text, start, end)
+
+    def _amount(self, cell: str, name: str, line: int, *, required: bool) -> int:
+        """An amount cell as micro-units."""
+        known = self.amounts.get(cell)
+        if known is not None:
+            return known
+        text = cell.strip()
+        if not text:
+            if required:
+                raise RateDeckError(line, f"{name} is empty")
+            return 0
+        try:
+            amount = Money.parse(text)
+        except MoneyError:
+            raise RateDeckError(line, f"{name} {text!r} is not an exact decimal amount like 0.0125") from None
+        if amount.is_negative():
+            raise RateDeckError(line, f"{name} {text!r} must not be negative")
+        if len(self.amounts) < _CACHE_LIMIT:
+            self.amounts[cell] = amount.micros
+        return amount.micros
+
+    @staticmethod
+    def _seconds(text: Optional[str], name: str, line: int, low: int, default: int) -> int:
+        if text is None:
+            return default
+        if not (text.isdigit() and text.isascii()) or not low <= int(text) <= MAX_SECONDS_FIELD:
+            raise RateDeckError(line, f"{name} {text!r} must be a whole number of seconds, {low}..{MAX_SECONDS_FIELD}")
+        return int(text)
+
+    def _instant(self, cell: object, name: str, line: int) -> Optional[int]:
+        if cell is None:
+            return None
+        text = str(cell)
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise RateDeckError(
+                line, f"{name} {text!r} is not an ISO 8601 date or date-time (e.g. 2026-01-01 or 2026-01-01T08:00)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=self.zone)
+        delta = moment - datetime(1970, 1, 1, tzinfo=ZoneInfo("UTC"))
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+    @staticmethod
+    def _weekdays(text: str, line: int) -> Optional[frozenset[int]]:
+        days: set[int] = set()
+        for item in text.split(","):
+            item = item.strip()
+            low, dash, high = item.partition("-")
+            low, high = low.strip(), high.strip()
+            if dash and _is_day(low) and _is_day(high) and int(low) <= int(high):
+                days.update(range(int(low), int(high) + 1))
+            elif not dash and item and all(_is_day(ch) for ch in item):
+                days.update(int(ch) for ch in item)
+            else:
+                raise RateDeckError(
+                    line, f"weekdays {text!r}: use ISO days 1 (Monday) to 7 (Sunday) like 1-5, 6,7 or 12345"
+                )
+        return None if days == _ALL_DAYS else frozenset(days)
+
+    @staticmethod
+    def _time(cell: object, name: str, line: int, *, allow_24: bool) -> Optional[int]:
+        if cell is None:
+            return None
+        text = str(cell)
+        hours, colon, minutes = text.partition(":")
+        if (
+            colon
+            and len(hours) in (1, 2)
+            and len(minutes) == 2
+            and hours.isdigit()
+            and minutes.isdigit()
+            and hours.isascii()
+            and minutes.isascii()
+        ):
+            value = int(hours) * 60 + int(minutes)
+            if int(minutes) < 60 and (value < MINUTES_PER_DAY or (allow_24 and value == MINUTES_PER_DAY)):
+                return value
+        raise RateDeckError(line, f"{name} {text!r} must be a local time HH:MM (00:00-23:59{', or 24:00' if allow_24 else ''})")
+
+
+def _is_day(text: str) -> bool:
+    return len(text) == 1 and "1" <= text <= "7"
+
+
+__all__ = ["COLUMNS", "ROW_FIELDS", "ParsedDeck", "RateBuilder", "check_against", "overlaps", "parse_deck", "parse_rows"]
