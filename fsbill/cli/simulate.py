@@ -1,0 +1,195 @@
+"""`fsbill simulate`: place emulated FreeSWITCH calls into a running fsbill server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Optional
+
+from gevent import monkey
+
+if not monkey.is_module_patched("socket"):  # fsbill.entry patches first; be safe when imported alone
+    monkey.patch_all()
+
+from fsbill.errors import FsbillError  # noqa: E402
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    sim = subparsers.add_parser(
+        "simulate",
+        help="place emulated FreeSWITCH calls into a running fsbill server",
+        description="Act as FreeSWITCH's `socket` application (async full): place calls into "
+        "`fsbill serve` over the outbound event socket and report what happened to each.",
+    )
+    sim.add_argument("--server", metavar="HOST:PORT", default="127.0.0.1:8084", help="fsbill's listen address")
+    sim.add_argument("--calls", type=_positive_int, default=1, metavar="N", help="calls to place (default 1)")
+    sim.add_argument("--concurrency", type=_positive_int, default=1, metavar="C", help="calls up at once")
+    sim.add_argument("--cps", type=_positive_float, default=None, metavar="R", help="new calls per second (default: no limit)")
+    sim.add_argument("--account", metavar="CODE", help="fsbill_account channel variable")
+    sim.add_argument("--caller", metavar="NUMBER", default="15551230000", help="caller id number")
+    sim.add_argument("--destination", metavar="NUMBER", default="4930123456", help="dialled number")
+    sim.add_argument("--talk", type=_non_negative_float, default=30.0, metavar="SECONDS",
+                     help="the caller hangs up this long after answer (call time)")
+    sim.add_argument("--answer-after", type=_non_negative_float, default=1.0, metavar="S",
+                     help="the called party answers this long after bridge (call time)")
+    sim.add_argument("--time-scale", type=_positive_float, default=None, metavar="X",
+                     help="run call time X times faster (must match the server's time_scale)")
+    sim.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
+                     help="give up on a call after this many real seconds (default: talk + 120 s call time)")
+    sim.set_defaults(func=_simulate)
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FsbillError(f"--server must be HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _time_scale(args: argparse.Namespace) -> float:
+    if args.time_scale is not None:
+        return args.time_scale
+    if getattr(args, "config", None):
+        from fsbill.config import load_settings
+
+        return float(getattr(load_settings(getattr(args, 'config', None)), "time_scale", 1.0) or 1.0)
+    return 1.0
+
+
+def _percentile(values: list[float], q: float) -> Optional[float]:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+def outcome(record: Any) -> dict[str, Any]:
+    """One call's result as `fsbill simulate` reports it."""
+    v = record.variables
+    fsbill_result = v.get("fsbill_result", "")
+    answered = record.answered_us is not None
+    if fsbill_result.startswith("rejected"):
+        result = "rejected"
+        reason = fsbill_result[len("rejected_"):] or "unknown"
+    elif not answered:
+        result = "rejected" if record.responded or record.ended_by in ("respond", "app_hangup") else "unanswered"
+        reason = record.responded or record.hangup_cause or record.ended_by or ""
+    elif record.ended_by in ("sched_hangup", "sched_transfer") or fsbill_result == "cut_off":
+        result, reason = "cut_off", ""
+    else:
+        result, reason = "completed", ""
+    talk = record.talk_s
+    return {
+        "uuid": record.uuid,
+        "result": result,
+        "reason": reason,
+        "hangup_cause": record.hangup_cause or "",
+        "ended_by": record.ended_by or "",
+        "talk_s": None if talk is None else round(float(talk), 3),
+        "billsec": record.billsec,
+        "fsbill_result": fsbill_result,
+        "fsbill_cost": v.get("fsbill_cost", ""),
+        "setup_latency_ms": None if record.setup_latency_s is None else round(record.setup_latency_s * 1000, 2),
+        "error": record.app_error or "",
+    }
+
+
+def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+    rejected: dict[str, int] = {}
+    for o in outcomes:
+        if o["result"] == "rejected":
+            rejected[o["reason"] or "unknown"] = rejected.get(o["reason"] or "unknown", 0) + 1
+    latencies = [o["setup_latency_ms"] for o in outcomes if o["setup_latency_ms"] is not None]
+    return {
+        "placed": len(outcomes),
+        "rejected": rejected,
+        "rejected_total": sum(rejected.values()),
+        "cut_off": sum(1 for o in outcomes if o["result"] == "cut_off"),
+        "completed": sum(1 for o in outcomes if o["result"] == "completed"),
+        "unanswered": sum(1 for o in outcomes if o["result"] == "unanswered"),
+        "errors": sum(1 for o in outcomes if o["error"]),
+        "setup_latency_ms_p50": _percentile(latencies, 0.50),
+        "setup_latency_ms_p99": _percentile(latencies, 0.99),
+    }
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import gevent
+
+    from fsbill.clock import Clock
+    from fsbill.sim import CallSpec, Switch
+
+    address = _address(args.server)
+    scale = _time_scale(args)
+    clock = Clock(scale)
+    switch = Switch(clock)
+    variables = {"fsbill_account": args.account} if args.account else {}
+    specs = [
+        CallSpec(
+            caller_id_number=args.caller,
+            destination_number=args.destination,
+            variables=dict(variables),
+            answer_after_s=args.answer_after,
+            talk_s=args.talk,
+            # a caller never waits forever, whatever the server does
+            max_duration_s=args.talk + args.answer_after + 120.0,
+        )
+        for _ in range(args.calls)
+    ]
+    timeout = args.timeout if args.timeout is not None else clock.real_seconds(args.talk + args.answer_after + 180.0) + 10.0
+    try:
+        with gevent.Timeout(timeout * max(1, -(-args.calls // args.concurrency)), FsbillError("simulation timed out")):
+            records = switch.run_load(address, specs, concurrency=args.concurrency, cps=args.cps)
+    finally:
+        switch.close()
+    outcomes = [outcome(r) for r in records if r is not None]
+    summary = summarize(outcomes)
+    if getattr(args, "json", False):
+        json.dump({"calls": outcomes, "summary": summary}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for o in outcomes:
+            talk = "-" if o["talk_s"] is None else f"{o['talk_s']:.1f}s"
+            extra = " ".join(f"{k}={o[k]}" for k in ("fsbill_result", "fsbill_cost", "reason", "error") if o[k])
+            print(f"{o['uuid']}  {o['result']:<10} {o['hangup_cause']:<22} talk={talk:<8} {extra}".rstrip())
+        rej = ", ".join(f"{k}={n}" for k, n in sorted(summary["rejected"].items())) or "none"
+        p50, p99 = summary["setup_latency_ms_p50"], summary["setup_latency_ms_p99"]
+        lat = "-" if p50 is None else f"p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+        print(
+            f"placed {summary['placed']}: completed {summary['completed']}, cut off {summary['cut_off']}, "
+            f"rejected {summary['rejected_total']} ({rej}), unanswered {summary['unanswered']}, "
+            f"errors {summary['errors']}; setup latency {lat}"
+        )
+    return 0 if summary["errors"] == 0 else 1

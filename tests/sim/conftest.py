@@ -1,0 +1,43 @@
+"""Fixtures for the emulator's tests: a scaled clock, a Switch, a scripted app."""
+
+from __future__ import annotations
+
+import pytest
+
+from fsbill.clock import Clock
+from fsbill.sim import Switch
+from scripted import ScriptedApp
+
+SCALE = 20.0
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/sim/" in str(item.fspath).replace("\\", "/") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(30))
+
+
+@pytest.fixture
+def clock():
+    return Clock(SCALE)
+
+
+@pytest.fixture
+def switch(clock):
+    sw = Switch(clock)
+    yield sw
+    sw.close()
+
+
+@pytest.fixture
+def app_factory():
+    apps = []
+
+    def make(script):
+        app = ScriptedApp(script)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
