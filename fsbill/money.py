@@ -19,6 +19,9 @@ from fsbill.errors import MoneyError
 
 SCALE = 6
 MICROS_PER_UNIT = 10**SCALE
+# The largest amount taken from outside: 999999999999.999999. Balances are BIGINT micro-units
+# (at most ~9.2e18), so a bigger amount could not be stored, let alone summed.
+MAX_MICROS = 10**18 - 1
 
 _AMOUNT_RE = re.compile(r"^([+-]?)(\d{1,15})(?:\.(\d{1,6}))?$")
 
@@ -87,6 +90,13 @@ class Money:
         """
         if isinstance(value, Money):
             return value
+        money = cls._parse(value)
+        if abs(money.micros) > MAX_MICROS:
+            raise MoneyError(f"amount {value} is out of range (at most {Money(MAX_MICROS)} either way)")
+        return money
+
+    @classmethod
+    def _parse(cls, value: Union[str, int, Decimal]) -> "Money":
         if isinstance(value, bool) or isinstance(value, float):
             raise MoneyError(f"amounts must be exact, not {type(value).__name__} {value!r}")
         if isinstance(value, int):
@@ -159,15 +169,23 @@ class Money:
         return hash(("Money", self.micros))
 
     def __lt__(self, other: "Money") -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
         return self.micros < other.micros
 
     def __le__(self, other: "Money") -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
         return self.micros <= other.micros
 
     def __gt__(self, other: "Money") -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
         return self.micros > other.micros
 
     def __ge__(self, other: "Money") -> bool:
+        if not isinstance(other, Money):
+            return NotImplemented
         return self.micros >= other.micros
 
     def __bool__(self) -> bool:
@@ -201,4 +219,4 @@ def money_sum(amounts: "list[Money] | tuple[Money, ...]") -> Money:
     return Money(sum(a.micros for a in amounts))
 
 
-__all__ = ["Money", "RoundingRule", "RoundingMethod", "money_sum", "SCALE", "MICROS_PER_UNIT"]
+__all__ = ["Money", "RoundingRule", "RoundingMethod", "money_sum", "SCALE", "MICROS_PER_UNIT", "MAX_MICROS"]

@@ -16,6 +16,7 @@ retries); integrity errors pass through for callers that expect them.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 from importlib import resources
@@ -163,6 +164,19 @@ class Store:
     def upgrade(self) -> list[str]:
         """Apply pending migrations; returns their names. Safe to run from several nodes."""
         with self._gate:
+            if self.kind == "sqlite":
+                # Processes racing on one file (serve and the CLI both auto-migrate) must not both
+                # apply a migration. A transaction cannot be the lock: the SQLite migrator toggles
+                # PRAGMA foreign_keys, which only takes effect outside one.
+                with open(self.path + ".migrate-lock", "a") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    try:
+                        with _connected(self.db):
+                            return Runner(self.db, directory=str(migrations_dir())).up()
+                    except _DRIVER_ERRORS as exc:
+                        raise DatabaseUnavailable(f"database error: {_one_line(exc)}") from exc
+                    finally:
+                        fcntl.flock(lock, fcntl.LOCK_UN)
             try:
                 with self.db.connection_context() if self.kind == "postgresql" else _connected(self.db):
                     if self.kind == "postgresql":
