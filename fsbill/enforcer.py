@@ -95,6 +95,7 @@ class Enforcer:
         c = settings.cutoff
         self.policy = GrantPolicy.build(settings.slice_s, settings.max_call_s, c.margin_s, c.warning_s, settings.heartbeat_s)
         self.pending: "PendingWrites | None" = None
+        self.following: set[str] = set()  # uuids of the calls this node is enforcing right now
 
     def handle(self, session: EslSession) -> None:
         CallRun(self, session).run()
@@ -145,6 +146,7 @@ class CallRun:
             return
         e.metrics.calls.labels("accepted", "").inc()
         e.metrics.live_calls.inc()
+        e.following.add(self.channel.uuid)
         if self.call.reserved:
             self.held = self.call.held
             e.metrics.hold_changed(self.call.account.currency, self.call.held)
@@ -152,6 +154,7 @@ class CallRun:
             self.arm_and_bridge()
             self.follow()
         finally:
+            e.following.discard(self.channel.uuid)
             e.metrics.live_calls.dec()
 
     # -- authorization ----------------------------------------------------------------------------

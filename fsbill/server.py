@@ -82,7 +82,10 @@ class Node:
 
     def reap_once(self) -> int:
         try:
-            cdrs = dbcalls.reap(self.store, self.clock.now_us(), node=self.settings.node, started_us=self.started_us)
+            cdrs = dbcalls.reap(
+                self.store, self.clock.now_us(), node=self.settings.node, started_us=self.started_us,
+                following=frozenset(self.enforcer.following),
+            )
         except DatabaseUnavailable as exc:
             log_event(log, "reaper_failed", error=str(exc))
             return 0

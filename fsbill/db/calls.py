@@ -408,7 +408,8 @@ def settle_unreserved(
 
 # -- recovery -----------------------------------------------------------------------------------------------
 def reap(
-    store: Store, now_us: int, *, node: Optional[str] = None, started_us: Optional[int] = None, limit: int = 500
+    store: Store, now_us: int, *, node: Optional[str] = None, started_us: Optional[int] = None, limit: int = 500,
+    following: frozenset = frozenset(),
 ) -> list[CdrView]:
     """Settle live calls nobody is looking after any more.
 
@@ -416,7 +417,9 @@ def reap(
     `node`'s own calls created before it (re)started at `started_us` — and only after `hold_until`: the moment by
     which FreeSWITCH's own cut-off has certainly ended it, so the hold is never released while
     the call could still be talking. Safe to run on every node at once: each call is settled
-    in its own transaction that re-checks it under lock.
+    in its own transaction that re-checks it under lock. `following`: the uuids the calling
+    node is still enforcing itself (a node slowed down past its own lease must not reap its
+    own live calls; it will settle them when they end).
     """
     m = store.models
     cond = m.LiveCall.hold_until_us < now_us
@@ -427,7 +430,7 @@ def reap(
             (m.LiveCall.node == node) & (m.LiveCall.created_us < started_us)
         )
     with store.reading():
-        uuids = [r.uuid for r in m.LiveCall.select(m.LiveCall.uuid).where(cond).limit(limit)]
+        uuids = [r.uuid for r in m.LiveCall.select(m.LiveCall.uuid).where(cond).limit(limit) if r.uuid not in following]
     cdrs = []
     for uuid in uuids:
         with store.transaction():

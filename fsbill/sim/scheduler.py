@@ -31,6 +31,8 @@ class Task:
     created: int = 0
     kind: str = ""
     arg: str = ""
+    fired_us: int = 0  # when the task thread's pass ran it (see Scheduler._run)
+    created_us: int = 0
 
 
 class Scheduler:
@@ -60,7 +62,8 @@ class Scheduler:
         now = self.now()
         if runtime < now:  # switch_scheduler_add_task_ex: a runtime in the past is relative
             runtime += now
-        task = Task(next(self._ids), int(runtime), group or "none", desc or "none", func, created=now, kind=kind, arg=arg)
+        task = Task(next(self._ids), int(runtime), group or "none", desc or "none", func, created=now, kind=kind, arg=arg,
+                    created_us=self.clock.now_us())
         self._tasks.append(task)
         self._ensure_running()
         return task
@@ -83,17 +86,29 @@ class Scheduler:
             self._greenlet = gevent.spawn(self._run)
 
     def _run(self) -> None:
+        # The passes are meant to run every poll_s of call time; under a time scale a greenlet
+        # wakes late by real milliseconds that become call-time seconds. A pass therefore
+        # stamps its tasks with the instant it was due (the previous pass + poll_s), never
+        # later than its runtime + poll_s: the window real FreeSWITCH fires in.
+        due_us = self.clock.now_us()
+        poll_us = int(self.poll_s * 1_000_000)
         while not self._closed:
+            now_us = self.clock.now_us()
+            due_us = min(max(due_us, now_us - poll_us), now_us)
             now = self.now()
             for task in [t for t in self._tasks if now >= t.runtime]:
                 if task not in self._tasks:  # deleted by an earlier task of this pass
                     continue
                 self._tasks.remove(task)
+                runtime_us = int(task.runtime * 1_000_000)
+                earliest = max(runtime_us, task.created_us)
+                task.fired_us = min(now_us, max(earliest, min(due_us, earliest + poll_us)))
                 try:
                     task.func(task)
                 except Exception:  # a task must never kill the task thread
                     log.exception("scheduled task %s failed", task.desc)
             self.clock.sleep(self.poll_s)
+            due_us += poll_us
 
     def close(self) -> None:
         self._closed = True

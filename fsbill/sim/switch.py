@@ -246,6 +246,7 @@ class _Call:
         self.bridged_us = 0
         self.hungup_us = 0
         self.transfer_us = 0
+        self._pinned_us: Optional[int] = None
         self.report_hangup_time = False
         self.down = False
         self.hangup_cause: Optional[str] = None
@@ -407,7 +408,7 @@ class _Call:
 
     def _channel_headers(self, name: str, *, with_vars: bool = True, pre: list = (), post: list = (),
                          channel_profile: bool = False) -> list[tuple[str, str]]:
-        now = self.clock.now_us()
+        now = self._now()
         h = self._core(name, now)
         h += list(pre)
         if channel_profile:
@@ -441,6 +442,18 @@ class _Call:
             h += [(f"variable_{k}", v) for k, v in self.variables.items()]
         h += list(post)
         return h
+
+    def _now(self) -> int:
+        """The channel's clock: real call time, except while it handles something that was due
+        at a known instant (a scheduled task, the caller's hang-up), which it stamps with that
+        instant. FreeSWITCH does that work within milliseconds; an emulator sharing a loaded
+        CPU, at a time scale of 50, would otherwise stretch milliseconds of lag into seconds."""
+        return self._pinned_us if self._pinned_us is not None else self.clock.now_us()
+
+    def _pin(self, msg: dict) -> None:
+        at = msg.get("at_us")
+        if at is not None:
+            self._pinned_us = min(int(at), self.clock.now_us())
 
     def fire(self, name: str, **kwargs: Any) -> None:
         """switch_event_fire: sequence numbers are used whether or not the app listens."""
@@ -848,6 +861,7 @@ class _Call:
         if msg["kind"] == "msg":
             self.pending.append(msg)
         elif msg["kind"] == "hangup":
+            self._pin(msg)
             self._hangup(msg["cause"], msg["by"])
 
     def _park_loop(self) -> None:
@@ -882,9 +896,11 @@ class _Call:
             self.pending.append(msg)
         elif kind == "hangup":
             if not self.down:
+                self._pin(msg)
                 self._hangup(msg["cause"], msg["by"])
             raise _Hangup()
         elif kind == "transfer":
+            self._pin(msg)
             self.transfer_target = msg["target"]
             self.rec.transferred_to = msg["target"][0]
             self.rec.ended_by = self.rec.ended_by or msg.get("by", "transfer")
@@ -1158,7 +1174,8 @@ class _Call:
             self._setvar("last_sent_callee_id_number", dest)
             if spec.talk_s is not None:
                 self._timer(max(0.0, spec.talk_s - (self.clock.now_us() - self.answered_us) / 1e6),
-                            {"kind": "hangup", "cause": "NORMAL_CLEARING", "by": "caller"})
+                            {"kind": "hangup", "cause": "NORMAL_CLEARING", "by": "caller",
+                             "at_us": self.answered_us + int(spec.talk_s * 1_000_000)})
             if spec.callee_talk_s is not None:
                 self._timer(spec.callee_talk_s, {"kind": "b_hangup"})
             try:
@@ -1183,7 +1200,7 @@ class _Call:
             self.in_bridge = False
 
     def _unbridge(self, b_cause: str) -> None:
-        self.rec.unbridged_us = self.rec.unbridged_us or self.clock.now_us()
+        self.rec.unbridged_us = self.rec.unbridged_us or self._now()
         self._setvar("last_bridge_role", self.variables.get("last_bridge_role") or "originator")
         self._setvar("bridge_hangup_cause", b_cause)
         self._setvar("bridge_to", None)
@@ -1238,7 +1255,7 @@ class _Call:
             return
         self.down = True
         self.hangup_cause = cause
-        self.hungup_us = self.clock.now_us()
+        self.hungup_us = self._now()
         self.rec.hangup_cause = cause
         self.rec.ended_us = self.hungup_us
         if self.rec.ended_by is None:
@@ -1295,6 +1312,7 @@ class _Call:
     def _run_transfer_target(self) -> None:
         """The channel leaves the socket app for the transfer target, emulated as an
         announcement for `announce_s` then a hangup."""
+        self._pinned_us = None  # the transfer is stamped; what follows runs in call time
         ext, dp, ctx = self.transfer_target
         self.transfer_target = None
         self._finish_socket_app()
@@ -1582,14 +1600,14 @@ class Switch:
     def _fired(self, task: Task) -> Optional[_Call]:
         call = self._calls.get(task.group)
         if call is not None:
-            call.rec.fired_tasks.append((task.kind, task.arg, self.clock.now_us()))
+            call.rec.fired_tasks.append((task.kind, task.arg, task.fired_us or self.clock.now_us()))
         return call
 
     def schedule_hangup(self, when: int, uuid: str, cause: str) -> Task:
         def run(task: Task) -> None:
             call = self._fired(task)
             if call is not None and not call.down:
-                call.inbox.put({"kind": "hangup", "cause": cause, "by": "sched_hangup"})
+                call.inbox.put({"kind": "hangup", "cause": cause, "by": "sched_hangup", "at_us": task.fired_us})
 
         self._record_scheduled(uuid, "sched_hangup", cause, when)
         return self.scheduler.add(when, run, group=uuid, desc="hangup", kind="sched_hangup", arg=cause)
@@ -1600,7 +1618,8 @@ class Switch:
         def run(task: Task) -> None:
             call = self._fired(task)
             if call is not None and not call.down:
-                call.inbox.put({"kind": "transfer", "target": (ext, dp or "XML", ctx or call.context), "by": "sched_transfer"})
+                call.inbox.put({"kind": "transfer", "target": (ext, dp or "XML", ctx or call.context), "by": "sched_transfer",
+                                "at_us": task.fired_us})
 
         self._record_scheduled(uuid, "sched_transfer", arg, when)
         return self.scheduler.add(when, run, group=uuid, desc="transfer", kind="sched_transfer", arg=arg)
