@@ -42,6 +42,10 @@ log = logging.getLogger("fsbill.esl")
 
 MAX_HEADER_LINE = 64 * 1024
 MAX_HEADERS = 2000
+_TRANSLATED = frozenset({
+    b"CHANNEL_ANSWER", b"CHANNEL_BRIDGE", b"CHANNEL_UNBRIDGE", b"CHANNEL_HANGUP",
+    b"CHANNEL_HANGUP_COMPLETE", b"CHANNEL_EXECUTE_COMPLETE",
+})
 _SPACE = re.compile(r"\s")  # the same characters as str.isspace()
 
 
@@ -301,7 +305,10 @@ class EslSession(OutboundSession):
                 raise ProtocolError(f"unsolicited {ctype}")
             self._commands_sent.pop(0).set(frame)
         elif ctype == "text/event-plain":
-            headers = parse_event_body(frame.body or b"")
+            body = frame.body or b""
+            if body.startswith(b"Event-Name: ") and body[12 : body.find(b"\n")] not in _TRANSLATED:
+                return  # parsing every header of an event nobody reads was a third of the CPU
+            headers = parse_event_body(body)
             event = translate_event(headers)
             if event is not None:
                 self.events.put(event)
@@ -385,6 +392,11 @@ class EslSession(OutboundSession):
         """API commands, pipelined; returns each response body."""
         frames = self.send_many([f"api {_safe_arg(c)}" for c in commands])
         return [f.data for f in frames]
+
+    def expect_ok_many(self, commands: list[str]) -> None:
+        for command, frame in zip(commands, self.send_many(commands)):
+            if not frame.data.startswith("+OK"):
+                raise ProtocolError(f"{command.split()[0]!r} refused: {frame.data.strip()[:80]}")
 
     def expect_ok(self, command: str) -> str:
         reply = self.send(command).data

@@ -92,3 +92,10 @@ def test_billing_window_stops_at_the_end_of_the_bridge():
     assert billing_window(100, 500, 300) == (100, 300)  # transferred to the cut-off extension
     assert billing_window(100, 500, 600) == (100, 500)  # unbridge after hangup changes nothing
     assert billing_window(100, 500, 50) == (100, 500)  # an unbridge before answer is ignored
+
+
+def test_multiset_argument_uses_a_delimiter_no_value_contains():
+    from fsbill.enforcer import multiset_arg
+
+    assert multiset_arg(["a=1", "b=sched_hangup +29 ALLOTTED_TIMEOUT"]) == "^^|a=1|b=sched_hangup +29 ALLOTTED_TIMEOUT"
+    assert multiset_arg(["a=x|y", "b=2"]) == "^^~a=x|y~b=2"

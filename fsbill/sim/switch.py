@@ -1013,8 +1013,13 @@ class _Call:
         self._setvar(arg.strip(), None)
 
     def _app_multiset(self, arg: str) -> None:
-        for part in arg.split():
-            self._app_set(part)
+        """mod_dptools multiset: `^^<d>` first picks the delimiter (default a space)."""
+        delim = " "
+        if arg.startswith("^^") and len(arg) > 2:
+            delim, arg = arg[2], arg[3:]
+        for part in arg.split(delim):
+            if part:
+                self._app_set(part)
 
     def _app_answer(self, arg: str) -> None:
         self._answer()
