@@ -18,6 +18,8 @@ import peewee
 from fsbill.call import Payer
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
+from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, cdr_values, one
+from fsbill.db.statements import row as as_row
 from fsbill.instant import iso
 from fsbill.money import Money, RoundingMethod, RoundingRule
 from fsbill.rating import Rate, max_seconds
@@ -146,16 +148,13 @@ def rate_of(row: object) -> Rate:
 
 # -- who pays ---------------------------------------------------------------------------------------
 def find_payer(store: Store, payer: Payer) -> Optional[PayerAccount]:
-    m = store.models
-    with store.reading():
-        if payer.by == "code":
-            row = m.Account.get_or_none(m.Account.code == payer.value)
-        else:
-            cli = m.AccountCli.get_or_none(m.AccountCli.number == payer.value)
-            row = m.Account.get_or_none(m.Account.id == cli.account_id) if cli else None
-    if row is None:
+    q = store.sql
+    with store.reading() as db:
+        sql = q.account_by_code_read if payer.by == "code" else q.account_by_cli
+        acc = one(db, sql, (payer.value,), ACCOUNT_COLUMNS)
+    if acc is None:
         return None
-    return PayerAccount(row.id, row.code, row.tariff_id, row.currency, row.status)
+    return PayerAccount(acc.id, acc.code, acc.tariff_id, acc.currency, acc.status)
 
 
 # -- authorization ---------------------------------------------------------------------------------
@@ -174,9 +173,9 @@ def reserve(
     max_ring_s: int,
 ) -> Authorization:
     """Authorize a new call: status, channel limit, and a first grant held atomically."""
-    m = store.models
-    with store.transaction():
-        acc = _locked(store, m.Account.select().where(m.Account.id == account_id)).first()
+    q = store.sql
+    with store.transaction() as db:
+        acc = one(db, q.account_by_id, (account_id,), ACCOUNT_COLUMNS)
         if acc is None:
             return Authorization(False, "unknown_account")
         if acc.status != "active":
@@ -187,36 +186,25 @@ def reserve(
         plan = plan_grant(rate, 0, available, policy)
         if plan.granted_s == 0:
             return Authorization(False, "insufficient_funds", balance=Money(acc.balance_micros))
-        m.Account.update(
-            reserved_micros=m.Account.reserved_micros + plan.extra_hold.micros,
-            live_channels=m.Account.live_channels + 1,
-        ).where(m.Account.id == acc.id).execute()
-        m.LiveCall.insert(
-            uuid=uuid, account=acc.id, node=node, caller=caller[:255], destination=destination[:255],
-            prefix=rate.prefix, rate_micros=rate.rate.micros, connect_fee_micros=rate.connect_fee.micros,
-            initial_increment_s=rate.initial_increment_s, increment_s=rate.increment_s,
-            min_duration_s=rate.min_duration_s, rounding_decimals=rate.rounding.decimals,
-            rounding_method=rate.rounding.method.value, granted_s=plan.granted_s,
-            held_micros=plan.extra_hold.micros, debited_micros=0,
-            balance_before_micros=acc.balance_micros, created_us=now_us, answered_us=None,
-            cutoff_us=None, lease_until_us=lease_until_us,
-            hold_until_us=now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
-        ).execute()
+        db.execute_sql(q.hold, (plan.extra_hold.micros, 1, acc.id))
+        db.execute_sql(q.insert_live_call, (
+            uuid, acc.id, node, caller[:255], destination[:255], rate.prefix, rate.rate.micros,
+            rate.connect_fee.micros, rate.initial_increment_s, rate.increment_s, rate.min_duration_s,
+            rate.rounding.decimals, rate.rounding.method.value, plan.granted_s, plan.extra_hold.micros, 0,
+            acc.balance_micros, now_us, None, None, lease_until_us,
+            now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
+        ))
     return Authorization(True, "", plan.granted_s, plan.extra_hold, plan.final, Money(acc.balance_micros))
 
 
 def mark_answered(store: Store, uuid: str, answered_us: int, cutoff_us: int, lease_until_us: int) -> None:
-    m = store.models
-    with store.transaction():
-        row = m.LiveCall.get_or_none(m.LiveCall.uuid == uuid)
-        if row is None:
+    q = store.sql
+    with store.transaction() as db:
+        lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
+        if lc is None:
             return
-        m.LiveCall.update(
-            answered_us=answered_us,
-            cutoff_us=cutoff_us,
-            lease_until_us=lease_until_us,
-            hold_until_us=answered_us + row.granted_s * US + HOLD_SLACK_US,
-        ).where(m.LiveCall.uuid == uuid).execute()
+        db.execute_sql(q.answer, (answered_us, cutoff_us, lease_until_us,
+                                  answered_us + lc.granted_s * US + HOLD_SLACK_US, uuid))
 
 
 def heartbeat(
@@ -225,12 +213,12 @@ def heartbeat(
     """Debit what the call consumed since the last heartbeat, renew its lease and, if the
     money allows, extend its grant by another slice. None if the call is no longer live here
     (settled elsewhere, e.g. by a reaper after this node lost the database for too long)."""
-    m = store.models
-    with store.transaction():
-        lc = _locked(store, m.LiveCall.select().where(m.LiveCall.uuid == uuid)).first()
+    q = store.sql
+    with store.transaction() as db:
+        lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
         if lc is None:
             return None
-        acc = _locked(store, m.Account.select().where(m.Account.id == lc.account_id)).first()
+        acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
         rate = rate_of(lc)
         held, debited = Money(lc.held_micros), Money(lc.debited_micros)
         due = Money(0)
@@ -242,27 +230,21 @@ def heartbeat(
         granted_s, extended, final, extra = lc.granted_s, False, False, Money(0)
         elapsed_s = max(0, now_us - lc.answered_us) // US if lc.answered_us is not None else 0
         if extend and wants_extension(lc.granted_s, elapsed_s, policy):
-            acc = m.Account.get_by_id(acc.id)
+            acc = one(db, q.account_by_id, (acc.id,), ACCOUNT_COLUMNS)  # after the debit above
             available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
             plan = plan_grant(rate, lc.granted_s, available, policy, elapsed_s)
             final = plan.final
             if plan.granted_s > lc.granted_s:
-                m.Account.update(reserved_micros=m.Account.reserved_micros + plan.extra_hold.micros).where(
-                    m.Account.id == acc.id
-                ).execute()
+                db.execute_sql(q.hold, (plan.extra_hold.micros, 0, acc.id))
                 held += plan.extra_hold
                 granted_s, extended, extra = plan.granted_s, True, plan.extra_hold
         start_us = lc.answered_us if lc.answered_us is not None else lc.created_us
-        m.LiveCall.update(
-            held_micros=held.micros,
-            debited_micros=debited.micros,
-            granted_s=granted_s,
-            lease_until_us=lease_until_us,
-            hold_until_us=max(lc.hold_until_us, start_us + granted_s * US + HOLD_SLACK_US),
-            cutoff_us=(
-                cutoff_epoch_s(lc.answered_us, granted_s, policy.margin_s) * US if lc.answered_us is not None else None
-            ),
-        ).where(m.LiveCall.uuid == uuid).execute()
+        db.execute_sql(q.beat, (
+            held.micros, debited.micros, granted_s, lease_until_us,
+            max(lc.hold_until_us, start_us + granted_s * US + HOLD_SLACK_US),
+            cutoff_epoch_s(lc.answered_us, granted_s, policy.margin_s) * US if lc.answered_us is not None else None,
+            uuid,
+        ))
     return HeartbeatResult(due, extra, granted_s, extended, final)
 
 
@@ -283,20 +265,20 @@ def settle_call(store: Store, end: CallEnd) -> Optional[CdrView]:
     """Rate the call from FreeSWITCH's times, post the rest, void the hold, write the CDR.
     Exactly once: a second call for the same uuid returns the first CDR and changes nothing.
     None if the call was never reserved here (nothing to settle)."""
-    m = store.models
-    with store.transaction():
-        existing = m.Cdr.get_or_none(m.Cdr.uuid == end.uuid)
+    q = store.sql
+    with store.transaction() as db:
+        existing = one(db, q.cdr_by_uuid, (end.uuid,), CDR_COLUMNS)
         if existing is not None:
             return _cdr_view(existing)
-        lc = _locked(store, m.LiveCall.select().where(m.LiveCall.uuid == end.uuid)).first()
+        lc = one(db, q.live_call, (end.uuid,), LIVE_CALL_COLUMNS)
         if lc is None:
             return None
         return _settle_locked(store, lc, end, recovered=False)
 
 
 def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> CdrView:
-    m = store.models
-    acc = _locked(store, m.Account.select().where(m.Account.id == lc.account_id)).first()
+    q, db = store.sql, store.db
+    acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
     rate = rate_of(lc)
     held, debited = Money(lc.held_micros), Money(lc.debited_micros)
     if recovered:
@@ -317,11 +299,11 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
             note="recovered" if recovered else "settlement", release_micros=held.micros,
         )
     else:
-        m.Account.update(reserved_micros=m.Account.reserved_micros - held.micros).where(m.Account.id == acc.id).execute()
+        db.execute_sql(q.hold, (-held.micros, 0, acc.id))
         balance_after = balance_before_settle
-    m.Account.update(live_channels=m.Account.live_channels - 1).where(m.Account.id == acc.id).execute()
-    m.LiveCall.delete().where(m.LiveCall.uuid == lc.uuid).execute()
-    row = m.Cdr.create(
+    db.execute_sql(q.hold, (0, -1, acc.id))
+    db.execute_sql(q.delete_live_call, (lc.uuid,))
+    fields = dict(
         uuid=lc.uuid, account_code=acc.code, node=lc.node, caller=lc.caller, destination=lc.destination,
         prefix=lc.prefix, currency=acc.currency, rate_micros=lc.rate_micros,
         connect_fee_micros=lc.connect_fee_micros, initial_increment_s=lc.initial_increment_s,
@@ -334,7 +316,8 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
         reason="" if not recovered else "settled by reaper: charged up to the last debit",
         created_us=end.now_us,
     )
-    return _cdr_view(row)
+    db.execute_sql(q.insert_cdr, cdr_values(**fields))
+    return _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
 
 
 def _billed_for(rate: Rate, amount: Money) -> int:

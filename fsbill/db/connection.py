@@ -29,6 +29,7 @@ import peewee
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase
 
+from fsbill.db.statements import Statements
 from fsbill.db.schema import build_models
 from fsbill.errors import ConfigError, DatabaseUnavailable
 
@@ -100,6 +101,7 @@ class Store:
                 f"database: unsupported URL {url!r} (use sqlite:///PATH or postgresql://USER@HOST:PORT/DB)"
             )
         self.models = build_models(self.db)
+        self.sql = Statements(self.kind, self.db.param)
 
     # -- units of work -------------------------------------------------------------------
     @contextlib.contextmanager

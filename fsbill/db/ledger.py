@@ -110,30 +110,15 @@ def post(
     `release_micros` is taken off `reserved_micros` in the same statement (a call debit
     consumes its own hold). Returns (ledger entry id, balance after in micros).
     """
-    m = store.models
-    query = (
-        m.Account.update(
-            balance_micros=m.Account.balance_micros + amount.micros,
-            reserved_micros=m.Account.reserved_micros - release_micros,
-            updated_us=now_us,
-        )
-        .where(m.Account.id == account_id)
-        .returning(m.Account.balance_micros)
-    )
-    rows = list(query.execute())
-    if not rows:
+    q, db = store.sql, store.db  # hand-written SQL: this runs for every call (fsbill.db.statements)
+    found = db.execute_sql(q.post, (amount.micros, release_micros, now_us, account_id)).fetchone()
+    if found is None:
         raise NotFound(f"account id {account_id} vanished")
-    balance_after = rows[0].balance_micros
-    entry_id = m.LedgerEntry.insert(
-        account=account_id,
-        amount_micros=amount.micros,
-        kind=kind,
-        reference=reference,
-        call_uuid=call_uuid,
-        balance_after_micros=balance_after,
-        note=note,
-        created_us=now_us,
-    ).execute()
+    balance_after = found[0]
+    entry_id = db.execute_sql(
+        q.insert_ledger,
+        (account_id, amount.micros, kind, reference, call_uuid, balance_after, note, now_us),
+    ).fetchone()[0]
     return entry_id, balance_after
 
 
