@@ -1,0 +1,69 @@
+"""`fsbill calls` (live calls and what they hold) and `fsbill cdr export`, against a node that
+is really enforcing calls from the emulator."""
+
+import csv
+import io
+import json
+
+import gevent
+import pytest
+
+from fsbill.cli.main import main
+
+from rig import Rig
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = Rig(f"sqlite:///{tmp_path}/fsbill.db", time_scale=25)
+    r.config = tmp_path / "fsbill.yaml"
+    r.config.write_text(f"database: sqlite:///{tmp_path}/fsbill.db\n")
+    yield r
+    r.close()
+
+
+def run(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_calls_lists_what_live_calls_hold_and_cdr_export_writes_them(rig, capsys):
+    rig.account("acme", "10.00")
+    call = rig.switch.start_call(rig.address, rig.spec(talk_s=30))
+    with gevent.Timeout(10):
+        while not rig.live() or rig.live()[0].answered_us is None:
+            gevent.sleep(0.05)
+    code, out, _ = run(capsys, "calls", "--json", "--config", str(rig.config))
+    assert code == 0
+    [live] = json.loads(out)
+    assert live["account"] == "acme" and live["prefix"] == "49" and live["held"] == "2.00"
+    assert live["granted_s"] == 120 and live["answered"]
+    code, out, _ = run(capsys, "calls", "--config", str(rig.config))
+    assert code == 0 and "acme" in out and "HELD" in out
+    call.get(timeout=30)
+    rig.settled(1)
+    code, out, _ = run(capsys, "calls", "--config", str(rig.config))
+    assert out.strip() == "no live calls"
+
+    code, out, _ = run(capsys, "cdr", "export", "--config", str(rig.config))
+    assert code == 0
+    [row] = list(csv.DictReader(io.StringIO(out)))
+    assert row["account"] == "acme" and row["result"] == "completed" and row["cost"] == row["charged"]
+    assert 29 <= int(row["billed_s"]) <= 31
+    code, out, _ = run(capsys, "cdr", "export", "--format", "json", "--account", "acme", "--config", str(rig.config))
+    [cdr] = json.loads(out)
+    assert cdr["uuid"] == call.value.uuid and isinstance(cdr["cost"], str)
+    code, out, _ = run(capsys, "cdr", "export", "--account", "nobody", "--format", "json", "--config", str(rig.config))
+    assert json.loads(out) == []
+
+
+def test_cdr_export_rejects_an_empty_window(rig, capsys):
+    code, _, err = run(capsys, "cdr", "export", "--since", "2026-02-01", "--until", "2026-01-01",
+                       "--config", str(rig.config))
+    assert code != 0 and err.count("\n") == 1 and "--until" in err
+    code, _, err = run(capsys, "cdr", "export", "--since", "yesterday", "--config", str(rig.config))
+    assert code != 0 and err.count("\n") == 1
