@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--cps", type=_positive_float, default=None, metavar="R", help="new calls per second (default: no limit)")
     sim.add_argument("--account", metavar="CODE", help="fsbill_account channel variable")
     sim.add_argument("--caller", metavar="NUMBER", default="15551230000", help="caller id number")
+    sim.add_argument("--dial-string", metavar="TEMPLATE", default="sofia/gateway/carrier/{destination}",
+                     help="fsbill_dial_string as dialplan/fsbill_prepaid.xml sets it ('' leaves it unset)")
     sim.add_argument("--destination", metavar="NUMBER", default="4930123456", help="dialled number")
     sim.add_argument("--talk", type=_non_negative_float, default=30.0, metavar="SECONDS",
                      help="the caller hangs up this long after answer (call time)")
@@ -156,6 +158,8 @@ def _simulate(args: argparse.Namespace) -> int:
     clock = Clock(scale)
     switch = Switch(clock)
     variables = {"fsbill_account": args.account} if args.account else {}
+    if args.dial_string:
+        variables["fsbill_dial_string"] = args.dial_string.replace("{destination}", args.destination)
     specs = [
         CallSpec(
             caller_id_number=args.caller,
