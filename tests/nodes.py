@@ -3,53 +3,27 @@ a node off from PostgreSQL (connections refused, live ones reset) and let it bac
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import gevent
-import yaml
 from gevent import socket as gsocket
 from gevent.server import StreamServer
 
-SERVING = re.compile(rb"on [^ ]+:(\d+) ")
+from fsbill.bench.calls import Server
 
 
-class ServeProcess:
-    """`python -m fsbill serve --config FILE` in its own process."""
+class ServeProcess(Server):
+    """`python -m fsbill serve --config FILE` in its own process (the benchmark's launcher),
+    with what the crash and shutdown tests need on top."""
 
     def __init__(self, tmp: Path, name: str, settings: dict[str, Any]) -> None:
-        self.name = name
-        self.config = tmp / f"{name}.yaml"
-        self.log = tmp / f"{name}.log"
         data = dict(listen="127.0.0.1:0", metrics_listen="", node=name, log_level="info")
         data.update(settings)
-        self.config.write_text(yaml.safe_dump(data))
-        self.proc: Optional[subprocess.Popen] = None
-        self.port = 0
-
-    def start(self, timeout_s: float = 20.0) -> int:
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fsbill", "serve", "--config", str(self.config)],
-            stdout=logf, stderr=logf, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        logf.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            match = SERVING.search(self.log.read_bytes())
-            if match:
-                self.port = int(match.group(1))
-                return self.port
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited: {self.log.read_text()[-2000:]}")
-            gevent.sleep(0.05)
-        raise AssertionError(f"{self.name} did not start: {self.log.read_text()[-2000:]}")
+        super().__init__(tmp, data, name=name)
+        self.name = name
 
     @property
     def address(self) -> tuple[str, int]:

@@ -129,15 +129,18 @@ def self_cpu_s() -> float:
 class Server:
     """`python -m fsbill serve --config FILE` in its own process."""
 
-    def __init__(self, workdir: Path, settings: dict[str, Any]) -> None:
-        self.config = workdir / "serve.yaml"
-        self.log = workdir / "serve.log"
+    def __init__(self, workdir: Path, settings: dict[str, Any], name: str = "serve") -> None:
+        self.config = workdir / f"{name}.yaml"
+        self.log = workdir / f"{name}.log"
         self.config.write_text(yaml.safe_dump(settings))
-        self.metrics_url = f"http://{settings['metrics_listen']}/metrics"
+        metrics = settings.get("metrics_listen")
+        self.metrics_url = f"http://{metrics}/metrics" if metrics else ""
         self.proc: Optional[subprocess.Popen] = None
         self.port = 0
 
     def start(self, timeout_s: float = 30.0) -> int:
+        """Start (or restart) the process; returns the port it reports listening on."""
+        offset = self.log.stat().st_size if self.log.exists() else 0  # a restart appends
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fsbill", "serve", "--config", str(self.config)],
@@ -145,7 +148,7 @@ class Server:
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            match = SERVING.search(self.log.read_bytes())
+            match = SERVING.search(self.log.read_bytes()[offset:])
             if match:
                 self.port = int(match.group(1))
                 return self.port
