@@ -92,7 +92,10 @@ def cutoff_on_answer(cutoff: Cutoff, offset_s: int) -> tuple[str, str]:
     """The dialplan application (name, argument) that `execute_on_answer` runs so that
     FreeSWITCH itself ends the call `offset_s` after answer, even if fsbill dies."""
     if cutoff.mode == "transfer":
-        return "sched_transfer", f"+{offset_s} {cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}"
+        return (
+            "sched_transfer",
+            f"+{offset_s} {cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}",
+        )
     return "sched_hangup", f"+{offset_s} {cutoff.hangup_cause}"
 
 
@@ -122,7 +125,9 @@ def result_of(answered: bool, hangup_cause: str, transferred_to: str, cutoff: Cu
     return "completed"
 
 
-def billing_window(answered_us: Optional[int], end_us: Optional[int], unbridged_us: Optional[int]) -> tuple[Optional[int], Optional[int]]:
+def billing_window(
+    answered_us: Optional[int], end_us: Optional[int], unbridged_us: Optional[int]
+) -> tuple[Optional[int], Optional[int]]:
     """The billed part of a call: from the A leg's answer to its end, or to the end of the
     bridge if that came first (a transfer cut-off tears the bridge down and sends the caller
     to an announcement that is not billed)."""

@@ -61,7 +61,9 @@ log = logging.getLogger("fsbill.call")
 
 
 class Rejected(Exception):
-    def __init__(self, reason: str, detail: str = "", account: str = "", currency: str = "", balance: Optional[Money] = None):
+    def __init__(
+        self, reason: str, detail: str = "", account: str = "", currency: str = "", balance: Optional[Money] = None
+    ):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
@@ -93,7 +95,9 @@ class Enforcer:
         self.decks = decks
         self.node = settings.node
         c = settings.cutoff
-        self.policy = GrantPolicy.build(settings.slice_s, settings.max_call_s, c.margin_s, c.warning_s, settings.heartbeat_s)
+        self.policy = GrantPolicy.build(
+            settings.slice_s, settings.max_call_s, c.margin_s, c.warning_s, settings.heartbeat_s
+        )
         self.pending: "PendingWrites | None" = None
         self.following: set[str] = set()  # uuids of the calls this node is enforcing right now
 
@@ -200,16 +204,34 @@ class CallRun:
         try:
             with e.timed("reserve"):
                 auth = dbcalls.reserve(
-                    e.store, uuid=ch.uuid, account_id=account.id, rate=rate, policy=e.policy, node=e.node,
-                    caller=ch.caller, destination=number, now_us=now_us,
-                    lease_until_us=now_us + s.lease_effective_s * US, max_ring_s=s.max_ring_s,
+                    e.store,
+                    uuid=ch.uuid,
+                    account_id=account.id,
+                    rate=rate,
+                    policy=e.policy,
+                    node=e.node,
+                    caller=ch.caller,
+                    destination=number,
+                    now_us=now_us,
+                    lease_until_us=now_us + s.lease_effective_s * US,
+                    max_ring_s=s.max_ring_s,
                 )
         except DatabaseUnavailable as exc:
             return self.database_down(ch, account.code, exc)
         if not auth.ok:
             raise Rejected(auth.reason, "", account.code, account.currency, auth.balance)
-        log_event(log, "authorized", uuid=ch.uuid, account=account.code, destination=number, prefix=rate.prefix,
-                  rate=rate.rate, granted_s=auth.granted_s, held=auth.held, final=auth.final)
+        log_event(
+            log,
+            "authorized",
+            uuid=ch.uuid,
+            account=account.code,
+            destination=number,
+            prefix=rate.prefix,
+            rate=rate.rate,
+            granted_s=auth.granted_s,
+            held=auth.held,
+            final=auth.final,
+        )
         return Accepted(account, rate, number, dial, auth.granted_s, auth.held, auth.final, True)
 
     def database_down(self, ch: Channel, account: str, exc: Exception) -> Accepted:
@@ -225,8 +247,14 @@ class CallRun:
             raise Rejected("no_route", "no dial string", account)
         self.e.metrics.calls.labels("accepted", "db_error_allowed").inc()
         return Accepted(
-            dbcalls.PayerAccount(0, account, 0, "", "active"), Rate.adhoc(Money(0)), destination_of(ch), dial,
-            s.db_error_grant_s + s.cutoff.margin_s, Money(0), True, False,
+            dbcalls.PayerAccount(0, account, 0, "", "active"),
+            Rate.adhoc(Money(0)),
+            destination_of(ch),
+            dial,
+            s.db_error_grant_s + s.cutoff.margin_s,
+            Money(0),
+            True,
+            False,
         )
 
     def reject(self, r: Rejected) -> None:
@@ -251,9 +279,16 @@ class CallRun:
         end = self.wait_for_end(timeout_s=30.0 if rule.prompt else 10.0)
         cause = end.cause if end is not None else cause
         cdr = dict(
-            uuid=ch.uuid, account_code=r.account, node=e.node, caller=ch.caller, destination=destination_of(ch),
-            currency=r.currency, start_us=ch.created_us or e.clock.now_us(), reason=r.reason,
-            hangup_cause=cause, balance=r.balance,
+            uuid=ch.uuid,
+            account_code=r.account,
+            node=e.node,
+            caller=ch.caller,
+            destination=destination_of(ch),
+            currency=r.currency,
+            start_us=ch.created_us or e.clock.now_us(),
+            reason=r.reason,
+            hangup_cause=cause,
+            balance=r.balance,
         )
         self.write_cdr_later_if_needed(cdr)
 
@@ -360,8 +395,13 @@ class CallRun:
             return
         try:
             with e.timed("answer"):
-                dbcalls.mark_answered(e.store, self.channel.uuid, answered_us, cutoff_us,
-                                      e.clock.now_us() + e.settings.lease_effective_s * US)
+                dbcalls.mark_answered(
+                    e.store,
+                    self.channel.uuid,
+                    answered_us,
+                    cutoff_us,
+                    e.clock.now_us() + e.settings.lease_effective_s * US,
+                )
         except DatabaseUnavailable as exc:
             log_event(log, "answer_not_recorded", uuid=self.channel.uuid, error=str(exc))
 
@@ -385,7 +425,11 @@ class CallRun:
         try:
             with e.timed("heartbeat"):
                 result = dbcalls.heartbeat(
-                    e.store, ch.uuid, now_us, e.policy, now_us + s.lease_effective_s * US,
+                    e.store,
+                    ch.uuid,
+                    now_us,
+                    e.policy,
+                    now_us + s.lease_effective_s * US,
                     extend=self.answered_us is not None,
                 )
         except DatabaseUnavailable as exc:
@@ -434,8 +478,16 @@ class CallRun:
         result = result_of(answered is not None, ev.cause or self.hangup_cause, ev.destination, e.settings.cutoff)
         if result == "cut_off":
             e.metrics.cutoffs.labels(e.settings.cutoff.mode).inc()
-        call_end = dbcalls.CallEnd(ch.uuid, start, end, ev.start_us or ch.created_us, ev.billsec,
-                                   ev.cause or self.hangup_cause, result, e.clock.now_us())
+        call_end = dbcalls.CallEnd(
+            ch.uuid,
+            start,
+            end,
+            ev.start_us or ch.created_us,
+            ev.billsec,
+            ev.cause or self.hangup_cause,
+            result,
+            e.clock.now_us(),
+        )
         if not call.reserved:
             if e.pending is not None:
                 e.pending.add_unreserved(call.account.code, call.destination, call_end)
@@ -466,9 +518,20 @@ class CallRun:
         # after the real hangup is refunded by the settlement) and a counter cannot go down.
         e.metrics.charge(cdr.currency, cdr.charged)
         e.metrics.cdrs.labels(cdr.result).inc()
-        log_event(log, "settled", uuid=cdr.uuid, account=cdr.account, result=cdr.result, billsec=cdr.billsec,
-                  billed_s=cdr.billed_s, cost=cdr.cost, charged=cdr.charged, uncollected=cdr.uncollected,
-                  balance_after=cdr.balance_after, cause=cdr.hangup_cause)
+        log_event(
+            log,
+            "settled",
+            uuid=cdr.uuid,
+            account=cdr.account,
+            result=cdr.result,
+            billsec=cdr.billsec,
+            billed_s=cdr.billed_s,
+            cost=cdr.cost,
+            charged=cdr.charged,
+            uncollected=cdr.uncollected,
+            balance_after=cdr.balance_after,
+            cause=cdr.hangup_cause,
+        )
         if cdr.uncollected:
             e.metrics.uncollected.labels(cdr.currency).inc(cdr.uncollected.micros / 1_000_000)
 
@@ -483,10 +546,24 @@ class CallRun:
 
 # What `myevents` subscribes to that a call's enforcement never reads.
 IGNORED_EVENTS = (
-    "CHANNEL_EXECUTE", "CHANNEL_PARK", "CHANNEL_UNPARK", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA",
-    "CHANNEL_STATE", "CHANNEL_BRIDGE", "CHANNEL_DATA", "CHANNEL_APPLICATION", "CHANNEL_CREATE",
-    "CHANNEL_DESTROY", "CHANNEL_ORIGINATE", "CHANNEL_UUID", "CHANNEL_OUTGOING", "DETECTED_SPEECH",
-    "DTMF", "NOTALK", "TALK",
+    "CHANNEL_EXECUTE",
+    "CHANNEL_PARK",
+    "CHANNEL_UNPARK",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_STATE",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_DATA",
+    "CHANNEL_APPLICATION",
+    "CHANNEL_CREATE",
+    "CHANNEL_DESTROY",
+    "CHANNEL_ORIGINATE",
+    "CHANNEL_UUID",
+    "CHANNEL_OUTGOING",
+    "DETECTED_SPEECH",
+    "DTMF",
+    "NOTALK",
+    "TALK",
 )
 
 

@@ -42,10 +42,16 @@ log = logging.getLogger("fsbill.esl")
 
 MAX_HEADER_LINE = 64 * 1024
 MAX_HEADERS = 2000
-_TRANSLATED = frozenset({
-    b"CHANNEL_ANSWER", b"CHANNEL_BRIDGE", b"CHANNEL_UNBRIDGE", b"CHANNEL_HANGUP",
-    b"CHANNEL_HANGUP_COMPLETE", b"CHANNEL_EXECUTE_COMPLETE",
-})
+_TRANSLATED = frozenset(
+    {
+        b"CHANNEL_ANSWER",
+        b"CHANNEL_BRIDGE",
+        b"CHANNEL_UNBRIDGE",
+        b"CHANNEL_HANGUP",
+        b"CHANNEL_HANGUP_COMPLETE",
+        b"CHANNEL_EXECUTE_COMPLETE",
+    }
+)
 _SPACE = re.compile(r"\s")  # the same characters as str.isspace()
 
 
@@ -198,11 +204,24 @@ def parse_event_body(body: bytes) -> dict[str, str]:
 # picking these out with one regex pass instead of splitting and decoding every line halved
 # the reader's CPU.
 EVENT_FIELDS = (
-    "Event-Name", "Event-Date-Timestamp", "Caller-Channel-Answered-Time", "Caller-Channel-Created-Time",
-    "Caller-Destination-Number", "Hangup-Cause", "Application", "Application-Data", "Application-Response",
-    "variable_current_application", "variable_billsec", "variable_start_uepoch", "variable_answer_uepoch",
-    "variable_end_uepoch", "variable_hangup_cause", "variable_originate_disposition",
-    "variable_bridge_hangup_cause", "variable_last_bridge_hangup_cause",
+    "Event-Name",
+    "Event-Date-Timestamp",
+    "Caller-Channel-Answered-Time",
+    "Caller-Channel-Created-Time",
+    "Caller-Destination-Number",
+    "Hangup-Cause",
+    "Application",
+    "Application-Data",
+    "Application-Response",
+    "variable_current_application",
+    "variable_billsec",
+    "variable_start_uepoch",
+    "variable_answer_uepoch",
+    "variable_end_uepoch",
+    "variable_hangup_cause",
+    "variable_originate_disposition",
+    "variable_bridge_hangup_cause",
+    "variable_last_bridge_hangup_cause",
 )
 _EVENT_FIELD_RE = re.compile(r"^(%s): ?(.*)$" % "|".join(re.escape(f) for f in EVENT_FIELDS), re.M)
 
@@ -236,7 +255,9 @@ def translate_event(headers: dict[str, str]) -> Optional[CallEvent]:
         billsec = headers.get("variable_billsec", "0")
         return HangupComplete(
             cause=headers.get("Hangup-Cause", "") or headers.get("variable_hangup_cause", ""),
-            start_us=_us(headers.get("variable_start_uepoch", "")) or _us(headers.get("Caller-Channel-Created-Time", "")) or at,
+            start_us=_us(headers.get("variable_start_uepoch", ""))
+            or _us(headers.get("Caller-Channel-Created-Time", ""))
+            or at,
             answered_us=_us(headers.get("variable_answer_uepoch", "")),
             end_us=_us(headers.get("variable_end_uepoch", "")) or at,
             billsec=int(billsec) if billsec.isdigit() else 0,
@@ -543,8 +564,11 @@ class EslServer(OutboundESLServer):
         try:
             sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
             session = EslSession(
-                address, sock, command_timeout_s=self.connect_timeout_s,
-                max_frame_bytes=self.max_frame_bytes, on_protocol_error=self.on_protocol_error,
+                address,
+                sock,
+                command_timeout_s=self.connect_timeout_s,
+                max_frame_bytes=self.max_frame_bytes,
+                on_protocol_error=self.on_protocol_error,
             )
             session.accepted_perf = accepted_perf  # the setup-latency histogram starts here
             session.connect()

@@ -31,14 +31,18 @@ class Metrics:
         r = self.registry
         self.calls = Counter("fsbill_calls", "Calls authorized or rejected", ["result", "reason"], registry=r)
         self.live_calls = Gauge("fsbill_live_calls", "Calls this node is enforcing now", registry=r)
-        self.reserved = Gauge("fsbill_reserved_amount", "Money held by this node's live calls", ["currency"], registry=r)
+        self.reserved = Gauge(
+            "fsbill_reserved_amount", "Money held by this node's live calls", ["currency"], registry=r
+        )
         self.charged = Counter("fsbill_charged_amount", "Money charged for calls", ["currency"], registry=r)
         self.topups = Counter("fsbill_topups_amount", "Money credited by top-ups", ["currency"], registry=r)
         self.cutoffs = Counter("fsbill_cutoffs", "Calls ended by their cut-off", ["kind"], registry=r)
         self.warnings = Counter("fsbill_warnings_scheduled", "Low-balance warnings scheduled", registry=r)
         self.extensions = Counter("fsbill_grant_extensions", "Grants extended by a heartbeat", registry=r)
         self.cdrs = Counter("fsbill_cdrs_written", "CDRs written", ["result"], registry=r)
-        self.uncollected = Counter("fsbill_uncollected_amount", "Rated cost the account could not pay", ["currency"], registry=r)
+        self.uncollected = Counter(
+            "fsbill_uncollected_amount", "Rated cost the account could not pay", ["currency"], registry=r
+        )
         self.setup_seconds = Histogram(
             "fsbill_setup_seconds", "Socket accepted to bridge sent", buckets=LATENCY_BUCKETS, registry=r
         )
@@ -46,7 +50,9 @@ class Metrics:
             "fsbill_db_seconds", "Database unit-of-work latency", ["op"], buckets=LATENCY_BUCKETS, registry=r
         )
         self.db_errors = Counter("fsbill_db_errors", "Database operations that failed", ["op"], registry=r)
-        self.esl_errors = Counter("fsbill_esl_protocol_errors", "Event-socket peers dropped for protocol errors", registry=r)
+        self.esl_errors = Counter(
+            "fsbill_esl_protocol_errors", "Event-socket peers dropped for protocol errors", registry=r
+        )
         self.esl_refused = Counter("fsbill_esl_refused", "Event-socket connections refused", ["reason"], registry=r)
         self.recovered = Counter("fsbill_recovered_calls", "Calls settled by the reaper", registry=r)
         self.pending_cdrs = Gauge("fsbill_pending_cdrs", "Settlements waiting for the database", registry=r)

@@ -67,8 +67,18 @@ _ALL_DAYS = frozenset(range(1, 8))
 
 # A validated row, as stored (the columns of the `rate` table after tariff_id, in order):
 ROW_FIELDS = (
-    "prefix", "rate_micros", "connect_fee_micros", "initial_increment_s", "increment_s", "min_duration_s",
-    "description", "effective_from_us", "effective_until_us", "weekdays", "time_from_min", "time_to_min",
+    "prefix",
+    "rate_micros",
+    "connect_fee_micros",
+    "initial_increment_s",
+    "increment_s",
+    "min_duration_s",
+    "description",
+    "effective_from_us",
+    "effective_until_us",
+    "weekdays",
+    "time_from_min",
+    "time_to_min",
 )
 Row = tuple  # (str, int, int, int, int, int, str, int|None, int|None, str|None, int|None, int|None)
 
@@ -92,8 +102,20 @@ class RateBuilder:
         self.days: dict[str, frozenset[int]] = {}
 
     def __call__(self, row: Row) -> Rate:
-        (prefix, rate_micros, fee_micros, initial, increment, minimum, description,
-         since, until, weekdays, start, end) = row
+        (
+            prefix,
+            rate_micros,
+            fee_micros,
+            initial,
+            increment,
+            minimum,
+            description,
+            since,
+            until,
+            weekdays,
+            start,
+            end,
+        ) = row
         amounts = self.amounts
         rate = amounts.get(rate_micros)
         if rate is None:
@@ -108,10 +130,23 @@ class RateBuilder:
             days = self.days.get(weekdays)
             if days is None:
                 days = self.days[weekdays] = frozenset(int(ch) for ch in weekdays)
-        return rate_from_values((
-            prefix, rate, fee, initial, increment, minimum, self.rounding, description,
-            since, until, days, start, end,
-        ))
+        return rate_from_values(
+            (
+                prefix,
+                rate,
+                fee,
+                initial,
+                increment,
+                minimum,
+                self.rounding,
+                description,
+                since,
+                until,
+                days,
+                start,
+                end,
+            )
+        )
 
 
 def parse_deck(
@@ -133,9 +168,7 @@ def parse_deck(
     return deck
 
 
-def parse_rows(
-    lines: Iterable[str], timezone: str, progress: Optional[Callable[[int], None]] = None
-) -> ParsedDeck:
+def parse_rows(lines: Iterable[str], timezone: str, progress: Optional[Callable[[int], None]] = None) -> ParsedDeck:
     """`parse_deck` without building Rate objects: validated rows as stored (ROW_FIELDS)."""
     zone = ZoneInfo(timezone)
     reader = csv.reader(lines, strict=True)
@@ -202,9 +235,17 @@ def check_against(existing: Iterable[Rate], new: list[Rate]) -> None:
 
 def overlaps(a: Rate, b: Rate) -> bool:
     """Whether two rows of the same prefix could both apply at one moment (a deck error)."""
-    if a.effective_until_us is not None and b.effective_from_us is not None and a.effective_until_us <= b.effective_from_us:
+    if (
+        a.effective_until_us is not None
+        and b.effective_from_us is not None
+        and a.effective_until_us <= b.effective_from_us
+    ):
         return False
-    if b.effective_until_us is not None and a.effective_from_us is not None and b.effective_until_us <= a.effective_from_us:
+    if (
+        b.effective_until_us is not None
+        and a.effective_from_us is not None
+        and b.effective_until_us <= a.effective_from_us
+    ):
         return False
     if a.banded != b.banded:
         return False  # a band overrides the prefix's default inside it
@@ -430,11 +471,22 @@ class _RowParser:
             value = int(hours) * 60 + int(minutes)
             if int(minutes) < 60 and (value < MINUTES_PER_DAY or (allow_24 and value == MINUTES_PER_DAY)):
                 return value
-        raise RateDeckError(line, f"{name} {text!r} must be a local time HH:MM (00:00-23:59{', or 24:00' if allow_24 else ''})")
+        raise RateDeckError(
+            line, f"{name} {text!r} must be a local time HH:MM (00:00-23:59{', or 24:00' if allow_24 else ''})"
+        )
 
 
 def _is_day(text: str) -> bool:
     return len(text) == 1 and "1" <= text <= "7"
 
 
-__all__ = ["COLUMNS", "ROW_FIELDS", "ParsedDeck", "RateBuilder", "check_against", "overlaps", "parse_deck", "parse_rows"]
+__all__ = [
+    "COLUMNS",
+    "ROW_FIELDS",
+    "ParsedDeck",
+    "RateBuilder",
+    "check_against",
+    "overlaps",
+    "parse_deck",
+    "parse_rows",
+]

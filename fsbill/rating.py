@@ -209,7 +209,7 @@ def normalize_number(number: str, international_prefix: str = "00") -> str:
     if text.startswith("+"):
         text = text[1:]
     elif international_prefix and text.startswith(international_prefix):
-        text = text[len(international_prefix):]
+        text = text[len(international_prefix) :]
     if not (0 < len(text) <= MAX_NUMBER_DIGITS and text.isascii() and text.isdigit()):
         raise NumberError(
             f"number {number!r} is not 1-{MAX_NUMBER_DIGITS} digits after removing '+', "

@@ -44,7 +44,9 @@ class Node:
         self.enforcer.pending = self.pending
         host, port = settings.listen_address()
         self.esl = EslServer(
-            host, port, self.enforcer.handle,
+            host,
+            port,
+            self.enforcer.handle,
             max_connections=settings.esl_max_connections,
             peer_allowed=settings.peer_allowed,
             command_timeout_s=settings.esl_command_timeout_s,
@@ -76,14 +78,24 @@ class Node:
             self.metrics_server = serve_metrics(self.metrics, address[0], address[1], self.store.ping)
         self.follow_topups()  # top-ups from before this start are history, not this node's counter
         self._greenlets = [gevent.spawn(self._reaper), gevent.spawn(self.pending.run, 1.0)]
-        log_event(log, "started", node=s.node, rates=loaded, listen=f"{self.esl.bind_address}:{self.port}",
-                  metrics=s.metrics_listen or "off", database=_redact(s.database))
+        log_event(
+            log,
+            "started",
+            node=s.node,
+            rates=loaded,
+            listen=f"{self.esl.bind_address}:{self.port}",
+            metrics=s.metrics_listen or "off",
+            database=_redact(s.database),
+        )
         return self.port
 
     def reap_once(self) -> int:
         try:
             cdrs = dbcalls.reap(
-                self.store, self.clock.now_us(), node=self.settings.node, started_us=self.started_us,
+                self.store,
+                self.clock.now_us(),
+                node=self.settings.node,
+                started_us=self.started_us,
                 following=frozenset(self.enforcer.following),
             )
         except DatabaseUnavailable as exc:

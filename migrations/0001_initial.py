@@ -3,6 +3,7 @@
 A frozen copy of the tables as they were when this migration was written; later changes go
 in new migrations, never here. Money is integer micro-units; instants are epoch microseconds.
 """
+
 from peewee import (
     BigIntegerField,
     CharField,

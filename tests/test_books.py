@@ -32,20 +32,26 @@ def run_random_traffic(db_url: str, calls: int, seed: int) -> None:
         for i in range(8):
             code = f"acct{i}"
             balance = rnd.choice(["0.05", "0.50", "2.00", "7.3333", "25.00"])
-            rig.account(code, balance, credit_limit=Money.parse(rnd.choice(["0", "0", "1.00"])),
-                        max_channels=rnd.choice([0, 0, 3, 10]))
+            rig.account(
+                code,
+                balance,
+                credit_limit=Money.parse(rnd.choice(["0", "0", "1.00"])),
+                max_channels=rnd.choice([0, 0, 3, 10]),
+            )
             accounts[code] = Money.parse(balance)
         specs = []
         for _ in range(calls):
             kind = rnd.random()
-            specs.append(rig.spec(
-                account=rnd.choice(list(accounts)),
-                destination=rnd.choice(DESTINATIONS),
-                talk_s=rnd.choice([None, rnd.uniform(0.5, 5), rnd.uniform(5, 200)]) if kind > 0.1 else 10,
-                answer_after_s=None if kind < 0.05 else rnd.uniform(0.1, 4),
-                fail_cause="USER_BUSY" if kind < 0.05 else None,
-                ring_s=2,
-            ))
+            specs.append(
+                rig.spec(
+                    account=rnd.choice(list(accounts)),
+                    destination=rnd.choice(DESTINATIONS),
+                    talk_s=rnd.choice([None, rnd.uniform(0.5, 5), rnd.uniform(5, 200)]) if kind > 0.1 else 10,
+                    answer_after_s=None if kind < 0.05 else rnd.uniform(0.1, 4),
+                    fail_cause="USER_BUSY" if kind < 0.05 else None,
+                    ring_s=2,
+                )
+            )
         records = rig.switch.run_load(rig.address, specs, concurrency=rnd.choice([20, 60]))
         cdrs = rig.settled(calls, timeout_s=120)
         assert len({c.uuid for c in cdrs}) == calls
@@ -53,7 +59,11 @@ def run_random_traffic(db_url: str, calls: int, seed: int) -> None:
         for cdr in cdrs:
             rec = by_uuid[cdr.uuid]
             assert cdr.charged == cdr.cost or cdr.result == "rejected", (
-                repr(cdr)[:1500], rec.commands, rec.fired_tasks, rec.scheduled_tasks)
+                repr(cdr)[:1500],
+                rec.commands,
+                rec.fired_tasks,
+                rec.scheduled_tasks,
+            )
             assert not cdr.uncollected, cdr
             if cdr.result == "rejected":
                 assert cdr.cost == Money(0)
@@ -62,8 +72,15 @@ def run_random_traffic(db_url: str, calls: int, seed: int) -> None:
             if rec.answered_us is None:
                 assert cdr.cost == Money(0)
                 continue
-            rate = Rate(cdr.prefix, cdr.rate, cdr.connect_fee, cdr.initial_increment_s, cdr.increment_s,
-                        cdr.min_duration_s, RoundingRule())
+            rate = Rate(
+                cdr.prefix,
+                cdr.rate,
+                cdr.connect_fee,
+                cdr.initial_increment_s,
+                cdr.increment_s,
+                cdr.min_duration_s,
+                RoundingRule(),
+            )
             assert cdr.answer_us == rec.answered_us
             talked_us = min(rec.ended_us, rec.unbridged_us or rec.ended_us) - rec.answered_us
             assert cdr.billed_s == billed_seconds_us(rate, talked_us)

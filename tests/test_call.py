@@ -45,7 +45,10 @@ def test_destination_variable_overrides_dialled_number():
 
 
 def test_dial_string_from_dialplan_else_route_template():
-    assert dial_string_of(channel(fsbill_dial_string="loopback/9999/public"), "sofia/gw/{destination}", "49") == "loopback/9999/public"
+    assert (
+        dial_string_of(channel(fsbill_dial_string="loopback/9999/public"), "sofia/gw/{destination}", "49")
+        == "loopback/9999/public"
+    )
     assert dial_string_of(channel(), "sofia/gateway/carrier/{destination}", "4915") == "sofia/gateway/carrier/4915"
     assert dial_string_of(channel(), "", "4915") is None
 

@@ -82,8 +82,27 @@ def test_db_upgrade_then_up_to_date(cli):
 
 def test_tariff_add_and_list(cli):
     assert cli.ok("tariff", "add", "retail").strip() == "tariff retail created (EUR, 4 decimals half_up, UTC)"
-    t = cli.json("tariff", "add", "wholesale", "--currency", "usd", "--decimals", "2", "--rounding", "up", "--timezone", "America/New_York")
-    assert t == {"name": "wholesale", "currency": "USD", "decimals": 2, "rounding": "up", "timezone": "America/New_York", "rates": 0}
+    t = cli.json(
+        "tariff",
+        "add",
+        "wholesale",
+        "--currency",
+        "usd",
+        "--decimals",
+        "2",
+        "--rounding",
+        "up",
+        "--timezone",
+        "America/New_York",
+    )
+    assert t == {
+        "name": "wholesale",
+        "currency": "USD",
+        "decimals": 2,
+        "rounding": "up",
+        "timezone": "America/New_York",
+        "rates": 0,
+    }
     listed = cli.json("tariff", "list")
     assert [x["name"] for x in listed] == ["retail", "wholesale"]
     text = cli.ok("tariff", "list")
@@ -116,8 +135,19 @@ def test_bad_tariff_input(cli, argv):
 def test_account_add_show_list(cli):
     cli.ok("tariff", "add", "retail")
     created = cli.json(
-        "account", "add", "1001", "--tariff", "retail", "--credit-limit", "2.5", "--max-channels", "2",
-        "--cli", "+4930111", "--cli", "4930222",
+        "account",
+        "add",
+        "1001",
+        "--tariff",
+        "retail",
+        "--credit-limit",
+        "2.5",
+        "--max-channels",
+        "2",
+        "--cli",
+        "+4930111",
+        "--cli",
+        "4930222",
     )
     assert created == {
         "code": "1001",
@@ -293,7 +323,9 @@ def test_console_script_entry_point(tmp_path, capsys):
     env = {k: v for k, v in os.environ.items() if k != "FSBILL_CONFIG"}
 
     def run(*argv):
-        return subprocess.run([str(script), *argv, "--config", str(config)], capture_output=True, text=True, env=env, timeout=60)
+        return subprocess.run(
+            [str(script), *argv, "--config", str(config)], capture_output=True, text=True, env=env, timeout=60
+        )
 
     assert main(["tariff", "add", "retail", "--config", str(config)]) == 0
     assert main(["account", "add", "1001", "--tariff", "retail", "--config", str(config)]) == 0

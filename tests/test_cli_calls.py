@@ -62,8 +62,9 @@ def test_calls_lists_what_live_calls_hold_and_cdr_export_writes_them(rig, capsys
 
 
 def test_cdr_export_rejects_an_empty_window(rig, capsys):
-    code, _, err = run(capsys, "cdr", "export", "--since", "2026-02-01", "--until", "2026-01-01",
-                       "--config", str(rig.config))
+    code, _, err = run(
+        capsys, "cdr", "export", "--since", "2026-02-01", "--until", "2026-01-01", "--config", str(rig.config)
+    )
     assert code != 0 and err.count("\n") == 1 and "--until" in err
     code, _, err = run(capsys, "cdr", "export", "--since", "yesterday", "--config", str(rig.config))
     assert code != 0 and err.count("\n") == 1

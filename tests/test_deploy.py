@@ -78,8 +78,15 @@ def test_dashboard_json_parses():
 
 
 def test_every_deploy_file_is_known():
-    expected = {"fsbill.service", "fsbill.yaml", "POSTGRESQL.md", "prometheus.yml", "fsbill-alerts.yml",
-                "grafana-dashboard.json", "README.md"}
+    expected = {
+        "fsbill.service",
+        "fsbill.yaml",
+        "POSTGRESQL.md",
+        "prometheus.yml",
+        "fsbill-alerts.yml",
+        "grafana-dashboard.json",
+        "README.md",
+    }
     present = {p.name for p in DEPLOY.iterdir() if p.is_file()}
     assert expected <= present
     for p in DEPLOY.iterdir():
@@ -167,8 +174,15 @@ def test_example_config_documents_every_key():
 # -- metric names ----------------------------------------------------------------------------------------------
 def test_exposed_names_include_the_documented_metrics():
     names = _exposed_names()
-    for name in ("fsbill_calls_total", "fsbill_live_calls", "fsbill_reserved_amount", "fsbill_charged_amount_total",
-                 "fsbill_setup_seconds_bucket", "fsbill_db_seconds_bucket", "fsbill_build_info"):
+    for name in (
+        "fsbill_calls_total",
+        "fsbill_live_calls",
+        "fsbill_reserved_amount",
+        "fsbill_charged_amount_total",
+        "fsbill_setup_seconds_bucket",
+        "fsbill_db_seconds_bucket",
+        "fsbill_build_info",
+    ):
         assert name in names
 
 
@@ -241,8 +255,10 @@ REQUIRED_PANELS = {
     "Live calls": [r"fsbill_live_calls"],
     "Money reserved": [r"fsbill_reserved_amount"],
     "Money charged per minute": [r"rate\(fsbill_charged_amount_total[^)]*\)\)? \* 60"],
-    "Call setup latency p50 / p99": [r"histogram_quantile\(0\.5, .*fsbill_setup_seconds_bucket",
-                                     r"histogram_quantile\(0\.99, .*fsbill_setup_seconds_bucket"],
+    "Call setup latency p50 / p99": [
+        r"histogram_quantile\(0\.5, .*fsbill_setup_seconds_bucket",
+        r"histogram_quantile\(0\.99, .*fsbill_setup_seconds_bucket",
+    ],
     "Database latency p99 by operation": [r"fsbill_db_seconds_bucket"],
     "Database errors by operation": [r"fsbill_db_errors_total"],
     "Cut-offs and warnings per minute": [r"fsbill_cutoffs_total", r"fsbill_warnings_scheduled_total"],

@@ -192,7 +192,9 @@ def test_no_route_rejection(db_url):
         [cdr] = rig.settled(1)
         assert rec.hangup_cause == "NO_ROUTE_DESTINATION"
         assert cdr.reason == "no_route"
-        ok = rig.call(variables={"fsbill_account": "acme", "fsbill_dial_string": "sofia/gateway/x/4930123456"}, talk_s=3)
+        ok = rig.call(
+            variables={"fsbill_account": "acme", "fsbill_dial_string": "sofia/gateway/x/4930123456"}, talk_s=3
+        )
         assert ok.answered_us is not None
     finally:
         rig.close()

@@ -119,7 +119,9 @@ def test_eof_mid_body_ends_instead_of_looping():
             raise AssertionError("truncated body accepted")
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(mutated_stream())
 def test_session_reader_over_a_real_socket_ends_cleanly(data):
     """The per-connection reader greenlet, fed hostile bytes over a socket: it ends with a

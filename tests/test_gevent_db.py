@@ -60,8 +60,7 @@ def test_postgres_pool_queues_more_greenlets_than_connections(pg_url):
         ledger.create_tariff(store, "retail", "EUR", T0)
         ledger.create_account(store, "A", "retail", T0)
         jobs = [
-            gevent.spawn(ledger.topup, store, "A", Money(1_000 + i), T0 + i, reference=f"r{i % 25}")
-            for i in range(50)
+            gevent.spawn(ledger.topup, store, "A", Money(1_000 + i), T0 + i, reference=f"r{i % 25}") for i in range(50)
         ]
         gevent.joinall(jobs, timeout=30, raise_error=True)
         applied = [j.value.applied for j in jobs]

@@ -115,7 +115,14 @@ def test_duplicate_tariff_is_a_conflict(store):
 
 @pytest.mark.parametrize(
     "name, currency, tz",
-    [("", "EUR", "UTC"), ("  ", "EUR", "UTC"), ("x", "EU", "UTC"), ("x", "EURO", "UTC"), ("x", "E1R", "UTC"), ("x", "EUR", "Mars/Olympus")],
+    [
+        ("", "EUR", "UTC"),
+        ("  ", "EUR", "UTC"),
+        ("x", "EU", "UTC"),
+        ("x", "EURO", "UTC"),
+        ("x", "E1R", "UTC"),
+        ("x", "EUR", "Mars/Olympus"),
+    ],
 )
 def test_bad_tariff_is_refused(store, name, currency, tz):
     with pytest.raises(InvalidInput):
@@ -131,7 +138,9 @@ def test_unknown_tariff(store):
 # -- accounts --------------------------------------------------------------------------------------
 def test_create_account(store):
     ledger.create_tariff(store, "retail", "GBP", T0)
-    a = ledger.create_account(store, "1001", "retail", T0, credit_limit=M("5.5"), max_channels=3, clis=["+441234", "445678"])
+    a = ledger.create_account(
+        store, "1001", "retail", T0, credit_limit=M("5.5"), max_channels=3, clis=["+441234", "445678"]
+    )
     assert (a.code, a.tariff, a.currency, a.status) == ("1001", "retail", "GBP", "active")
     assert a.balance == Money.zero() and a.reserved == Money.zero()
     assert a.credit_limit == M("5.5") and a.available == M("5.5")
@@ -268,7 +277,12 @@ def test_adjust_is_signed_and_keeps_its_reason(store, acct):
     ledger.topup(store, "A", M("10"), us(1))
     down = ledger.adjust(store, "A", M("-2.5"), "refund of double charge", us(2))
     up = ledger.adjust(store, "A", M("0.75"), "goodwill", us(3))
-    assert (down.kind, down.amount, down.note, down.balance_after) == ("adjust", M("-2.5"), "refund of double charge", M("7.5"))
+    assert (down.kind, down.amount, down.note, down.balance_after) == (
+        "adjust",
+        M("-2.5"),
+        "refund of double charge",
+        M("7.5"),
+    )
     assert (up.amount, up.balance_after) == (M("0.75"), M("8.25"))
     assert assert_ledger_is_truth(store, "A").balance == M("8.25")
 

@@ -66,7 +66,9 @@ def test_metrics_agree_with_the_cdrs(rig):
     assert value(m, "fsbill_reserved_amount", currency="EUR") == 0
     assert value(m, "fsbill_calls_total", result="accepted", reason="") == len(accepted)
     for reason in {c.reason for c in rejected}:
-        assert value(m, "fsbill_calls_total", result="rejected", reason=reason) == sum(1 for c in rejected if c.reason == reason)
+        assert value(m, "fsbill_calls_total", result="rejected", reason=reason) == sum(
+            1 for c in rejected if c.reason == reason
+        )
     assert total(m, "fsbill_cdrs_written_total") == len(cdrs)
     for result in {c.result for c in cdrs}:
         assert value(m, "fsbill_cdrs_written_total", result=result) == sum(1 for c in cdrs if c.result == result)

@@ -150,8 +150,14 @@ def test_concurrent_upgrades_from_processes(db_url, request):
     processes racing on a fresh database must all succeed, and apply each migration once."""
     env = {k: v for k, v in os.environ.items() if k != "FSBILL_CONFIG"}
     procs = [
-        subprocess.Popen([sys.executable, "-c", UPGRADER, db_url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, "-c", UPGRADER, db_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(3)
     ]
     for p in procs:

@@ -52,8 +52,10 @@ def spec(rnd, account="acme", **kwargs) -> CallSpec:
     kwargs.setdefault("talk_s", rnd.randint(5, 90))
     kwargs.setdefault("answer_after_s", rnd.uniform(0.5, 3))
     return CallSpec(
-        destination_number="4930123456", caller_id_number=f"1555{rnd.randint(0, 10**7):07d}",
-        variables={"fsbill_account": account}, **kwargs,
+        destination_number="4930123456",
+        caller_id_number=f"1555{rnd.randint(0, 10**7):07d}",
+        variables={"fsbill_account": account},
+        **kwargs,
     )
 
 

@@ -30,7 +30,11 @@ def test_full_deck_parses_to_rates():
     assert len(deck) == 4 and deck.lines == [2, 3, 4, 5]
     de, mobile, weekend, nights = deck
     assert de == Rate("49", Money.parse("0.01"), rounding=RULE, description="Germany")
-    assert mobile.connect_fee == Money.parse("0.05") and (mobile.initial_increment_s, mobile.increment_s, mobile.min_duration_s) == (30, 6, 10)
+    assert mobile.connect_fee == Money.parse("0.05") and (
+        mobile.initial_increment_s,
+        mobile.increment_s,
+        mobile.min_duration_s,
+    ) == (30, 6, 10)
     assert mobile.effective_from_us == 1767222000 * 1_000_000  # 2026-01-01 00:00 in Berlin (UTC+1)
     assert mobile.effective_until_us == 1798761600 * 1_000_000
     assert weekend.weekdays == frozenset({6, 7}) and weekend.time_from_min is None
@@ -43,7 +47,7 @@ def test_minimal_columns_any_order_and_case():
 
 
 def test_weekday_syntaxes():
-    deck = parse("prefix,rate,weekdays\n1,1,12345\n2,1,\"1-3,5\"\n3,1,7\n4,1,1-7\n")
+    deck = parse('prefix,rate,weekdays\n1,1,12345\n2,1,"1-3,5"\n3,1,7\n4,1,1-7\n')
     assert [r.weekdays for r in deck] == [frozenset({1, 2, 3, 4, 5}), frozenset({1, 2, 3, 5}), frozenset({7}), None]
 
 
@@ -64,7 +68,7 @@ def test_progress_reports_lines():
 
 
 def test_rows_are_storage_tuples():
-    (row,) = parse_rows(io.StringIO("prefix,rate,weekdays\n49,0.01,\"7,1\"\n"), "UTC")
+    (row,) = parse_rows(io.StringIO('prefix,rate,weekdays\n49,0.01,"7,1"\n'), "UTC")
     assert row == ("49", 10_000, 0, 1, 1, 0, "", None, None, "17", None, None)
 
 
@@ -81,7 +85,7 @@ def test_rows_are_storage_tuples():
         ("prefix,rate\n" + "1" * 33 + ",1\n", 2, "must be 1-32 digits"),
         ("prefix,rate\n1,1\n2,-0.01\n", 3, "must not be negative"),
         ("prefix,rate\n1,1e3\n", 2, "not an exact decimal"),
-        ("prefix,rate\n1,\"1,5\"\n", 2, "not an exact decimal"),
+        ('prefix,rate\n1,"1,5"\n', 2, "not an exact decimal"),
         ("prefix,rate\n1,abc\n", 2, "not an exact decimal"),
         ("prefix,rate\n1,0.0000001\n", 2, "not an exact decimal"),
         ("prefix,rate\n1,\n", 2, "rate is empty"),
@@ -104,7 +108,7 @@ def test_rows_are_storage_tuples():
         ("prefix,rate,time_from,time_to\n1,1,10pm,06:00\n", 2, "time_from '10pm'"),
         ("prefix,rate,time_from,time_to\n1,1,08:00,08:00\n", 2, "are equal"),
         ("prefix,rate\n1,1\n2,1,3\n", 3, "expected 2 fields"),
-        ("prefix,rate,description\n1,1,\"unterminated\n", 2, "unreadable CSV"),
+        ('prefix,rate,description\n1,1,"unterminated\n', 2, "unreadable CSV"),
     ],
 )
 def test_malformed_lines(text, line, reason):

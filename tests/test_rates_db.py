@@ -38,7 +38,12 @@ def test_import_stores_every_row_and_bumps_the_version(store, tariff):
     assert (result.tariff, result.imported, result.replaced) == ("retail", 4, False)
     assert result.as_json() == {"tariff": "retail", "imported": 4, "replaced": False}
     assert ledger.get_tariff(store, "retail").deck_version == tariff.deck_version + 1
-    assert stored(store) == [("44", "0.005", None), ("49", "0.01", None), ("4915", "0.08", None), ("4915", "0.04", 1320)]
+    assert stored(store) == [
+        ("44", "0.005", None),
+        ("49", "0.01", None),
+        ("4915", "0.08", None),
+        ("4915", "0.04", 1320),
+    ]
 
 
 def test_import_from_a_path(store, tariff, tmp_path):
@@ -95,7 +100,10 @@ def test_adding_rows_that_overlap_stored_ones_is_refused(store, tariff):
     assert info.value.line == 3 and "already in the tariff" in info.value.reason
     assert len(stored(store)) == 4
     # a new prefix, and a band over a stored default, are fine
-    assert import_deck(store, "retail", csv("prefix,rate,time_from,time_to\n33,0.02,,\n49,0.005,20:00,08:00\n")).imported == 2
+    assert (
+        import_deck(store, "retail", csv("prefix,rate,time_from,time_to\n33,0.02,,\n49,0.005,20:00,08:00\n")).imported
+        == 2
+    )
     assert len(stored(store)) == 6
 
 

@@ -24,7 +24,9 @@ from fsbill.rating import (
 )
 
 
-def rate(per_minute="1.00", fee="0", initial=1, increment=1, minimum=0, decimals=4, method=RoundingMethod.HALF_UP, **kw):
+def rate(
+    per_minute="1.00", fee="0", initial=1, increment=1, minimum=0, decimals=4, method=RoundingMethod.HALF_UP, **kw
+):
     return Rate(
         prefix=kw.pop("prefix", "49"),
         rate=Money.parse(per_minute),
@@ -334,7 +336,10 @@ def test_weekend_band_uses_the_local_weekday():
 
 def test_banded_row_without_default_falls_back_to_a_shorter_prefix():
     deck = RateDeck(
-        [rate("0.30", prefix="4"), rate("0.05", prefix="49", weekdays=frozenset({1, 2, 3, 4, 5}), time_from_min=18 * 60, time_to_min=24 * 60)]
+        [
+            rate("0.30", prefix="4"),
+            rate("0.05", prefix="49", weekdays=frozenset({1, 2, 3, 4, 5}), time_from_min=18 * 60, time_to_min=24 * 60),
+        ]
     )
     assert deck.lookup("4930", us("2026-11-23T19:00:00")).prefix == "49"
     assert deck.lookup("4930", us("2026-11-23T17:59:00")).prefix == "4"

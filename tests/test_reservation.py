@@ -193,7 +193,9 @@ ops = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(r=rates, balance=st.sampled_from(["0", "0.30", "1", "10", "25.123456"]), credit=st.sampled_from(["0", "1"]), ops=ops)
+@given(
+    r=rates, balance=st.sampled_from(["0", "0.30", "1", "10", "25.123456"]), credit=st.sampled_from(["0", "1"]), ops=ops
+)
 def test_invariant_holds_for_any_interleaving(r, balance, credit, ops):
     book = Book(Money.parse(balance), Money.parse(credit))
     policy = GrantPolicy(slice_s=60, max_call_s=900, margin_s=1, extend_below_s=30)
@@ -205,7 +207,12 @@ def test_invariant_holds_for_any_interleaving(r, balance, credit, ops):
             plan = plan_grant(r, 0, book.available, policy)
             if plan.granted_s:
                 book.reserved += plan.extra_hold
-                book.calls[slot] = {"answered": clock, "granted": plan.granted_s, "held": plan.extra_hold, "debited": Money(0)}
+                book.calls[slot] = {
+                    "answered": clock,
+                    "granted": plan.granted_s,
+                    "held": plan.extra_hold,
+                    "debited": Money(0),
+                }
         elif op == "beat" and call is not None:
             due = heartbeat_debit(r, call["answered"], clock, call["debited"], call["held"])
             book.balance -= due

@@ -144,7 +144,9 @@ class Server:
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fsbill", "serve", "--config", str(self.config)],
-                stdout=logf, stderr=logf, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=logf,
+                stderr=logf,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -489,7 +491,9 @@ class CallBench:
         f["live_reached"] = len(up)
         if self.ramp_failures:
             f["live_ramp_failures"] = dict(self.ramp_failures)
-            self.report.notes.append(f"calls that failed to come up while ramping (replaced): {_fmt_counts(self.ramp_failures)}")
+            self.report.notes.append(
+                f"calls that failed to come up while ramping (replaced): {_fmt_counts(self.ramp_failures)}"
+            )
         self.progress(f"dropping {len(up):,} live calls")
 
     def _ramp(self, switch, up: list, target: int) -> tuple[bool, str]:
@@ -507,7 +511,9 @@ class CallBench:
                         r.sent.clear()  # the emulator's copy of every frame: its memory, not the server's
             for rec in [r for r in in_flight if r.done.is_set() and r.answered_us is None]:
                 in_flight.remove(rec)  # never got up: counted, replaced by another call
-                failed[rec.app_error or rec.variables.get("fsbill_result") or rec.responded or rec.hangup_cause or "?"] += 1
+                failed[
+                    rec.app_error or rec.variables.get("fsbill_result") or rec.responded or rec.hangup_cause or "?"
+                ] += 1
             if sum(failed.values()) > max(10, target // 100):
                 return False, f"too many calls failed to come up ({_fmt_counts(failed)}), {len(up):,} up"
             for rec in up[-10:]:
@@ -542,8 +548,12 @@ class CallBench:
         cpu1, t1 = self.server.cpu_s(), time.perf_counter()
         after = self.server.scrape()
         rss = self.server.rss()
-        count = after.value("fsbill_db_seconds_count", op="heartbeat") - before.value("fsbill_db_seconds_count", op="heartbeat")
-        total = after.value("fsbill_db_seconds_sum", op="heartbeat") - before.value("fsbill_db_seconds_sum", op="heartbeat")
+        count = after.value("fsbill_db_seconds_count", op="heartbeat") - before.value(
+            "fsbill_db_seconds_count", op="heartbeat"
+        )
+        total = after.value("fsbill_db_seconds_sum", op="heartbeat") - before.value(
+            "fsbill_db_seconds_sum", op="heartbeat"
+        )
         window = t1 - t0
         return {
             "live_calls_server": int(after.value("fsbill_live_calls")),
@@ -577,12 +587,22 @@ class CallBench:
         started = time.perf_counter()
         try:
             seed_database(url, o.time_scale)
-            self.server = Server(workdir, dict(
-                database=url, listen="127.0.0.1:0", metrics_listen=f"127.0.0.1:{free_port()}", node="bench",
-                log_level=o.log_level, time_scale=o.time_scale, heartbeat_s=o.heartbeat_s,
-                route="loopback/{destination}", sqlite_synchronous=o.sqlite_synchronous,
-                esl_max_connections=max(20000, max(o.live, default=0) + 1000), shutdown_grace_s=0,
-            ))
+            self.server = Server(
+                workdir,
+                dict(
+                    database=url,
+                    listen="127.0.0.1:0",
+                    metrics_listen=f"127.0.0.1:{free_port()}",
+                    node="bench",
+                    log_level=o.log_level,
+                    time_scale=o.time_scale,
+                    heartbeat_s=o.heartbeat_s,
+                    route="loopback/{destination}",
+                    sqlite_synchronous=o.sqlite_synchronous,
+                    esl_max_connections=max(20000, max(o.live, default=0) + 1000),
+                    shutdown_grace_s=0,
+                ),
+            )
             self.address = ("127.0.0.1", self.server.start())
             f["server_pid"] = self.server.pid
             gevent.sleep(0.3)
@@ -591,7 +611,9 @@ class CallBench:
                 # imports, the deck cache and SQLite's pages warm up before anything is measured
                 self.progress(f"warm-up: {o.warmup} calls")
                 warm = self.new_switch()
-                warm.run_load(self.address, [self.spec(talk_s=self.short_talk_s) for _ in range(o.warmup)], concurrency=20)
+                warm.run_load(
+                    self.address, [self.spec(talk_s=self.short_talk_s) for _ in range(o.warmup)], concurrency=20
+                )
                 self.wait_settled(o.warmup)
             self.throughput()
             self.latency()
@@ -696,7 +718,11 @@ def render(report: Report) -> str:
         )
     for key, row in f.get("latency", {}).items():
         fail = f"; {_fmt_failures(row['failures'])}" if row["failures"] else ""
-        over = f"; OVERLOADED: offer stopped after {row['offered_s']:.1f} s, {row['backlog']} waiting" if row["overloaded"] else ""
+        over = (
+            f"; OVERLOADED: offer stopped after {row['offered_s']:.1f} s, {row['backlog']} waiting"
+            if row["overloaded"]
+            else ""
+        )
         lines.append(
             f"2. setup latency at {row['offered_per_s']:g}/s offered: emulator (connect -> bridge) p50 "
             f"{_fmt_ms(row['emulator_ms_p50'])}, p99 {_fmt_ms(row['emulator_ms_p99'])} (max "
@@ -709,16 +735,21 @@ def render(report: Report) -> str:
             f"emulator {row['emulator_cpu_util']:.0%}"
         )
     if "cpu_s_per_call" in f:
-        per = ", ".join(f"{r['server_cpu_s_per_call'] * 1000:.1f} ms at {r['offered_per_s']:g}/s"
-                        for r in f.get("latency", {}).values() if not r["overloaded"])
+        per = ", ".join(
+            f"{r['server_cpu_s_per_call'] * 1000:.1f} ms at {r['offered_per_s']:g}/s"
+            for r in f.get("latency", {}).values()
+            if not r["overloaded"]
+        )
         lines.append(
             f"3. server CPU per call: {f['cpu_s_per_call'] * 1000:.1f} ms at saturation"
             + (f", {per}" if per else "")
             + f" (setup, answer, settlement, CDR; the emulator spends {f['emulator_cpu_s_per_call'] * 1000:.1f} ms)"
         )
     if "rss_idle_bytes" in f:
-        lines.append(f"4. server RSS idle {f['rss_idle_bytes'] / mib:.1f} MiB (after the runs above; "
-                     f"{f['rss_started_bytes'] / mib:.1f} MiB just started)")
+        lines.append(
+            f"4. server RSS idle {f['rss_idle_bytes'] / mib:.1f} MiB (after the runs above; "
+            f"{f['rss_started_bytes'] / mib:.1f} MiB just started)"
+        )
         for n, row in f.get("live", {}).items():
             partial = " (the most reached)" if row.get("partial") else ""
             lines.append(
@@ -738,8 +769,11 @@ def render(report: Report) -> str:
     t = f.get("targets_met", {})
     if t:
         lines.append("")
-        lines.append("targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items())
-                     + f"   (run took {f['run_s']:.0f} s)")
+        lines.append(
+            "targets: "
+            + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in t.items())
+            + f"   (run took {f['run_s']:.0f} s)"
+        )
     return "\n".join(lines)
 
 

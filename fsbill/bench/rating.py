@@ -57,7 +57,9 @@ def write_deck(path: Path, prefixes: int, seed: int = 7) -> list[str]:
             )
             if rng.random() < 0.01 and len(out) < prefixes:
                 # a cheaper night band for the same prefix, overriding the default row
-                lines.append(f"{prefix},{Money(rate.micros // 2)},{fee},{initial},{increment},{minimum},night,,22:00,06:00\n")
+                lines.append(
+                    f"{prefix},{Money(rate.micros // 2)},{fee},{initial},{increment},{minimum},night,,22:00,06:00\n"
+                )
             if len(lines) >= 10_000:
                 handle.writelines(lines)
                 lines.clear()

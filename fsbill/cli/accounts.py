@@ -17,9 +17,19 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     add = sub.add_parser("add", parents=[parent], help="create an account")
     add.add_argument("code", help="the account code (what the dialplan sets as fsbill_account / accountcode)")
     add.add_argument("--tariff", required=True)
-    add.add_argument("--credit-limit", type=amount, default=Money(0), help="how far below zero the balance may go (default 0)")
-    add.add_argument("--max-channels", type=non_negative_int, default=0, help="simultaneous calls allowed (default 0 = no limit)")
-    add.add_argument("--cli", action="append", default=[], metavar="NUMBER", help="a caller id that identifies this account (repeatable)")
+    add.add_argument(
+        "--credit-limit", type=amount, default=Money(0), help="how far below zero the balance may go (default 0)"
+    )
+    add.add_argument(
+        "--max-channels", type=non_negative_int, default=0, help="simultaneous calls allowed (default 0 = no limit)"
+    )
+    add.add_argument(
+        "--cli",
+        action="append",
+        default=[],
+        metavar="NUMBER",
+        help="a caller id that identifies this account (repeatable)",
+    )
     add.set_defaults(func=_add)
     show = sub.add_parser("show", parents=[parent], help="balance, reserved, available and live calls")
     show.add_argument("code")
@@ -27,7 +37,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     lst = sub.add_parser("list", parents=[parent], help="all accounts")
     lst.set_defaults(func=_list)
     for name, status in (("suspend", "suspended"), ("resume", "active")):
-        p = sub.add_parser(name, parents=[parent], help=f"mark the account {status} (new calls {'refused' if status == 'suspended' else 'allowed'})")
+        p = sub.add_parser(
+            name,
+            parents=[parent],
+            help=f"mark the account {status} (new calls {'refused' if status == 'suspended' else 'allowed'})",
+        )
         p.add_argument("code")
         p.set_defaults(func=_set_status, status=status)
 
@@ -50,8 +64,13 @@ def describe(a: ledger.AccountView) -> str:
 def _add(args: argparse.Namespace) -> int:
     store = open_store(load(args))
     a = ledger.create_account(
-        store, args.code, args.tariff, Clock().now_us(),
-        credit_limit=args.credit_limit, max_channels=args.max_channels, clis=args.cli,
+        store,
+        args.code,
+        args.tariff,
+        Clock().now_us(),
+        credit_limit=args.credit_limit,
+        max_channels=args.max_channels,
+        clis=args.cli,
     )
     emit(args, a.as_json(), f"account {a.code} created on tariff {a.tariff}")
     return 0
@@ -69,7 +88,19 @@ def _list(args: argparse.Namespace) -> int:
         args,
         [a.as_json() for a in accounts],
         lambda: table(
-            [[a.code, a.status, a.tariff, f"{a.balance}", f"{a.reserved}", f"{a.available}", a.currency, a.live_channels] for a in accounts],
+            [
+                [
+                    a.code,
+                    a.status,
+                    a.tariff,
+                    f"{a.balance}",
+                    f"{a.reserved}",
+                    f"{a.available}",
+                    a.currency,
+                    a.live_channels,
+                ]
+                for a in accounts
+            ],
             ["CODE", "STATUS", "TARIFF", "BALANCE", "RESERVED", "AVAILABLE", "CUR", "LIVE"],
         ),
     )

@@ -29,7 +29,8 @@ def _say(text: str) -> None:
 # -- rating ---------------------------------------------------------------------------------------
 def _add_rating(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     rating = sub.add_parser(
-        "rating", parents=[parent],
+        "rating",
+        parents=[parent],
         help="rate deck import, lookup latency and rating decisions/s on a synthetic deck",
     )
     rating.add_argument("--prefixes", type=positive_int, default=1_000_000, help="deck size (default 1,000,000)")
@@ -47,43 +48,82 @@ def _rating(args: argparse.Namespace) -> int:
 
 
 def _rating_text(f: dict) -> str:
-    return "\n".join([
-        f"deck: {f['prefixes']:,} prefixes, {f['rows']:,} rows (synthetic CSV written in {f['deck_write_s']} s)",
-        f"import (SQLite): {f['import_s']} s  [parse {f['import_parse_s']} s, store {f['import_store_s']} s]"
-        f"  {f['import_rows_per_s']:,} rows/s   target <= 30 s",
-        f"load into memory: {f['load_s']} s, ~{f['deck_rss_mb']} MB",
-        f"lookup ({f['lookups']:,}, {f['lookups_matched']:,} matched): median {f['lookup_median_us']} us,"
-        f" p99 {f['lookup_p99_us']} us, max {f['lookup_max_us']} us   target p99 <= 50 us",
-        f"decisions (lookup + cost + max_seconds): {f['decisions_per_s']:,}/s   target >= 50,000/s",
-    ])
+    return "\n".join(
+        [
+            f"deck: {f['prefixes']:,} prefixes, {f['rows']:,} rows (synthetic CSV written in {f['deck_write_s']} s)",
+            f"import (SQLite): {f['import_s']} s  [parse {f['import_parse_s']} s, store {f['import_store_s']} s]"
+            f"  {f['import_rows_per_s']:,} rows/s   target <= 30 s",
+            f"load into memory: {f['load_s']} s, ~{f['deck_rss_mb']} MB",
+            f"lookup ({f['lookups']:,}, {f['lookups_matched']:,} matched): median {f['lookup_median_us']} us,"
+            f" p99 {f['lookup_p99_us']} us, max {f['lookup_max_us']} us   target p99 <= 50 us",
+            f"decisions (lookup + cost + max_seconds): {f['decisions_per_s']:,}/s   target >= 50,000/s",
+        ]
+    )
 
 
 # -- calls ----------------------------------------------------------------------------------------
 def _add_calls(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     calls = sub.add_parser(
-        "calls", parents=[parent],
+        "calls",
+        parents=[parent],
         help="call setups/s, setup latency, CPU per call, RSS per live call and heartbeat cost of `fsbill serve`",
         description="Start `fsbill serve` on a fresh SQLite database as a subprocess and drive it with the "
         "FreeSWITCH emulator over loopback (see docs/BENCHMARKS.md).",
     )
-    calls.add_argument("--setups", type=positive_int, default=1000, metavar="N",
-                       help="calls for the sustained setups/s figure (default 1000)")
-    calls.add_argument("--concurrency", type=positive_int, default=100, metavar="C",
-                       help="calls in flight for it (default 100)")
-    calls.add_argument("--rate", type=_positive_float, default=500.0, metavar="CPS",
-                       help="offered setups/s for the latency figure (default 500)")
-    calls.add_argument("--duration", type=_positive_float, default=10.0, metavar="S",
-                       help="seconds that load is offered (default 10)")
-    calls.add_argument("--live", type=_counts, default=(1000, 10000), metavar="N,N",
-                       help="live-call levels for RSS and heartbeat cost (default 1000,10000; '' skips)")
-    calls.add_argument("--time-scale", type=_positive_float, default=1.0, metavar="X",
-                       help="call time runs X times faster than real time (default 1)")
-    calls.add_argument("--heartbeat", type=positive_int, default=10, metavar="S",
-                       help="the server's heartbeat_s, in call seconds (default 10)")
-    calls.add_argument("--ramp-timeout", type=_positive_float, default=60.0, metavar="S",
-                       help="give up on a live-call level after S seconds of ramping (default 60)")
-    calls.add_argument("--sqlite-synchronous", choices=("off", "normal", "full", "extra"), default="full",
-                       help="the server's sqlite_synchronous (default full, as in production)")
+    calls.add_argument(
+        "--setups",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="calls for the sustained setups/s figure (default 1000)",
+    )
+    calls.add_argument(
+        "--concurrency", type=positive_int, default=100, metavar="C", help="calls in flight for it (default 100)"
+    )
+    calls.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=500.0,
+        metavar="CPS",
+        help="offered setups/s for the latency figure (default 500)",
+    )
+    calls.add_argument(
+        "--duration", type=_positive_float, default=10.0, metavar="S", help="seconds that load is offered (default 10)"
+    )
+    calls.add_argument(
+        "--live",
+        type=_counts,
+        default=(1000, 10000),
+        metavar="N,N",
+        help="live-call levels for RSS and heartbeat cost (default 1000,10000; '' skips)",
+    )
+    calls.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="call time runs X times faster than real time (default 1)",
+    )
+    calls.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        default=10,
+        metavar="S",
+        help="the server's heartbeat_s, in call seconds (default 10)",
+    )
+    calls.add_argument(
+        "--ramp-timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="give up on a live-call level after S seconds of ramping (default 60)",
+    )
+    calls.add_argument(
+        "--sqlite-synchronous",
+        choices=("off", "normal", "full", "extra"),
+        default="full",
+        help="the server's sqlite_synchronous (default full, as in production)",
+    )
     calls.add_argument("--workdir", help="keep the database and the server log here (default: a temporary directory)")
     calls.set_defaults(func=_calls)
 
@@ -109,9 +149,16 @@ def _calls(args: argparse.Namespace) -> int:
     from fsbill.bench.calls import Options, render, run
 
     options = Options(
-        setups=args.setups, concurrency=args.concurrency, rate=args.rate, latency_s=args.duration,
-        live=args.live, time_scale=args.time_scale, heartbeat_s=args.heartbeat,
-        ramp_timeout_s=args.ramp_timeout, sqlite_synchronous=args.sqlite_synchronous, keep_dir=args.workdir,
+        setups=args.setups,
+        concurrency=args.concurrency,
+        rate=args.rate,
+        latency_s=args.duration,
+        live=args.live,
+        time_scale=args.time_scale,
+        heartbeat_s=args.heartbeat,
+        ramp_timeout_s=args.ramp_timeout,
+        sqlite_synchronous=args.sqlite_synchronous,
+        keep_dir=args.workdir,
     )
     report = run(options, progress=_say)
     data = dict(report.figures, notes=report.notes)

@@ -32,11 +32,39 @@ def _calls(args: argparse.Namespace) -> int:
     emit(
         args,
         [c.as_json() for c in live],
-        lambda: table(
-            [[c.uuid, c.account, c.node, c.destination, c.prefix, f"{c.rate}", c.granted_s, f"{c.held}", f"{c.debited}",
-              iso(c.answered_us) or "ringing"] for c in live],
-            ["UUID", "ACCOUNT", "NODE", "DESTINATION", "PREFIX", "RATE", "GRANTED_S", "HELD", "DEBITED", "ANSWERED"],
-        ) if live else "no live calls",
+        lambda: (
+            table(
+                [
+                    [
+                        c.uuid,
+                        c.account,
+                        c.node,
+                        c.destination,
+                        c.prefix,
+                        f"{c.rate}",
+                        c.granted_s,
+                        f"{c.held}",
+                        f"{c.debited}",
+                        iso(c.answered_us) or "ringing",
+                    ]
+                    for c in live
+                ],
+                [
+                    "UUID",
+                    "ACCOUNT",
+                    "NODE",
+                    "DESTINATION",
+                    "PREFIX",
+                    "RATE",
+                    "GRANTED_S",
+                    "HELD",
+                    "DEBITED",
+                    "ANSWERED",
+                ],
+            )
+            if live
+            else "no live calls"
+        ),
     )
     return 0
 
@@ -45,7 +73,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.since is not None and args.until is not None and args.until <= args.since:
         raise InvalidInput("--until must be after --since")
     rows = dbcalls.cdrs(open_store(load(args)), account=args.account, since_us=args.since, until_us=args.until)
-    if args.format == "json" or getattr(args, 'json', False):
+    if args.format == "json" or getattr(args, "json", False):
         json.dump([r.as_json() for r in rows], sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0

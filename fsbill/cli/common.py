@@ -91,10 +91,14 @@ def add_common_options(parser: argparse.ArgumentParser, default: object = None) 
     after it. Sub-commands use SUPPRESS so that their absence does not erase a value given
     before the sub-command."""
     parser.add_argument(
-        "--config", metavar="PATH", default=default,
+        "--config",
+        metavar="PATH",
+        default=default,
         help="YAML config file (default: $FSBILL_CONFIG, else built-in defaults)",
     )
     parser.add_argument(
-        "--json", action="store_true", default=False if default is None else default,
+        "--json",
+        action="store_true",
+        default=False if default is None else default,
         help="machine-readable output; amounts are strings",
     )

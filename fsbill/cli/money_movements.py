@@ -45,7 +45,9 @@ def _topup(args: argparse.Namespace) -> int:
 
 def _adjust(args: argparse.Namespace) -> int:
     store = open_store(load(args))
-    entry = ledger.adjust(store, args.code, args.amount, args.reason, Clock().now_us(), force=args.force, reference=args.reference)
+    entry = ledger.adjust(
+        store, args.code, args.amount, args.reason, Clock().now_us(), force=args.force, reference=args.reference
+    )
     emit(args, entry.as_json(), f"adjusted {args.code} by {entry.amount}; balance {entry.balance_after}")
     return 0
 
@@ -56,7 +58,17 @@ def _ledger(args: argparse.Namespace) -> int:
         args,
         [e.as_json() for e in entries],
         lambda: table(
-            [[iso(e.created_us), e.kind, f"{e.amount}", f"{e.balance_after}", e.reference or e.call_uuid or "", e.note] for e in entries],
+            [
+                [
+                    iso(e.created_us),
+                    e.kind,
+                    f"{e.amount}",
+                    f"{e.balance_after}",
+                    e.reference or e.call_uuid or "",
+                    e.note,
+                ]
+                for e in entries
+            ],
             ["TIME", "KIND", "AMOUNT", "BALANCE", "REFERENCE/CALL", "NOTE"],
         ),
     )

@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     lookup.add_argument("--at", type=parse_instant, metavar="ISO8601", help="call start (default: now)")
     lookup.set_defaults(func=_lookup)
 
-    quote = sub.add_parser("quote", parents=[parent], help="what a call would cost an account, and how long its money lasts")
+    quote = sub.add_parser(
+        "quote", parents=[parent], help="what a call would cost an account, and how long its money lasts"
+    )
     quote.add_argument("account")
     quote.add_argument("number")
     quote.add_argument("--seconds", type=positive_int, required=True, help="answered duration to price")
@@ -104,8 +106,10 @@ def _band(rate: Rate) -> Optional[str]:
     if rate.weekdays is not None:
         parts.append("days " + "".join(str(d) for d in sorted(rate.weekdays)))
     if rate.time_from_min is not None and rate.time_to_min is not None:
-        parts.append(f"{rate.time_from_min // 60:02d}:{rate.time_from_min % 60:02d}-"
-                     f"{rate.time_to_min // 60:02d}:{rate.time_to_min % 60:02d}")
+        parts.append(
+            f"{rate.time_from_min // 60:02d}:{rate.time_from_min % 60:02d}-"
+            f"{rate.time_to_min // 60:02d}:{rate.time_to_min % 60:02d}"
+        )
     return " ".join(parts) or None
 
 
@@ -124,7 +128,9 @@ def _rate_json(rate: Rate) -> dict:
     }
 
 
-def _find(store: object, tariff: str, number_text: str, at_us: int, international_prefix: str) -> tuple[str, Optional[Rate]]:
+def _find(
+    store: object, tariff: str, number_text: str, at_us: int, international_prefix: str
+) -> tuple[str, Optional[Rate]]:
     number = normalize_number(number_text, international_prefix)
     return number, dbrates.lookup_rate(store, tariff, number, at_us)  # type: ignore[arg-type]
 

@@ -28,7 +28,11 @@ def _serve(args: argparse.Namespace) -> int:
         "database": args.database,
         "node": args.node,
     }
-    settings = load_settings(getattr(args, 'config', None), overrides) if any(v is not None for v in overrides.values()) else load(args)
+    settings = (
+        load_settings(getattr(args, "config", None), overrides)
+        if any(v is not None for v in overrides.values())
+        else load(args)
+    )
     configure(settings.log_level, settings.log_format)
     node = Node(settings)
     port = node.start()

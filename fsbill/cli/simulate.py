@@ -25,20 +25,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--server", metavar="HOST:PORT", default="127.0.0.1:8084", help="fsbill's listen address")
     sim.add_argument("--calls", type=_positive_int, default=1, metavar="N", help="calls to place (default 1)")
     sim.add_argument("--concurrency", type=_positive_int, default=1, metavar="C", help="calls up at once")
-    sim.add_argument("--cps", type=_positive_float, default=None, metavar="R", help="new calls per second (default: no limit)")
+    sim.add_argument(
+        "--cps", type=_positive_float, default=None, metavar="R", help="new calls per second (default: no limit)"
+    )
     sim.add_argument("--account", metavar="CODE", help="fsbill_account channel variable")
     sim.add_argument("--caller", metavar="NUMBER", default="15551230000", help="caller id number")
-    sim.add_argument("--dial-string", metavar="TEMPLATE", default="sofia/gateway/carrier/{destination}",
-                     help="fsbill_dial_string as dialplan/fsbill_prepaid.xml sets it ('' leaves it unset)")
+    sim.add_argument(
+        "--dial-string",
+        metavar="TEMPLATE",
+        default="sofia/gateway/carrier/{destination}",
+        help="fsbill_dial_string as dialplan/fsbill_prepaid.xml sets it ('' leaves it unset)",
+    )
     sim.add_argument("--destination", metavar="NUMBER", default="4930123456", help="dialled number")
-    sim.add_argument("--talk", type=_non_negative_float, default=30.0, metavar="SECONDS",
-                     help="the caller hangs up this long after answer (call time)")
-    sim.add_argument("--answer-after", type=_non_negative_float, default=1.0, metavar="S",
-                     help="the called party answers this long after bridge (call time)")
-    sim.add_argument("--time-scale", type=_positive_float, default=None, metavar="X",
-                     help="run call time X times faster (must match the server's time_scale)")
-    sim.add_argument("--timeout", type=_positive_float, default=None, metavar="S",
-                     help="give up on a call after this many real seconds (default: talk + 120 s call time)")
+    sim.add_argument(
+        "--talk",
+        type=_non_negative_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="the caller hangs up this long after answer (call time)",
+    )
+    sim.add_argument(
+        "--answer-after",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="the called party answers this long after bridge (call time)",
+    )
+    sim.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=None,
+        metavar="X",
+        help="run call time X times faster (must match the server's time_scale)",
+    )
+    sim.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="give up on a call after this many real seconds (default: talk + 120 s call time)",
+    )
     sim.set_defaults(func=_simulate)
 
 
@@ -85,7 +111,7 @@ def _time_scale(args: argparse.Namespace) -> float:
     if getattr(args, "config", None):
         from fsbill.config import load_settings
 
-        return float(getattr(load_settings(getattr(args, 'config', None)), "time_scale", 1.0) or 1.0)
+        return float(getattr(load_settings(getattr(args, "config", None)), "time_scale", 1.0) or 1.0)
     return 1.0
 
 
@@ -104,7 +130,7 @@ def outcome(record: Any) -> dict[str, Any]:
     answered = record.answered_us is not None
     if fsbill_result.startswith("rejected"):
         result = "rejected"
-        reason = fsbill_result[len("rejected_"):] or "unknown"
+        reason = fsbill_result[len("rejected_") :] or "unknown"
     elif not answered:
         result = "rejected" if record.responded or record.ended_by in ("respond", "app_hangup") else "unanswered"
         reason = record.responded or record.hangup_cause or record.ended_by or ""
@@ -172,7 +198,9 @@ def _simulate(args: argparse.Namespace) -> int:
         )
         for _ in range(args.calls)
     ]
-    timeout = args.timeout if args.timeout is not None else clock.real_seconds(args.talk + args.answer_after + 180.0) + 10.0
+    timeout = (
+        args.timeout if args.timeout is not None else clock.real_seconds(args.talk + args.answer_after + 180.0) + 10.0
+    )
     try:
         with gevent.Timeout(timeout * max(1, -(-args.calls // args.concurrency)), FsbillError("simulation timed out")):
             records = switch.run_load(address, specs, concurrency=args.concurrency, cps=args.cps)

@@ -17,7 +17,12 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     add = sub.add_parser("add", parents=[parent], help="create a tariff")
     add.add_argument("name")
     add.add_argument("--currency", default="EUR", help="ISO 4217 code (default EUR)")
-    add.add_argument("--decimals", type=non_negative_int, default=4, help="a call's cost is rounded to this many decimals (default 4)")
+    add.add_argument(
+        "--decimals",
+        type=non_negative_int,
+        default=4,
+        help="a call's cost is rounded to this many decimals (default 4)",
+    )
     add.add_argument(
         "--rounding",
         choices=[m.value for m in RoundingMethod],
@@ -45,7 +50,11 @@ def _add(args: argparse.Namespace) -> int:
     store = open_store(load(args))
     rule = RoundingRule(args.decimals, RoundingMethod(args.rounding))
     t = ledger.create_tariff(store, args.name, args.currency, Clock().now_us(), rule, args.timezone)
-    emit(args, _json(t), f"tariff {t.name} created ({t.currency}, {rule.decimals} decimals {rule.method.value}, {t.timezone})")
+    emit(
+        args,
+        _json(t),
+        f"tariff {t.name} created ({t.currency}, {rule.decimals} decimals {rule.method.value}, {t.timezone})",
+    )
     return 0
 
 
@@ -55,7 +64,10 @@ def _list(args: argparse.Namespace) -> int:
         args,
         [_json(t) for t in tariffs],
         lambda: table(
-            [[t.name, t.currency, f"{t.rounding.decimals} {t.rounding.method.value}", t.timezone, t.rate_count] for t in tariffs],
+            [
+                [t.name, t.currency, f"{t.rounding.decimals} {t.rounding.method.value}", t.timezone, t.rate_count]
+                for t in tariffs
+            ],
             ["NAME", "CURRENCY", "ROUNDING", "TIMEZONE", "RATES"],
         ),
     )

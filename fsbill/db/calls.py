@@ -23,7 +23,16 @@ from fsbill.db.statements import row as as_row
 from fsbill.instant import iso
 from fsbill.money import Money, RoundingMethod, RoundingRule
 from fsbill.rating import Rate, max_seconds
-from fsbill.reservation import US, GrantPolicy, collectable, cutoff_epoch_s, heartbeat_debit, plan_grant, settle, wants_extension
+from fsbill.reservation import (
+    US,
+    GrantPolicy,
+    collectable,
+    cutoff_epoch_s,
+    heartbeat_debit,
+    plan_grant,
+    settle,
+    wants_extension,
+)
 
 # After the grant's end, how long before a call whose node went silent is certainly over
 # inside FreeSWITCH (the cut-off fires before the grant ends; this covers a late scheduler).
@@ -87,10 +96,31 @@ class CdrView:
     reason: str
 
     FIELDS = (
-        "uuid", "account", "node", "caller", "destination", "prefix", "currency", "rate",
-        "connect_fee", "initial_increment_s", "increment_s", "min_duration_s", "start", "answer",
-        "end", "billsec", "billed_s", "cost", "charged", "uncollected", "balance_before",
-        "balance_after", "hangup_cause", "result", "reason",
+        "uuid",
+        "account",
+        "node",
+        "caller",
+        "destination",
+        "prefix",
+        "currency",
+        "rate",
+        "connect_fee",
+        "initial_increment_s",
+        "increment_s",
+        "min_duration_s",
+        "start",
+        "answer",
+        "end",
+        "billsec",
+        "billed_s",
+        "cost",
+        "charged",
+        "uncollected",
+        "balance_before",
+        "balance_after",
+        "hangup_cause",
+        "result",
+        "reason",
     )
 
     def as_json(self) -> dict:
@@ -98,16 +128,31 @@ class CdrView:
             return None if m is None else str(m)
 
         return {
-            "uuid": self.uuid, "account": self.account, "node": self.node, "caller": self.caller,
-            "destination": self.destination, "prefix": self.prefix, "currency": self.currency,
-            "rate": money(self.rate), "connect_fee": money(self.connect_fee),
-            "initial_increment_s": self.initial_increment_s, "increment_s": self.increment_s,
-            "min_duration_s": self.min_duration_s, "start": iso(self.start_us),
-            "answer": iso(self.answer_us), "end": iso(self.end_us), "billsec": self.billsec,
-            "billed_s": self.billed_s, "cost": money(self.cost), "charged": money(self.charged),
-            "uncollected": money(self.uncollected), "balance_before": money(self.balance_before),
-            "balance_after": money(self.balance_after), "hangup_cause": self.hangup_cause,
-            "result": self.result, "reason": self.reason,
+            "uuid": self.uuid,
+            "account": self.account,
+            "node": self.node,
+            "caller": self.caller,
+            "destination": self.destination,
+            "prefix": self.prefix,
+            "currency": self.currency,
+            "rate": money(self.rate),
+            "connect_fee": money(self.connect_fee),
+            "initial_increment_s": self.initial_increment_s,
+            "increment_s": self.increment_s,
+            "min_duration_s": self.min_duration_s,
+            "start": iso(self.start_us),
+            "answer": iso(self.answer_us),
+            "end": iso(self.end_us),
+            "billsec": self.billsec,
+            "billed_s": self.billed_s,
+            "cost": money(self.cost),
+            "charged": money(self.charged),
+            "uncollected": money(self.uncollected),
+            "balance_before": money(self.balance_before),
+            "balance_after": money(self.balance_after),
+            "hangup_cause": self.hangup_cause,
+            "result": self.result,
+            "reason": self.reason,
         }
 
 
@@ -116,15 +161,31 @@ def _cdr_view(row: object) -> CdrView:
         return None if v is None else Money(v)
 
     return CdrView(
-        uuid=row.uuid, account=row.account_code, node=row.node, caller=row.caller,
-        destination=row.destination, prefix=row.prefix, currency=row.currency,
-        rate=Money(row.rate_micros), connect_fee=Money(row.connect_fee_micros),
-        initial_increment_s=row.initial_increment_s, increment_s=row.increment_s,
-        min_duration_s=row.min_duration_s, start_us=row.start_us, answer_us=row.answer_us,
-        end_us=row.end_us, billsec=row.billsec, billed_s=row.billed_s, cost=Money(row.cost_micros),
-        charged=Money(row.charged_micros), uncollected=Money(row.uncollected_micros),
-        balance_before=opt(row.balance_before_micros), balance_after=opt(row.balance_after_micros),
-        hangup_cause=row.hangup_cause, result=row.result, reason=row.reason,
+        uuid=row.uuid,
+        account=row.account_code,
+        node=row.node,
+        caller=row.caller,
+        destination=row.destination,
+        prefix=row.prefix,
+        currency=row.currency,
+        rate=Money(row.rate_micros),
+        connect_fee=Money(row.connect_fee_micros),
+        initial_increment_s=row.initial_increment_s,
+        increment_s=row.increment_s,
+        min_duration_s=row.min_duration_s,
+        start_us=row.start_us,
+        answer_us=row.answer_us,
+        end_us=row.end_us,
+        billsec=row.billsec,
+        billed_s=row.billed_s,
+        cost=Money(row.cost_micros),
+        charged=Money(row.charged_micros),
+        uncollected=Money(row.uncollected_micros),
+        balance_before=opt(row.balance_before_micros),
+        balance_after=opt(row.balance_after_micros),
+        hangup_cause=row.hangup_cause,
+        result=row.result,
+        reason=row.reason,
     )
 
 
@@ -187,13 +248,33 @@ def reserve(
         if plan.granted_s == 0:
             return Authorization(False, "insufficient_funds", balance=Money(acc.balance_micros))
         db.execute_sql(q.hold, (plan.extra_hold.micros, 1, acc.id))
-        db.execute_sql(q.insert_live_call, (
-            uuid, acc.id, node, caller[:255], destination[:255], rate.prefix, rate.rate.micros,
-            rate.connect_fee.micros, rate.initial_increment_s, rate.increment_s, rate.min_duration_s,
-            rate.rounding.decimals, rate.rounding.method.value, plan.granted_s, plan.extra_hold.micros, 0,
-            acc.balance_micros, now_us, None, None, lease_until_us,
-            now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
-        ))
+        db.execute_sql(
+            q.insert_live_call,
+            (
+                uuid,
+                acc.id,
+                node,
+                caller[:255],
+                destination[:255],
+                rate.prefix,
+                rate.rate.micros,
+                rate.connect_fee.micros,
+                rate.initial_increment_s,
+                rate.increment_s,
+                rate.min_duration_s,
+                rate.rounding.decimals,
+                rate.rounding.method.value,
+                plan.granted_s,
+                plan.extra_hold.micros,
+                0,
+                acc.balance_micros,
+                now_us,
+                None,
+                None,
+                lease_until_us,
+                now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
+            ),
+        )
     return Authorization(True, "", plan.granted_s, plan.extra_hold, plan.final, Money(acc.balance_micros))
 
 
@@ -203,8 +284,9 @@ def mark_answered(store: Store, uuid: str, answered_us: int, cutoff_us: int, lea
         lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
         if lc is None:
             return
-        db.execute_sql(q.answer, (answered_us, cutoff_us, lease_until_us,
-                                  answered_us + lc.granted_s * US + HOLD_SLACK_US, uuid))
+        db.execute_sql(
+            q.answer, (answered_us, cutoff_us, lease_until_us, answered_us + lc.granted_s * US + HOLD_SLACK_US, uuid)
+        )
 
 
 def heartbeat(
@@ -239,12 +321,18 @@ def heartbeat(
                 held += plan.extra_hold
                 granted_s, extended, extra = plan.granted_s, True, plan.extra_hold
         start_us = lc.answered_us if lc.answered_us is not None else lc.created_us
-        db.execute_sql(q.beat, (
-            held.micros, debited.micros, granted_s, lease_until_us,
-            max(lc.hold_until_us, start_us + granted_s * US + HOLD_SLACK_US),
-            cutoff_epoch_s(lc.answered_us, granted_s, policy.margin_s) * US if lc.answered_us is not None else None,
-            uuid,
-        ))
+        db.execute_sql(
+            q.beat,
+            (
+                held.micros,
+                debited.micros,
+                granted_s,
+                lease_until_us,
+                max(lc.hold_until_us, start_us + granted_s * US + HOLD_SLACK_US),
+                cutoff_epoch_s(lc.answered_us, granted_s, policy.margin_s) * US if lc.answered_us is not None else None,
+                uuid,
+            ),
+        )
     return HeartbeatResult(due, extra, granted_s, extended, final)
 
 
@@ -295,8 +383,14 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
     total_post = s_post + extra
     if total_post:
         _, balance_after = post(
-            store, acc.id, -total_post, "call", end.now_us, call_uuid=lc.uuid,
-            note="recovered" if recovered else "settlement", release_micros=held.micros,
+            store,
+            acc.id,
+            -total_post,
+            "call",
+            end.now_us,
+            call_uuid=lc.uuid,
+            note="recovered" if recovered else "settlement",
+            release_micros=held.micros,
         )
     else:
         db.execute_sql(q.hold, (-held.micros, 0, acc.id))
@@ -304,15 +398,30 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
     db.execute_sql(q.hold, (0, -1, acc.id))
     db.execute_sql(q.delete_live_call, (lc.uuid,))
     fields = dict(
-        uuid=lc.uuid, account_code=acc.code, node=lc.node, caller=lc.caller, destination=lc.destination,
-        prefix=lc.prefix, currency=acc.currency, rate_micros=lc.rate_micros,
-        connect_fee_micros=lc.connect_fee_micros, initial_increment_s=lc.initial_increment_s,
-        increment_s=lc.increment_s, min_duration_s=lc.min_duration_s, start_us=end.start_us or lc.created_us,
-        answer_us=end.answered_us if not recovered else lc.answered_us, end_us=end.end_us,
-        billsec=end.billsec, billed_s=billed, cost_micros=s_cost.micros,
-        charged_micros=(debited + total_post).micros, uncollected_micros=(overflow - extra).micros,
-        balance_before_micros=lc.balance_before_micros, balance_after_micros=balance_after,
-        hangup_cause=end.hangup_cause, result="recovered" if recovered else end.result,
+        uuid=lc.uuid,
+        account_code=acc.code,
+        node=lc.node,
+        caller=lc.caller,
+        destination=lc.destination,
+        prefix=lc.prefix,
+        currency=acc.currency,
+        rate_micros=lc.rate_micros,
+        connect_fee_micros=lc.connect_fee_micros,
+        initial_increment_s=lc.initial_increment_s,
+        increment_s=lc.increment_s,
+        min_duration_s=lc.min_duration_s,
+        start_us=end.start_us or lc.created_us,
+        answer_us=end.answered_us if not recovered else lc.answered_us,
+        end_us=end.end_us,
+        billsec=end.billsec,
+        billed_s=billed,
+        cost_micros=s_cost.micros,
+        charged_micros=(debited + total_post).micros,
+        uncollected_micros=(overflow - extra).micros,
+        balance_before_micros=lc.balance_before_micros,
+        balance_after_micros=balance_after,
+        hangup_cause=end.hangup_cause,
+        result="recovered" if recovered else end.result,
         reason="" if not recovered else "settled by reaper: charged up to the last debit",
         created_us=end.now_us,
     )
@@ -325,9 +434,20 @@ def _billed_for(rate: Rate, amount: Money) -> int:
 
 
 def write_rejection(
-    store: Store, *, uuid: str, account_code: str, node: str, caller: str, destination: str,
-    currency: str, start_us: int, now_us: int, reason: str, hangup_cause: str = "",
-    balance: Optional[Money] = None, result: str = "rejected",
+    store: Store,
+    *,
+    uuid: str,
+    account_code: str,
+    node: str,
+    caller: str,
+    destination: str,
+    currency: str,
+    start_us: int,
+    now_us: int,
+    reason: str,
+    hangup_cause: str = "",
+    balance: Optional[Money] = None,
+    result: str = "rejected",
 ) -> Optional[CdrView]:
     """A CDR with cost 0 for a refused call (exactly once per uuid)."""
     m = store.models
@@ -336,9 +456,17 @@ def write_rejection(
             if m.Cdr.get_or_none(m.Cdr.uuid == uuid) is not None:
                 return None
             row = m.Cdr.create(
-                uuid=uuid, account_code=account_code, node=node, caller=caller[:255],
-                destination=destination[:255], currency=currency, start_us=start_us, result=result,
-                reason=reason, hangup_cause=hangup_cause, created_us=now_us,
+                uuid=uuid,
+                account_code=account_code,
+                node=node,
+                caller=caller[:255],
+                destination=destination[:255],
+                currency=currency,
+                start_us=start_us,
+                result=result,
+                reason=reason,
+                hangup_cause=hangup_cause,
+                created_us=now_us,
                 balance_before_micros=None if balance is None else balance.micros,
                 balance_after_micros=None if balance is None else balance.micros,
             )
@@ -363,9 +491,17 @@ def settle_unreserved(
         acc = _locked(store, m.Account.select().where(m.Account.code == account_code)).first()
         if acc is None or rate is None:
             row = m.Cdr.create(
-                uuid=end.uuid, account_code=account_code, node=node, destination=destination,
-                start_us=end.start_us, answer_us=end.answered_us, end_us=end.end_us, billsec=end.billsec,
-                hangup_cause=end.hangup_cause, result=end.result, created_us=end.now_us,
+                uuid=end.uuid,
+                account_code=account_code,
+                node=node,
+                destination=destination,
+                start_us=end.start_us,
+                answer_us=end.answered_us,
+                end_us=end.end_us,
+                billsec=end.billsec,
+                hangup_cause=end.hangup_cause,
+                result=end.result,
+                created_us=end.now_us,
                 reason="db_error_allowed: " + ("unknown account" if acc is None else "no rate"),
             )
             return _cdr_view(row)
@@ -374,24 +510,47 @@ def settle_unreserved(
         charged = collectable(s.overflow, available)
         balance_after = acc.balance_micros
         if charged:
-            _, balance_after = post(store, acc.id, -charged, "call", end.now_us, call_uuid=end.uuid,
-                                    note="charged after a database outage")
+            _, balance_after = post(
+                store, acc.id, -charged, "call", end.now_us, call_uuid=end.uuid, note="charged after a database outage"
+            )
         row = m.Cdr.create(
-            uuid=end.uuid, account_code=acc.code, node=node, destination=destination,
-            prefix=rate.prefix, currency=acc.currency, rate_micros=rate.rate.micros,
-            connect_fee_micros=rate.connect_fee.micros, initial_increment_s=rate.initial_increment_s,
-            increment_s=rate.increment_s, min_duration_s=rate.min_duration_s, start_us=end.start_us,
-            answer_us=end.answered_us, end_us=end.end_us, billsec=end.billsec, billed_s=s.billed_s,
-            cost_micros=s.cost.micros, charged_micros=charged.micros, uncollected_micros=(s.cost - charged).micros,
-            balance_before_micros=acc.balance_micros, balance_after_micros=balance_after,
-            hangup_cause=end.hangup_cause, result=end.result, reason="db_error_allowed", created_us=end.now_us,
+            uuid=end.uuid,
+            account_code=acc.code,
+            node=node,
+            destination=destination,
+            prefix=rate.prefix,
+            currency=acc.currency,
+            rate_micros=rate.rate.micros,
+            connect_fee_micros=rate.connect_fee.micros,
+            initial_increment_s=rate.initial_increment_s,
+            increment_s=rate.increment_s,
+            min_duration_s=rate.min_duration_s,
+            start_us=end.start_us,
+            answer_us=end.answered_us,
+            end_us=end.end_us,
+            billsec=end.billsec,
+            billed_s=s.billed_s,
+            cost_micros=s.cost.micros,
+            charged_micros=charged.micros,
+            uncollected_micros=(s.cost - charged).micros,
+            balance_before_micros=acc.balance_micros,
+            balance_after_micros=balance_after,
+            hangup_cause=end.hangup_cause,
+            result=end.result,
+            reason="db_error_allowed",
+            created_us=end.now_us,
         )
         return _cdr_view(row)
 
 
 # -- recovery -----------------------------------------------------------------------------------------------
 def reap(
-    store: Store, now_us: int, *, node: Optional[str] = None, started_us: Optional[int] = None, limit: int = 500,
+    store: Store,
+    now_us: int,
+    *,
+    node: Optional[str] = None,
+    started_us: Optional[int] = None,
+    limit: int = 500,
     following: frozenset = frozenset(),
 ) -> list[CdrView]:
     """Settle live calls nobody is looking after any more.
@@ -445,11 +604,20 @@ class LiveCallView:
 
     def as_json(self) -> dict:
         return {
-            "uuid": self.uuid, "account": self.account, "node": self.node, "caller": self.caller,
-            "destination": self.destination, "prefix": self.prefix, "rate": str(self.rate),
-            "granted_s": self.granted_s, "held": str(self.held), "debited": str(self.debited),
-            "created": iso(self.created_us), "answered": iso(self.answered_us),
-            "cutoff": iso(self.cutoff_us), "lease_until": iso(self.lease_until_us),
+            "uuid": self.uuid,
+            "account": self.account,
+            "node": self.node,
+            "caller": self.caller,
+            "destination": self.destination,
+            "prefix": self.prefix,
+            "rate": str(self.rate),
+            "granted_s": self.granted_s,
+            "held": str(self.held),
+            "debited": str(self.debited),
+            "created": iso(self.created_us),
+            "answered": iso(self.answered_us),
+            "cutoff": iso(self.cutoff_us),
+            "lease_until": iso(self.lease_until_us),
         }
 
 
@@ -461,16 +629,31 @@ def live_calls(store: Store, account: Optional[str] = None) -> list[LiveCallView
             q = q.where(m.Account.code == account)
         return [
             LiveCallView(
-                r.uuid, r.account.code, r.node, r.caller, r.destination, r.prefix, Money(r.rate_micros),
-                r.granted_s, Money(r.held_micros), Money(r.debited_micros), r.created_us, r.answered_us,
-                r.cutoff_us, r.lease_until_us,
+                r.uuid,
+                r.account.code,
+                r.node,
+                r.caller,
+                r.destination,
+                r.prefix,
+                Money(r.rate_micros),
+                r.granted_s,
+                Money(r.held_micros),
+                Money(r.debited_micros),
+                r.created_us,
+                r.answered_us,
+                r.cutoff_us,
+                r.lease_until_us,
             )
             for r in q.order_by(m.LiveCall.created_us)
         ]
 
 
 def cdrs(
-    store: Store, *, account: Optional[str] = None, since_us: Optional[int] = None, until_us: Optional[int] = None,
+    store: Store,
+    *,
+    account: Optional[str] = None,
+    since_us: Optional[int] = None,
+    until_us: Optional[int] = None,
 ) -> list[CdrView]:
     m = store.models
     with store.reading():

@@ -58,7 +58,7 @@ class Store:
         parsed = urlparse(url)
         if parsed.scheme == "sqlite":
             # sqlite:///relative.db and sqlite:////abs/path.db, as SQLAlchemy writes them
-            path = unquote(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else ""
+            path = unquote(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else ""
             if not path:
                 raise ConfigError(f"database: {url!r} has no file path (use sqlite:///fsbill.db)")
             self.kind = "sqlite"

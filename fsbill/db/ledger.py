@@ -178,9 +178,7 @@ def _tariff_view(row: object, rate_count: int) -> TariffView:
 def list_tariffs(store: Store) -> list[TariffView]:
     m = store.models
     with store.reading():
-        counts = dict(
-            m.Rate.select(m.Rate.tariff, peewee.fn.COUNT(m.Rate.id)).group_by(m.Rate.tariff).tuples()
-        )
+        counts = dict(m.Rate.select(m.Rate.tariff, peewee.fn.COUNT(m.Rate.id)).group_by(m.Rate.tariff).tuples())
         return [_tariff_view(t, counts.get(t.id, 0)) for t in m.Tariff.select().order_by(m.Tariff.name)]
 
 
@@ -248,7 +246,9 @@ def _valid_cli(number: str) -> str:
 
 
 def _account_view(m: object, row: object) -> AccountView:
-    clis = tuple(c.number for c in m.AccountCli.select().where(m.AccountCli.account == row.id).order_by(m.AccountCli.number))
+    clis = tuple(
+        c.number for c in m.AccountCli.select().where(m.AccountCli.account == row.id).order_by(m.AccountCli.number)
+    )
     return AccountView(
         id=row.id,
         code=row.code,
@@ -338,7 +338,13 @@ def _last_entry(store: Store, code: str, reference: Optional[str]) -> LedgerView
 
 
 def adjust(
-    store: Store, code: str, amount: Money, reason: str, now_us: int, *, force: bool = False,
+    store: Store,
+    code: str,
+    amount: Money,
+    reason: str,
+    now_us: int,
+    *,
+    force: bool = False,
     reference: Optional[str] = None,
 ) -> LedgerView:
     """A signed operator correction. A debit that would leave less than nothing available

@@ -106,7 +106,9 @@ def import_deck(
     return ImportResult(tariff_name, len(rows), replace, int(version))
 
 
-def _insert_rows(store: Store, db: peewee.Database, tariff_id: int, rows: list[Row], progress: Optional[Progress]) -> None:
+def _insert_rows(
+    store: Store, db: peewee.Database, tariff_id: int, rows: list[Row], progress: Optional[Progress]
+) -> None:
     """Bulk insert inside the caller's transaction: multi-row INSERT statements on the raw
     cursor. Measured on 1,000,000 rows (SQLite): peewee's insert_many spends most of its time
     building and converting values in Python, and DB-API executemany (one statement per row)
@@ -123,7 +125,7 @@ def _insert_rows(store: Store, db: peewee.Database, tariff_id: int, rows: list[R
         db.execute_sql("PRAGMA cache_size = -262144")
     try:
         for number, start in enumerate(range(0, len(rows), BATCH_ROWS)):
-            batch = rows[start:start + BATCH_ROWS]
+            batch = rows[start : start + BATCH_ROWS]
             sql = full_sql if len(batch) == BATCH_ROWS else head + ", ".join([one] * len(batch))
             cursor.execute(sql, [value for row in batch for value in row])
             if progress is not None and number % 20 == 19:
@@ -139,9 +141,9 @@ def _check_existing(store: Store, tariff_id: int, rows: ParsedDeck) -> None:
     """Refuse new rows that overlap rows already in the tariff (an import without --replace)."""
     m = store.models
     with store.reading():
-        stored = {p for (p,) in store.db.execute(
-            m.Rate.select(m.Rate.prefix).where(m.Rate.tariff == tariff_id)
-        ).fetchall()}
+        stored = {
+            p for (p,) in store.db.execute(m.Rate.select(m.Rate.prefix).where(m.Rate.tariff == tariff_id)).fetchall()
+        }
         if not stored:
             return
         shared = stored.intersection(row[0] for row in rows)
@@ -271,7 +273,10 @@ class DeckCache:
         self._decks[tariff_id] = (deck, version, now_us)
         log.info(
             "reloaded rate deck of tariff %d (version %d, %d rates, %.1f s)",
-            tariff_id, version, len(deck), time.perf_counter() - started,
+            tariff_id,
+            version,
+            len(deck),
+            time.perf_counter() - started,
         )
         return deck
 

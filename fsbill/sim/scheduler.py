@@ -58,12 +58,23 @@ class Scheduler:
         tick_us = int(self.tick_s * 1_000_000)
         return (us // tick_us) * tick_us // 1_000_000
 
-    def add(self, runtime: int, func: Callable[[Task], None], *, group: str, desc: str, kind: str = "", arg: str = "") -> Task:
+    def add(
+        self, runtime: int, func: Callable[[Task], None], *, group: str, desc: str, kind: str = "", arg: str = ""
+    ) -> Task:
         now = self.now()
         if runtime < now:  # switch_scheduler_add_task_ex: a runtime in the past is relative
             runtime += now
-        task = Task(next(self._ids), int(runtime), group or "none", desc or "none", func, created=now, kind=kind, arg=arg,
-                    created_us=self.clock.now_us())
+        task = Task(
+            next(self._ids),
+            int(runtime),
+            group or "none",
+            desc or "none",
+            func,
+            created=now,
+            kind=kind,
+            arg=arg,
+            created_us=self.clock.now_us(),
+        )
         self._tasks.append(task)
         self._ensure_running()
         return task

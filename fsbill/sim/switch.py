@@ -47,13 +47,33 @@ from fsbill.sim.scheduler import Scheduler, Task
 log = logging.getLogger("fsbill.sim")
 
 # Events `myevents` subscribes to (mod_event_socket.c parse_command).
-MYEVENTS = frozenset({
-    "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE", "CHANNEL_DATA",
-    "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
-    "CHANNEL_HANGUP_COMPLETE", "CHANNEL_ORIGINATE", "CHANNEL_UUID", "CHANNEL_OUTGOING",
-    "CHANNEL_PARK", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA", "CHANNEL_STATE",
-    "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH", "DTMF", "NOTALK", "TALK",
-})
+MYEVENTS = frozenset(
+    {
+        "CHANNEL_ANSWER",
+        "CHANNEL_APPLICATION",
+        "CHANNEL_BRIDGE",
+        "CHANNEL_CREATE",
+        "CHANNEL_DATA",
+        "CHANNEL_DESTROY",
+        "CHANNEL_EXECUTE",
+        "CHANNEL_EXECUTE_COMPLETE",
+        "CHANNEL_HANGUP",
+        "CHANNEL_HANGUP_COMPLETE",
+        "CHANNEL_ORIGINATE",
+        "CHANNEL_UUID",
+        "CHANNEL_OUTGOING",
+        "CHANNEL_PARK",
+        "CHANNEL_PROGRESS",
+        "CHANNEL_PROGRESS_MEDIA",
+        "CHANNEL_STATE",
+        "CHANNEL_UNBRIDGE",
+        "CHANNEL_UNPARK",
+        "DETECTED_SPEECH",
+        "DTMF",
+        "NOTALK",
+        "TALK",
+    }
+)
 
 # Where each event is fired from (Event-Calling-File/Function/Line-Number, as captured).
 CALLING = {
@@ -72,9 +92,21 @@ CALLING = {
     "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", 1580),
 }
-STATE_NUMBER = {"CS_NEW": 0, "CS_INIT": 1, "CS_ROUTING": 2, "CS_SOFT_EXECUTE": 3, "CS_EXECUTE": 4,
-                "CS_EXCHANGE_MEDIA": 5, "CS_PARK": 6, "CS_CONSUME_MEDIA": 7, "CS_HIBERNATE": 8,
-                "CS_RESET": 9, "CS_HANGUP": 10, "CS_REPORTING": 11, "CS_DESTROY": 12}
+STATE_NUMBER = {
+    "CS_NEW": 0,
+    "CS_INIT": 1,
+    "CS_ROUTING": 2,
+    "CS_SOFT_EXECUTE": 3,
+    "CS_EXECUTE": 4,
+    "CS_EXCHANGE_MEDIA": 5,
+    "CS_PARK": 6,
+    "CS_CONSUME_MEDIA": 7,
+    "CS_HIBERNATE": 8,
+    "CS_RESET": 9,
+    "CS_HANGUP": 10,
+    "CS_REPORTING": 11,
+    "CS_DESTROY": 12,
+}
 
 FIRST_COMMAND_TIMEOUT_S = 25.0  # mod_event_socket: the first command must come within 25 s
 
@@ -294,8 +326,15 @@ class _Call:
             self._setvar(name, str(value))
         v.pop("call_uuid", None)
         v["call_uuid"] = self.uuid
-        v["current_application_data"] = f"{self.address[0]}:{self.address[1]} async full" if s.async_mode and s.full else (
-            f"{self.address[0]}:{self.address[1]}" + (" async" if s.async_mode else "") + (" full" if s.full else ""))
+        v["current_application_data"] = (
+            f"{self.address[0]}:{self.address[1]} async full"
+            if s.async_mode and s.full
+            else (
+                f"{self.address[0]}:{self.address[1]}"
+                + (" async" if s.async_mode else "")
+                + (" full" if s.full else "")
+            )
+        )
         v["current_application"] = "socket"
         v["socket_host"] = self.address[0]
 
@@ -328,7 +367,12 @@ class _Call:
             (f"{prefix}-Source", "mod_sofia"),
         ]
         if self.profile_index > 1:
-            h.append((f"{prefix}-Transfer-Source", f"{self.transfer_us // 1_000_000}:{self.uuid}:bl_xfer:{self.destination}/{self.context}/{self.dialplan}"))
+            h.append(
+                (
+                    f"{prefix}-Transfer-Source",
+                    f"{self.transfer_us // 1_000_000}:{self.uuid}:bl_xfer:{self.destination}/{self.context}/{self.dialplan}",
+                )
+            )
         h += [
             (f"{prefix}-Context", self.context),
             (f"{prefix}-Channel-Name", self.channel_name),
@@ -406,8 +450,9 @@ class _Call:
             ("Event-Sequence", str(sw._next_sequence())),
         ]
 
-    def _channel_headers(self, name: str, *, with_vars: bool = True, pre: list = (), post: list = (),
-                         channel_profile: bool = False) -> list[tuple[str, str]]:
+    def _channel_headers(
+        self, name: str, *, with_vars: bool = True, pre: list = (), post: list = (), channel_profile: bool = False
+    ) -> list[tuple[str, str]]:
         now = self._now()
         h = self._core(name, now)
         h += list(pre)
@@ -593,7 +638,10 @@ class _Call:
                     return
                 raw, headers, body = command
                 self.rec.commands.append((self.clock.now_us(), raw))
-                if headers.get("command", "").startswith("sendmsg") and headers.get("execute-app-name", "").lower() == "bridge":
+                if (
+                    headers.get("command", "").startswith("sendmsg")
+                    and headers.get("execute-app-name", "").lower() == "bridge"
+                ):
                     if self.rec.setup_latency_s is None:
                         self.rec.setup_latency_s = time.perf_counter() - self._connected_perf
                 if self.silent:
@@ -912,9 +960,18 @@ class _Call:
             if self.in_bridge:
                 raise _Transfer()  # CS_RESET: the bridge breaks, the dialplan continues
         elif kind == "broadcast":
-            self.pending.append({"kind": "msg", "headers": {
-                "call-command": "execute", "execute-app-name": msg["app"], "execute-app-arg": msg["arg"],
-                "event-lock": "true"}, "body": None})
+            self.pending.append(
+                {
+                    "kind": "msg",
+                    "headers": {
+                        "call-command": "execute",
+                        "execute-app-name": msg["app"],
+                        "execute-app-arg": msg["arg"],
+                        "event-lock": "true",
+                    },
+                    "body": None,
+                }
+            )
         elif kind == "fault":
             self._inject_fault()
         elif kind == "drop":
@@ -978,7 +1035,9 @@ class _Call:
         self.rec.applications.append((app, arg))
         self._setvar("current_application", app)
         self._setvar("current_application_data", arg)
-        self.fire("CHANNEL_EXECUTE", post=[("Application", app), ("Application-Data", arg), ("Application-UUID", app_uuid)])
+        self.fire(
+            "CHANNEL_EXECUTE", post=[("Application", app), ("Application-Data", arg), ("Application-UUID", app_uuid)]
+        )
         self._setvar("current_application_data", arg)
         self._setvar("current_application", app)
         self.last_app, self.last_arg = app, arg
@@ -998,9 +1057,15 @@ class _Call:
 
     def _complete(self, app: str, arg: str, app_uuid: str) -> None:
         response = self.variables.get("current_application_response", "_none_")
-        self.fire("CHANNEL_EXECUTE_COMPLETE", post=[
-            ("Application", app), ("Application-Data", arg), ("Application-Response", response),
-            ("Application-UUID", app_uuid)])
+        self.fire(
+            "CHANNEL_EXECUTE_COMPLETE",
+            post=[
+                ("Application", app),
+                ("Application-Data", arg),
+                ("Application-Response", response),
+                ("Application-UUID", app_uuid),
+            ],
+        )
 
     def _app_set(self, arg: str) -> None:
         name, sep, value = arg.partition("=")
@@ -1097,8 +1162,9 @@ class _Call:
         if len(parts) < 2:
             return
         when = self._sched_time(parts[0])
-        self.switch.schedule_transfer(when, self.uuid, parts[1], parts[2] if len(parts) > 2 else None,
-                                      parts[3] if len(parts) > 3 else None)
+        self.switch.schedule_transfer(
+            when, self.uuid, parts[1], parts[2] if len(parts) > 2 else None, parts[3] if len(parts) > 3 else None
+        )
 
     def _app_sched_broadcast(self, arg: str) -> None:
         parts = arg.split()
@@ -1121,8 +1187,14 @@ class _Call:
         target = re.sub(r"^\{[^}]*\}", "", target).strip()
         dest = target.rsplit("/", 1)[-1] if "/" in target else target
         b_uuid = str(uuidlib.uuid4())
-        self.bridge_legs = {"uuid": b_uuid, "destination": dest, "channel_name": target or "error/none",
-                            "created_us": now, "answered_us": 0, "progress_media_us": 0}
+        self.bridge_legs = {
+            "uuid": b_uuid,
+            "destination": dest,
+            "channel_name": target or "error/none",
+            "created_us": now,
+            "answered_us": 0,
+            "progress_media_us": 0,
+        }
         self.signals = []
         self.in_bridge = True
         try:
@@ -1178,9 +1250,15 @@ class _Call:
             self._setvar("last_sent_callee_id_name", "Outbound Call")
             self._setvar("last_sent_callee_id_number", dest)
             if spec.talk_s is not None:
-                self._timer(max(0.0, spec.talk_s - (self.clock.now_us() - self.answered_us) / 1e6),
-                            {"kind": "hangup", "cause": "NORMAL_CLEARING", "by": "caller",
-                             "at_us": self.answered_us + int(spec.talk_s * 1_000_000)})
+                self._timer(
+                    max(0.0, spec.talk_s - (self.clock.now_us() - self.answered_us) / 1e6),
+                    {
+                        "kind": "hangup",
+                        "cause": "NORMAL_CLEARING",
+                        "by": "caller",
+                        "at_us": self.answered_us + int(spec.talk_s * 1_000_000),
+                    },
+                )
             if spec.callee_talk_s is not None:
                 self._timer(spec.callee_talk_s, {"kind": "b_hangup"})
             try:
@@ -1209,8 +1287,13 @@ class _Call:
         self._setvar("last_bridge_role", self.variables.get("last_bridge_role") or "originator")
         self._setvar("bridge_hangup_cause", b_cause)
         self._setvar("bridge_to", None)
-        self.fire("CHANNEL_UNBRIDGE", pre=[("Bridge-A-Unique-ID", self.uuid),
-                                           ("Bridge-B-Unique-ID", self.bridge_legs["uuid"] if self.bridge_legs else "")])
+        self.fire(
+            "CHANNEL_UNBRIDGE",
+            pre=[
+                ("Bridge-A-Unique-ID", self.uuid),
+                ("Bridge-B-Unique-ID", self.bridge_legs["uuid"] if self.bridge_legs else ""),
+            ],
+        )
 
     def _wait_signal(self, kinds: tuple, pending_breaks: bool = False) -> Optional[dict]:
         while True:
@@ -1377,20 +1460,34 @@ class _Call:
         if self.progress_media_us:
             v("progress_media_stamp", stamp(self.progress_media_us))
         v("end_stamp", stamp(hungup))
-        for name, us in (("start", created), ("profile_start", self.profile_created_us), ("answer", answered),
-                         ("bridge", bridged), ("last_hold", 0)):
+        for name, us in (
+            ("start", created),
+            ("profile_start", self.profile_created_us),
+            ("answer", answered),
+            ("bridge", bridged),
+            ("last_hold", 0),
+        ):
             v(f"{name}_epoch", str(_epoch_s(us)))
             v(f"{name}_uepoch", str(us))
         v("hold_accum_seconds", "0")
         v("hold_accum_usec", "0")
         v("hold_accum_ms", "0")
-        for name, us in (("resurrect", 0), ("progress", self.progress_us), ("progress_media", self.progress_media_us),
-                         ("end", hungup)):
+        for name, us in (
+            ("resurrect", 0),
+            ("progress", self.progress_us),
+            ("progress_media", self.progress_media_us),
+            ("end", hungup),
+        ):
             v(f"{name}_epoch", str(_epoch_s(us)))
             v(f"{name}_uepoch", str(us))
         v("last_app", self.last_app or "socket")
         v("last_arg", self.last_arg if self.last_app else self._socket_arg())
-        v("caller_id", f"{self.spec.caller_id_name} <{self.spec.caller_id_number}>" if self.spec.caller_id_name else self.spec.caller_id_number)
+        v(
+            "caller_id",
+            f"{self.spec.caller_id_name} <{self.spec.caller_id_number}>"
+            if self.spec.caller_id_name
+            else self.spec.caller_id_number,
+        )
 
         def d_s(a: int, b: int) -> int:
             return a // 1_000_000 - b // 1_000_000
@@ -1408,18 +1505,37 @@ class _Call:
             wsec, wmsec, wusec = d_s(bridged, created), d_ms(bridged, created), bridged - created
         psec = pmsec = pusec = 0
         if self.progress_us:
-            psec, pmsec, pusec = d_s(self.progress_us, created), d_ms(self.progress_us, created), self.progress_us - created
+            psec, pmsec, pusec = (
+                d_s(self.progress_us, created),
+                d_ms(self.progress_us, created),
+                self.progress_us - created,
+            )
         pmsec_s = pmmsec = pmusec = 0
         if self.progress_media_us:
             pm = self.progress_media_us
             pmsec_s, pmmsec, pmusec = d_s(pm, created), d_ms(pm, created), pm - created
         for name, value in (
-            ("duration", d_s(hungup, created)), ("billsec", billsec), ("progresssec", psec), ("answersec", ansec),
-            ("waitsec", wsec), ("progress_mediasec", pmsec_s), ("flow_billsec", legsec),
-            ("mduration", d_ms(hungup, created)), ("billmsec", billmsec), ("progressmsec", pmsec),
-            ("answermsec", anmsec), ("waitmsec", wmsec), ("progress_mediamsec", pmmsec), ("flow_billmsec", legmsec),
-            ("uduration", hungup - created), ("billusec", billusec), ("progressusec", pusec), ("answerusec", anusec),
-            ("waitusec", wusec), ("progress_mediausec", pmusec), ("flow_billusec", legusec),
+            ("duration", d_s(hungup, created)),
+            ("billsec", billsec),
+            ("progresssec", psec),
+            ("answersec", ansec),
+            ("waitsec", wsec),
+            ("progress_mediasec", pmsec_s),
+            ("flow_billsec", legsec),
+            ("mduration", d_ms(hungup, created)),
+            ("billmsec", billmsec),
+            ("progressmsec", pmsec),
+            ("answermsec", anmsec),
+            ("waitmsec", wmsec),
+            ("progress_mediamsec", pmmsec),
+            ("flow_billmsec", legmsec),
+            ("uduration", hungup - created),
+            ("billusec", billusec),
+            ("progressusec", pusec),
+            ("answerusec", anusec),
+            ("waitusec", wusec),
+            ("progress_mediausec", pmusec),
+            ("flow_billusec", legusec),
         ):
             v(name, str(value))
 
@@ -1458,13 +1574,16 @@ class _Call:
             junk = bytes(random.Random(self.uuid).getrandbits(8) for _ in range(256))
             self.outq.put(b"\x00\xff\xfe GARBAGE \x1b[31m" + junk + b"\n\n")
         if m.oversized_content_length:
-            self.outq.put(b"Content-Length: 999999999999\nContent-Type: text/event-plain\n\nEvent-Name: CHANNEL_EXECUTE\n")
+            self.outq.put(
+                b"Content-Length: 999999999999\nContent-Type: text/event-plain\n\nEvent-Name: CHANNEL_EXECUTE\n"
+            )
         if m.invalid_utf8:
             headers = self._channel_headers("CHANNEL_EXECUTE", post=[("Application", "set"), ("Application-Data", "x")])
             body = wire.serialize_event(headers)
             body = body.replace(b"Application-Data: x\n", b"Application-Data: \xff\xfe\xc3\x28\n")
             self.outq.put(wire.event_frame(body))
         if m.half_close:
+
             def shut() -> None:
                 with self.send_lock:
                     try:
@@ -1472,6 +1591,7 @@ class _Call:
                     except OSError:
                         pass
                     self.write_closed = True
+
             self.outq.put(_Call_fn(shut))
 
     def _drop(self) -> None:
@@ -1567,8 +1687,9 @@ class Switch:
         greenlet.link(self._greenlets.discard)
         return greenlet
 
-    def run_load(self, address: tuple[str, int], specs: list[CallSpec], concurrency: int = 10,
-                 cps: Optional[float] = None) -> list[CallRecord]:
+    def run_load(
+        self, address: tuple[str, int], specs: list[CallSpec], concurrency: int = 10, cps: Optional[float] = None
+    ) -> list[CallRecord]:
         """Place `specs` with at most `concurrency` calls up at once and at most `cps` new
         calls per real second; returns the records in the order of `specs`."""
         pool = gevent.pool.Pool(max(1, concurrency))
@@ -1623,8 +1744,14 @@ class Switch:
         def run(task: Task) -> None:
             call = self._fired(task)
             if call is not None and not call.down:
-                call.inbox.put({"kind": "transfer", "target": (ext, dp or "XML", ctx or call.context), "by": "sched_transfer",
-                                "at_us": task.fired_us})
+                call.inbox.put(
+                    {
+                        "kind": "transfer",
+                        "target": (ext, dp or "XML", ctx or call.context),
+                        "by": "sched_transfer",
+                        "at_us": task.fired_us,
+                    }
+                )
 
         self._record_scheduled(uuid, "sched_transfer", arg, when)
         return self.scheduler.add(when, run, group=uuid, desc="transfer", kind="sched_transfer", arg=arg)
@@ -1685,8 +1812,13 @@ class Switch:
         uuid = argv[1]
         if uuid not in self._calls:
             return "-ERR No such channel!\n"
-        self.schedule_transfer(when, uuid, argv[2] if len(argv) > 2 else "", argv[3] if len(argv) > 3 else None,
-                               argv[4] if len(argv) > 4 else None)
+        self.schedule_transfer(
+            when,
+            uuid,
+            argv[2] if len(argv) > 2 else "",
+            argv[3] if len(argv) > 3 else None,
+            argv[4] if len(argv) > 4 else None,
+        )
         return "+OK\n"
 
     def _api_sched_broadcast(self, arg: str) -> str:
@@ -1718,7 +1850,9 @@ class Switch:
         call = self._calls.get(uuid)
         if call is None or call.down:
             return "-ERR No such channel!\n"
-        call.inbox.put({"kind": "hangup", "cause": str2cause(cause) if cause.strip() else "NORMAL_CLEARING", "by": "uuid_kill"})
+        call.inbox.put(
+            {"kind": "hangup", "cause": str2cause(cause) if cause.strip() else "NORMAL_CLEARING", "by": "uuid_kill"}
+        )
         return "+OK\n"
 
     def _api_uuid_setvar(self, arg: str) -> str:
@@ -1764,8 +1898,13 @@ class Switch:
         if call is None:
             return "-ERR No such channel!\n"
         rest = [a for a in argv[1:] if a not in ("-bleg", "-both")]
-        call.inbox.put({"kind": "transfer", "target": (rest[0], rest[1] if len(rest) > 1 else "XML",
-                                                        rest[2] if len(rest) > 2 else call.context), "by": "uuid_transfer"})
+        call.inbox.put(
+            {
+                "kind": "transfer",
+                "target": (rest[0], rest[1] if len(rest) > 1 else "XML", rest[2] if len(rest) > 2 else call.context),
+                "by": "uuid_transfer",
+            }
+        )
         return "+OK\n"
 
     def _api_status(self, arg: str) -> str:
@@ -1792,5 +1931,6 @@ class Switch:
             "min idle cpu 0.00/100.00\n"
             "Current Stack Size/Max 240K/8192K\n"
         )
+
 
 __all__ = ["CallRecord", "CallSpec", "Misbehaviour", "Switch"]

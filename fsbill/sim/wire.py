@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Optional, Sequence, Tuple
 
-URL_UNSAFE = b"\r\n #%&+:;<=>?@[\\]^`{|}\""
+URL_UNSAFE = b'\r\n #%&+:;<=>?@[\\]^`{|}"'
 _HEX = b"0123456789ABCDEF"
 # Any character url_encode might change: outside 0x20..0x7e (non-ASCII included) or unsafe.
 _NEEDS_ENCODING = re.compile("[^\\x20-\\x7e]|[" + re.escape(URL_UNSAFE.decode("ascii")) + "]")

@@ -85,13 +85,16 @@ def test_not_full_refuses_api_and_linger(switch, app_factory):
 def test_scheduler_fires_on_whole_seconds(switch, app_factory, clock):
     """sched_hangup +3 fires when the scheduler's epoch second reaches now_s + 3: between 2
     and 3.5 call-seconds after it was set (0.5 s task-thread poll)."""
+
     def script(c):
         c.connect()
         c.command("myevents")
         c.command("linger")
         c.execute("answer")
         c.wait_event("CHANNEL_ANSWER")
-        assert c.command(f"api sched_broadcast +2 {c.uuid} playback::ivr/warn.wav aleg").body == b"+OK Message scheduled\n"
+        assert (
+            c.command(f"api sched_broadcast +2 {c.uuid} playback::ivr/warn.wav aleg").body == b"+OK Message scheduled\n"
+        )
         assert c.command(f"api sched_hangup +9 {c.uuid} ALLOTTED_TIMEOUT").body == b"+OK\n"
         assert c.command(f"api sched_del {c.uuid}").body == b"+OK Deleted: 2\n"
         assert c.command(f"api sched_del {c.uuid}").body == b"+OK Deleted: 0\n"
@@ -128,9 +131,13 @@ def test_execute_on_answer_prefixes_and_api_on_answer(switch, app_factory):
     record, conn = run(switch, app_factory, script)
     labels = conn.labels()
     i = labels.index("CHANNEL_ANSWER")
-    assert labels[i + 1: i + 6] == ["CHANNEL_EXECUTE:sched_hangup", "CHANNEL_EXECUTE_COMPLETE:sched_hangup",
-                                    "CHANNEL_EXECUTE:sched_broadcast", "CHANNEL_EXECUTE_COMPLETE:sched_broadcast",
-                                    "CHANNEL_BRIDGE"]
+    assert labels[i + 1 : i + 6] == [
+        "CHANNEL_EXECUTE:sched_hangup",
+        "CHANNEL_EXECUTE_COMPLETE:sched_hangup",
+        "CHANNEL_EXECUTE:sched_broadcast",
+        "CHANNEL_EXECUTE_COMPLETE:sched_broadcast",
+        "CHANNEL_BRIDGE",
+    ]
     assert record.broadcasts and record.broadcasts[0][1] == "ivr/warn.wav"
 
 
@@ -192,7 +199,11 @@ def test_sched_transfer_unbridges_and_plays_the_target(switch, app_factory):
 
     record, conn = run(switch, app_factory, script)
     labels = conn.labels()
-    assert labels.index("CHANNEL_UNBRIDGE") < labels.index("CHANNEL_EXECUTE_COMPLETE:socket") < labels.index("CHANNEL_HANGUP")
+    assert (
+        labels.index("CHANNEL_UNBRIDGE")
+        < labels.index("CHANNEL_EXECUTE_COMPLETE:socket")
+        < labels.index("CHANNEL_HANGUP")
+    )
     assert record.transferred_to == "fsbill_cutoff" and record.ended_by == "sched_transfer"
     assert record.unbridged_us is not None and 1.0 <= float(record.talk_s) <= 2.6
     hc = [f for f in conn.frames if f.event_name == "CHANNEL_HANGUP_COMPLETE"][0]

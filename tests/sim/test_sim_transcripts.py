@@ -52,9 +52,21 @@ def _finish(c):
 
 
 # -- structure helpers ------------------------------------------------------------------------------
-CORE = ["Event-Name", "Core-UUID", "FreeSWITCH-Hostname", "FreeSWITCH-Switchname", "FreeSWITCH-IPv4",
-        "FreeSWITCH-IPv6", "Event-Date-Local", "Event-Date-GMT", "Event-Date-Timestamp", "Event-Calling-File",
-        "Event-Calling-Function", "Event-Calling-Line-Number", "Event-Sequence"]
+CORE = [
+    "Event-Name",
+    "Core-UUID",
+    "FreeSWITCH-Hostname",
+    "FreeSWITCH-Switchname",
+    "FreeSWITCH-IPv4",
+    "FreeSWITCH-IPv6",
+    "Event-Date-Local",
+    "Event-Date-GMT",
+    "Event-Date-Timestamp",
+    "Event-Calling-File",
+    "Event-Calling-Function",
+    "Event-Calling-Line-Number",
+    "Event-Sequence",
+]
 
 
 def layout(headers):
@@ -67,9 +79,19 @@ def layout(headers):
             group = "Caller-*"
         elif name.startswith("Other-Leg-"):
             group = "Other-Leg-*"
-        elif name.startswith("Channel-") and name not in (
-            "Channel-State", "Channel-Call-State", "Channel-State-Number", "Channel-Name", "Channel-HIT-Dialplan",
-            "Channel-Call-UUID") and "Codec" not in name:
+        elif (
+            name.startswith("Channel-")
+            and name
+            not in (
+                "Channel-State",
+                "Channel-Call-State",
+                "Channel-State-Number",
+                "Channel-Name",
+                "Channel-HIT-Dialplan",
+                "Channel-Call-UUID",
+            )
+            and "Codec" not in name
+        ):
             group = "Channel-profile*"
         elif "Codec" in name:
             continue  # endpoint-specific: sofia reports codecs only once media is up
@@ -105,8 +127,12 @@ def assert_canonical_encoding(frames):
 # -- the scenarios of the captures ----------------------------------------------------------------------
 def test_normal_matches_capture(switch, app_factory):
     def script(c):
-        _start(c, SET + "execute_on_answer=sched_hangup +4 ALLOTTED_TIMEOUT",
-               "api sched_broadcast +2 UUID tone_stream://%(100,100,440) aleg", BRIDGE)
+        _start(
+            c,
+            SET + "execute_on_answer=sched_hangup +4 ALLOTTED_TIMEOUT",
+            "api sched_broadcast +2 UUID tone_stream://%(100,100,440) aleg",
+            BRIDGE,
+        )
         _finish(c)
 
     record, conn = _place(switch, app_factory, script)
@@ -123,7 +149,10 @@ def test_normal_matches_capture(switch, app_factory):
     hc = [f for f in conn.frames if f.event_name == "CHANNEL_HANGUP_COMPLETE"][0]
     assert [k for k, _ in hc.event].count("Hangup-Cause") == 2
     assert int(hc.ev("variable_billsec")) == int(hc.ev("variable_end_epoch")) - int(hc.ev("variable_answer_epoch"))
-    assert int(hc.ev("variable_billmsec")) == int(hc.ev("variable_end_uepoch")) // 1000 - int(hc.ev("variable_answer_uepoch")) // 1000
+    assert (
+        int(hc.ev("variable_billmsec"))
+        == int(hc.ev("variable_end_uepoch")) // 1000 - int(hc.ev("variable_answer_uepoch")) // 1000
+    )
 
 
 def test_extend_matches_capture(switch, app_factory, clock):
@@ -195,8 +224,10 @@ def test_connect_reply_layout_and_tail(switch, app_factory):
 
     record, conn = _place(switch, app_factory, script, variables={"fsbill_account": "acme co", "nibble_rate": "0.05"})
     raw = conn.connect_reply.raw
-    assert raw.endswith(b"variable_socket_host: 127.0.0.1\nContent-Type: command/reply\nReply-Text: %2BOK%0A\n"
-                        b"Socket-Mode: async\nControl: full\n\n")
+    assert raw.endswith(
+        b"variable_socket_host: 127.0.0.1\nContent-Type: command/reply\nReply-Text: %2BOK%0A\n"
+        b"Socket-Mode: async\nControl: full\n\n"
+    )
     ours = layout(conn.connect_reply.headers)
     theirs = layout(transcript_frames("normal.txt")[0].headers)
     assert ours == theirs
@@ -212,7 +243,9 @@ def test_url_encode_reproduces_every_captured_value():
         # disconnect notices are written raw (not an event): leave them out
         text = re.sub(r"Content-Type: text/disconnect-notice\n(?:.+\n)*", "", text)
         for line in text.split("\n"):
-            m = re.match(r"^((?:variable_|Caller-|Channel-|Event-Date-|Other-Leg-|FreeSWITCH-|Application)[\w-]*): (.+)$", line)
+            m = re.match(
+                r"^((?:variable_|Caller-|Channel-|Event-Date-|Other-Leg-|FreeSWITCH-|Application)[\w-]*): (.+)$", line
+            )
             if m:
                 value = m.group(2)
                 assert wire.url_encode(unquote(value)) == value, (path.name, line)
@@ -249,14 +282,22 @@ def test_disconnect_notices_are_byte_identical():
 def test_command_and_api_replies_are_byte_identical():
     replies = re.findall(rb"<<<<< RECEIVED:\n(.*?)(?=\n>>>>> SENT:|\Z)", _frame_file("03_command_replies.txt"), re.S)
     assert wire.command_reply("+OK Events Enabled") + b"\n" == replies[0] + b"\n" or replies[0].startswith(
-        wire.command_reply("+OK Events Enabled"))
+        wire.command_reply("+OK Events Enabled")
+    )
     for text in ("+OK Events Enabled", "+OK will linger", "+OK", "+OK bye", "-ERR command not found"):
         assert any(r.startswith(wire.command_reply(text)) for r in replies), text
     job = re.search(rb"Job-UUID: (\S+)", _frame_file("03_command_replies.txt")).group(1).decode()
-    assert any(r.startswith(wire.command_reply(f"~Reply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n")) for r in replies)
+    assert any(
+        r.startswith(wire.command_reply(f"~Reply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n")) for r in replies
+    )
     api = _frame_file("04_api_responses.txt")
-    for body in ("+OK\n", "+OK Message scheduled\n", "-ERR No such channel!\n", "-ERR no_such_command Command not found!\n",
-                 "+OK Deleted: 1\n"):
+    for body in (
+        "+OK\n",
+        "+OK Message scheduled\n",
+        "-ERR No such channel!\n",
+        "-ERR no_such_command Command not found!\n",
+        "+OK Deleted: 1\n",
+    ):
         assert wire.api_response(body) in api, body
 
 
@@ -270,9 +311,13 @@ def test_hangup_complete_frame_layout_matches_sofia_capture(switch, app_factory)
     ours = [f for f in conn.frames if f.event_name == "CHANNEL_HANGUP_COMPLETE"][0]
     import io
     from scripted import read_frame
+
     theirs = read_frame(io.BytesIO(_frame_file("09_event_plain_CHANNEL_HANGUP_COMPLETE_NORMAL_CLEARING_sofia_bye.txt")))
     assert layout(ours.event) == layout(theirs.event)
-    their_vars = {k for k, _ in theirs.event if k.startswith("variable_") and (
-        "epoch" in k or k.endswith("sec") or "hangup_cause" in k)}
+    their_vars = {
+        k
+        for k, _ in theirs.event
+        if k.startswith("variable_") and ("epoch" in k or k.endswith("sec") or "hangup_cause" in k)
+    }
     our_vars = {k for k, _ in ours.event}
     assert their_vars - our_vars == set()
