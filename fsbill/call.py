@@ -7,8 +7,8 @@ commands enforce the grant. Nothing here sends anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
 
 from fsbill.config import Cutoff
 from fsbill.errors import MoneyError
@@ -31,7 +31,7 @@ class Channel:
     caller: str
     destination: str
     created_us: int
-    answered_us: Optional[int] = None
+    answered_us: int | None = None
     variables: Mapping[str, str] = field(default_factory=dict)
 
     def var(self, name: str) -> str:
@@ -48,7 +48,7 @@ class Payer:
     source: str  # which variable or header it came from (logged, put in the CDR reason)
 
 
-def payer_of(channel: Channel) -> Optional[Payer]:
+def payer_of(channel: Channel) -> Payer | None:
     """fsbill_account, else nibble_account (mod_nibblebill dialplans), else accountcode,
     else the caller id number looked up in the account caller-id map."""
     for name in ("fsbill_account", "nibble_account", "accountcode"):
@@ -65,7 +65,7 @@ def destination_of(channel: Channel) -> str:
     return channel.var("fsbill_destination") or channel.destination
 
 
-def dial_string_of(channel: Channel, route_template: str, destination: str) -> Optional[str]:
+def dial_string_of(channel: Channel, route_template: str, destination: str) -> str | None:
     """`fsbill_dial_string` from the dialplan, else the configured route template."""
     explicit = channel.var("fsbill_dial_string")
     if explicit:
@@ -75,7 +75,7 @@ def dial_string_of(channel: Channel, route_template: str, destination: str) -> O
     return None
 
 
-def nibble_rate_of(channel: Channel) -> Optional[Money]:
+def nibble_rate_of(channel: Channel) -> Money | None:
     """mod_nibblebill's `nibble_rate` (price per minute), when the dialplan sets one.
     Raises MoneyError for a value that is not an exact non-negative amount."""
     raw = channel.var("nibble_rate")
@@ -126,8 +126,8 @@ def result_of(answered: bool, hangup_cause: str, transferred_to: str, cutoff: Cu
 
 
 def billing_window(
-    answered_us: Optional[int], end_us: Optional[int], unbridged_us: Optional[int]
-) -> tuple[Optional[int], Optional[int]]:
+    answered_us: int | None, end_us: int | None, unbridged_us: int | None
+) -> tuple[int | None, int | None]:
     """The billed part of a call: from the A leg's answer to its end, or to the end of the
     bridge if that came first (a transfer cut-off tears the bridge down and sends the caller
     to an announcement that is not billed)."""

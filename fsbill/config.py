@@ -11,8 +11,9 @@ import dataclasses
 import ipaddress
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 import yaml
 
@@ -110,7 +111,7 @@ class Settings:
     def listen_address(self) -> tuple[str, int]:
         return parse_hostport(self.listen, "listen")
 
-    def metrics_address(self) -> Optional[tuple[str, int]]:
+    def metrics_address(self) -> tuple[str, int] | None:
         if not self.metrics_listen:
             return None
         return parse_hostport(self.metrics_listen, "metrics_listen")
@@ -229,7 +230,7 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("code", "must be a SIP final response code 400-699")
 
 
-def load_settings(path: Optional[str] = None, overrides: Optional[Mapping[str, Any]] = None) -> Settings:
+def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     """Settings from `path`, else $FSBILL_CONFIG, else defaults; `overrides` win over the file."""
     path = path or os.environ.get("FSBILL_CONFIG") or None
     data: dict[str, Any] = {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import gevent
 
@@ -62,7 +61,7 @@ log = logging.getLogger("fsbill.call")
 
 class Rejected(Exception):
     def __init__(
-        self, reason: str, detail: str = "", account: str = "", currency: str = "", balance: Optional[Money] = None
+        self, reason: str, detail: str = "", account: str = "", currency: str = "", balance: Money | None = None
     ):
         super().__init__(reason)
         self.reason = reason
@@ -98,7 +97,7 @@ class Enforcer:
         self.policy = GrantPolicy.build(
             settings.slice_s, settings.max_call_s, c.margin_s, c.warning_s, settings.heartbeat_s
         )
-        self.pending: "PendingWrites | None" = None
+        self.pending: PendingWrites | None = None
         self.following: set[str] = set()  # uuids of the calls this node is enforcing right now
 
     def handle(self, session: EslSession) -> None:
@@ -127,10 +126,10 @@ class CallRun:
         self.e = enforcer
         self.session = session
         self.accepted_perf = getattr(session, "accepted_perf", time.perf_counter())
-        self.channel: Optional[Channel] = None
-        self.call: Optional[Accepted] = None
-        self.answered_us: Optional[int] = None
-        self.unbridged_us: Optional[int] = None
+        self.channel: Channel | None = None
+        self.call: Accepted | None = None
+        self.answered_us: int | None = None
+        self.unbridged_us: int | None = None
         self.hangup_cause = ""
         self.granted_s = 0
         self.warned = False
@@ -305,7 +304,7 @@ class CallRun:
             else:
                 log_event(log, "cdr_lost", uuid=cdr["uuid"], reason=cdr["reason"])
 
-    def wait_for_end(self, timeout_s: float) -> Optional[HangupComplete]:
+    def wait_for_end(self, timeout_s: float) -> HangupComplete | None:
         deadline = time.monotonic() + timeout_s
         while True:
             left = deadline - time.monotonic()
@@ -494,7 +493,7 @@ class CallRun:
             return
         self.settle(call_end)
 
-    def settle(self, call_end: "dbcalls.CallEnd") -> None:
+    def settle(self, call_end: dbcalls.CallEnd) -> None:
         e = self.e
         try:
             with e.timed("settle"):
@@ -506,7 +505,7 @@ class CallRun:
             return
         self.record_settled(cdr)
 
-    def record_settled(self, cdr: Optional[dbcalls.CdrView]) -> None:
+    def record_settled(self, cdr: dbcalls.CdrView | None) -> None:
         e = self.e
         e.metrics.hold_changed(self.call.account.currency, -self.held)
         self.held = Money(0)
@@ -588,7 +587,7 @@ class PendingWrites:
         self.e = enforcer
         self.limit = limit
         self.items: list[tuple[str, object]] = []
-        self.greenlet: Optional[gevent.Greenlet] = None
+        self.greenlet: gevent.Greenlet | None = None
 
     def _add(self, kind: str, item: object) -> None:
         if len(self.items) >= self.limit:
@@ -637,7 +636,7 @@ class PendingWrites:
         self.e.metrics.pending_cdrs.set(len(self.items))
         return done
 
-    def _rate(self, account: str, destination: str) -> Optional[Rate]:
+    def _rate(self, account: str, destination: str) -> Rate | None:
         from fsbill.call import Payer
 
         payer = dbcalls.find_payer(self.e.store, Payer("code", account, "pending"))

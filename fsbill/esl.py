@@ -25,8 +25,8 @@ import errno
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional, Union
 from urllib.parse import unquote
 
 import gevent
@@ -81,8 +81,8 @@ class Hungup:
 class HangupComplete:
     cause: str
     start_us: int
-    answered_us: Optional[int]
-    end_us: Optional[int]
+    answered_us: int | None
+    end_us: int | None
     billsec: int
     destination: str  # where the channel was when it ended (the cut-off extension after a transfer)
 
@@ -108,14 +108,14 @@ class SocketClosed:
     reason: str
 
 
-CallEvent = Union[Answered, Bridged, Unbridged, Hungup, HangupComplete, ExecuteComplete, Disconnected, SocketClosed]
+CallEvent = Answered | Bridged | Unbridged | Hungup | HangupComplete | ExecuteComplete | Disconnected | SocketClosed
 
 
 # -- framing ---------------------------------------------------------------------------------------
 @dataclass
 class Frame:
     headers: dict[str, str]
-    body: Optional[bytes] = None
+    body: bytes | None = None
 
     @property
     def data(self) -> str:
@@ -154,7 +154,7 @@ def parse_header_lines(lines: Iterable[str], decode_values: bool) -> dict[str, s
     return headers
 
 
-def read_frame(stream, max_body: int) -> Optional[Frame]:
+def read_frame(stream, max_body: int) -> Frame | None:
     """One frame from FreeSWITCH: header lines, a blank line, then Content-Length bytes.
     None on a clean end of stream between frames; ProtocolError on anything malformed."""
     lines: list[str] = []
@@ -223,7 +223,7 @@ EVENT_FIELDS = (
     "variable_bridge_hangup_cause",
     "variable_last_bridge_hangup_cause",
 )
-_EVENT_FIELD_RE = re.compile(r"^(%s): ?(.*)$" % "|".join(re.escape(f) for f in EVENT_FIELDS), re.M)
+_EVENT_FIELD_RE = re.compile(r"^({}): ?(.*)$".format("|".join(re.escape(f) for f in EVENT_FIELDS)), re.M)
 
 
 def event_fields(body: bytes) -> dict[str, str]:
@@ -236,11 +236,11 @@ def event_fields(body: bytes) -> dict[str, str]:
     return fields
 
 
-def _us(value: str) -> Optional[int]:
+def _us(value: str) -> int | None:
     return int(value) if value and value.isdigit() and int(value) > 0 else None
 
 
-def translate_event(headers: dict[str, str]) -> Optional[CallEvent]:
+def translate_event(headers: dict[str, str]) -> CallEvent | None:
     name = headers.get("Event-Name", "")
     at = _us(headers.get("Event-Date-Timestamp", "")) or 0
     if name == "CHANNEL_ANSWER":
@@ -310,7 +310,7 @@ class EslSession(OutboundSession):
         *,
         command_timeout_s: float = 5.0,
         max_frame_bytes: int = 1_048_576,
-        on_protocol_error: Optional[Callable[[str], None]] = None,
+        on_protocol_error: Callable[[str], None] | None = None,
     ) -> None:
         self.command_timeout_s = command_timeout_s
         self.max_frame_bytes = max_frame_bytes
@@ -410,7 +410,7 @@ class EslSession(OutboundSession):
             self._shutdown(f"socket error: {exc}")
             raise OutboundSessionHasGoneAway() from None
         replies = []
-        for command, waiter in zip(commands, waiters):
+        for command, waiter in zip(commands, waiters, strict=False):
             try:
                 replies.append(waiter.get(timeout=self.command_timeout_s))
             except gevent.Timeout:
@@ -438,7 +438,7 @@ class EslSession(OutboundSession):
         return [f.data for f in frames]
 
     def expect_ok_many(self, commands: list[str]) -> None:
-        for command, frame in zip(commands, self.send_many(commands)):
+        for command, frame in zip(commands, self.send_many(commands), strict=False):
             if not frame.data.startswith("+OK"):
                 raise ProtocolError(f"{command.split()[0]!r} refused: {frame.data.strip()[:80]}")
 
@@ -456,7 +456,7 @@ class EslSession(OutboundSession):
         self._outbound_connected = True
         return reply.headers
 
-    def next_event(self, timeout_s: Optional[float]) -> Optional[CallEvent]:
+    def next_event(self, timeout_s: float | None) -> CallEvent | None:
         try:
             return self.events.get(timeout=timeout_s)
         except gevent.queue.Empty:
@@ -494,8 +494,8 @@ class EslServer(OutboundESLServer):
         command_timeout_s: float,
         connect_timeout_s: float = 5.0,
         max_frame_bytes: int,
-        on_protocol_error: Optional[Callable[[str], None]] = None,
-        on_refused: Optional[Callable[[str], None]] = None,
+        on_protocol_error: Callable[[str], None] | None = None,
+        on_refused: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(bind_address=host, bind_port=port, application=handler, max_connections=max_connections)
         self.handler = handler
@@ -505,7 +505,7 @@ class EslServer(OutboundESLServer):
         self.max_frame_bytes = max_frame_bytes
         self.on_protocol_error = on_protocol_error
         self.on_refused = on_refused
-        self._accept_greenlet: Optional[gevent.Greenlet] = None
+        self._accept_greenlet: gevent.Greenlet | None = None
         self.started = gevent.event.Event()
 
     def bind(self) -> int:

@@ -4,7 +4,6 @@ people read and write them (ISO 8601, UTC)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
 
 from fsbill.errors import InvalidInput
 
@@ -20,7 +19,7 @@ def parse_iso(text: str) -> int:
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
-def iso(us: Optional[int]) -> Optional[str]:
+def iso(us: int | None) -> str | None:
     if us is None:
         return None
     moment = datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).replace(microsecond=us % 1_000_000)

@@ -8,7 +8,7 @@ only type Prometheus has; they are observability, never the books (the ledger is
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
@@ -26,7 +26,7 @@ def _amount(m: Money) -> float:
 
 
 class Metrics:
-    def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.calls = Counter("fsbill_calls", "Calls authorized or rejected", ["result", "reason"], registry=r)

@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import Union
 
 from fsbill.errors import MoneyError
 
@@ -82,7 +81,7 @@ class Money:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def parse(cls, value: Union[str, int, Decimal, "Money"]) -> "Money":
+    def parse(cls, value: str | int | Decimal | Money) -> Money:
         """The one entry point for amounts from outside.
 
         Accepts '12', '-0.5', '10.000001', integers and exact Decimals. Refuses floats,
@@ -96,7 +95,7 @@ class Money:
         return money
 
     @classmethod
-    def _parse(cls, value: Union[str, int, Decimal]) -> "Money":
+    def _parse(cls, value: str | int | Decimal) -> Money:
         if isinstance(value, bool) or isinstance(value, float):
             raise MoneyError(f"amounts must be exact, not {type(value).__name__} {value!r}")
         if isinstance(value, int):
@@ -122,11 +121,11 @@ class Money:
         raise MoneyError(f"cannot make an amount from {type(value).__name__}")
 
     @classmethod
-    def from_micros(cls, micros: int) -> "Money":
+    def from_micros(cls, micros: int) -> Money:
         return cls(micros)
 
     @classmethod
-    def from_ratio(cls, numerator_micros: int, denominator: int, rule: RoundingRule) -> "Money":
+    def from_ratio(cls, numerator_micros: int, denominator: int, rule: RoundingRule) -> Money:
         """numerator_micros / denominator, rounded once to `rule.decimals` by `rule.method`."""
         if denominator <= 0:
             raise MoneyError("denominator must be positive")
@@ -134,27 +133,27 @@ class Money:
         return cls(_round_div(numerator_micros, denominator * unit, rule.method) * unit)
 
     @classmethod
-    def zero(cls) -> "Money":
+    def zero(cls) -> Money:
         return _ZERO
 
     # -- arithmetic -------------------------------------------------------------------
-    def __add__(self, other: "Money") -> "Money":
+    def __add__(self, other: Money) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
         return Money(self.micros + other.micros)
 
-    def __sub__(self, other: "Money") -> "Money":
+    def __sub__(self, other: Money) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
         return Money(self.micros - other.micros)
 
-    def __neg__(self) -> "Money":
+    def __neg__(self) -> Money:
         return Money(-self.micros)
 
-    def __abs__(self) -> "Money":
+    def __abs__(self) -> Money:
         return Money(abs(self.micros))
 
-    def __mul__(self, factor: int) -> "Money":
+    def __mul__(self, factor: int) -> Money:
         if type(factor) is not int:
             return NotImplemented
         return Money(self.micros * factor)
@@ -168,22 +167,22 @@ class Money:
     def __hash__(self) -> int:
         return hash(("Money", self.micros))
 
-    def __lt__(self, other: "Money") -> bool:
+    def __lt__(self, other: Money) -> bool:
         if not isinstance(other, Money):
             return NotImplemented
         return self.micros < other.micros
 
-    def __le__(self, other: "Money") -> bool:
+    def __le__(self, other: Money) -> bool:
         if not isinstance(other, Money):
             return NotImplemented
         return self.micros <= other.micros
 
-    def __gt__(self, other: "Money") -> bool:
+    def __gt__(self, other: Money) -> bool:
         if not isinstance(other, Money):
             return NotImplemented
         return self.micros > other.micros
 
-    def __ge__(self, other: "Money") -> bool:
+    def __ge__(self, other: Money) -> bool:
         if not isinstance(other, Money):
             return NotImplemented
         return self.micros >= other.micros
@@ -215,7 +214,7 @@ class Money:
 _ZERO = Money(0)
 
 
-def money_sum(amounts: "list[Money] | tuple[Money, ...]") -> Money:
+def money_sum(amounts: list[Money] | tuple[Money, ...]) -> Money:
     return Money(sum(a.micros for a in amounts))
 
 

@@ -37,9 +37,9 @@ Every error is a RateDeckError carrying the 1-based physical line number of the 
 from __future__ import annotations
 
 import csv
-from operator import itemgetter
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Callable, Iterable, Optional
+from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 from fsbill.errors import MoneyError, RateDeckError
@@ -153,7 +153,7 @@ def parse_deck(
     lines: Iterable[str],
     rounding: RoundingRule,
     timezone: str,
-    progress: Optional[Callable[[int], None]] = None,
+    progress: Callable[[int], None] | None = None,
 ) -> ParsedDeck:
     """Every rate of a deck file, or a RateDeckError for its first bad line.
 
@@ -168,7 +168,7 @@ def parse_deck(
     return deck
 
 
-def parse_rows(lines: Iterable[str], timezone: str, progress: Optional[Callable[[int], None]] = None) -> ParsedDeck:
+def parse_rows(lines: Iterable[str], timezone: str, progress: Callable[[int], None] | None = None) -> ParsedDeck:
     """`parse_deck` without building Rate objects: validated rows as stored (ROW_FIELDS)."""
     zone = ZoneInfo(timezone)
     reader = csv.reader(lines, strict=True)
@@ -278,7 +278,7 @@ def _window_text(rate: Rate) -> str:
     return ", ".join(parts) or "always"
 
 
-def _us_text(us: Optional[int]) -> str:
+def _us_text(us: int | None) -> str:
     from fsbill.instant import iso
 
     return "..." if us is None else str(iso(us))
@@ -414,14 +414,14 @@ class _RowParser:
         return amount.micros
 
     @staticmethod
-    def _seconds(text: Optional[str], name: str, line: int, low: int, default: int) -> int:
+    def _seconds(text: str | None, name: str, line: int, low: int, default: int) -> int:
         if text is None:
             return default
         if not (text.isdigit() and text.isascii()) or not low <= int(text) <= MAX_SECONDS_FIELD:
             raise RateDeckError(line, f"{name} {text!r} must be a whole number of seconds, {low}..{MAX_SECONDS_FIELD}")
         return int(text)
 
-    def _instant(self, cell: object, name: str, line: int) -> Optional[int]:
+    def _instant(self, cell: object, name: str, line: int) -> int | None:
         if cell is None:
             return None
         text = str(cell)
@@ -437,7 +437,7 @@ class _RowParser:
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
     @staticmethod
-    def _weekdays(text: str, line: int) -> Optional[frozenset[int]]:
+    def _weekdays(text: str, line: int) -> frozenset[int] | None:
         days: set[int] = set()
         for item in text.split(","):
             item = item.strip()
@@ -454,7 +454,7 @@ class _RowParser:
         return None if days == _ALL_DAYS else frozenset(days)
 
     @staticmethod
-    def _time(cell: object, name: str, line: int, *, allow_24: bool) -> Optional[int]:
+    def _time(cell: object, name: str, line: int, *, allow_24: bool) -> int | None:
         if cell is None:
             return None
         text = str(cell)

@@ -32,9 +32,9 @@ duration. Rates are never split across band or validity boundaries.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator, Optional, Union
 from zoneinfo import ZoneInfo
 
 from fsbill.errors import NumberError, RatingError
@@ -62,11 +62,11 @@ class Rate:
     min_duration_s: int = 0
     rounding: RoundingRule = _DEFAULT_ROUNDING
     description: str = ""
-    effective_from_us: Optional[int] = None  # inclusive; None = since always
-    effective_until_us: Optional[int] = None  # exclusive; None = for ever
-    weekdays: Optional[frozenset[int]] = None  # ISO 1=Mon..7=Sun; None = every day
-    time_from_min: Optional[int] = None  # minutes after local midnight, inclusive
-    time_to_min: Optional[int] = None  # exclusive; from > to wraps past midnight
+    effective_from_us: int | None = None  # inclusive; None = since always
+    effective_until_us: int | None = None  # exclusive; None = for ever
+    weekdays: frozenset[int] | None = None  # ISO 1=Mon..7=Sun; None = every day
+    time_from_min: int | None = None  # minutes after local midnight, inclusive
+    time_to_min: int | None = None  # exclusive; from > to wraps past midnight
 
     def __post_init__(self) -> None:
         if self.rate.micros < 0 or self.connect_fee.micros < 0:
@@ -77,7 +77,7 @@ class Rate:
             raise RatingError(f"rate {self.prefix!r}: a time window needs both ends")
 
     @classmethod
-    def adhoc(cls, per_minute: Money) -> "Rate":
+    def adhoc(cls, per_minute: Money) -> Rate:
         """A rate given with the call (mod_nibblebill's `nibble_rate`): per second, no fee."""
         return cls(prefix="", rate=per_minute)
 
@@ -170,7 +170,7 @@ def _largest_numerator(q: int, denominator: int, method: RoundingMethod) -> int:
     return (midpoint_twice - 1) // 2
 
 
-def max_seconds(rate: Rate, budget: Money, cap_s: Optional[int] = None) -> int:
+def max_seconds(rate: Rate, budget: Money, cap_s: int | None = None) -> int:
     """The longest answered duration d (<= cap_s when given) with cost(rate, d) <= budget.
 
     0 when not even one second is affordable. A free rate with no cap lasts FOREVER_S.
@@ -237,7 +237,7 @@ class RateDeck:
     def __init__(self, rates: Iterable[Rate], timezone: str = "UTC") -> None:
         self.timezone = timezone
         self._zone = ZoneInfo(timezone)
-        grouped: dict[str, Union[Rate, list[Rate]]] = {}
+        grouped: dict[str, Rate | list[Rate]] = {}
         count = 0
         for rate in rates:
             count += 1
@@ -248,7 +248,7 @@ class RateDeck:
                 have.append(rate)
             else:
                 grouped[rate.prefix] = [have, rate]
-        index: dict[str, Union[Rate, tuple[Rate, ...]]] = {}
+        index: dict[str, Rate | tuple[Rate, ...]] = {}
         for prefix, entry in grouped.items():
             index[prefix] = tuple(sorted(entry, key=_specificity)) if isinstance(entry, list) else entry
         self._index = index
@@ -277,11 +277,11 @@ class RateDeck:
         self._local_cache = (second, weekday, minute)
         return weekday, minute
 
-    def lookup(self, number: str, at_us: int) -> Optional[Rate]:
+    def lookup(self, number: str, at_us: int) -> Rate | None:
         """The rate for a normalized `number` for a call starting at `at_us`, or None."""
         get = self._index.get
         size = len(number)
-        local: Optional[tuple[int, int]] = None
+        local: tuple[int, int] | None = None
         for length in self._lengths:
             if length > size:
                 continue

@@ -41,7 +41,7 @@ class GrantPolicy:
     extend_below_s: int = 60
 
     @classmethod
-    def build(cls, slice_s: int, max_call_s: int, margin_s: int, warning_s: int, heartbeat_s: int) -> "GrantPolicy":
+    def build(cls, slice_s: int, max_call_s: int, margin_s: int, warning_s: int, heartbeat_s: int) -> GrantPolicy:
         return cls(slice_s, max_call_s, margin_s, max(slice_s // 2, warning_s + margin_s + 2 * heartbeat_s))
 
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Optional
 
 import gevent
 import gevent.event
 
 from fsbill.clock import Clock
 from fsbill.config import Settings
-from fsbill.db import Store
+from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
-from fsbill.db import ledger
 from fsbill.db.rates import DeckCache
 from fsbill.enforcer import Enforcer, PendingWrites
 from fsbill.errors import DatabaseUnavailable
@@ -28,7 +26,7 @@ log = logging.getLogger("fsbill.server")
 
 
 class Node:
-    def __init__(self, settings: Settings, *, store: Optional[Store] = None, clock: Optional[Clock] = None) -> None:
+    def __init__(self, settings: Settings, *, store: Store | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or Clock(settings.time_scale)
         self.store = store or Store(
@@ -55,7 +53,7 @@ class Node:
             on_refused=lambda reason: self.metrics.esl_refused.labels(reason).inc(),
         )
         self.started_us = 0
-        self._ledger_mark: Optional[int] = None
+        self._ledger_mark: int | None = None
         self.port = 0
         self.metrics_server = None
         self._greenlets: list[gevent.Greenlet] = []
@@ -122,7 +120,7 @@ class Node:
             self.follow_topups()
             self.clock.sleep(self.settings.heartbeat_s)
 
-    def stop(self, grace_s: Optional[float] = None) -> None:
+    def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting calls; give live ones `grace_s` to end; flush; close.
 
         Calls still up after the grace period keep their cut-off inside FreeSWITCH; their

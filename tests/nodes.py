@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import gevent
 from gevent import socket as gsocket
@@ -58,7 +58,7 @@ class CuttableProxy:
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.port = 0
-        self.server: Optional[StreamServer] = None
+        self.server: StreamServer | None = None
         self.pairs: set = set()
         self.up()
 

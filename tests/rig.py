@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import io
 import itertools
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import gevent
 
 from fsbill.clock import Clock
 from fsbill.config import load_settings
-from fsbill.db import Store
+from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
-from fsbill.db import ledger
 from fsbill.db.rates import import_deck
 from fsbill.money import Money
 from fsbill.server import Node
@@ -77,14 +77,14 @@ class Rig:
     def show(self, code: str) -> ledger.AccountView:
         return ledger.get_account(self.store, code)
 
-    def cdrs(self, account: Optional[str] = None) -> list[dbcalls.CdrView]:
+    def cdrs(self, account: str | None = None) -> list[dbcalls.CdrView]:
         return dbcalls.cdrs(self.store, account=account)
 
     def live(self) -> list[dbcalls.LiveCallView]:
         return dbcalls.live_calls(self.store)
 
     # -- calls ---------------------------------------------------------------------------------
-    def spec(self, account: Optional[str] = "acme", destination: str = "4930123456", **kwargs: Any) -> CallSpec:
+    def spec(self, account: str | None = "acme", destination: str = "4930123456", **kwargs: Any) -> CallSpec:
         variables = dict(kwargs.pop("variables", {}) or {})
         if account is not None and "nibble_account" not in variables:
             variables.setdefault("fsbill_account", account)

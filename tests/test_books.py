@@ -5,13 +5,11 @@ times FreeSWITCH reported, and no account ever had less than nothing available."
 import random
 
 import pytest
+from rig import Rig
 
 from fsbill.db import ledger
-from fsbill.money import Money
+from fsbill.money import Money, RoundingRule
 from fsbill.rating import Rate, billed_seconds_us, cost
-from fsbill.money import RoundingRule
-
-from rig import Rig
 
 DECK = """prefix,rate,connect_fee,initial_increment,increment,min_duration
 49,1.00,0,1,1,0

@@ -7,10 +7,9 @@ import json
 
 import gevent
 import pytest
+from rig import Rig
 
 from fsbill.cli.main import main
-
-from rig import Rig
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ alert rules and the dashboard only use metrics fsbill really exposes."""
 from __future__ import annotations
 
 import configparser
-from collections import abc
 import dataclasses
 import json
 import re
 import typing
+from collections import abc
 from pathlib import Path
 
 import pytest

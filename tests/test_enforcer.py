@@ -8,11 +8,10 @@ play) and what the books say (CDRs, ledger, balances), never about which command
 import random
 
 import pytest
+from rig import Rig, charged_total
 
 from fsbill.db import ledger
 from fsbill.money import Money
-
-from rig import Rig, charged_total
 
 TEN = Money.parse("10.00")
 

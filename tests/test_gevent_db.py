@@ -9,8 +9,7 @@ import gevent
 import gevent.monkey
 import pytest
 
-from fsbill.db import Store
-from fsbill.db import ledger
+from fsbill.db import Store, ledger
 from fsbill.errors import InvalidInput, NotFound
 from fsbill.money import Money
 

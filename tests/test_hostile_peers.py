@@ -8,11 +8,10 @@ import random
 
 import gevent
 import pytest
+from rig import Rig, charged_total
 
 from fsbill.money import Money
 from fsbill.sim import Misbehaviour
-
-from rig import Rig, charged_total
 
 
 @pytest.fixture
@@ -174,7 +173,7 @@ def test_a_long_run_of_mixed_hostile_and_normal_calls_leaves_the_books_exact(sql
         acct = rig.show("acme")
         assert acct.reserved == Money(0)
         assert Money.parse("20.00") - acct.balance == charged_total(cdrs.values())
-        for spec, rec in zip(specs, records):
+        for spec, rec in zip(specs, records, strict=False):
             if spec.misbehaviour == Misbehaviour():
                 assert cdrs[rec.uuid].result == "completed"
                 assert cdrs[rec.uuid].cost == cdrs[rec.uuid].charged

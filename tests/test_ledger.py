@@ -11,8 +11,7 @@ import textwrap
 
 import pytest
 
-from fsbill.db import Store
-from fsbill.db import ledger
+from fsbill.db import Store, ledger
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import parse_iso
 from fsbill.money import Money, RoundingMethod, RoundingRule

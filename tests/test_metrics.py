@@ -8,10 +8,9 @@ from urllib.error import HTTPError
 import gevent
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from rig import Rig, charged_total
 
 from fsbill.money import Money
-
-from rig import Rig, charged_total
 
 
 def scrape(port: int) -> dict:

@@ -11,17 +11,15 @@ from urllib.error import HTTPError
 
 import gevent
 import pytest
+from nodes import CuttableProxy, ServeProcess
+from rig import DECK, Rig, charged_total
 
 from fsbill.clock import Clock
-from fsbill.db import Store
+from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
-from fsbill.db import ledger
 from fsbill.db.rates import import_deck
 from fsbill.money import Money
 from fsbill.sim import CallSpec, Switch
-
-from nodes import CuttableProxy, ServeProcess
-from rig import DECK, Rig, charged_total
 
 # Faster than real time, but not so fast that two CPU cores shared by five processes turn a
 # scheduling hiccup of a few hundred milliseconds into a lease expiry.

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fsbill.money import Money, RoundingMethod, RoundingRule
-from fsbill.rating import Rate, billed_seconds, cost
+from fsbill.rating import Rate, cost
 from fsbill.reservation import (
     US,
     GrantPolicy,

@@ -38,9 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 from urllib.request import urlopen
 
 import gevent
@@ -83,7 +84,7 @@ class Options:
     warmup: int = 100
     sqlite_synchronous: str = "full"
     log_level: str = "info"
-    keep_dir: Optional[str] = None  # keep the database and the server log here
+    keep_dir: str | None = None  # keep the database and the server log here
     seed: int = 7
 
 
@@ -135,7 +136,7 @@ class Server:
         self.config.write_text(yaml.safe_dump(settings))
         metrics = settings.get("metrics_listen")
         self.metrics_url = f"http://{metrics}/metrics" if metrics else ""
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
         self.port = 0
 
     def start(self, timeout_s: float = 30.0) -> int:
@@ -169,7 +170,7 @@ class Server:
     def rss(self) -> int:
         return proc_rss_bytes(self.pid)
 
-    def scrape(self) -> "Scrape":
+    def scrape(self) -> Scrape:
         with urlopen(self.metrics_url, timeout=30) as response:
             return Scrape.parse(response.read().decode("utf-8"))
 
@@ -191,7 +192,7 @@ class Scrape:
     samples: dict[tuple[str, tuple], float]
 
     @classmethod
-    def parse(cls, text: str) -> "Scrape":
+    def parse(cls, text: str) -> Scrape:
         from prometheus_client.parser import text_string_to_metric_families
 
         samples: dict[tuple[str, tuple], float] = {}
@@ -220,7 +221,7 @@ class Scrape:
         return sorted(out)
 
 
-def histogram_quantile(q: float, before: Scrape, after: Scrape, name: str, **labels: str) -> Optional[float]:
+def histogram_quantile(q: float, before: Scrape, after: Scrape, name: str, **labels: str) -> float | None:
     """Prometheus' histogram_quantile over the increase between two scrapes (linear inside
     the bucket; the lowest bucket interpolates from 0)."""
     b0 = dict(before.buckets(name, **labels))
@@ -241,7 +242,7 @@ def histogram_quantile(q: float, before: Scrape, after: Scrape, name: str, **lab
     return rows[-2][0] if len(rows) > 1 else None
 
 
-def percentile(values: list[float], q: float) -> Optional[float]:
+def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
@@ -251,8 +252,7 @@ def percentile(values: list[float], q: float) -> Optional[float]:
 # -- seeding -----------------------------------------------------------------------------------------
 def seed_database(url: str, time_scale: float) -> None:
     from fsbill.clock import Clock
-    from fsbill.db import Store
-    from fsbill.db import ledger
+    from fsbill.db import Store, ledger
     from fsbill.db.rates import import_deck
     from fsbill.money import Money
 
@@ -276,12 +276,12 @@ class Report:
 
 
 class CallBench:
-    def __init__(self, options: Options, progress: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, options: Options, progress: Callable[[str], None] | None = None) -> None:
         self.o = options
         self.progress = progress or (lambda _msg: None)
         self.rng = random.Random(options.seed)
         self.report = Report()
-        self.server: Optional[Server] = None
+        self.server: Server | None = None
         self.switch = None
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         # calls for the setup figures talk 0.1 real seconds, whatever the time scale
@@ -289,7 +289,7 @@ class CallBench:
         self.ramp_failures: collections.Counter = collections.Counter()
 
     # -- helpers --------------------------------------------------------------------------------------
-    def spec(self, *, talk_s: Optional[float], answer_after_s: float = 0.0):
+    def spec(self, *, talk_s: float | None, answer_after_s: float = 0.0):
         from fsbill.sim import CallSpec
 
         return CallSpec(
@@ -309,7 +309,7 @@ class CallBench:
         self.switch = Switch(Clock(self.o.time_scale))
         return self.switch
 
-    def wait_settled(self, expected_cdrs: float, timeout_s: float = 60.0) -> "Scrape":
+    def wait_settled(self, expected_cdrs: float, timeout_s: float = 60.0) -> Scrape:
         """Until the server has no live call and has written `expected_cdrs` CDRs in all (or
         written none for 3 s: a call whose session broke before it was authorized has none)."""
         deadline = time.monotonic() + timeout_s
@@ -658,7 +658,7 @@ def _loadavg() -> str:
         return ""
 
 
-def _ms(seconds: Optional[float]) -> Optional[float]:
+def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
@@ -691,7 +691,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(options: Options, progress: Optional[Callable[[str], None]] = None) -> Report:
+def run(options: Options, progress: Callable[[str], None] | None = None) -> Report:
     return CallBench(options, progress).run()
 
 
@@ -716,7 +716,7 @@ def render(report: Report) -> str:
             f"bridged in {f['setups_wall_s']:.1f} s, {f['concurrency']} in flight{fail}); CPU busy: server "
             f"{f['setups_server_cpu_util']:.0%}, emulator {f['setups_emulator_cpu_util']:.0%} of one core"
         )
-    for key, row in f.get("latency", {}).items():
+    for _key, row in f.get("latency", {}).items():
         fail = f"; {_fmt_failures(row['failures'])}" if row["failures"] else ""
         over = (
             f"; OVERLOADED: offer stopped after {row['offered_s']:.1f} s, {row['backlog']} waiting"
@@ -777,7 +777,7 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _fmt_ms(value: Optional[float]) -> str:
+def _fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} ms"
 
 

@@ -13,14 +13,14 @@ a few minimum durations and night bands.
 from __future__ import annotations
 
 import gc
-import sys
 import random
 import resource
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from fsbill.money import Money
 
@@ -86,8 +86,8 @@ def _rss_mb() -> float:
 def run_rating_bench(
     prefixes: int = 1_000_000,
     lookups: int = 100_000,
-    workdir: Optional[str] = None,
-    say: Optional[Callable[[str], None]] = None,
+    workdir: str | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> dict:
     """Run the benchmark; returns its figures (times in seconds, latencies in microseconds)."""
     from fsbill.db import Store, ledger

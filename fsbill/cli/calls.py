@@ -7,9 +7,10 @@ import csv
 import json
 import sys
 
-from fsbill.cli.common import emit, iso, load, open_store, parse_instant, table
+from fsbill.cli.common import emit, load, open_store, parse_instant, table
 from fsbill.db import calls as dbcalls
 from fsbill.errors import InvalidInput
+from fsbill.instant import iso
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

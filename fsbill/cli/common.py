@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fsbill.config import Settings, load_settings
 from fsbill.db import Store
-from fsbill.instant import iso, parse_iso
+from fsbill.instant import parse_iso
 from fsbill.money import Money
 
 
@@ -30,7 +31,7 @@ def open_store(settings: Settings) -> Store:
     return store
 
 
-def emit(args: argparse.Namespace, data: Any, text: "str | Callable[[], str]") -> None:
+def emit(args: argparse.Namespace, data: Any, text: str | Callable[[], str]) -> None:
     """Print `data` as JSON with --json, else the human text."""
     if getattr(args, "json", False):
         json.dump(data, sys.stdout, indent=2, sort_keys=False, default=_json_default)
@@ -75,7 +76,7 @@ def parse_instant(text: str) -> int:
 def table(rows: list[list[str]], headers: list[str]) -> str:
     cells = [headers] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in cells]
     return "\n".join(lines)
 
 

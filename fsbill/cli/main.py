@@ -8,7 +8,7 @@ import importlib.util
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from fsbill import __version__
 from fsbill.errors import FsbillError
@@ -66,7 +66,7 @@ def _adopt_parent(subparsers: argparse._SubParsersAction, name: str, parent: arg
             sub._add_action(action)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.common import amount, emit, iso, load, open_store, parse_instant, table
+from fsbill.cli.common import amount, emit, load, open_store, parse_instant, table
 from fsbill.clock import Clock
 from fsbill.db import ledger
+from fsbill.instant import iso
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from fsbill.cli.common import emit, load, open_store, parse_instant, positive_int, table
 from fsbill.clock import Clock
@@ -83,8 +83,8 @@ def _count_lines(path: str) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     store = open_store(load(args))
-    bar: Optional[_ProgressBar] = _ProgressBar(_count_lines(args.file)) if sys.stderr.isatty() else None
-    progress: Optional[Callable[[str, int], None]] = bar
+    bar: _ProgressBar | None = _ProgressBar(_count_lines(args.file)) if sys.stderr.isatty() else None
+    progress: Callable[[str, int], None] | None = bar
     try:
         result = dbrates.import_deck(store, args.tariff, args.file, replace=args.replace, progress=progress)
     finally:
@@ -101,7 +101,7 @@ def _increments(rate: Rate) -> str:
     return f"{text} min {rate.min_duration_s}s" if rate.min_duration_s else text
 
 
-def _band(rate: Rate) -> Optional[str]:
+def _band(rate: Rate) -> str | None:
     parts = []
     if rate.weekdays is not None:
         parts.append("days " + "".join(str(d) for d in sorted(rate.weekdays)))
@@ -130,7 +130,7 @@ def _rate_json(rate: Rate) -> dict:
 
 def _find(
     store: object, tariff: str, number_text: str, at_us: int, international_prefix: str
-) -> tuple[str, Optional[Rate]]:
+) -> tuple[str, Rate | None]:
     number = normalize_number(number_text, international_prefix)
     return number, dbrates.lookup_rate(store, tariff, number, at_us)  # type: ignore[arg-type]
 

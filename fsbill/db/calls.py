@@ -11,7 +11,6 @@ and inserts the CDR (unique per uuid) in the same transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import peewee
 
@@ -82,15 +81,15 @@ class CdrView:
     increment_s: int
     min_duration_s: int
     start_us: int
-    answer_us: Optional[int]
-    end_us: Optional[int]
+    answer_us: int | None
+    end_us: int | None
     billsec: int
     billed_s: int
     cost: Money
     charged: Money
     uncollected: Money
-    balance_before: Optional[Money]
-    balance_after: Optional[Money]
+    balance_before: Money | None
+    balance_after: Money | None
     hangup_cause: str
     result: str
     reason: str
@@ -124,7 +123,7 @@ class CdrView:
     )
 
     def as_json(self) -> dict:
-        def money(m: Optional[Money]) -> Optional[str]:
+        def money(m: Money | None) -> str | None:
             return None if m is None else str(m)
 
         return {
@@ -157,7 +156,7 @@ class CdrView:
 
 
 def _cdr_view(row: object) -> CdrView:
-    def opt(v: Optional[int]) -> Optional[Money]:
+    def opt(v: int | None) -> Money | None:
         return None if v is None else Money(v)
 
     return CdrView(
@@ -208,7 +207,7 @@ def rate_of(row: object) -> Rate:
 
 
 # -- who pays ---------------------------------------------------------------------------------------
-def find_payer(store: Store, payer: Payer) -> Optional[PayerAccount]:
+def find_payer(store: Store, payer: Payer) -> PayerAccount | None:
     q = store.sql
     with store.reading() as db:
         sql = q.account_by_code_read if payer.by == "code" else q.account_by_cli
@@ -291,7 +290,7 @@ def mark_answered(store: Store, uuid: str, answered_us: int, cutoff_us: int, lea
 
 def heartbeat(
     store: Store, uuid: str, now_us: int, policy: GrantPolicy, lease_until_us: int, extend: bool = True
-) -> Optional[HeartbeatResult]:
+) -> HeartbeatResult | None:
     """Debit what the call consumed since the last heartbeat, renew its lease and, if the
     money allows, extend its grant by another slice. None if the call is no longer live here
     (settled elsewhere, e.g. by a reaper after this node lost the database for too long)."""
@@ -340,8 +339,8 @@ def heartbeat(
 @dataclass(frozen=True)
 class CallEnd:
     uuid: str
-    answered_us: Optional[int]  # billing window start (FreeSWITCH's answer uepoch)
-    end_us: Optional[int]  # billing window end
+    answered_us: int | None  # billing window start (FreeSWITCH's answer uepoch)
+    end_us: int | None  # billing window end
     start_us: int
     billsec: int
     hangup_cause: str
@@ -349,7 +348,7 @@ class CallEnd:
     now_us: int
 
 
-def settle_call(store: Store, end: CallEnd) -> Optional[CdrView]:
+def settle_call(store: Store, end: CallEnd) -> CdrView | None:
     """Rate the call from FreeSWITCH's times, post the rest, void the hold, write the CDR.
     Exactly once: a second call for the same uuid returns the first CDR and changes nothing.
     None if the call was never reserved here (nothing to settle)."""
@@ -446,9 +445,9 @@ def write_rejection(
     now_us: int,
     reason: str,
     hangup_cause: str = "",
-    balance: Optional[Money] = None,
+    balance: Money | None = None,
     result: str = "rejected",
-) -> Optional[CdrView]:
+) -> CdrView | None:
     """A CDR with cost 0 for a refused call (exactly once per uuid)."""
     m = store.models
     try:
@@ -476,8 +475,8 @@ def write_rejection(
 
 
 def settle_unreserved(
-    store: Store, account_code: str, end: CallEnd, node: str, rate: Optional[Rate], destination: str
-) -> Optional[CdrView]:
+    store: Store, account_code: str, end: CallEnd, node: str, rate: Rate | None, destination: str
+) -> CdrView | None:
     """Charge a call that was let through while the database was down (on_db_error: allow).
 
     Nothing was held for it, so it is charged only what the account can still pay without
@@ -548,8 +547,8 @@ def reap(
     store: Store,
     now_us: int,
     *,
-    node: Optional[str] = None,
-    started_us: Optional[int] = None,
+    node: str | None = None,
+    started_us: int | None = None,
     limit: int = 500,
     following: frozenset = frozenset(),
 ) -> list[CdrView]:
@@ -598,8 +597,8 @@ class LiveCallView:
     held: Money
     debited: Money
     created_us: int
-    answered_us: Optional[int]
-    cutoff_us: Optional[int]
+    answered_us: int | None
+    cutoff_us: int | None
     lease_until_us: int
 
     def as_json(self) -> dict:
@@ -621,7 +620,7 @@ class LiveCallView:
         }
 
 
-def live_calls(store: Store, account: Optional[str] = None) -> list[LiveCallView]:
+def live_calls(store: Store, account: str | None = None) -> list[LiveCallView]:
     m = store.models
     with store.reading():
         q = m.LiveCall.select(m.LiveCall, m.Account.code).join(m.Account)
@@ -651,9 +650,9 @@ def live_calls(store: Store, account: Optional[str] = None) -> list[LiveCallView
 def cdrs(
     store: Store,
     *,
-    account: Optional[str] = None,
-    since_us: Optional[int] = None,
-    until_us: Optional[int] = None,
+    account: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
 ) -> list[CdrView]:
     m = store.models
     with store.reading():

@@ -19,9 +19,9 @@ import contextlib
 import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 import gevent.lock
@@ -29,8 +29,8 @@ import peewee
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase
 
-from fsbill.db.statements import Statements
 from fsbill.db.schema import build_models
+from fsbill.db.statements import Statements
 from fsbill.errors import ConfigError, DatabaseUnavailable
 
 log = logging.getLogger("fsbill.db")

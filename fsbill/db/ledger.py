@@ -9,8 +9,8 @@ are holds, not movements, and are maintained by fsbill.db.calls.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Optional
 
 import peewee
 
@@ -72,8 +72,8 @@ class LedgerView:
     account: str
     amount: Money
     kind: str
-    reference: Optional[str]
-    call_uuid: Optional[str]
+    reference: str | None
+    call_uuid: str | None
     balance_after: Money
     note: str
     created_us: int
@@ -100,8 +100,8 @@ def post(
     kind: str,
     now_us: int,
     *,
-    reference: Optional[str] = None,
-    call_uuid: Optional[str] = None,
+    reference: str | None = None,
+    call_uuid: str | None = None,
     note: str = "",
     release_micros: int = 0,
 ) -> tuple[int, int]:
@@ -300,7 +300,7 @@ class TopupResult:
 
 
 def topup(
-    store: Store, code: str, amount: Money, now_us: int, *, reference: Optional[str] = None, note: str = ""
+    store: Store, code: str, amount: Money, now_us: int, *, reference: str | None = None, note: str = ""
 ) -> TopupResult:
     if amount.micros <= 0:
         raise InvalidInput(f"top-up amount must be positive, got {amount}")
@@ -327,7 +327,7 @@ def topup(
         return TopupResult(_last_entry(store, code, reference), applied=False)
 
 
-def _last_entry(store: Store, code: str, reference: Optional[str]) -> LedgerView:
+def _last_entry(store: Store, code: str, reference: str | None) -> LedgerView:
     m = store.models
     with store.reading():
         q = m.LedgerEntry.select().join(m.Account).where(m.Account.code == code)
@@ -345,7 +345,7 @@ def adjust(
     now_us: int,
     *,
     force: bool = False,
-    reference: Optional[str] = None,
+    reference: str | None = None,
 ) -> LedgerView:
     """A signed operator correction. A debit that would leave less than nothing available
     (balance + credit limit − held) is refused unless `force`, since it would put money the
@@ -387,7 +387,7 @@ def _ledger_view(row: object, code: str) -> LedgerView:
     )
 
 
-def ledger(store: Store, code: str, since_us: Optional[int] = None, limit: Optional[int] = None) -> list[LedgerView]:
+def ledger(store: Store, code: str, since_us: int | None = None, limit: int | None = None) -> list[LedgerView]:
     m = store.models
     with store.reading():
         account = m.Account.get_or_none(m.Account.code == code)
@@ -414,7 +414,7 @@ def ledger_sum(store: Store, code: str) -> Money:
     return Money(int(total))
 
 
-def topups_since(store: Store, after_id: Optional[int]) -> tuple[int, dict[str, Money]]:
+def topups_since(store: Store, after_id: int | None) -> tuple[int, dict[str, Money]]:
     """Top-ups ledgered after entry `after_id` (None: only find where the ledger ends now),
     summed per currency. Top-ups are made by the CLI in other processes; the server follows
     the ledger to export them as a metric."""

@@ -8,8 +8,9 @@ Rows come back as light attribute objects with the model's field names.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import SimpleNamespace
-from typing import Any, Optional, Sequence
+from typing import Any
 
 ACCOUNT_COLUMNS = (
     "id",
@@ -100,7 +101,7 @@ class Statements:
         self.account_by_id = f'SELECT {_cols(ACCOUNT_COLUMNS)} FROM "account" WHERE "id" = {p}{lock}'
         self.account_by_code = f'SELECT {_cols(ACCOUNT_COLUMNS)} FROM "account" WHERE "code" = {p}{lock}'
         self.account_by_code_read = f'SELECT {_cols(ACCOUNT_COLUMNS)} FROM "account" WHERE "code" = {p}'
-        qualified = ", ".join('a."%s"' % c for c in ACCOUNT_COLUMNS)
+        qualified = ", ".join(f'a."{c}"' for c in ACCOUNT_COLUMNS)
         self.account_by_cli = (
             f'SELECT {qualified} FROM "account" a '
             f'JOIN "account_cli" c ON c."account_id" = a."id" WHERE c."number" = {p}'
@@ -136,11 +137,11 @@ class Statements:
         self.insert_cdr = f'INSERT INTO "cdr" ({_cols(CDR_COLUMNS)}) VALUES ({", ".join([p] * len(CDR_COLUMNS))})'
 
 
-def row(columns: Sequence[str], values: Optional[Sequence[Any]]) -> Optional[SimpleNamespace]:
-    return None if values is None else SimpleNamespace(**dict(zip(columns, values)))
+def row(columns: Sequence[str], values: Sequence[Any] | None) -> SimpleNamespace | None:
+    return None if values is None else SimpleNamespace(**dict(zip(columns, values, strict=False)))
 
 
-def one(db: Any, sql: str, params: Sequence[Any], columns: Sequence[str]) -> Optional[SimpleNamespace]:
+def one(db: Any, sql: str, params: Sequence[Any], columns: Sequence[str]) -> SimpleNamespace | None:
     return row(columns, db.execute_sql(sql, params).fetchone())
 
 

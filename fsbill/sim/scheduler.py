@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import gevent
 
@@ -27,7 +27,7 @@ class Task:
     runtime: int  # epoch seconds (multiples of the scheduler's tick)
     group: str
     desc: str
-    func: Callable[["Task"], None] = field(repr=False)
+    func: Callable[[Task], None] = field(repr=False)
     created: int = 0
     kind: str = ""
     arg: str = ""
@@ -47,7 +47,7 @@ class Scheduler:
         self.poll_s = poll_s
         self._tasks: list[Task] = []
         self._ids = itertools.count(1)
-        self._greenlet: Optional[gevent.Greenlet] = None
+        self._greenlet: gevent.Greenlet | None = None
         self._closed = False
 
     def now(self) -> int:
@@ -89,7 +89,7 @@ class Scheduler:
         self._tasks = [t for t in self._tasks if t.group != group]
         return before - len(self._tasks)
 
-    def tasks(self, group: Optional[str] = None) -> list[Task]:
+    def tasks(self, group: str | None = None) -> list[Task]:
         return [t for t in self._tasks if group is None or t.group == group]
 
     def _ensure_running(self) -> None:

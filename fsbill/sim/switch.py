@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import random
 import re
 import socket as pysocket
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from fractions import Fraction
-from typing import Any, Callable, Optional
+from typing import Any
 
 import gevent
 import gevent.event
@@ -126,12 +126,12 @@ class Misbehaviour:
     """
 
     reply_delay_s: float = 0.0  # real seconds before each command/api reply
-    drop_after_s: Optional[float] = None  # call-seconds after answer: the socket dies (RST)
+    drop_after_s: float | None = None  # call-seconds after answer: the socket dies (RST)
     drop_kills_call: bool = False  # the drop is a crashed switch: the call vanishes too
     garbage: bool = False
     oversized_content_length: bool = False
     invalid_utf8: bool = False
-    fault_after_s: Optional[float] = None
+    fault_after_s: float | None = None
     silent: bool = False  # after the connect reply, never send anything again
     half_close: bool = False
 
@@ -149,23 +149,23 @@ class CallSpec:
     with the channel still up), as in dialplan/fsbill_prepaid.xml.
     """
 
-    uuid: Optional[str] = None
+    uuid: str | None = None
     caller_id_number: str = "15551230000"
     caller_id_name: str = ""
     destination_number: str = "4915112345678"
     variables: dict[str, str] = field(default_factory=dict)
-    answer_after_s: Optional[float] = 1.0
-    fail_cause: Optional[str] = None
+    answer_after_s: float | None = 1.0
+    fail_cause: str | None = None
     ring_s: float = 60.0
-    talk_s: Optional[float] = None
-    callee_talk_s: Optional[float] = None
+    talk_s: float | None = None
+    callee_talk_s: float | None = None
     early_media: bool = True
     context: str = "public"
     network_addr: str = "192.0.2.10"
     async_mode: bool = True
     full: bool = True
-    after_socket: Optional[str] = "respond 503 Service Unavailable"
-    max_duration_s: Optional[float] = None  # the caller's patience; None = unlimited
+    after_socket: str | None = "respond 503 Service Unavailable"
+    max_duration_s: float | None = None  # the caller's patience; None = unlimited
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
 
 
@@ -176,33 +176,33 @@ class CallRecord:
     commands: list[tuple[int, str]] = field(default_factory=list)
     applications: list[tuple[str, str]] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
-    connected_us: Optional[int] = None
-    answered_us: Optional[int] = None
-    bridged_us: Optional[int] = None
-    unbridged_us: Optional[int] = None
-    ended_us: Optional[int] = None
-    created_us: Optional[int] = None
-    hangup_cause: Optional[str] = None
-    ended_by: Optional[str] = None
-    responded: Optional[str] = None
-    transferred_to: Optional[str] = None
+    connected_us: int | None = None
+    answered_us: int | None = None
+    bridged_us: int | None = None
+    unbridged_us: int | None = None
+    ended_us: int | None = None
+    created_us: int | None = None
+    hangup_cause: str | None = None
+    ended_by: str | None = None
+    responded: str | None = None
+    transferred_to: str | None = None
     broadcasts: list[tuple[int, str, str]] = field(default_factory=list)
     fired_tasks: list[tuple[str, str, int]] = field(default_factory=list)
     scheduled_tasks: list[tuple[str, str, int, int]] = field(default_factory=list)  # kind, arg, runtime_s, at_us
-    socket_closed_by_app_us: Optional[int] = None
-    socket_closed_us: Optional[int] = None
-    app_error: Optional[str] = None
-    bridge_failed: Optional[str] = None
-    setup_latency_s: Optional[float] = None  # real seconds: TCP connected -> `bridge` received
+    socket_closed_by_app_us: int | None = None
+    socket_closed_us: int | None = None
+    app_error: str | None = None
+    bridge_failed: str | None = None
+    setup_latency_s: float | None = None  # real seconds: TCP connected -> `bridge` received
     sent: list[bytes] = field(default_factory=list, repr=False)  # every frame written, in order
     done: gevent.event.Event = field(default_factory=gevent.event.Event, repr=False)
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
+    def wait(self, timeout: float | None = None) -> bool:
         """Block until the call is over (channel destroyed, socket closed); real seconds."""
         return self.done.wait(timeout)
 
     @property
-    def talk_us(self) -> Optional[int]:
+    def talk_us(self) -> int | None:
         if self.answered_us is None:
             return None
         end = self.ended_us
@@ -211,7 +211,7 @@ class CallRecord:
         return None if end is None else end - self.answered_us
 
     @property
-    def talk_s(self) -> Optional[Fraction]:
+    def talk_s(self) -> Fraction | None:
         us = self.talk_us
         return None if us is None else Fraction(us, 1_000_000)
 
@@ -233,7 +233,7 @@ class _Hangup(Exception):
 
 # -- one call ---------------------------------------------------------------------------------------
 class _Call:
-    def __init__(self, switch: "Switch", address: tuple[str, int], spec: CallSpec) -> None:
+    def __init__(self, switch: Switch, address: tuple[str, int], spec: CallSpec) -> None:
         self.switch = switch
         self.clock = switch.clock
         self.address = address
@@ -243,7 +243,7 @@ class _Call:
         self.rec = CallRecord(uuid=self.uuid, spec=spec)
         self.inbox: gevent.queue.Queue = gevent.queue.Queue()
         self.pending: list[dict[str, str]] = []  # queued private events (sendmsg, broadcast)
-        self.sock: Optional[gsocket.socket] = None
+        self.sock: gsocket.socket | None = None
         self.send_lock = gevent.lock.RLock()
         self.outq: gevent.queue.Queue = gevent.queue.Queue()
         self.greenlets: list[gevent.Greenlet] = []
@@ -278,13 +278,13 @@ class _Call:
         self.bridged_us = 0
         self.hungup_us = 0
         self.transfer_us = 0
-        self._pinned_us: Optional[int] = None
+        self._pinned_us: int | None = None
         self.report_hangup_time = False
         self.down = False
-        self.hangup_cause: Optional[str] = None
+        self.hangup_cause: str | None = None
         self.controlled = True  # CF_CONTROLLED: the socket app is in charge
         self.in_bridge = False
-        self.bridge_legs: Optional[dict[str, Any]] = None  # the B leg once originated
+        self.bridge_legs: dict[str, Any] | None = None  # the B leg once originated
         self.was_bridged = False
         self.profile_index = 1
         self.profile_created_us = now
@@ -292,12 +292,12 @@ class _Call:
         self.context = spec.context
         self.dialplan = "XML"
         self.channel_name = f"sofia/internal/{spec.caller_id_number}@{spec.network_addr}"
-        self.transfer_target: Optional[tuple[str, str, str]] = None
+        self.transfer_target: tuple[str, str, str] | None = None
         self.last_app = ""
         self.last_arg = ""
         self.app_stack: list[str] = []
         self.signals: list[dict] = []
-        self._linger_deadline: Optional[int] = None
+        self._linger_deadline: int | None = None
         self._connected_perf = time.perf_counter()
         self.variables: dict[str, str] = {}
         self._init_variables()
@@ -338,7 +338,7 @@ class _Call:
         v["current_application"] = "socket"
         v["socket_host"] = self.address[0]
 
-    def _setvar(self, name: str, value: Optional[str]) -> None:
+    def _setvar(self, name: str, value: str | None) -> None:
         """switch_channel_set_variable: a new value goes to the bottom; None unsets."""
         self.variables.pop(name, None)
         if value is not None and value != "":
@@ -661,7 +661,7 @@ class _Call:
             except OSError:
                 pass
 
-    def _read_command(self, stream) -> Optional[tuple[str, dict[str, str], Optional[bytes]]]:
+    def _read_command(self, stream) -> tuple[str, dict[str, str], bytes | None] | None:
         lines: list[str] = []
         total = 0
         while True:
@@ -693,11 +693,11 @@ class _Call:
             gevent.sleep(self.mis.reply_delay_s)
         self._write(data)
 
-    def _parse_command(self, headers: dict[str, str], body: Optional[bytes]) -> bool:
+    def _parse_command(self, headers: dict[str, str], body: bytes | None) -> bool:
         """parse_command(): returns False when the listener must stop (exit)."""
         cmd = headers["command"]
         low = cmd.lower()
-        reply: Optional[str] = None
+        reply: str | None = None
         if low.startswith("exit") or low.startswith("..."):
             self._reply(wire.command_reply("+OK bye"))
             return False
@@ -839,7 +839,7 @@ class _Call:
         self.events_on = True
         return f"+OK event listener enabled {fmt}"
 
-    def _bgapi(self, job: str, api_cmd: str, arg: Optional[str]) -> None:
+    def _bgapi(self, job: str, api_cmd: str, arg: str | None) -> None:
         result = self.switch.api(api_cmd, arg, caller=self)
         headers = self._core("BACKGROUND_JOB", self.clock.now_us())
         headers += [("Job-UUID", job), ("Job-Owner-UUID", self.uuid), ("Job-Command", api_cmd)]
@@ -981,7 +981,7 @@ class _Call:
         else:
             self.signals.append(msg)
 
-    def _wait(self, seconds: Optional[float], until: Optional[Callable[[], bool]] = None) -> None:
+    def _wait(self, seconds: float | None, until: Callable[[], bool] | None = None) -> None:
         """Wait `seconds` of call time (None: forever), handling messages; _Hangup unwinds."""
         deadline = None if seconds is None else self.clock.now_us() + int(seconds * 1_000_000)
         while True:
@@ -1029,7 +1029,7 @@ class _Call:
             pass  # accepted, not emulated
 
     # ---- applications ----------------------------------------------------------------------
-    def execute(self, app: str, arg: str, app_uuid: Optional[str] = None) -> None:
+    def execute(self, app: str, arg: str, app_uuid: str | None = None) -> None:
         """switch_core_session_execute_application: EXECUTE, run, EXECUTE_COMPLETE."""
         app_uuid = app_uuid or str(uuidlib.uuid4())
         self.rec.applications.append((app, arg))
@@ -1295,7 +1295,7 @@ class _Call:
             ],
         )
 
-    def _wait_signal(self, kinds: tuple, pending_breaks: bool = False) -> Optional[dict]:
+    def _wait_signal(self, kinds: tuple, pending_breaks: bool = False) -> dict | None:
         while True:
             for i, sig in enumerate(self.signals):
                 if sig["kind"] in kinds:
@@ -1688,7 +1688,7 @@ class Switch:
         return greenlet
 
     def run_load(
-        self, address: tuple[str, int], specs: list[CallSpec], concurrency: int = 10, cps: Optional[float] = None
+        self, address: tuple[str, int], specs: list[CallSpec], concurrency: int = 10, cps: float | None = None
     ) -> list[CallRecord]:
         """Place `specs` with at most `concurrency` calls up at once and at most `cps` new
         calls per real second; returns the records in the order of `specs`."""
@@ -1723,7 +1723,7 @@ class Switch:
         if call is not None:
             call.rec.scheduled_tasks.append((kind, arg, runtime, self.clock.now_us()))
 
-    def _fired(self, task: Task) -> Optional[_Call]:
+    def _fired(self, task: Task) -> _Call | None:
         call = self._calls.get(task.group)
         if call is not None:
             call.rec.fired_tasks.append((task.kind, task.arg, task.fired_us or self.clock.now_us()))
@@ -1738,7 +1738,7 @@ class Switch:
         self._record_scheduled(uuid, "sched_hangup", cause, when)
         return self.scheduler.add(when, run, group=uuid, desc="hangup", kind="sched_hangup", arg=cause)
 
-    def schedule_transfer(self, when: int, uuid: str, ext: str, dp: Optional[str], ctx: Optional[str]) -> Task:
+    def schedule_transfer(self, when: int, uuid: str, ext: str, dp: str | None, ctx: str | None) -> Task:
         arg = " ".join(x for x in (ext, dp, ctx) if x)
 
         def run(task: Task) -> None:
@@ -1778,7 +1778,7 @@ class Switch:
         call.inbox.put({"kind": "broadcast", "app": app, "arg": arg})
 
     # -- api ------------------------------------------------------------------------------------------
-    def api(self, command: str, arg: Optional[str], caller: Optional[_Call] = None) -> str:
+    def api(self, command: str, arg: str | None, caller: _Call | None = None) -> str:
         """switch_api_execute as mod_commands answers it (the api/response body)."""
         name = command.strip()
         handler = getattr(self, f"_api_{name}", None)

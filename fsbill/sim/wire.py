@@ -14,7 +14,7 @@ Everything here mirrors mod_event_socket.c / switch_event.c of FreeSWITCH 1.10:
 from __future__ import annotations
 
 import re
-from typing import Iterable, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 URL_UNSAFE = b'\r\n #%&+:;<=>?@[\\]^`{|}"'
 _HEX = b"0123456789ABCDEF"
@@ -23,7 +23,7 @@ _NEEDS_ENCODING = re.compile("[^\\x20-\\x7e]|[" + re.escape(URL_UNSAFE.decode("a
 
 GOODBYE = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
 
-Header = Tuple[str, str]
+Header = tuple[str, str]
 
 
 def url_encode(value: str) -> str:
@@ -47,7 +47,7 @@ def url_encode(value: str) -> str:
     return out.decode("ascii")
 
 
-def serialize_event(headers: Iterable[Header], body: Optional[str] = None) -> bytes:
+def serialize_event(headers: Iterable[Header], body: str | None = None) -> bytes:
     """switch_event_serialize with encoding on (the text/event-plain body)."""
     parts = []
     for name, value in headers:
@@ -70,7 +70,7 @@ def command_reply(reply: str) -> bytes:
     starting with `~`, the raw header text after it (bgapi)."""
     if reply.startswith("~"):
         return ("Content-Type: command/reply\n" + reply[1:]).encode("utf-8")
-    return f"Content-Type: command/reply\nReply-Text: {reply}\n\n".encode("utf-8")
+    return f"Content-Type: command/reply\nReply-Text: {reply}\n\n".encode()
 
 
 def api_response(body: str) -> bytes:
@@ -88,10 +88,10 @@ def linger_notice(uuid: str, channel_name: str, linger_time: int) -> bytes:
         f"Channel-Name: {channel_name}\n"
         f"Linger-Time: {linger_time}\n"
         "Content-Length: 0\n\n"
-    ).encode("utf-8")
+    ).encode()
 
 
-def disconnect_notice(uuid: Optional[str], message: str = GOODBYE) -> bytes:
+def disconnect_notice(uuid: str | None, message: str = GOODBYE) -> bytes:
     raw = message.encode("utf-8")
     if uuid:
         head = (

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from scripted import ScriptedApp
 
 from fsbill.clock import Clock
 from fsbill.sim import Switch
-from scripted import ScriptedApp
 
 SCALE = 20.0
 

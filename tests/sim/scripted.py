@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 from urllib.parse import unquote
 
 import gevent
@@ -68,7 +68,7 @@ def parse_lines(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def read_frame(stream) -> Optional[Frame]:
+def read_frame(stream) -> Frame | None:
     lines: list[bytes] = []
     raw = b""
     while True:
@@ -93,7 +93,7 @@ def read_frame(stream) -> Optional[Frame]:
 class ScriptedApp:
     """Listens like fsbill would; for each connection runs `script(conn)`."""
 
-    def __init__(self, script: Callable[["Conn"], None]) -> None:
+    def __init__(self, script: Callable[[Conn], None]) -> None:
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(16)
@@ -126,11 +126,11 @@ class Conn:
         self.eof = gevent.event.Event()
         self._new = gevent.event.Event()
         self.uuid = ""
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
         self.done = gevent.event.Event()
-        self._reader: Optional[gevent.Greenlet] = None
+        self._reader: gevent.Greenlet | None = None
 
-    def run(self, script: Callable[["Conn"], None]) -> None:
+    def run(self, script: Callable[[Conn], None]) -> None:
         try:
             script(self)
         except BaseException as exc:  # reported by the test

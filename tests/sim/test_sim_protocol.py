@@ -12,7 +12,6 @@ from fsbill.errors import ProtocolError
 from fsbill.esl import parse_event_body
 from fsbill.esl import read_frame as esl_read_frame
 from fsbill.sim import CallSpec, Misbehaviour, Switch
-from scripted import read_frame
 
 BRIDGE = "sendmsg\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: sofia/gateway/carrier/4930123456"
 

@@ -7,9 +7,9 @@ import re
 from urllib.parse import unquote
 
 import pytest
+from scripted import WIRE_DIR, transcript_frames, transcript_labels
 
 from fsbill.sim import CallSpec, wire
-from scripted import WIRE_DIR, read_transcript, transcript_frames, transcript_labels
 
 pytestmark = pytest.mark.skipif(not WIRE_DIR.is_dir(), reason="no transcripts in tests/sim/fs-wire")
 
@@ -310,6 +310,7 @@ def test_hangup_complete_frame_layout_matches_sofia_capture(switch, app_factory)
     assert record.ended_by == "caller" and record.hangup_cause == "NORMAL_CLEARING"
     ours = [f for f in conn.frames if f.event_name == "CHANNEL_HANGUP_COMPLETE"][0]
     import io
+
     from scripted import read_frame
 
     theirs = read_frame(io.BytesIO(_frame_file("09_event_plain_CHANNEL_HANGUP_COMPLETE_NORMAL_CLEARING_sofia_bye.txt")))
