@@ -1,6 +1,6 @@
 """The life of one billed call, from `connect` to its CDR.
 
-This module sequences the call: it asks fsbill.call and fsbill.reservation what to decide,
+This module sequences the call: it asks fsbill.core.call and fsbill.core.grant what to decide,
 fsbill.db what the books say, and fsbill.esl to tell FreeSWITCH. The order of operations is
 what keeps the invariant under crashes:
 
@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import gevent
 
-from fsbill.call import (
+from fsbill.clock import Clock
+from fsbill.config import Settings
+from fsbill.core.call import (
     Channel,
     billing_window,
     cutoff_api,
@@ -33,8 +35,9 @@ from fsbill.call import (
     warning_api,
     warning_on_answer,
 )
-from fsbill.clock import Clock
-from fsbill.config import Settings
+from fsbill.core.grant import US, GrantPolicy, cutoff_epoch_s, cutoff_offset_s, warning_epoch_s
+from fsbill.core.money import Money
+from fsbill.core.rating import Rate, normalize_number
 from fsbill.db import Store
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import DeckCache
@@ -52,9 +55,6 @@ from fsbill.esl import (
 )
 from fsbill.logs import event as log_event
 from fsbill.metrics import Metrics
-from fsbill.money import Money
-from fsbill.rating import Rate, normalize_number
-from fsbill.reservation import US, GrantPolicy, cutoff_epoch_s, cutoff_offset_s, warning_epoch_s
 
 log = logging.getLogger("fsbill.call")
 
@@ -637,7 +637,7 @@ class PendingWrites:
         return done
 
     def _rate(self, account: str, destination: str) -> Rate | None:
-        from fsbill.call import Payer
+        from fsbill.core.call import Payer
 
         payer = dbcalls.find_payer(self.e.store, Payer("code", account, "pending"))
         if payer is None:

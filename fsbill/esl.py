@@ -15,7 +15,7 @@ greenswitch 0.0.19 fixed here (see ESL-NOTES.md), each one tested through the em
 - no per-session event-dispatch greenlet polling a queue every second: events are translated
   into typed call events here and handed straight to the call's own queue.
 
-The enforcer never sees header names: it gets `Channel` (fsbill.call) and the event classes
+The enforcer never sees header names: it gets `Channel` (fsbill.core.call) and the event classes
 below.
 """
 
@@ -35,7 +35,7 @@ import gevent.queue
 import gevent.socket as gsocket
 from greenswitch.esl import NotConnectedError, OutboundESLServer, OutboundSession, OutboundSessionHasGoneAway
 
-from fsbill.call import READ_VARIABLES, Channel
+from fsbill.core.call import READ_VARIABLES, Channel
 from fsbill.errors import FsbillError, ProtocolError
 
 log = logging.getLogger("fsbill.esl")

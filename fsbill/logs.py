@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from fsbill.money import Money
+from fsbill.core.money import Money
 
 _FORMAT = {"json": False}
 

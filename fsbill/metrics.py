@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
 from fsbill import __version__
-from fsbill.money import Money
+from fsbill.core.money import Money
 
 log = logging.getLogger("fsbill.metrics")
 

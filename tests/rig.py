@@ -16,10 +16,10 @@ import gevent
 
 from fsbill.clock import Clock
 from fsbill.config import load_settings
+from fsbill.core.money import Money
 from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import import_deck
-from fsbill.money import Money
 from fsbill.server import Node
 from fsbill.sim import CallRecord, CallSpec, Switch
 

@@ -7,9 +7,9 @@ import random
 import pytest
 from rig import Rig
 
+from fsbill.core.money import Money, RoundingRule
+from fsbill.core.rating import Rate, billed_seconds_us, cost
 from fsbill.db import ledger
-from fsbill.money import Money, RoundingRule
-from fsbill.rating import Rate, billed_seconds_us, cost
 
 DECK = """prefix,rate,connect_fee,initial_increment,increment,min_duration
 49,1.00,0,1,1,0

@@ -2,7 +2,8 @@
 
 import pytest
 
-from fsbill.call import (
+from fsbill.config import Cutoff
+from fsbill.core.call import (
     Channel,
     billing_window,
     cutoff_api,
@@ -15,9 +16,8 @@ from fsbill.call import (
     warning_api,
     warning_on_answer,
 )
-from fsbill.config import Cutoff
+from fsbill.core.money import Money
 from fsbill.errors import MoneyError
-from fsbill.money import Money
 
 
 def channel(caller="15551230000", destination="4915112345678", **variables):

@@ -10,8 +10,8 @@ import random
 import pytest
 from rig import Rig, charged_total
 
+from fsbill.core.money import Money
 from fsbill.db import ledger
-from fsbill.money import Money
 
 TEN = Money.parse("10.00")
 
@@ -144,7 +144,7 @@ def test_connect_fee_and_increments_are_rated_from_freeswitch_times(rig):
 
 
 def cdr_rule():
-    from fsbill.money import RoundingRule
+    from fsbill.core.money import RoundingRule
 
     return RoundingRule()
 

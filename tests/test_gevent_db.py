@@ -9,9 +9,9 @@ import gevent
 import gevent.monkey
 import pytest
 
+from fsbill.core.money import Money
 from fsbill.db import Store, ledger
 from fsbill.errors import InvalidInput, NotFound
-from fsbill.money import Money
 
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in epoch microseconds
 

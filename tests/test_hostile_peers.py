@@ -10,7 +10,7 @@ import gevent
 import pytest
 from rig import Rig, charged_total
 
-from fsbill.money import Money
+from fsbill.core.money import Money
 from fsbill.sim import Misbehaviour
 
 

@@ -11,10 +11,10 @@ import textwrap
 
 import pytest
 
+from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.db import Store, ledger
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import parse_iso
-from fsbill.money import Money, RoundingMethod, RoundingRule
 
 M = Money.parse
 T0 = parse_iso("2026-01-01T00:00:00Z")
@@ -403,7 +403,7 @@ WORKER = textwrap.dedent(
     import sys
     from fsbill.db import Store
     from fsbill.db import ledger
-    from fsbill.money import Money
+    from fsbill.core.money import Money
 
     url, code, worker, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     store = Store(url, busy_timeout_ms=30000)

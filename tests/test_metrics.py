@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rig import Rig, charged_total
 
-from fsbill.money import Money
+from fsbill.core.money import Money
 
 
 def scrape(port: int) -> dict:

@@ -1,4 +1,4 @@
-"""fsbill.money: one exact amount type, parsed from strings only, rounded once by a named rule."""
+"""fsbill.core.money: one exact amount type, parsed from strings only, rounded once by a named rule."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fsbill.core.money import MAX_MICROS, MICROS_PER_UNIT, SCALE, Money, RoundingMethod, RoundingRule, money_sum
 from fsbill.errors import MoneyError
-from fsbill.money import MAX_MICROS, MICROS_PER_UNIT, SCALE, Money, RoundingMethod, RoundingRule, money_sum
 
 M = Money.parse
 

@@ -15,10 +15,10 @@ from nodes import CuttableProxy, ServeProcess
 from rig import DECK, Rig, charged_total
 
 from fsbill.clock import Clock
+from fsbill.core.money import Money
 from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import import_deck
-from fsbill.money import Money
 from fsbill.sim import CallSpec, Switch
 
 # Faster than real time, but not so fast that two CPU cores shared by five processes turn a

@@ -4,10 +4,10 @@ import io
 
 import pytest
 
+from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.ratedeck import check_against, parse_deck, parse_rows
+from fsbill.core.rating import Rate
 from fsbill.errors import RateDeckError
-from fsbill.money import Money, RoundingMethod, RoundingRule
-from fsbill.ratedeck import check_against, parse_deck, parse_rows
-from fsbill.rating import Rate
 
 RULE = RoundingRule(4, RoundingMethod.HALF_UP)
 HEADER = "prefix,rate,connect_fee,initial_increment,increment,min_duration,description,effective_from,effective_until,weekdays,time_from,time_to"

@@ -5,10 +5,10 @@ import io
 
 import pytest
 
+from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.db import ledger
 from fsbill.db.rates import DeckCache, import_deck, list_rates, load_deck, lookup_rate
 from fsbill.errors import DatabaseUnavailable, NotFound, RateDeckError
-from fsbill.money import Money, RoundingMethod, RoundingRule
 
 NOW = 1_795_375_769_000_000  # 2026-11-22T19:29:29Z, a Sunday
 DECK = (

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsbill.errors import NumberError, RatingError
-from fsbill.money import Money, RoundingMethod, RoundingRule
-from fsbill.rating import (
+from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.rating import (
     FOREVER_S,
     Rate,
     RateDeck,
@@ -22,6 +21,7 @@ from fsbill.rating import (
     max_seconds,
     normalize_number,
 )
+from fsbill.errors import NumberError, RatingError
 
 
 def rate(

@@ -252,9 +252,9 @@ def percentile(values: list[float], q: float) -> float | None:
 # -- seeding -----------------------------------------------------------------------------------------
 def seed_database(url: str, time_scale: float) -> None:
     from fsbill.clock import Clock
+    from fsbill.core.money import Money
     from fsbill.db import Store, ledger
     from fsbill.db.rates import import_deck
-    from fsbill.money import Money
 
     clock = Clock(time_scale)
     store = Store(url)

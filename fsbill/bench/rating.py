@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from fsbill.money import Money
+from fsbill.core.money import Money
 
 HEADER = "prefix,rate,connect_fee,initial_increment,increment,min_duration,description,weekdays,time_from,time_to\n"
 _INCREMENTS = ((1, 1), (1, 1), (30, 6), (60, 60), (60, 1), (6, 6))
@@ -90,9 +90,9 @@ def run_rating_bench(
     say: Callable[[str], None] | None = None,
 ) -> dict:
     """Run the benchmark; returns its figures (times in seconds, latencies in microseconds)."""
+    from fsbill.core.rating import cost, max_seconds
     from fsbill.db import Store, ledger
     from fsbill.db.rates import import_deck, load_deck
-    from fsbill.rating import cost, max_seconds
 
     say = say or (lambda _text: None)
     with tempfile.TemporaryDirectory(prefix="fsbill-bench-", dir=workdir) as tmp:

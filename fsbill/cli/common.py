@@ -9,9 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from fsbill.config import Settings, load_settings
+from fsbill.core.money import Money
 from fsbill.db import Store
 from fsbill.instant import parse_iso
-from fsbill.money import Money
 
 
 def load(args: argparse.Namespace) -> Settings:

@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 from fsbill.cli.common import emit, load, open_store, parse_instant, positive_int, table
 from fsbill.clock import Clock
+from fsbill.core.money import Money
+from fsbill.core.rating import FOREVER_S, Rate, billed_seconds, cost, max_seconds, normalize_number
 from fsbill.db import ledger
 from fsbill.db import rates as dbrates
 from fsbill.errors import InvalidInput
 from fsbill.instant import iso
-from fsbill.money import Money
-from fsbill.rating import FOREVER_S, Rate, billed_seconds, cost, max_seconds, normalize_number
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

@@ -6,8 +6,8 @@ import argparse
 
 from fsbill.cli.common import emit, load, non_negative_int, open_store, table
 from fsbill.clock import Clock
+from fsbill.core.money import RoundingMethod, RoundingRule
 from fsbill.db import ledger
-from fsbill.money import RoundingMethod, RoundingRule
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
 Each function is one short transaction that re-reads what it decides on under a lock
 (`BEGIN IMMEDIATE` on SQLite; `SELECT … FOR UPDATE` on the account row on PostgreSQL), asks
-the pure core (fsbill.reservation) what to do, and writes the result. So two calls racing for
+the pure core (fsbill.core.grant) what to do, and writes the result. So two calls racing for
 an account's last money, on one node or many, are serialized on that account's row and can
 never both get it; and a call's settlement happens once because it deletes the live-call row
 and inserts the CDR (unique per uuid) in the same transaction.
@@ -14,15 +14,8 @@ from dataclasses import dataclass
 
 import peewee
 
-from fsbill.call import Payer
-from fsbill.db.connection import Store
-from fsbill.db.ledger import post
-from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, cdr_values, one
-from fsbill.db.statements import row as as_row
-from fsbill.instant import iso
-from fsbill.money import Money, RoundingMethod, RoundingRule
-from fsbill.rating import Rate, max_seconds
-from fsbill.reservation import (
+from fsbill.core.call import Payer
+from fsbill.core.grant import (
     US,
     GrantPolicy,
     collectable,
@@ -32,6 +25,13 @@ from fsbill.reservation import (
     settle,
     wants_extension,
 )
+from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.rating import Rate, max_seconds
+from fsbill.db.connection import Store
+from fsbill.db.ledger import post
+from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, cdr_values, one
+from fsbill.db.statements import row as as_row
+from fsbill.instant import iso
 
 # After the grant's end, how long before a call whose node went silent is certainly over
 # inside FreeSWITCH (the cut-off fires before the grant ends; this covers a late scheduler).

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import peewee
 
+from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.db.connection import Store
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
-from fsbill.money import Money, RoundingMethod, RoundingRule
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from typing import TextIO
 import gevent
 import peewee
 
+from fsbill.core.money import RoundingMethod, RoundingRule
+from fsbill.core.ratedeck import ROW_FIELDS, ParsedDeck, RateBuilder, Row, check_against, parse_rows
+from fsbill.core.rating import Rate, RateDeck
 from fsbill.db.connection import Store
 from fsbill.errors import DatabaseUnavailable, InvalidInput, NotFound
-from fsbill.money import RoundingMethod, RoundingRule
-from fsbill.ratedeck import ROW_FIELDS, ParsedDeck, RateBuilder, Row, check_against, parse_rows
-from fsbill.rating import Rate, RateDeck
 
 log = logging.getLogger("fsbill.rates")
 

@@ -5,7 +5,7 @@ that one process can hold several databases at once (tests run SQLite and Postgr
 side; the benchmark runs several stores). The schema itself is owned by `migrations/`; these
 classes only describe it for queries and must match it.
 
-Units: every amount is an integer in micro-units (`*_micros`, see fsbill.money); every instant
+Units: every amount is an integer in micro-units (`*_micros`, see fsbill.core.money); every instant
 is epoch microseconds (`*_us`, as FreeSWITCH's `*_uepoch`); durations are whole seconds (`*_s`).
 """
 

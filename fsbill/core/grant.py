@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsbill.money import Money
-from fsbill.rating import Rate, billed_seconds, billed_seconds_us, cost, max_seconds
+from fsbill.core.money import Money
+from fsbill.core.rating import Rate, billed_seconds, billed_seconds_us, cost, max_seconds
 
 US = 1_000_000
 # A budget no account reaches: used to ask the rate alone where its billing boundaries are.

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fsbill.config import Cutoff
+from fsbill.core.money import Money
 from fsbill.errors import MoneyError
-from fsbill.money import Money
 
 # Channel variables fsbill reads (the dialplan contract; see README "Channel variables").
 READ_VARIABLES = (

@@ -7,9 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsbill.money import Money, RoundingMethod, RoundingRule
-from fsbill.rating import Rate, cost
-from fsbill.reservation import (
+from fsbill.core.grant import (
     US,
     GrantPolicy,
     collectable,
@@ -21,6 +19,8 @@ from fsbill.reservation import (
     wants_extension,
     warning_epoch_s,
 )
+from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.rating import Rate, cost
 
 
 def rate(per_minute="1.00", fee="0", initial=1, increment=1, minimum=0, decimals=4):

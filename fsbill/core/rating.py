@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from fsbill.core.money import SCALE, Money, RoundingMethod, RoundingRule
 from fsbill.errors import NumberError, RatingError
-from fsbill.money import SCALE, Money, RoundingMethod, RoundingRule
 
 # max_seconds of a free rate when no cap is given: longer than any call (about 31 years).
 FOREVER_S = 10**9

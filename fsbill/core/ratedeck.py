@@ -12,7 +12,7 @@ Columns (names are case-insensitive, any order; only `prefix` and `rate` are req
 empty cell takes the default):
 
 - prefix: ASCII digits only, 1-32 of them (no '+', no spaces: the deck is keyed by
-  normalized numbers, see fsbill.rating.normalize_number).
+  normalized numbers, see fsbill.core.rating.normalize_number).
 - rate: price per minute; connect_fee (default 0): charged once per answered call. Both exact
   non-negative decimals with at most 6 decimals ('0.0125'); no exponents, no commas.
 - initial_increment (default 1), increment (default 1): seconds, 1..86400.
@@ -42,9 +42,9 @@ from datetime import datetime
 from operator import itemgetter
 from zoneinfo import ZoneInfo
 
+from fsbill.core.money import Money, RoundingRule
+from fsbill.core.rating import MAX_NUMBER_DIGITS, MINUTES_PER_DAY, Rate, rate_from_values
 from fsbill.errors import MoneyError, RateDeckError
-from fsbill.money import Money, RoundingRule
-from fsbill.rating import MAX_NUMBER_DIGITS, MINUTES_PER_DAY, Rate, rate_from_values
 
 REQUIRED_COLUMNS = ("prefix", "rate")
 OPTIONAL_COLUMNS = (
