@@ -261,9 +261,11 @@ class CallRun:
             hold_until_us=0,
             final=True,
         )
+        # Charged later as the call named its payer: by account code, or by caller id (looked up
+        # in the caller-id map when the database is back), never the caller id taken as a code.
         return Accepted(
             dbcalls.PayerAccount(0, account, 0, "", "active"),
-            Payer("code", account, payer.source),
+            Payer("code", code, payer.source) if code else payer,
             destination_of(ch),
             dial,
             False,
