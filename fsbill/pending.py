@@ -93,7 +93,7 @@ class PendingWrites:
                         item.payer,
                         item.end,
                         e.node,
-                        lambda tariff_id, item=item: self._rate(tariff_id, item.destination),
+                        lambda tariff_id, item=item: self._rate(tariff_id, item.destination, item.end.start_us),
                         item.destination,
                     )
                     if cdr is not None:
@@ -109,14 +109,15 @@ class PendingWrites:
         e.metrics.pending_cdrs.set(len(self.items))
         return done
 
-    def _rate(self, tariff_id: int, destination: str) -> Rate | None:
+    def _rate(self, tariff_id: int, destination: str, started_us: int) -> Rate | None:
+        """The rate of the call's start, as authorize would have chosen it (effective dates and
+        time bands are those of the start, not of the moment the database came back)."""
         e = self.e
         try:
             number = normalize_number(destination, e.settings.international_prefix)
         except NumberError:
             return None
-        now_us = e.clock.now_us()
-        return e.decks.get(tariff_id, now_us).lookup(number, now_us)
+        return e.decks.get(tariff_id, e.clock.now_us()).lookup(number, started_us)
 
     def run(self, interval_s: float = 1.0) -> None:
         while True:

@@ -9,7 +9,9 @@ write fails, reads still work).
 
 from __future__ import annotations
 
+import io
 import sqlite3
+from datetime import UTC, datetime
 from urllib.parse import urlparse
 
 import gevent
@@ -18,6 +20,8 @@ from nodes import CuttableProxy
 from rig import Rig
 
 from fsbill.core.money import Money
+from fsbill.db import ledger
+from fsbill.db.rates import import_deck
 
 US = 1_000_000
 
@@ -100,5 +104,33 @@ def test_a_caller_id_payer_is_charged_after_the_outage(outage):
         assert cdr.account == "acme" and cdr.reason == "db_error_allowed"
         assert cdr.cost > Money(0) and cdr.charged == cdr.cost
         assert rig.show("acme").balance == Money.parse("10.00") - cdr.charged
+    finally:
+        rig.close()
+
+
+def test_a_deferred_call_is_rated_at_its_start_not_when_it_is_written(outage):
+    rig = allow_rig(outage, seed_tariff=False)
+    try:
+        # 1.00/min until T, 5.00/min from T; the call starts before T, is written after it
+        t_us = (rig.clock.now_us() // US + 40) * US
+        t = datetime.fromtimestamp(t_us / US, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        deck = (
+            "prefix,rate,connect_fee,initial_increment,increment,min_duration,description,"
+            "effective_from,effective_until\n"
+            f"49,1.00,0,1,1,0,before,,{t}\n"
+            f"49,5.00,0,1,1,0,after,{t},\n"
+        )
+        ledger.create_tariff(rig.store, "retail", "EUR", rig.clock.now_us())
+        import_deck(rig.store, "retail", io.StringIO(deck))
+        rig.account("acme", "10.00")
+        outage.cut()
+        rec = rig.call(talk_s=10)
+        assert rec.answered_us is not None and rec.ended_us < t_us
+        while rig.clock.now_us() < t_us + 2 * US:
+            rig.clock.sleep(2)
+        outage.up()
+        [cdr] = wait_cdrs(rig, 1)
+        assert cdr.rate == Money.parse("1.00"), cdr
+        assert cdr.charged == cdr.cost
     finally:
         rig.close()
