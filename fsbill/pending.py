@@ -96,10 +96,6 @@ class PendingWrites:
                         lambda tariff_id, item=item: self._rate(tariff_id, item.destination, item.end.start_us),
                         item.destination,
                     )
-                    if cdr is not None:
-                        e.metrics.cdrs.labels(cdr.result).inc()
-                        e.metrics.charge(cdr.currency, cdr.charged)
-                        cdr = None
             except DatabaseUnavailable:
                 break
             if cdr is not None:

@@ -134,3 +134,20 @@ def test_a_deferred_call_is_rated_at_its_start_not_when_it_is_written(outage):
         assert cdr.charged == cdr.cost
     finally:
         rig.close()
+
+
+def test_what_the_account_cannot_pay_is_counted_as_uncollected(outage):
+    rig = allow_rig(outage)
+    try:
+        rig.account("acme", "0.05")  # 3 s at 1.00/min; the call talks 10 s
+        outage.cut()
+        rec = rig.call(talk_s=10)
+        assert rec.answered_us is not None
+        outage.up()
+        [cdr] = wait_cdrs(rig, 1)
+        assert cdr.charged == Money.parse("0.05") and cdr.uncollected == cdr.cost - cdr.charged
+        assert cdr.uncollected > Money(0)
+        counted = rig.node.metrics.registry.get_sample_value("fsbill_uncollected_amount_total", {"currency": "EUR"})
+        assert counted == pytest.approx(cdr.uncollected.micros / US)
+    finally:
+        rig.close()
