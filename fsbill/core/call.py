@@ -175,6 +175,7 @@ class LiveCall:
     durable copy. Invariant: debited + held == cost(granted_s) (see fsbill.core.grant)."""
 
     uuid: str
+    visit: int  # which socket visit of the channel this leg is (1 for the first)
     rate: Rate
     granted_s: int
     held: Money
@@ -199,7 +200,9 @@ def hold_deadline_us(start_us: int, granted_s: int, ring_s: int = 0) -> int:
     return start_us + (ring_s + granted_s) * US + HOLD_SLACK_US
 
 
-def admit(uuid: str, account: AccountState, rate: Rate, policy: GrantPolicy, now_us: int, max_ring_s: int) -> Admission:
+def admit(
+    uuid: str, visit: int, account: AccountState, rate: Rate, policy: GrantPolicy, now_us: int, max_ring_s: int
+) -> Admission:
     """Admit a call or say why not: the account's status, its channel limit, then whether its
     available money buys a first grant (the first billing block included)."""
     if account.status != "active":
@@ -211,6 +214,7 @@ def admit(uuid: str, account: AccountState, rate: Rate, policy: GrantPolicy, now
         return Admission("insufficient_funds")
     call = LiveCall(
         uuid=uuid,
+        visit=visit,
         rate=rate,
         granted_s=plan.granted_s,
         held=plan.extra_hold,
