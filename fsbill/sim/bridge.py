@@ -213,7 +213,10 @@ class Bridge:
             self._unbridge("NORMAL_CLEARING")
             raise
         except _Transfer:
-            self._unbridge("NORMAL_CLEARING")
+            # switch_ivr_session_transfer: hangup_after_bridge=false on the caller, the B leg
+            # hung up with BLIND_TRANSFER, then the bridge breaks
+            self._setvar("hangup_after_bridge", "false")
+            self._unbridge("BLIND_TRANSFER")
             raise
 
     def _unbridge(self, b_cause: str) -> None:

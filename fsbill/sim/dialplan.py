@@ -37,7 +37,9 @@ class DialplanRunner:
                 by = "dialplan_end"
             elif outcome in ("peer_closed", "socket_failed"):
                 self.rec.ended_by = self.rec.ended_by or outcome
+            self._socket_returned = ""
             outcome = self._run_actions(actions) if actions is not None else self._cutoff_extension()
+            by = self._socket_returned or by
             if outcome != "transfer":
                 break
             actions = None
@@ -55,6 +57,10 @@ class DialplanRunner:
         self.profile_index += 1
         self.profile_created_us = self.transfer_us
         self.destination, self.dialplan, self.context = ext, dp or "XML", ctx or self.context
+        source = f"{self.transfer_us // 1_000_000}:{self.uuid}:bl_xfer:{ext}/{self.context}/{self.dialplan}"
+        self._push_var("transfer_history", source)
+        self._setvar("transfer_source", source)
+        self._setvar("signal_bond", None)
         for state in ("CS_ROUTING", "CS_EXECUTE"):
             self.state, self.state_number = state, STATE_NUMBER[state]
             self.fire("CHANNEL_STATE", with_vars=False)
@@ -83,6 +89,7 @@ class DialplanRunner:
                     if outcome in ("transfer", "down"):
                         return outcome
                     self.rec.ended_by = self.rec.ended_by or outcome
+                    self._socket_returned = outcome
                     continue  # the socket app returned: the dialplan goes on after it
                 self.execute(app, arg.strip())
             except _Hangup:

@@ -68,6 +68,7 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunne
         self.hungup_us = 0
         self.transfer_us = 0
         self._pinned_us: int | None = None
+        self._socket_returned = ""  # why the last socket app returned inside the dialplan
         self.report_hangup_time = False
         self.down = False
         self.hangup_cause: str | None = None
