@@ -36,7 +36,7 @@ from fsbill.core.grant import (
     wants_extension,
 )
 from fsbill.core.money import Money
-from fsbill.core.rating import Rate
+from fsbill.core.rating import Rate, billed_seconds, cost
 from fsbill.errors import MoneyError
 
 # After the grant's end, how long before a call whose node went silent is certainly over
@@ -323,10 +323,17 @@ def settlement(call: LiveCall, start_us: int | None, end_us: int | None, account
 
 
 def recovered(call: LiveCall) -> Charge:
-    """What a call nobody saw end owes: what it provably consumed (its debits); the rest of
-    its hold is voided."""
-    billed = affordable_s(call.rate, call.debited)
-    return Charge(billed, call.debited, Money(0), call.debited, Money(0), call.held)
+    """What a call nobody saw end owes: the minimum it provably owes. Once answered that is at
+    least its connect fee and first billing block (the initial increment or minimum duration),
+    and at least what its heartbeats already debited; never more than it was promised
+    (debited + held). The rest of its hold is voided."""
+    owed = call.debited
+    if call.answered_us is not None:
+        first_block = cost(call.rate, billed_seconds(call.rate, 1))
+        promised = call.debited + call.held
+        owed = max(owed, first_block if first_block <= promised else promised)
+    billed = affordable_s(call.rate, owed)
+    return Charge(billed, owed, owed - call.debited, owed, Money(0), call.held)
 
 
 def unreserved(rate: Rate, start_us: int | None, end_us: int | None, account: AccountState) -> Charge:
