@@ -78,3 +78,21 @@ def test_reaper_charges_nothing_for_a_call_that_never_answered(rig):
     wait_no_live_calls(rig)
     assert all(c.charged == Money(0) for c in rig.cdrs())
     books_balance(rig, "acme")
+
+
+# -- item 4: the warning is always heard before a final cut-off --------------------------------------
+@pytest.mark.parametrize("warning_s", [15, 60])
+def test_warning_is_heard_when_the_grant_becomes_final_inside_the_warning_window(db_url, warning_s):
+    rig = Rig(db_url, time_scale=25, slice_s=20, heartbeat_s=10, cutoff={"warning_s": warning_s})
+    request_close(rig)
+    # 0.50 buys 30 s at 1.00/min: grants of 20, then 28, then a final 30 decided ~18 s into the
+    # call, with less than warning_s left
+    rig.account("acme", "0.50")
+    rec = rig.call(talk_s=None)
+    [cdr] = rig.settled(1)
+    assert rec.hangup_cause == "ALLOTTED_TIMEOUT" and cdr.result == "cut_off"
+    assert len(rec.broadcasts) == 1, rec.scheduled_tasks
+    warned_at = rec.broadcasts[0][0]
+    assert rec.answered_us < warned_at < rec.ended_us
+    assert cdr.charged <= Money.parse("0.50")
+    books_balance(rig, "acme")

@@ -240,12 +240,15 @@ def cutoff_instant_us(answered_us: int, granted_s: int, margin_s: int) -> int:
 
 
 def warning_instant_us(cutoff_us: int, warning_s: int, now_us: int) -> int | None:
-    """When to play the warning before a final cut-off at `cutoff_us`, or None if that moment
-    has passed."""
+    """When to play the warning before a final cut-off at `cutoff_us`: `warning_s` before it,
+    or — when the grant became final inside that window (short slices) — at the next whole
+    second, so the caller always hears it before the cut-off. None only when warnings are off
+    or the cut-off itself is due within the second."""
     if warning_s <= 0:
         return None
-    at = cutoff_us - warning_s * US
-    return at if at > now_us else None
+    soonest = (now_us // US + 1) * US  # FreeSWITCH schedules whole seconds; a past one never fires
+    at = max(cutoff_us - warning_s * US, soonest)
+    return at if at < cutoff_us else None
 
 
 def answer(call: LiveCall, answered_us: int, policy: GrantPolicy) -> LiveCall:
