@@ -46,6 +46,7 @@ from fsbill.db.rates import DeckCache
 from fsbill.errors import DatabaseUnavailable, FsbillError, MoneyError, NumberError
 from fsbill.esl import (
     Answered,
+    Bridged,
     BridgeEnded,
     CallControl,
     Disconnected,
@@ -139,9 +140,15 @@ class CallRun:
         self.hangup_cause = ""
 
     # -- the whole call -------------------------------------------------------------------------
+    @property
+    def pre_answered(self) -> bool:
+        """Answered before it reached the socket (an IVR, a PIN prompt, a top-up menu, or an
+        earlier visit): billing starts when the bridge comes up, not at that answer."""
+        return self.channel.answered_us is not None
+
     def run(self) -> None:
         e = self.e
-        self.control.subscribe()
+        self.control.subscribe(bridge_events=self.pre_answered)
         try:
             self.accepted = self.authorize(self.channel)
         except Rejected as rejection:
@@ -327,7 +334,7 @@ class CallRun:
 
     # -- acceptance -----------------------------------------------------------------------------------
     def arm_and_bridge(self) -> None:
-        e, ch, acc, call = self.e, self.channel, self.accepted, self.call
+        e, acc, call = self.e, self.accepted, self.call
         assert acc is not None and call is not None
         offset = cutoff_offset_s(call.granted_s, e.policy.margin_s)
         variables = {
@@ -337,15 +344,17 @@ class CallRun:
             "fsbill_max_seconds": str(offset),
             "fsbill_result": "authorized",
         }
-        if ch.answered_us is None:
+        if not self.pre_answered:
             warning = warning_after_answer_s(call.granted_s, e.policy) if call.final else None
             self.control.arm(variables, offset, warning)
             if warning is not None:
                 self.call = replace(call, warned=True)
         else:
+            # execute_on_answer never runs for an answered channel: arm the cut-off now, relative,
+            # bounded by the ring allowance plus the grant; it is moved to its real instant when
+            # the bridge comes up (on_answer via CHANNEL_BRIDGE).
             self.control.arm(variables, None, None)
-            # Already answered before it reached us (an IVR answered it): enforce from its answer.
-            self.on_answer(ch.answered_us)
+            self.control.arm_from_now(e.settings.max_ring_s + offset)
         self.control.bridge(acc.dial_string)
         e.metrics.setup_seconds.observe(time.perf_counter() - self.accepted_perf)
 
@@ -361,7 +370,10 @@ class CallRun:
                 self.heartbeat()
                 continue
             if isinstance(ev, Answered):
-                if self.call is not None and self.call.answered_us is None:
+                if self.call is not None and self.call.answered_us is None and not self.pre_answered:
+                    self.on_answer(ev.at_us)
+            elif isinstance(ev, Bridged):
+                if self.call is not None and self.call.answered_us is None and self.pre_answered:
                     self.on_answer(ev.at_us)
             elif isinstance(ev, Unbridged):
                 if self.unbridged_us is None:
@@ -384,14 +396,18 @@ class CallRun:
         e, acc = self.e, self.accepted
         assert self.call is not None and acc is not None
         call = answer(self.call, answered_us, e.policy)
-        if self.channel.answered_us is not None:
+        if self.pre_answered:
+            # the bridge is up: the cut-off moves from its bound to its real instant
             warning = None
             if not call.warned and call.final and call.cutoff_us is not None:
                 warning = warning_instant_us(call.cutoff_us, e.policy.warning_s, e.clock.now_us())
                 if warning is not None:
                     call = replace(call, warned=True)
             assert call.cutoff_us is not None
-            self.control.move_cutoff(call.cutoff_us, warning, replace=False)
+            try:
+                self.control.move_cutoff(call.cutoff_us, warning)
+            except (FsbillError, OSError) as exc:
+                log_event(log, "reschedule_failed", uuid=self.channel.uuid, error=str(exc))
         self.call = call
         if call.warned:
             e.metrics.warnings.inc()
@@ -466,7 +482,10 @@ class CallRun:
     def finish(self, ev: HangupComplete) -> None:
         e, ch, acc, call = self.e, self.channel, self.accepted, self.call
         assert acc is not None and call is not None
-        answered = ev.answered_us if ev.answered_us else call.answered_us
+        if self.pre_answered:
+            answered = call.answered_us  # the bridge, not the IVR's answer
+        else:
+            answered = ev.answered_us if ev.answered_us else call.answered_us
         start, end = billing_window(answered, ev.end_us, self.unbridged_us)
         result = result_of(answered is not None, ev.cause or self.hangup_cause, ev.destination, e.mark)
         if result == "cut_off":

@@ -231,6 +231,7 @@ EVENT_FIELDS = (
     "Event-Name",
     "Event-Date-Timestamp",
     "Caller-Channel-Answered-Time",
+    "Caller-Channel-Bridged-Time",
     "Caller-Channel-Created-Time",
     "Caller-Destination-Number",
     "Hangup-Cause",
@@ -270,7 +271,7 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
     if name == "CHANNEL_ANSWER":
         return Answered(_us(headers.get("Caller-Channel-Answered-Time", "")) or at)
     if name == "CHANNEL_BRIDGE":
-        return Bridged(at)
+        return Bridged(_us(headers.get("Caller-Channel-Bridged-Time", "")) or at)
     if name == "CHANNEL_UNBRIDGE":
         return Unbridged(at)
     if name == "CHANNEL_HANGUP":
@@ -502,7 +503,8 @@ class EslSession(OutboundSession):
 # minus the ones enforcement never reads. Each event carries every channel variable (half the
 # bytes of a call), so they are dropped in FreeSWITCH with `nixevent` rather than parsed here.
 # The enforcer reads: CHANNEL_ANSWER, CHANNEL_UNBRIDGE, CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE,
-# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices.
+# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices — and CHANNEL_BRIDGE
+# for a channel that arrived answered (its billing starts when the bridge comes up).
 IGNORED_EVENTS = (
     "CHANNEL_EXECUTE",
     "CHANNEL_PARK",
@@ -557,14 +559,14 @@ def warning_on_answer(cutoff: Cutoff, offset_s: int) -> tuple[str, str]:
     return "sched_broadcast", f"+{offset_s} {cutoff.warning_prompt} {cutoff.warning_leg}"
 
 
-def cutoff_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
-    """API command moving the cut-off to an absolute epoch second."""
+def cutoff_api(cutoff: Cutoff, uuid: str, when: int | str) -> str:
+    """API command arming the cut-off at an absolute epoch second, or `+N` seconds from now."""
     if cutoff.mode == "transfer":
         return (
-            f"sched_transfer {epoch_s} {uuid} "
+            f"sched_transfer {when} {uuid} "
             f"{cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}"
         )
-    return f"sched_hangup {epoch_s} {uuid} {cutoff.hangup_cause}"
+    return f"sched_hangup {when} {uuid} {cutoff.hangup_cause}"
 
 
 def warning_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
@@ -580,10 +582,18 @@ class CallControl:
         self.uuid = uuid
         self.cutoff = cutoff
 
-    def subscribe(self) -> None:
-        """One round trip: the call's events (see IGNORED_EVENTS), and linger so that the final
-        events still arrive after the hangup."""
-        self.session.expect_ok_many(["myevents", f"nixevent {' '.join(IGNORED_EVENTS)}", "linger"])
+    def subscribe(self, bridge_events: bool = False) -> None:
+        """One round trip: the call's events (see IGNORED_EVENTS; `bridge_events` keeps
+        CHANNEL_BRIDGE), and linger so that the final events still arrive after the hangup."""
+        ignored = [e for e in IGNORED_EVENTS if not (bridge_events and e == "CHANNEL_BRIDGE")]
+        self.session.expect_ok_many(["myevents", f"nixevent {' '.join(ignored)}", "linger"])
+
+    def arm_from_now(self, cutoff_after_s: int) -> None:
+        """Arm the cut-off `cutoff_after_s` from now, relative (`+N`): for a channel that is
+        already answered, whose billing start (the bridge) is not known yet. An absolute
+        instant already past would never fire (switch_scheduler.c takes it as relative to
+        now). Deletes the channel's earlier tasks first (a previous socket visit's)."""
+        self.session.api(f"sched_del {self.uuid}", cutoff_api(self.cutoff, self.uuid, f"+{max(1, cutoff_after_s)}"))
 
     def arm(
         self, variables: dict[str, str], cutoff_after_answer_s: int | None, warning_after_answer_s: int | None

@@ -96,3 +96,49 @@ def test_warning_is_heard_when_the_grant_becomes_final_inside_the_warning_window
     assert rec.answered_us < warned_at < rec.ended_us
     assert cdr.charged <= Money.parse("0.50")
     books_balance(rig, "acme")
+
+
+# -- item 1: a channel answered before it reaches the socket ---------------------------------------------
+def test_pre_answered_channel_ten_euros_never_buy_seventy_one_minutes(db_url):
+    """Measured on a real FreeSWITCH before the fix: an IVR answered the channel 700 s before the
+    socket; the cut-off was armed at an absolute instant already past, which FreeSWITCH's
+    scheduler takes as relative, so it never fired: 10.00 of credit bought 71.00 of talk."""
+    rig = Rig(db_url, time_scale=100, heartbeat_s=30)
+    request_close(rig)
+    rig.account("acme", "10.00")  # 600 s at 1.00/min
+    rec = rig.call(answered_before_s=700, answer_after_s=2, talk_s=4260)
+    [cdr] = rig.settled(1, timeout_s=60)
+    talked_s = (rec.ended_us - rec.bridged_us) / US
+    assert rec.hangup_cause == "ALLOTTED_TIMEOUT", (talked_s, rec.scheduled_tasks)
+    assert talked_s <= 600
+    # billed from the bridge (the B leg's answer), not from the IVR's answer
+    assert cdr.answer_us == rec.bridged_us
+    assert cdr.result == "cut_off" and cdr.cost == cdr.charged <= Money.parse("10.00")
+    assert 595 <= cdr.billed_s <= 600
+    books_balance(rig, "acme")
+
+
+def test_pre_answered_channel_is_cut_even_if_the_bridge_never_reports(db_url):
+    """The cut-off is armed (relative) the moment fsbill takes the call, bounded by the grant
+    plus the ring allowance: here the bridge's B leg takes 50 s to answer."""
+    rig = Rig(db_url, time_scale=50, max_ring_s=60)
+    request_close(rig)
+    rig.account("acme", "1.00")  # 60 s
+    rec = rig.call(answered_before_s=30, answer_after_s=50, talk_s=None)
+    [cdr] = rig.settled(1, timeout_s=60)
+    assert rec.hangup_cause == "ALLOTTED_TIMEOUT"
+    assert (rec.ended_us - rec.bridged_us) / US <= 60
+    assert cdr.charged <= Money.parse("1.00") and cdr.answer_us == rec.bridged_us
+    books_balance(rig, "acme")
+
+
+def test_pre_answered_channel_honours_max_call_s(db_url):
+    rig = Rig(db_url, time_scale=50, max_call_s=300, slice_s=120)
+    request_close(rig)
+    rig.account("acme", "100.00")
+    rec = rig.call(answered_before_s=400, answer_after_s=2, talk_s=None)
+    [cdr] = rig.settled(1, timeout_s=60)
+    assert rec.hangup_cause == "ALLOTTED_TIMEOUT"
+    assert (rec.ended_us - rec.bridged_us) / US <= 300
+    assert 295 <= cdr.billed_s <= 300 and cdr.answer_us == rec.bridged_us
+    books_balance(rig, "acme")
