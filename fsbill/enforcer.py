@@ -34,6 +34,7 @@ from fsbill.core.call import (
     nibble_rate_of,
     payer_of,
     result_of,
+    transfer_was_cutoff,
     warning_after_answer_s,
     warning_instant_us,
 )
@@ -138,6 +139,7 @@ class CallRun:
         self.call: LiveCall | None = None  # THE record of this call while it lives
         self.unbridged_us: int | None = None
         self.hangup_cause = ""
+        self.settled = False  # this visit's leg is settled; the socket only waits for the end
 
     # -- the whole call -------------------------------------------------------------------------
     @property
@@ -367,7 +369,14 @@ class CallRun:
             ev = self.session.next_event(max(0.0, next_beat - time.monotonic()))
             if ev is None:
                 next_beat += heartbeat_real_s
-                self.heartbeat()
+                if not self.settled:
+                    self.heartbeat()
+                continue
+            if self.settled:
+                # Transferred out of its bridge and settled: this socket stays connected (closing
+                # it would end a later visit's socket app) and sends nothing until the channel ends.
+                if isinstance(ev, (HangupComplete, SocketClosed)):
+                    return
                 continue
             if isinstance(ev, Answered):
                 if self.call is not None and self.call.answered_us is None and not self.pre_answered:
@@ -420,10 +429,15 @@ class CallRun:
             log_event(log, "answer_not_recorded", uuid=self.channel.uuid, error=str(exc))
 
     def on_bridge_done(self, ev: BridgeEnded) -> None:
-        # The bridge ended: either the B leg never answered, or it hung up after talking. In
-        # both cases this socket app owns the A leg and must end it (there is no dialplan
-        # `hangup_after_bridge` while the socket app is in control).
+        # The bridge ended: the B leg never answered, or it hung up after talking, or the
+        # channel was transferred out of it. In the first two cases this socket app owns the A
+        # leg and must end it (there is no dialplan `hangup_after_bridge` while the socket app
+        # is in control). A transfer (the transfer cut-off, a top-up menu) hands the caller to
+        # the dialplan: billing stops at the unbridge and nothing is sent that ends the call.
         answered = self.call is not None and self.call.answered_us is not None
+        if ev.transferred and answered:
+            self.transferred_out(self.unbridged_us or ev.at_us)
+            return
         try:
             self.control.end("" if answered else ev.failure_cause)
         except (FsbillError, OSError):
@@ -479,6 +493,36 @@ class CallRun:
             log_event(log, "reschedule_failed", uuid=ch.uuid, error=str(exc))
 
     # -- the end ------------------------------------------------------------------------------------------------
+    def transferred_out(self, unbridged_us: int) -> None:
+        """Settle this visit at once, billed up to the unbridge: its hold is released while the
+        caller is in the cut-off extension or a top-up menu (which may send the channel back
+        into the socket: a new visit, a new leg)."""
+        e, ch, acc, call = self.e, self.channel, self.accepted, self.call
+        assert acc is not None and call is not None and call.answered_us is not None
+        start, end = billing_window(call.answered_us, unbridged_us, unbridged_us)
+        ours = transfer_was_cutoff(unbridged_us, call.cutoff_us)
+        if ours:
+            e.metrics.cutoffs.labels("transfer").inc()
+        result = "cut_off" if ours else "completed"
+        call_end = dbcalls.CallEnd(
+            ch.uuid,
+            call.visit,
+            start,
+            end,
+            ch.created_us,
+            max(0, unbridged_us - call.answered_us) // US,
+            "BLIND_TRANSFER",
+            result,
+            e.clock.now_us(),
+        )
+        self.settled = True
+        log_event(log, "transferred", uuid=ch.uuid, visit=call.visit, cutoff=ours)
+        if not acc.reserved:
+            if e.pending is not None:
+                e.pending.add_unreserved(acc.payer, acc.destination, call_end)
+            return
+        self.settle(call_end)
+
     def finish(self, ev: HangupComplete) -> None:
         e, ch, acc, call = self.e, self.channel, self.accepted, self.call
         assert acc is not None and call is not None

@@ -104,10 +104,14 @@ class ExecuteComplete:
 @dataclass(frozen=True)
 class BridgeEnded:
     """The `bridge` application returned: the B leg never answered (`failure_cause` says why)
-    or the bridge ended after talking (`failure_cause` is empty)."""
+    or the bridge ended after talking (`failure_cause` is empty). `transferred`: it ended
+    because the channel was transferred out of it (a transfer cut-off, or any transfer):
+    switch_ivr_session_transfer (switch_ivr.c) hangs the B leg up with BLIND_TRANSFER and the
+    caller moves on in the dialplan; the socket stays connected."""
 
     failure_cause: str
     at_us: int
+    transferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -297,7 +301,11 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
                 or headers.get("variable_last_bridge_hangup_cause", "")
             )
             # mod_dptools sets originate_disposition to SUCCESS/ANSWER when the B leg answered
-            return BridgeEnded("" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause, at)
+            return BridgeEnded(
+                "" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause,
+                at,
+                transferred=headers.get("variable_bridge_hangup_cause", "") == "BLIND_TRANSFER",
+            )
         return ExecuteComplete(
             application=headers.get("Application", "") or headers.get("variable_current_application", ""),
             data=headers.get("Application-Data", ""),

@@ -142,3 +142,27 @@ def test_pre_answered_channel_honours_max_call_s(db_url):
     assert (rec.ended_us - rec.bridged_us) / US <= 300
     assert 295 <= cdr.billed_s <= 300 and cdr.answer_us == rec.bridged_us
     books_balance(rig, "acme")
+
+
+# -- item 3: transfer cut-off ---------------------------------------------------------------------------
+def sent_after(rec, at_us, *needles):
+    return [c for t, c in rec.commands if t >= at_us and any(n in c for n in needles)]
+
+
+def test_transfer_cutoff_lets_the_cutoff_extension_run_and_bills_to_the_unbridge(db_url):
+    rig = Rig(db_url, time_scale=25, cutoff={"mode": "transfer"})
+    request_close(rig)
+    rig.account("acme", "1.00")  # 60 s
+    rec = rig.call(talk_s=None)
+    [cdr] = rig.settled(1)
+    [(transfer_us, ext)] = rec.transfers
+    assert ext == "fsbill_cutoff" and rec.ended_by == "sched_transfer"
+    # the announcement played to its end: fsbill sent nothing that ends the call
+    assert rec.ended_us - transfer_us >= rig.switch.announce_s * US * 0.9
+    assert sent_after(rec, transfer_us, "call-command: hangup", "uuid_kill", "execute-app-name: hangup") == []
+    assert rec.hangup_cause == rig.switch.transfer_hangup_cause
+    # billed from answer to the unbridge, not through the announcement
+    assert cdr.result == "cut_off" and cdr.end_us == rec.unbridged_us <= transfer_us
+    assert 57 <= cdr.billed_s <= 60 and cdr.cost == cdr.charged <= Money.parse("1.00")
+    wait_no_live_calls(rig)
+    books_balance(rig, "acme")

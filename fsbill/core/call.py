@@ -137,6 +137,13 @@ def result_of(answered: bool, hangup_cause: str, transferred_to: str, mark: Cuto
     return "completed"
 
 
+def transfer_was_cutoff(unbridged_us: int, cutoff_us: int | None) -> bool:
+    """Whether a transfer out of the bridge at `unbridged_us` was the call's own cut-off
+    (FreeSWITCH's scheduler runs a task up to 1 s before its whole second, so any transfer from
+    then on is it) rather than a transfer somebody else made earlier."""
+    return cutoff_us is not None and unbridged_us >= cutoff_us - US
+
+
 def billing_window(
     answered_us: int | None, end_us: int | None, unbridged_us: int | None
 ) -> tuple[int | None, int | None]:
