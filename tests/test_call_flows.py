@@ -166,3 +166,46 @@ def test_transfer_cutoff_lets_the_cutoff_extension_run_and_bills_to_the_unbridge
     assert 57 <= cdr.billed_s <= 60 and cdr.cost == cdr.charged <= Money.parse("1.00")
     wait_no_live_calls(rig)
     books_balance(rig, "acme")
+
+
+# -- item 2: the same channel entering the socket twice -----------------------------------------------------
+def test_a_channel_transferred_back_into_the_socket_is_billed_per_visit(db_url):
+    """Transfer cut-off → a top-up menu (the operator tops the account up meanwhile) → transfer
+    back into the billed extension: the same channel uuid connects again, pre-answered. Each
+    visit is its own leg with its own CDR, every hold is released once, all talk is billed."""
+    rig = Rig(db_url, time_scale=10, cutoff={"mode": "transfer"})
+    request_close(rig)
+    rig.account("acme", "1.00")  # 60 s for the first visit
+    uuid = "6a3c2f0e-0000-4000-8000-00000000c0de"
+    in_menu = gevent.event.Event()
+
+    def watch(_uuid, name, _headers):
+        if name == "CHANNEL_UNBRIDGE":
+            in_menu.set()
+
+    rig.switch.subscribe(watch, uuid)
+    menu = ["answer", "playback ivr/topup.wav", "sleep 20000", "transfer 4930123456 XML public"]
+    call = rig.switch.start_call(
+        rig.address,
+        rig.spec(uuid=uuid, talk_s=None, dialplan={"fsbill_cutoff": menu}, after_socket="hangup"),
+    )
+    assert in_menu.wait(60)
+    rig.topup("acme", "0.50")  # 30 s more, during the menu
+    rec = call.get(timeout=120)
+    # visit 2 ends at its own cut-off, the menu sends the caller back once more, and visit 3
+    # finds the account empty: refused, with a CDR of its own
+    cdrs = sorted(rig.settled(3, timeout_s=30), key=lambda c: c.visit)
+    assert len(rec.connects) == 3 and {c.uuid for c in cdrs} == {uuid}
+    first, second, third = cdrs
+    assert (first.visit, second.visit, third.visit) == (1, 2, 3)
+    assert first.result == "cut_off" and first.end_us == rec.unbridges[0][1]
+    # the second visit is billed from its own bridge (the channel was long answered) to its cut-off
+    assert second.answer_us == rec.unbridges[1][0] and second.end_us == rec.unbridges[1][1]
+    assert second.result == "cut_off"
+    assert third.result == "rejected" and third.reason == "insufficient_funds"
+    assert 57 <= first.billed_s <= 60 and 27 <= second.billed_s <= 30
+    assert first.charged + second.charged <= Money.parse("1.50")
+    assert all(c.cost == c.charged for c in cdrs)
+    wait_no_live_calls(rig)
+    books_balance(rig, "acme")
+    assert [c.as_json()["visit"] for c in cdrs] == [1, 2, 3]
