@@ -140,6 +140,7 @@ class CallRun:
         self.unbridged_us: int | None = None
         self.hangup_cause = ""
         self.settled = False  # this visit's leg is settled; the socket only waits for the end
+        self.cut_for_suspension = False
 
     # -- the whole call -------------------------------------------------------------------------
     @property
@@ -470,6 +471,15 @@ class CallRun:
             return
         call = result.call
         self.hold_changed(call.held - old.held)
+        if not result.account_active and s.on_suspend == "cut" and not self.cut_for_suspension:
+            # on_suspend: cut — the account was suspended: end its calls now, through their own
+            # socket (finish_grant, the default, lets them run to the end of what they hold)
+            self.cut_for_suspension = True
+            log_event(log, "suspended_cut", uuid=ch.uuid, visit=call.visit)
+            try:
+                self.control.kill(s.rejection("suspended").cause)
+            except (FsbillError, OSError) as exc:
+                log_event(log, "cut_failed", uuid=ch.uuid, error=str(exc))
         if call.answered_us is None or call.cutoff_us is None:
             self.call = call
             return

@@ -647,6 +647,11 @@ class CallControl:
     def bridge(self, dial_string: str) -> None:
         self.session.execute("bridge", dial_string)
 
+    def kill(self, cause: str) -> None:
+        """End the channel now whatever runs on it (the bridge included): `uuid_kill` through
+        this call's own socket (an `api` command, allowed in `full` mode while the call lives)."""
+        self.session.api(f"uuid_kill {self.uuid} {cause or NORMAL_CLEARING}")
+
     def end(self, cause: str = "") -> None:
         """Hang the call up (the socket app owns the A leg while it runs)."""
         self.session.hangup(cause or NORMAL_CLEARING)

@@ -209,3 +209,47 @@ def test_a_channel_transferred_back_into_the_socket_is_billed_per_visit(db_url):
     wait_no_live_calls(rig)
     books_balance(rig, "acme")
     assert [c.as_json()["visit"] for c in cdrs] == [1, 2, 3]
+
+
+# -- item 6: money moved or access withdrawn mid-call ---------------------------------------------------------
+def test_a_suspended_accounts_call_finishes_its_grant_and_gets_no_more(rig):
+    rig.account("acme", "10.00")  # 600 s; the first grant is one slice (120 s)
+    call = rig.switch.start_call(rig.address, rig.spec(talk_s=None))
+    rig.clock.sleep(20)
+    ledger.set_status(rig.store, "acme", "suspended", rig.clock.now_us())
+    rec = call.get(timeout=60)
+    [cdr] = rig.settled(1)
+    assert rec.hangup_cause == "ALLOTTED_TIMEOUT"
+    assert cdr.billed_s <= 120
+    books_balance(rig, "acme")
+
+
+def test_on_suspend_cut_ends_live_calls_through_their_own_socket(db_url):
+    rig = Rig(db_url, time_scale=25, on_suspend="cut")
+    request_close(rig)
+    rig.account("acme", "10.00")
+    call = rig.switch.start_call(rig.address, rig.spec(talk_s=None))
+    rig.clock.sleep(20)
+    suspended_us = rig.clock.now_us()
+    ledger.set_status(rig.store, "acme", "suspended", suspended_us)
+    rec = call.get(timeout=60)
+    [cdr] = rig.settled(1)
+    assert rec.hangup_cause == "OUTGOING_CALL_BARRED"
+    assert rec.ended_us - suspended_us <= 2 * rig.settings.heartbeat_s * US  # at the next heartbeat
+    assert [c for _, c in rec.commands if c.startswith("api uuid_kill")]
+    assert cdr.cost == cdr.charged and cdr.billed_s < 60
+    books_balance(rig, "acme")
+
+
+def test_money_taken_from_under_live_calls_gives_them_no_more_time(rig):
+    rig.account("acme", "10.00")
+    call = rig.switch.start_call(rig.address, rig.spec(talk_s=None))
+    rig.clock.sleep(20)
+    # a forced adjustment leaves less than the live call holds: nothing more is available
+    ledger.adjust(rig.store, "acme", Money.parse("-9.00"), "chargeback", rig.clock.now_us(), force=True)
+    rig.initial["acme"] -= Money.parse("9.00")
+    rec = call.get(timeout=60)
+    [cdr] = rig.settled(1)
+    assert rec.hangup_cause == "ALLOTTED_TIMEOUT"
+    assert cdr.billed_s <= 120  # the grant it held when the money went, no extension
+    books_balance(rig, "acme")

@@ -274,6 +274,7 @@ class Beat:
     debit: Money  # posted from the hold now
     extra_hold: Money  # newly held for an extension
     extended: bool
+    account_active: bool = True  # False: the account was suspended; the call gets no more time
 
 
 def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy, extend: bool) -> Beat:
@@ -306,7 +307,7 @@ def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy
             cutoff_instant_us(call.answered_us, granted_s, policy.margin_s) if call.answered_us is not None else None
         ),
     )
-    return Beat(new, debit, extra, granted_s > call.granted_s)
+    return Beat(new, debit, extra, granted_s > call.granted_s, account.status == "active")
 
 
 # -- the end ------------------------------------------------------------------------------------------------
