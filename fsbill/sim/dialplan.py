@@ -64,6 +64,7 @@ class DialplanRunner:
         for state in ("CS_ROUTING", "CS_EXECUTE"):
             self.state, self.state_number = state, STATE_NUMBER[state]
             self.fire("CHANNEL_STATE", with_vars=False)
+            self._state_handlers(state)
         return self._extension(ext)
 
     def _extension(self, ext: str) -> list[str] | None:

@@ -32,6 +32,7 @@ CALLING = {
     "CHANNEL_STATE": ("switch_channel.c", "switch_channel_perform_set_running_state", 2408),
     "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", 1580),
+    "SESSION_HEARTBEAT": ("switch_core_session.c", "sch_heartbeat_callback", 1632),
 }
 
 
@@ -123,10 +124,10 @@ class ChannelEventData:
             ("Other-Leg-Privacy-Hide-Number", "false"),
         ]
 
-    def _core(self, name: str, now_us: int) -> list[tuple[str, str]]:
+    def _core(self, name: str, now_us: int, calling: tuple[str, str, int] | None = None) -> list[tuple[str, str]]:
         sw = self.switch
         local = datetime.fromtimestamp(now_us / 1_000_000, tz=timezone.utc)
-        file, func, line = CALLING.get(name, ("switch_channel.c", "switch_channel_event_set_data", 0))
+        file, func, line = calling or CALLING.get(name, ("switch_channel.c", "switch_channel_event_set_data", 0))
         return [
             ("Event-Name", name),
             ("Core-UUID", sw.core_uuid),
@@ -144,10 +145,17 @@ class ChannelEventData:
         ]
 
     def _channel_headers(
-        self, name: str, *, with_vars: bool = True, pre: list = (), post: list = (), channel_profile: bool = False
+        self,
+        name: str,
+        *,
+        with_vars: bool = True,
+        pre: list = (),
+        post: list = (),
+        channel_profile: bool = False,
+        calling: tuple[str, str, int] | None = None,
     ) -> list[tuple[str, str]]:
         now = self._now()
-        h = self._core(name, now)
+        h = self._core(name, now, calling)
         h += list(pre)
         if channel_profile:
             h += self._profile("Channel")

@@ -68,7 +68,11 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunne
         self.hungup_us = 0
         self.transfer_us = 0
         self._pinned_us: int | None = None
-        self._socket_returned = ""  # why the last socket app returned inside the dialplan
+        self._socket_returned = ""
+        self.nibble_data: Any = None  # mod_nibblebill's `_nibble_data_`
+        self.track_duration = 0  # session heartbeat seconds
+        self._heartbeat_task_id = 0
+        self._media_heartbeat: gevent.Greenlet | None = None  # why the last socket app returned inside the dialplan
         self.report_hangup_time = False
         self.down = False
         self.hangup_cause: str | None = None
