@@ -14,13 +14,28 @@ from fsbill.sim.causes import str2cause
 from fsbill.sim.dptools import atol
 
 if TYPE_CHECKING:
+    from fsbill.clock import Clock
+    from fsbill.sim.scheduler import Scheduler, Task
     from fsbill.sim.session import Session
+    from fsbill.sim.state import SessionState
 
 
 class ApiCommands:
     """Mixin of the Switch: `api`/`bgapi` commands."""
 
-    def api(self, command: str, arg: str | None, caller: Session | None = None) -> str:
+    if TYPE_CHECKING:  # the Switch's
+        clock: Clock
+        scheduler: Scheduler
+        _calls: dict[str, Session]
+        sessions_started: int
+        started_us: int
+
+        def schedule_hangup(self, when: int, uuid: str, cause: str) -> Task: ...
+        def schedule_transfer(self, when: int, uuid: str, ext: str, dp: str | None, ctx: str | None) -> Task: ...
+        def schedule_broadcast(self, when: int, uuid: str, path: str, leg: str = "aleg") -> Task: ...
+        def broadcast(self, call: Session, path: str, leg: str) -> None: ...
+
+    def api(self, command: str, arg: str | None, caller: SessionState | None = None) -> str:
         """switch_api_execute as mod_commands answers it (the api/response body)."""
         name = command.strip()
         handler = getattr(self, f"_api_{name}", None)

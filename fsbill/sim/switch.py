@@ -178,7 +178,7 @@ class Switch(ScheduledTasks, ApiCommands):
 
     def run_load(
         self, address: tuple[str, int], specs: list[CallSpec], concurrency: int = 10, cps: float | None = None
-    ) -> list[CallRecord]:
+    ) -> list[CallRecord | None]:
         """Place `specs` with at most `concurrency` calls up at once and at most `cps` new
         calls per real second; returns the records in the order of `specs`."""
         pool = gevent.pool.Pool(max(1, concurrency))
