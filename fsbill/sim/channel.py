@@ -280,6 +280,8 @@ class ChannelLife(SessionState):
         self._set_hangup_variables()
         self.fire("CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", self.hangup_cause or "NONE")])
         self.rec.variables = dict(self.variables)
+        for hook in self.switch.reporting_hooks:  # CS_REPORTING state handlers (mod_json_cdr)
+            hook(self)
         self._wake_listener()
 
     def _set_hangup_variables(self) -> None:

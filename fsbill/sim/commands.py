@@ -8,8 +8,10 @@ uuid_getvar (`_undef_` when unset), uuid_exists, uuid_broadcast, uuid_transfer, 
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
+from fsbill.sim import wire
 from fsbill.sim.causes import str2cause
 from fsbill.sim.dptools import atol
 
@@ -132,6 +134,23 @@ class ApiCommands:
         if call is None:
             return "-ERR No such channel!\n"
         return call.variables.get(argv[1], "_undef_")
+
+    def _api_uuid_dump(self, arg: str) -> str:
+        """mod_commands.c uuid_dump_function: the CHANNEL_DATA event of the channel, serialized
+        (url-encoded unless the format is `plain`)."""
+        argv = arg.split()
+        if not argv:
+            return "-USAGE: <uuid> [format]\n"
+        call = self._calls.get(argv[0])
+        if call is None:
+            return "-ERR No such channel!\n"
+        fmt = argv[1] if len(argv) > 1 else "txt"
+        headers = call._channel_headers("CHANNEL_DATA")
+        if fmt.lower() == "json":
+            return json.dumps(dict(headers))
+        if fmt.lower() == "plain":
+            return "".join(f"{k}: {v}\n" for k, v in headers) + "\n"
+        return wire.serialize_event(headers).decode("utf-8")
 
     def _api_uuid_exists(self, arg: str) -> str:
         call = self._calls.get(arg)

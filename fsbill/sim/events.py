@@ -214,3 +214,5 @@ class ChannelEventData(SessionState):
             if not listener.listener_done.is_set():
                 listener.deliver(name, headers)
         self.switch._deliver(self.uuid, name, headers)
+        for server in self.switch.event_listeners:  # inbound event sockets (fsbill.sim.inbound)
+            server.fire(name, headers)

@@ -39,12 +39,14 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 import gevent.pool
 
 from fsbill.clock import Clock
 from fsbill.sim.commands import ApiCommands
+from fsbill.sim.event_socket import MYEVENTS
 from fsbill.sim.ivr_async import ScheduledTasks
 from fsbill.sim.nibblebill import Nibblebill
 from fsbill.sim.scheduler import Scheduler
@@ -149,6 +151,8 @@ class Switch(ScheduledTasks, ApiCommands):
         self.started_us = clock.now_us()
         self.records: list[CallRecord] = []
         self._subscriptions: list[Subscription] = []
+        self.event_listeners: list[Any] = []  # fsbill.sim.inbound.InboundServer: .fire(name, headers)
+        self.reporting_hooks: list[Callable[[Any], None]] = []  # run at CS_REPORTING
         self.nibblebill = nibblebill
         if nibblebill is not None:  # mod_nibblebill_load: switch_event_bind(SESSION_HEARTBEAT)
             self.subscribe(self._nibblebill_heartbeat)
@@ -250,4 +254,6 @@ class Switch(ScheduledTasks, ApiCommands):
                     log.exception("event subscriber failed on %s", name)
 
 
-__all__ = ["CallRecord", "CallSpec", "ChannelView", "Misbehaviour", "Subscription", "Switch"]
+_Call = Session  # the name of the session class before the split (fsbill.sim.inbound uses it)
+
+__all__ = ["MYEVENTS", "CallRecord", "CallSpec", "ChannelView", "Misbehaviour", "Subscription", "Switch"]
