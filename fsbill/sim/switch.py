@@ -113,7 +113,16 @@ class Subscription:
 
 # -- the switch ---------------------------------------------------------------------------------------
 class Switch(ScheduledTasks, ApiCommands):
-    """An emulated FreeSWITCH placing calls into an outbound-socket app."""
+    """An emulated FreeSWITCH placing calls into an outbound-socket app.
+
+    Knobs: `scheduler_late_s` fixes where the scheduler's passes fall (every task runs exactly
+    that long after its epoch second; None: as FreeSWITCH, 0.5 s apart from the last add);
+    `playback_s` / `announce_s` how long a playback / the cut-off extension's announcement
+    lasts; `transfer_hangup_cause` the cut-off extension's hangup; `gateway_profiles` the
+    sofia profile of each gateway (B-leg channel names; default `external`); `nibblebill` a
+    loaded mod_nibblebill (nibblebill.py). `park_delay_s` and `bridge_teardown_s` are real
+    seconds (the socket app noticing `connect`, the bridge thread noticing a hangup).
+    """
 
     def __init__(
         self,
