@@ -58,6 +58,7 @@ from fsbill.esl import (
     Unbridged,
     channel_from,
     cutoff_mark,
+    nibblebill_variables,
 )
 from fsbill.logs import event as log_event
 from fsbill.metrics import Metrics, cdr_written
@@ -134,7 +135,9 @@ class CallRun:
         self.session = session
         self.accepted_perf = getattr(session, "accepted_perf", time.perf_counter())
         self.channel: Channel = channel_from(session.session_data)
-        self.control = CallControl(session, self.channel.uuid, enforcer.settings.cutoff)
+        self.control = CallControl(
+            session, self.channel.uuid, enforcer.settings.cutoff, strip=nibblebill_variables(self.channel)
+        )
         self.accepted: Accepted | None = None
         self.call: LiveCall | None = None  # THE record of this call while it lives
         self.unbridged_us: int | None = None

@@ -545,6 +545,15 @@ def multiset_arg(assignments: list[str]) -> str:
     raise ProtocolError("no multiset delimiter is free for these values")
 
 
+# The variables mod_nibblebill acts on (var_name_rate / var_name_account, default names).
+NIBBLEBILL_VARIABLES = ("nibble_rate", "nibble_account")
+
+
+def nibblebill_variables(channel: Channel) -> tuple[str, ...]:
+    """The mod_nibblebill variables this channel arrived with (fsbill removes them)."""
+    return tuple(name for name in NIBBLEBILL_VARIABLES if channel.var(name))
+
+
 def cutoff_mark(cutoff: Cutoff) -> CutoffMark:
     """How the core recognises a call its cut-off ended, for this cut-off configuration."""
     if cutoff.mode == "transfer":
@@ -585,10 +594,11 @@ class CallControl:
     """One call's session, in the enforcer's terms. Every FreeSWITCH command word fsbill sends
     during a call is composed here."""
 
-    def __init__(self, session: EslSession, uuid: str, cutoff: Cutoff) -> None:
+    def __init__(self, session: EslSession, uuid: str, cutoff: Cutoff, strip: tuple[str, ...] = ()) -> None:
         self.session = session
         self.uuid = uuid
         self.cutoff = cutoff
+        self.strip = strip  # channel variables to remove when the call is armed
 
     def subscribe(self, bridge_events: bool = False) -> None:
         """One round trip: the call's events (see IGNORED_EVENTS; `bridge_events` keeps
@@ -610,6 +620,12 @@ class CallControl:
         cut-off (and the warning) itself the moment it answers: `execute_on_answer`, so the
         cut-off exists inside FreeSWITCH even if fsbill dies before the answer."""
         assignments = [f"{k}={v}" for k, v in variables.items()]
+        # mod_nibblebill (mod_nibblebill.c) bills any channel carrying nibble_rate and
+        # nibble_account when it looks: its SESSION_HEARTBEAT handler and its CS_HANGUP state
+        # handler (process_hangup) read them then. Unsetting them here, before answer, means
+        # a call fsbill enforces is never also billed by it (`name=` unsets: mod_dptools
+        # base_set treats an empty value as NULL).
+        assignments += [f"{name}=" for name in self.strip]
         if cutoff_after_answer_s is not None:
             app, arg = cutoff_on_answer(self.cutoff, cutoff_after_answer_s)
             assignments.append(f"execute_on_answer_fsbill_cutoff={app} {arg}")

@@ -253,3 +253,27 @@ def test_money_taken_from_under_live_calls_gives_them_no_more_time(rig):
     assert rec.hangup_cause == "ALLOTTED_TIMEOUT"
     assert cdr.billed_s <= 120  # the grant it held when the money went, no extension
     books_balance(rig, "acme")
+
+
+# -- item 8: never billed by mod_nibblebill as well ------------------------------------------------------
+@pytest.mark.parametrize("before_dialplan", [False, True])
+def test_a_call_fsbill_enforces_is_never_also_billed_by_mod_nibblebill(rig, before_dialplan):
+    """dialplan/nibblebill_compat.xml with mod_nibblebill still loaded (heartbeat 1 s): fsbill
+    bills the call (nibble_rate, nibble_account honoured) and removes the variables before
+    answer, so mod_nibblebill's heartbeats and its hangup handler find nothing to bill.
+    `before_dialplan`: the variables came from the directory, so the module's heartbeat is
+    armed at CS_EXECUTE before fsbill ever sees the channel."""
+    from fsbill.sim import Nibblebill, Switch
+
+    rig.switch.close()
+    rig.switch = Switch(rig.clock, nibblebill=Nibblebill(global_heartbeat=1, balances={"acme": 10.0}))
+    rig.account("acme", "10.00")
+    nibble = {"nibble_account": "acme", "nibble_rate": "0.30"}
+    kwargs = {"directory_variables": nibble, "variables": {}} if before_dialplan else {"variables": nibble}
+    rec = rig.call(account=None, talk_s=30, **kwargs)
+    [cdr] = rig.settled(1)
+    assert rec.answered_us is not None and cdr.account == "acme" and cdr.rate == Money.parse("0.30")
+    assert cdr.charged == Money.parse("0.15")  # 30 s at 0.30/min, once, by fsbill
+    assert rec.nibblebill_debits == [] and rig.switch.nibblebill.balances["acme"] == 10.0
+    assert "nibble_rate" not in rec.variables and "nibble_account" not in rec.variables
+    books_balance(rig, "acme")
