@@ -356,7 +356,7 @@ class CallRun:
             if warning is not None:
                 self.call = replace(call, warned=True)
         else:
-            # execute_on_answer never runs for an answered channel: arm the cut-off now, relative,
+            # FreeSWITCH never runs on-answer actions for an answered channel: arm the cut-off now, relative,
             # bounded by the ring allowance plus the grant; it is moved to its real instant when
             # the bridge comes up (on_answer via CHANNEL_BRIDGE).
             self.control.arm(variables, None, None)
