@@ -58,6 +58,8 @@ class Options:
     call_ms: int = 500  # how long each call talks before sipp hangs up
     target: str = "127.0.0.1:5060"  # the switch's SIP profile
     switch_pid: int | None = None  # FreeSWITCH's pid (default: the local process named freeswitch)
+    switch_esl: str = "127.0.0.1:8021"  # the switch's inbound event socket ('' : not used)
+    switch_password: str = "ClueCon"
     fsbill_listen: str = "127.0.0.1:8084"  # where the dialplan's `socket` connects
     fsbill_pid: int | None = None  # use an fsbill already listening there instead of starting one
     sqlite_synchronous: str = "full"
@@ -66,7 +68,7 @@ class Options:
     p99_limit_ms: float = TARGET_P99_MS
     recv_timeout_ms: int = 10_000  # a call waiting longer than this for a reply counts as failed
     warmup: int = 40  # calls per mode at 10 cps before anything is measured (imports, caches)
-    quiet_timeout_s: float = 60.0  # how long to wait for the switch to go idle between runs
+    quiet_timeout_s: float = 30.0  # how long to wait for the switch to go idle between runs
     keep_dir: str | None = None
 
 
@@ -121,6 +123,15 @@ def parse_rtt_csv(text: str) -> list[tuple[float, float]]:
             continue
         samples.append((date_ms - rtt_ms, rtt_ms))
     return samples
+
+
+def channel_count(reply: str) -> int:
+    """The figure of `show channels count` ("\n12 total.\n")."""
+    for line in reply.splitlines():
+        words = line.split()
+        if len(words) == 2 and words[1] == "total." and words[0].isdigit():
+            return int(words[0])
+    raise BenchError(f"unexpected reply to 'show channels count': {reply.strip()[:60]!r}")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -280,14 +291,14 @@ def render(figures: dict[str, Any]) -> str:
         f" {figures.get('fsbill_pid') or '-'}; calls of {figures['call_ms']} ms; ramp {figures['ramp_s']} s,"
         f" hold {figures['hold_s']:g} s; load average {figures['machine']['loadavg_before']} before,"
         f" {figures['machine'].get('loadavg_after', '?')} after",
-        f"{'rate':>6} {'mode':<7} {'created':>7} {'answered':>8} {'failed':>6}   INVITE->200 ms (hold)"
+        f"{'rate':>6} {'mode':<7} {'created':>7} {'answered':>8} {'failed':>6} {'left':>5}   INVITE->200 ms (hold)"
         f"{'':12} switch CPU/call  fsbill CPU/call",
-        f"{'':>6} {'':<7} {'':>7} {'':>8} {'':>6}   {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7}",
+        f"{'':>6} {'':<7} {'':>7} {'':>8} {'':>6} {'':>5}   {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7}",
     ]
     for run in figures["runs"]:
         c, lat = run["calls"], run["latency"]
         lines.append(
-            f"{run['rate']:>6g} {run['mode']:<7} {c['created']:>7} {c['answered']:>8} {c['failed']:>6}   "
+            f"{run['rate']:>6g} {run['mode']:<7} {c['created']:>7} {c['answered']:>8} {c['failed']:>6} {run.get('channels_left', 0):>5}   "
             f"{_ms(lat['p50_ms']):>6} {_ms(lat['p95_ms']):>6} {_ms(lat['p99_ms']):>6} {_ms(lat['max_ms']):>7}"
             f"   {_ms(run.get('switch_cpu_ms_per_call')):>10} ms  {_ms(run.get('fsbill_cpu_ms_per_call')):>10} ms"
         )
@@ -327,6 +338,63 @@ def find_switch_pid() -> int | None:
     return found[0] if len(found) == 1 else None
 
 
+class SwitchConsole:
+    """The switch's inbound event socket, for two things between runs: how many channels are
+    still up, and hanging up what a collapsed run left behind (an outbound-socket channel
+    whose socket fsbill closed before `connect` was answered stays parked in the socket app:
+    mod_event_socket.c never hangs it up)."""
+
+    def __init__(self, address: str, password: str, timeout_s: float = 10.0) -> None:
+        host, _, port = address.rpartition(":")
+        try:
+            self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"cannot reach the switch's event socket at {address}: {exc}") from None
+        self.file = self.sock.makefile("rb")
+        self._read()  # auth/request
+        self.sock.sendall(f"auth {password}\n\n".encode())
+        headers, _ = self._read()
+        if not headers.get("Reply-Text", "").startswith("+OK"):
+            self.close()
+            raise BenchError(f"the switch's event socket at {address} refused the password")
+
+    def _read(self) -> tuple[dict[str, str], str]:
+        headers: dict[str, str] = {}
+        while True:
+            line = self.file.readline()
+            if not line:
+                raise BenchError("the switch's event socket closed")
+            line = line.decode("utf-8", "replace").rstrip("\r\n")
+            if not line:
+                if headers:
+                    break
+                continue
+            name, _, value = line.partition(": ")
+            headers[name] = value
+        length = int(headers.get("Content-Length", "0") or 0)
+        body = self.file.read(length).decode("utf-8", "replace") if length else ""
+        return headers, body
+
+    def api(self, command: str) -> str:
+        self.sock.sendall(f"api {command}\n\n".encode())
+        while True:
+            headers, body = self._read()
+            if headers.get("Content-Type") == "api/response":
+                return body
+
+    def channels(self) -> int:
+        return channel_count(self.api("show channels count"))
+
+    def hangup_all(self) -> None:
+        self.api("hupall NORMAL_CLEARING")
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -346,6 +414,7 @@ class SwitchBench:
         self.switch_pid: int | None = None
         self.switch_idle = 0.0
         self.fsbill_idle = 0.0
+        self.console: SwitchConsole | None = None
 
     def _util(self, pid: int | None, window_s: float = 1.0) -> float:
         if pid is None:
@@ -357,18 +426,26 @@ class SwitchBench:
     def _cpu(self, pid: int | None) -> float:
         return proc_cpu_s(pid) if pid is not None else 0.0
 
-    def wait_quiet(self) -> None:
-        """Until the switch is back to its idle rate (the previous run's calls are gone) and
-        fsbill has no live call."""
+    def wait_quiet(self) -> int:
+        """Until the switch has no channel and is back to its idle CPU rate, and fsbill has no
+        live call. Returns how many channels were still up at the timeout (then hung up)."""
         deadline = time.monotonic() + self.o.quiet_timeout_s
+        channels = 0
         while time.monotonic() < deadline:
             live = 0.0
             if self.server is not None:
                 live = self.server.scrape().value("fsbill_live_calls")
+            channels = self.console.channels() if self.console is not None else 0
             util = self._util(self.switch_pid, 0.5)
-            if live == 0 and util <= self.switch_idle + 0.03:
-                return
-        self.progress("the switch did not go quiet; measuring anyway")
+            if live == 0 and channels == 0 and util <= self.switch_idle + 0.03:
+                return 0
+        if channels and self.console is not None:
+            self.progress(f"{channels} channels still up on the switch after {self.o.quiet_timeout_s:g} s: hanging up")
+            self.console.hangup_all()
+            time.sleep(2)
+        else:
+            self.progress("the switch did not go quiet; measuring anyway")
+        return channels
 
     def start_fsbill(self, workdir: Path) -> None:
         from fsbill.bench.calls import Server, free_port, seed_database
@@ -417,7 +494,7 @@ class SwitchBench:
         sw0, fb0, t0 = self._cpu(self.switch_pid), self._cpu(self.fsbill_pid), time.monotonic()
         with open(rundir / "sipp.out", "wb") as out:
             proc = subprocess.run(command, cwd=rundir, stdout=out, stderr=subprocess.STDOUT, check=False)
-        self.wait_quiet()
+        left = self.wait_quiet()
         wall = time.monotonic() - t0
         sw1, fb1 = self._cpu(self.switch_pid), self._cpu(self.fsbill_pid)
         if not stat_file.exists():
@@ -431,6 +508,7 @@ class SwitchBench:
             "calls": counts,
             "latency": latency_figures(samples, plan.hold_from_ms),
             "sipp_exit": proc.returncode,
+            "channels_left": left,
             "wall_s": round(wall, 1),
             "switch_cpu_ms_per_call": None,
             "fsbill_cpu_ms_per_call": None,
@@ -463,6 +541,9 @@ class SwitchBench:
         workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
+            if o.switch_esl:
+                self.console = SwitchConsole(o.switch_esl, o.switch_password)
+                figures["switch_channels_at_start"] = self.console.channels()
             if "fsbill" in o.modes and self.fsbill_pid is None:
                 self.start_fsbill(workdir)
             figures["fsbill_pid"] = self.fsbill_pid
@@ -479,6 +560,8 @@ class SwitchBench:
         finally:
             if self.server is not None:
                 self.server.stop()
+            if self.console is not None:
+                self.console.close()
             if not o.keep_dir:
                 shutil.rmtree(workdir, ignore_errors=True)
         runs = figures["runs"]

@@ -207,6 +207,16 @@ def _add_switch(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         help="FreeSWITCH's pid for its CPU (default: the local process named freeswitch, if the target is local)",
     )
     switch.add_argument(
+        "--switch-esl",
+        default="127.0.0.1:8021",
+        metavar="HOST:PORT",
+        help="the switch's inbound event socket, to count and clear channels between runs ('' : none; "
+        "default %(default)s)",
+    )
+    switch.add_argument(
+        "--switch-password", default="ClueCon", metavar="PW", help="its password (default FreeSWITCH's)"
+    )
+    switch.add_argument(
         "--fsbill-listen",
         default="127.0.0.1:8084",
         metavar="HOST:PORT",
@@ -277,6 +287,8 @@ def _switch(args: argparse.Namespace) -> int:
         call_ms=args.call_ms,
         target=args.target,
         switch_pid=args.switch_pid,
+        switch_esl=args.switch_esl,
+        switch_password=args.switch_password,
         fsbill_listen=args.fsbill_listen,
         fsbill_pid=args.fsbill_pid,
         p99_limit_ms=args.p99_limit_ms,
