@@ -60,7 +60,7 @@ class Options:
     switch_pid: int | None = None  # FreeSWITCH's pid (default: the local process named freeswitch)
     switch_esl: str = "127.0.0.1:8021"  # the switch's inbound event socket ('' : not used)
     switch_password: str = "ClueCon"
-    fsbill_listen: str = "127.0.0.1:8084"  # where the dialplan's `socket` connects
+    fsbill_listen: str = "127.0.0.1:18084"  # where the dialplan's `socket` connects
     fsbill_pid: int | None = None  # use an fsbill already listening there instead of starting one
     sqlite_synchronous: str = "full"
     log_level: str = "info"

@@ -218,7 +218,7 @@ def _add_switch(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     )
     switch.add_argument(
         "--fsbill-listen",
-        default="127.0.0.1:8084",
+        default="127.0.0.1:18084",
         metavar="HOST:PORT",
         help="where the started fsbill listens: the dialplan's socket address (default %(default)s)",
     )
