@@ -36,9 +36,9 @@ from typing import Any
 from fsbill.errors import FsbillError
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-MODES = ("plain", "fsbill")
+MODES = ("plain", "socket", "fsbill")
 # destination numbers of dialplan/fsbill_bench.xml
-EXTENSIONS = {"plain": "fsbill_bench_plain", "fsbill": "fsbill_bench_billed"}
+EXTENSIONS = {"plain": "fsbill_bench_plain", "socket": "fsbill_bench_socket", "fsbill": "fsbill_bench_billed"}
 TARGET_RATE = 150.0
 TARGET_P99_MS = 100.0
 TARGET_CPU_RATIO = 1.5
@@ -52,7 +52,7 @@ class BenchError(FsbillError):
 @dataclass
 class Options:
     rates: tuple[float, ...] = (20.0, 100.0, 150.0)
-    modes: tuple[str, ...] = MODES
+    modes: tuple[str, ...] = ("plain", "fsbill")
     ramp_s: int = 5  # seconds of ramp before the hold (the rate rises once a second)
     hold_s: float = 10.0  # seconds at the full rate; latencies are taken from these calls
     call_ms: int = 500  # how long each call talks before sipp hangs up
@@ -62,6 +62,8 @@ class Options:
     switch_password: str = "ClueCon"
     fsbill_listen: str = "127.0.0.1:18084"  # where the dialplan's `socket` connects
     fsbill_pid: int | None = None  # use an fsbill already listening there instead of starting one
+    socket_app_listen: str = "127.0.0.1:18085"  # the minimal socket app (mode `socket`)
+    socket_dial_string: str = "loopback/fsbill_bench_echo/bench"
     sqlite_synchronous: str = "full"
     log_level: str = "info"
     sipp: str = "sipp"
@@ -292,7 +294,7 @@ def render(figures: dict[str, Any]) -> str:
         f" hold {figures['hold_s']:g} s; load average {figures['machine']['loadavg_before']} before,"
         f" {figures['machine'].get('loadavg_after', '?')} after",
         f"{'rate':>6} {'mode':<7} {'created':>7} {'answered':>8} {'failed':>6} {'left':>5}   INVITE->200 ms (hold)"
-        f"{'':12} switch CPU/call  fsbill CPU/call",
+        f"{'':12} switch CPU/call  app CPU/call",
         f"{'':>6} {'':<7} {'':>7} {'':>8} {'':>6} {'':>5}   {'p50':>6} {'p95':>6} {'p99':>6} {'max':>7}",
     ]
     for run in figures["runs"]:
@@ -300,7 +302,7 @@ def render(figures: dict[str, Any]) -> str:
         lines.append(
             f"{run['rate']:>6g} {run['mode']:<7} {c['created']:>7} {c['answered']:>8} {c['failed']:>6} {run.get('channels_left', 0):>5}   "
             f"{_ms(lat['p50_ms']):>6} {_ms(lat['p95_ms']):>6} {_ms(lat['p99_ms']):>6} {_ms(lat['max_ms']):>7}"
-            f"   {_ms(run.get('switch_cpu_ms_per_call')):>10} ms  {_ms(run.get('fsbill_cpu_ms_per_call')):>10} ms"
+            f"   {_ms(run.get('switch_cpu_ms_per_call')):>10} ms  {_ms(_app_cpu(run)):>10} ms"
         )
     for mode, rate in figures["highest_clean_rate"].items():
         lines.append(
@@ -312,6 +314,11 @@ def render(figures: dict[str, Any]) -> str:
     met = ", ".join(f"{k}: {'-' if v is None else 'met' if v else 'MISSED'}" for k, v in figures["targets"].items())
     lines.append(f"targets: {met}")
     return "\n".join(lines)
+
+
+def _app_cpu(run: dict[str, Any]) -> float | None:
+    value = run.get("fsbill_cpu_ms_per_call")
+    return value if value is not None else run.get("app_cpu_ms_per_call")
 
 
 def _ms(value: float | None) -> str:
@@ -415,6 +422,7 @@ class SwitchBench:
         self.switch_idle = 0.0
         self.fsbill_idle = 0.0
         self.console: SwitchConsole | None = None
+        self.socket_app: subprocess.Popen | None = None
 
     def _util(self, pid: int | None, window_s: float = 1.0) -> float:
         if pid is None:
@@ -471,6 +479,21 @@ class SwitchBench:
             raise BenchError(f"fsbill serve did not start on {self.o.fsbill_listen}: {exc}") from None
         self.fsbill_pid = self.server.pid
 
+    def start_socket_app(self, workdir: Path) -> None:
+        import sys
+
+        log = open(workdir / "socket_app.log", "wb")
+        self.socket_app = subprocess.Popen(
+            [sys.executable, "-m", "fsbill.bench.socket_app", self.o.socket_app_listen, self.o.socket_dial_string],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while b"serving" not in (workdir / "socket_app.log").read_bytes():
+            if self.socket_app.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"the socket app did not start on {self.o.socket_app_listen}: see socket_app.log")
+            time.sleep(0.05)
+
     def one(self, workdir: Path, mode: str, rate: float, plan: Ramp | None = None) -> dict[str, Any]:
         o = self.o
         plan = plan or ramp_plan(rate, o.ramp_s, o.hold_s)
@@ -491,12 +514,13 @@ class SwitchBench:
         )
         self.wait_quiet()
         self.progress(f"{mode} at {rate:g} cps: {plan.calls} calls ({plan.ramp_s} s ramp, {plan.hold_s:g} s hold)")
-        sw0, fb0, t0 = self._cpu(self.switch_pid), self._cpu(self.fsbill_pid), time.monotonic()
+        app = self.socket_app.pid if self.socket_app is not None else None
+        sw0, fb0, ap0, t0 = self._cpu(self.switch_pid), self._cpu(self.fsbill_pid), self._cpu(app), time.monotonic()
         with open(rundir / "sipp.out", "wb") as out:
             proc = subprocess.run(command, cwd=rundir, stdout=out, stderr=subprocess.STDOUT, check=False)
         left = self.wait_quiet()
         wall = time.monotonic() - t0
-        sw1, fb1 = self._cpu(self.switch_pid), self._cpu(self.fsbill_pid)
+        sw1, fb1, ap1 = self._cpu(self.switch_pid), self._cpu(self.fsbill_pid), self._cpu(app)
         if not stat_file.exists():
             raise BenchError(f"sipp wrote no statistics (exit {proc.returncode}): see {rundir / 'sipp.out'}")
         counts = stat_counts(parse_stat_csv(stat_file.read_text()))
@@ -517,6 +541,8 @@ class SwitchBench:
             run["switch_cpu_ms_per_call"] = cpu_per_call_ms(sw1 - sw0, self.switch_idle, wall, counts["created"])
         if self.fsbill_pid is not None and mode == "fsbill":
             run["fsbill_cpu_ms_per_call"] = cpu_per_call_ms(fb1 - fb0, self.fsbill_idle, wall, counts["created"])
+        if self.socket_app is not None and mode == "socket":
+            run["app_cpu_ms_per_call"] = cpu_per_call_ms(ap1 - ap0, 0.0, wall, counts["created"])
         return run
 
     def run(self) -> dict[str, Any]:
@@ -547,6 +573,8 @@ class SwitchBench:
             if "fsbill" in o.modes and self.fsbill_pid is None:
                 self.start_fsbill(workdir)
             figures["fsbill_pid"] = self.fsbill_pid
+            if "socket" in o.modes:
+                self.start_socket_app(workdir)
             self.switch_idle = self._util(self.switch_pid)
             self.fsbill_idle = self._util(self.fsbill_pid)
             figures["switch_idle_util"] = round(self.switch_idle, 4)
@@ -558,6 +586,9 @@ class SwitchBench:
                 for mode in o.modes:
                     figures["runs"].append(self.one(workdir, mode, rate))
         finally:
+            if self.socket_app is not None:
+                self.socket_app.kill()
+                self.socket_app.wait(timeout=10)
             if self.server is not None:
                 self.server.stop()
             if self.console is not None:

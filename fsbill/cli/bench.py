@@ -188,7 +188,7 @@ def _add_switch(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         type=_modes,
         default=("plain", "fsbill"),
         metavar="MODE,MODE",
-        help="plain, fsbill or both (default plain,fsbill)",
+        help="any of plain, socket (the smallest outbound-socket app: the design's floor), fsbill (default plain,fsbill)",
     )
     switch.add_argument("--ramp", type=_whole, default=5, metavar="S", help="seconds of ramp to the rate (default 5)")
     switch.add_argument(
