@@ -62,6 +62,7 @@ class Options:
     switch_password: str = "ClueCon"
     fsbill_listen: str = "127.0.0.1:18084"  # where the dialplan's `socket` connects
     fsbill_pid: int | None = None  # use an fsbill already listening there instead of starting one
+    fsbill_like_switch: bool = False  # give fsbill (and the socket app) the switch's CPU scheduling class
     socket_app_listen: str = "127.0.0.1:18085"  # the minimal socket app (mode `socket`)
     socket_dial_string: str = "loopback/fsbill_bench_echo/bench"
     sqlite_synchronous: str = "full"
@@ -289,8 +290,9 @@ def switch_cpu_ratio(runs: list[dict[str, Any]], rate: float) -> float | None:
 def render(figures: dict[str, Any]) -> str:
     """The human-readable report: one line per run, then the highest clean rates and targets."""
     lines = [
-        f"switch {figures['target']} (pid {figures.get('switch_pid') or 'not local'}), fsbill pid"
-        f" {figures.get('fsbill_pid') or '-'}; calls of {figures['call_ms']} ms; ramp {figures['ramp_s']} s,"
+        f"switch {figures['target']} (pid {figures.get('switch_pid') or 'not local'},"
+        f" {figures.get('switch_sched', '?')}), fsbill pid {figures.get('fsbill_pid') or '-'}"
+        f" ({figures.get('fsbill_sched', '?')}); calls of {figures['call_ms']} ms; ramp {figures['ramp_s']} s,"
         f" hold {figures['hold_s']:g} s; load average {figures['machine']['loadavg_before']} before,"
         f" {figures['machine'].get('loadavg_after', '?')} after",
         f"{'rate':>6} {'mode':<7} {'created':>7} {'answered':>8} {'failed':>6} {'left':>5}   INVITE->200 ms (hold)"
@@ -400,6 +402,27 @@ class SwitchConsole:
             self.sock.close()
         except OSError:
             pass
+
+
+_POLICIES = {0: "SCHED_OTHER", 1: "SCHED_FIFO", 2: "SCHED_RR", 3: "SCHED_BATCH", 5: "SCHED_IDLE"}
+
+
+def sched_of(pid: int) -> tuple[int, int]:
+    """(policy, realtime priority) of a process (os.sched_getscheduler / sched_getparam)."""
+    return os.sched_getscheduler(pid), os.sched_getparam(pid).sched_priority
+
+
+def sched_name(policy: int, priority: int) -> str:
+    name = _POLICIES.get(policy, str(policy))
+    return f"{name} {priority}" if policy in (1, 2) else name
+
+
+def set_sched(pid: int, policy: int, priority: int) -> None:
+    """Every thread of `pid` to (policy, priority): FreeSWITCH runs realtime by default
+    (switch_core.c set_auto_priority -> SCHED_FIFO; its packaged systemd unit: RR 89), so a
+    normal-priority fsbill gets the CPU only when the switch leaves it."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setscheduler(int(tid), policy, os.sched_param(priority))
 
 
 def _free_udp_port() -> int:
@@ -575,6 +598,14 @@ class SwitchBench:
             figures["fsbill_pid"] = self.fsbill_pid
             if "socket" in o.modes:
                 self.start_socket_app(workdir)
+            if o.fsbill_like_switch and self.switch_pid is not None:
+                policy, priority = sched_of(self.switch_pid)
+                for pid in (self.fsbill_pid, self.socket_app.pid if self.socket_app else None):
+                    if pid is not None:
+                        set_sched(pid, policy, priority)
+            for name, pid in (("switch", self.switch_pid), ("fsbill", self.fsbill_pid)):
+                if pid is not None:
+                    figures[f"{name}_sched"] = sched_name(*sched_of(pid))
             self.switch_idle = self._util(self.switch_pid)
             self.fsbill_idle = self._util(self.fsbill_pid)
             figures["switch_idle_util"] = round(self.switch_idle, 4)

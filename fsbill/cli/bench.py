@@ -229,6 +229,11 @@ def _add_switch(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         help="measure an fsbill already listening there (with account `bench`) instead of starting one",
     )
     switch.add_argument(
+        "--fsbill-like-switch",
+        action="store_true",
+        help="give the started fsbill the switch's CPU scheduling class (FreeSWITCH runs realtime by default)",
+    )
+    switch.add_argument(
         "--p99-limit-ms",
         type=_positive_float,
         default=100.0,
@@ -291,6 +296,7 @@ def _switch(args: argparse.Namespace) -> int:
         switch_password=args.switch_password,
         fsbill_listen=args.fsbill_listen,
         fsbill_pid=args.fsbill_pid,
+        fsbill_like_switch=args.fsbill_like_switch,
         p99_limit_ms=args.p99_limit_ms,
         sipp=args.sipp,
         warmup=args.warmup,
