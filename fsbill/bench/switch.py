@@ -248,6 +248,7 @@ def is_clean(run: dict[str, Any], p99_limit_ms: float) -> bool:
         c["failed"] == 0
         and c["open"] == 0
         and c["answered"] == c["created"]
+        and not run.get("channels_left")
         and p99 is not None
         and p99 <= p99_limit_ms
     )
