@@ -237,6 +237,9 @@ def test_targets_of_the_issue():
         "switch_cpu<=1.5x_plain@150cps": False,
         "clean_rate>=0.9x_plain": False,
     }
+    # a plain bridge that did not hold 150 cps leaves nothing to compare the CPU with
+    collapsed = [_run("plain", 150, cpu=29.0, failed=366, answered=1509), _run("fsbill", 150, cpu=39.0)]
+    assert verdicts(collapsed, {"plain": 100.0, "fsbill": 20.0}, 100)["switch_cpu<=1.5x_plain@150cps"] is None
     assert verdicts([_run("plain", 20)], {"plain": 20.0}, 100) == {
         "fsbill_clean@150cps": None,
         "switch_cpu<=1.5x_plain@150cps": None,
