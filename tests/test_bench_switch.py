@@ -281,3 +281,12 @@ def test_cli_rates_and_modes():
             _rates(bad)
     with pytest.raises(argparse.ArgumentTypeError):
         _modes("plain,nope")
+
+
+def test_without_sipp_the_command_says_so_in_one_line(capsys, tmp_path):
+    from fsbill.cli.main import main
+
+    code = main(["bench", "switch", "--sipp", str(tmp_path / "no-sipp"), "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and "sipp not found" in err[0]
