@@ -31,9 +31,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fsbill.errors import FsbillError
+
+if TYPE_CHECKING:
+    from fsbill.bench.calls import Server
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MODES = ("plain", "socket", "fsbill")
@@ -374,10 +377,10 @@ class SwitchConsole:
     def _read(self) -> tuple[dict[str, str], str]:
         headers: dict[str, str] = {}
         while True:
-            line = self.file.readline()
-            if not line:
+            raw = self.file.readline()
+            if not raw:
                 raise BenchError("the switch's event socket closed")
-            line = line.decode("utf-8", "replace").rstrip("\r\n")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
                 if headers:
                     break
@@ -443,7 +446,7 @@ class SwitchBench:
     def __init__(self, options: Options, progress: Callable[[str], None] | None = None) -> None:
         self.o = options
         self.progress = progress or (lambda _msg: None)
-        self.server = None
+        self.server: Server | None = None
         self.fsbill_pid: int | None = options.fsbill_pid
         self.switch_pid: int | None = None
         self.switch_idle = 0.0
@@ -488,7 +491,7 @@ class SwitchBench:
         db = workdir / "bench.db"
         url = f"sqlite:///{db}"
         seed_database(url, 1.0)
-        self.server = Server(
+        server = Server(
             workdir,
             dict(
                 database=url,
@@ -500,11 +503,12 @@ class SwitchBench:
                 shutdown_grace_s=0,
             ),
         )
+        self.server = server
         try:
-            self.server.start()
+            server.start()
         except RuntimeError as exc:
             raise BenchError(f"fsbill serve did not start on {self.o.fsbill_listen}: {exc}") from None
-        self.fsbill_pid = self.server.pid
+        self.fsbill_pid = server.pid
 
     def start_socket_app(self, workdir: Path) -> None:
         import sys
