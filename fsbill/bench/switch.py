@@ -2,10 +2,12 @@
 
 An existing FreeSWITCH (with dialplan/fsbill_bench.xml in the context its SIP profile uses) is
 driven by sipp's built-in `uac` scenario at fixed call rates: a ramp (the rate rises in equal
-steps once a second), then a hold at the rate. Each rate is offered twice in the same run, once
-to the plain-bridge extension (no billing: the switch alone) and once to the fsbill extension
-(the same bridge behind `socket ... async full`, enforced by an `fsbill serve` this command
-starts on a fresh SQLite database). Every call talks `--call-ms` and is hung up by sipp.
+steps once a second), then a hold at the rate. Each rate is offered, in the same run, to the
+plain-bridge extension (no billing: the switch alone), optionally to the same bridge behind the
+smallest outbound-socket app (fsbill/bench/socket_app.py: the design's floor), and to the
+fsbill extension (the same bridge behind `socket ... async full`, enforced by an `fsbill serve`
+this command starts on a fresh SQLite database). Every call talks `--call-ms` and is hung up by
+sipp.
 
 Per mode and rate it reports: calls created / answered / failed (sipp's -trace_stat counters),
 INVITE→200 p50/p95/p99/max over the calls that started during the hold (sipp's -trace_rtt file,
