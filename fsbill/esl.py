@@ -425,9 +425,10 @@ class EslSession(OutboundSession):
     def send(self, data: str) -> Frame:  # type: ignore[override]
         return self.send_many([data])[-1]
 
-    def send_many(self, commands: list[str]) -> list[Frame]:
+    def send_many(self, commands: list[str], *, already_sent: bool = False) -> list[Frame]:
         """Pipeline commands in one write (FreeSWITCH handles them in order) and wait for
-        every reply, each within `command_timeout_s`."""
+        every reply, each within `command_timeout_s`. `already_sent`: the commands were
+        written before this session existed (see EslServer.listen); only wait."""
         if not self.connected:
             raise NotConnectedError()
         waiters = []
@@ -438,7 +439,8 @@ class EslSession(OutboundSession):
             self._commands_sent.append(waiter)
             payload += (command + "\n\n").encode("utf-8")
         try:
-            self.sock.sendall(payload)
+            if not already_sent:
+                self.sock.sendall(payload)
         except OSError as exc:
             self._shutdown(f"socket error: {exc}")
             raise OutboundSessionHasGoneAway() from None
@@ -475,8 +477,8 @@ class EslSession(OutboundSession):
             if not frame.data.startswith("+OK"):
                 raise ProtocolError(f"{command.split()[0]!r} refused: {frame.data.strip()[:80]}")
 
-    def connect(self) -> dict[str, str]:  # type: ignore[override]
-        reply = self.send("connect")
+    def connect(self, already_sent: bool = False) -> dict[str, str]:  # type: ignore[override]
+        reply = self.send_many(["connect"], already_sent=already_sent)[-1]
         if not reply.headers.get("Reply-Text", "").startswith("+OK"):
             raise ProtocolError("connect refused")
         self.session_data = reply.headers
@@ -760,6 +762,18 @@ class EslServer(OutboundESLServer):
                     self.on_refused("capacity")
                 sock.close()
                 continue
+            # `connect` goes out here, before the call's greenlet is even scheduled: until it
+            # arrives, FreeSWITCH's socket app spins on the channel's thread (mod_event_socket.c
+            # socket_function: `while (... !LFLAG_CONNECTED) switch_cond_next();`), and a busy
+            # switch (realtime priority by default) starves this process of the CPU it needs to
+            # get there, so a short delay snowballed into a collapse (docs/BENCHMARKS.md).
+            try:
+                sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+                sock.sendall(b"connect\n\n")
+            except OSError as exc:
+                log.info("esl session from %s ended early: %s", peer, exc)
+                sock.close()
+                continue
             self.connection_count += 1
             greenlet = gevent.spawn(self._serve, sock, address)
             self._greenlets.add(greenlet)
@@ -769,7 +783,6 @@ class EslServer(OutboundESLServer):
         accepted_perf = time.perf_counter()
         session = None
         try:
-            sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
             session = EslSession(
                 address,
                 sock,
@@ -778,7 +791,7 @@ class EslServer(OutboundESLServer):
                 on_protocol_error=self.on_protocol_error,
             )
             session.accepted_perf = accepted_perf  # the setup-latency histogram starts here
-            session.connect()
+            session.connect(already_sent=True)
             session.command_timeout_s = self.command_timeout_s
             self.handler(session)
         except (FsbillError, NotConnectedError, OutboundSessionHasGoneAway, OSError) as exc:

@@ -166,4 +166,150 @@ def _calls(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [_add_rating, _add_calls]
+# -- switch ---------------------------------------------------------------------------------------
+def _add_switch(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    switch = sub.add_parser(
+        "switch",
+        parents=[parent],
+        help="what fsbill costs a real FreeSWITCH: sipp calls through a plain bridge and through fsbill",
+        description="Drive an existing FreeSWITCH (with dialplan/fsbill_bench.xml loaded) with sipp at fixed "
+        "call rates, through a plain bridge and through an `fsbill serve` started here, and report INVITE->200 "
+        "latency, failures and CPU per call of the switch and of fsbill (see docs/BENCHMARKS.md).",
+    )
+    switch.add_argument(
+        "--rates",
+        type=_rates,
+        default=(20.0, 100.0, 150.0),
+        metavar="CPS,CPS",
+        help="offered call rates, each run in both modes (default 20,100,150)",
+    )
+    switch.add_argument(
+        "--modes",
+        type=_modes,
+        default=("plain", "fsbill"),
+        metavar="MODE,MODE",
+        help="any of plain, socket (the smallest outbound-socket app: the design's floor), fsbill (default plain,fsbill)",
+    )
+    switch.add_argument("--ramp", type=_whole, default=5, metavar="S", help="seconds of ramp to the rate (default 5)")
+    switch.add_argument(
+        "--hold", type=_positive_float, default=10.0, metavar="S", help="seconds held at the rate (default 10)"
+    )
+    switch.add_argument(
+        "--call-ms", type=positive_int, default=500, metavar="MS", help="talk time of each call (default 500)"
+    )
+    switch.add_argument(
+        "--target", default="127.0.0.1:5060", metavar="HOST:PORT", help="the switch's SIP profile (default %(default)s)"
+    )
+    switch.add_argument(
+        "--switch-pid",
+        type=positive_int,
+        metavar="PID",
+        help="FreeSWITCH's pid for its CPU (default: the local process named freeswitch, if the target is local)",
+    )
+    switch.add_argument(
+        "--switch-esl",
+        default="127.0.0.1:8021",
+        metavar="HOST:PORT",
+        help="the switch's inbound event socket, to count and clear channels between runs ('' : none; "
+        "default %(default)s)",
+    )
+    switch.add_argument(
+        "--switch-password", default="ClueCon", metavar="PW", help="its password (default FreeSWITCH's)"
+    )
+    switch.add_argument(
+        "--fsbill-listen",
+        default="127.0.0.1:18084",
+        metavar="HOST:PORT",
+        help="where the started fsbill listens: the dialplan's socket address (default %(default)s)",
+    )
+    switch.add_argument(
+        "--fsbill-pid",
+        type=positive_int,
+        metavar="PID",
+        help="measure an fsbill already listening there (with account `bench`) instead of starting one",
+    )
+    switch.add_argument(
+        "--fsbill-like-switch",
+        action="store_true",
+        help="give the started fsbill the switch's CPU scheduling class (FreeSWITCH runs realtime by default)",
+    )
+    switch.add_argument(
+        "--p99-limit-ms",
+        type=_positive_float,
+        default=100.0,
+        metavar="MS",
+        help="the p99 INVITE->200 a clean rate keeps (default 100)",
+    )
+    switch.add_argument(
+        "--warmup", type=_whole, default=40, metavar="N", help="calls per mode before measuring (default 40)"
+    )
+    switch.add_argument("--sipp", default="sipp", metavar="PATH", help="the sipp binary (default: sipp on PATH)")
+    switch.add_argument(
+        "--sqlite-synchronous",
+        choices=("off", "normal", "full", "extra"),
+        default="full",
+        help="the started fsbill's sqlite_synchronous (default full, as in production)",
+    )
+    switch.add_argument("--workdir", help="keep sipp's files, the database and fsbill's log here")
+    switch.set_defaults(func=_switch)
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    values = []
+    for part in (p.strip() for p in text.split(",")):
+        if part:
+            if not part.isdigit() or int(part) == 0:
+                raise argparse.ArgumentTypeError(f"expected whole calls per second > 0, got {part!r}")
+            values.append(float(part))
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one rate")
+    return tuple(sorted(set(values)))
+
+
+def _modes(text: str) -> tuple[str, ...]:
+    from fsbill.bench.switch import MODES
+
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not modes or any(m not in MODES for m in modes):
+        raise argparse.ArgumentTypeError(f"expected {' and/or '.join(MODES)}, got {text!r}")
+    return tuple(m for m in MODES if m in modes)
+
+
+def _whole(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _switch(args: argparse.Namespace) -> int:
+    from fsbill.bench.switch import Options, render, run
+
+    options = Options(
+        rates=args.rates,
+        modes=args.modes,
+        ramp_s=args.ramp,
+        hold_s=args.hold,
+        call_ms=args.call_ms,
+        target=args.target,
+        switch_pid=args.switch_pid,
+        switch_esl=args.switch_esl,
+        switch_password=args.switch_password,
+        fsbill_listen=args.fsbill_listen,
+        fsbill_pid=args.fsbill_pid,
+        fsbill_like_switch=args.fsbill_like_switch,
+        p99_limit_ms=args.p99_limit_ms,
+        sipp=args.sipp,
+        warmup=args.warmup,
+        sqlite_synchronous=args.sqlite_synchronous,
+        keep_dir=args.workdir,
+    )
+    figures = run(options, progress=_say)
+    emit(args, figures, lambda: render(figures))
+    return 0
+
+
+BENCHMARKS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
+    _add_rating,
+    _add_calls,
+    _add_switch,
+]
