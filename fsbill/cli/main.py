@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "fsbill.cli.database",
     "fsbill.cli.tariffs",
     "fsbill.cli.rates",
+    "fsbill.cli.vendors",
     "fsbill.cli.accounts",
     "fsbill.cli.money_movements",
     "fsbill.cli.calls",
