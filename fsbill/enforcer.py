@@ -38,12 +38,16 @@ from fsbill.core.call import (
 from fsbill.core.grant import US, GrantPolicy, cutoff_epoch_s, cutoff_offset_s, warning_epoch_s
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, normalize_number
+from fsbill.core.routing import NO_ROUTE, VENDOR_UNAVAILABLE
 from fsbill.db import Store
 from fsbill.db import calls as dbcalls
+from fsbill.db import vendors as dbvendors
 from fsbill.db.rates import DeckCache
+from fsbill.db.vendors import Leg
 from fsbill.errors import DatabaseUnavailable, FsbillError, MoneyError, NumberError, ProtocolError
 from fsbill.esl import (
     Answered,
+    Bridged,
     Disconnected,
     EslSession,
     ExecuteComplete,
@@ -52,7 +56,9 @@ from fsbill.esl import (
     SocketClosed,
     Unbridged,
     channel_from,
+    failover_bridge,
 )
+from fsbill.lcr import Plan, Router
 from fsbill.logs import event as log_event
 from fsbill.metrics import Metrics
 
@@ -81,6 +87,7 @@ class Accepted:
     held: Money
     final: bool
     reserved: bool  # False only for calls let through while the database was down (on_db_error: allow)
+    legs: tuple[Leg, ...] = ()  # least-cost routing: the vendors of the failover bridge, in order
 
 
 class Enforcer:
@@ -99,6 +106,10 @@ class Enforcer:
         )
         self.pending: PendingWrites | None = None
         self.following: set[str] = set()  # uuids of the calls this node is enforcing right now
+        self.router = Router(store, decks, settings.allow_loss) if settings.routing == "lcr" else None
+        # with least-cost routing, CHANNEL_BRIDGE tells which vendor's leg FreeSWITCH bridged
+        ignored = IGNORED_EVENTS if self.router is None else tuple(n for n in IGNORED_EVENTS if n != "CHANNEL_BRIDGE")
+        self.subscription = ["myevents", f"nixevent {' '.join(ignored)}", "linger"]
 
     def handle(self, session: EslSession) -> None:
         CallRun(self, session).run()
@@ -142,7 +153,7 @@ class CallRun:
         self.channel = channel_from(self.session.session_data)
         # One round trip: subscribe, drop the events the enforcer never reads (each one carries
         # every channel variable: half the bytes of a call), and keep the final events.
-        self.session.expect_ok_many(["myevents", f"nixevent {' '.join(IGNORED_EVENTS)}", "linger"])
+        self.session.expect_ok_many(e.subscription)
         try:
             self.call = self.authorize(self.channel)
         except Rejected as rejection:
@@ -197,9 +208,27 @@ class CallRun:
             rate = deck.lookup(number, ch.created_us or now_us)
             if rate is None:
                 raise Rejected("no_rate", f"no rate for {number}", account.code, account.currency)
-        dial = dial_string_of(ch, s.route, number)
-        if not dial:
-            raise Rejected("no_route", "no fsbill_dial_string and no route configured", account.code, account.currency)
+        # who picks the bridge: the dialplan's fsbill_dial_string, else least-cost routing, else
+        # the route template
+        dial = dial_string_of(ch, "", number)
+        plan = None
+        if not dial and e.router is not None:
+            try:
+                with e.timed("route"):
+                    plan = e.router.plan(account.currency, rate, number, ch.created_us or now_us, now_us)
+            except DatabaseUnavailable as exc:
+                return self.database_down(ch, account.code, exc)
+            if plan.reason == VENDOR_UNAVAILABLE:
+                raise Rejected(VENDOR_UNAVAILABLE, _unusable(plan), account.code, account.currency)
+            if plan.reason == NO_ROUTE:
+                plan = None  # no vendor has a rate for it: the route template, if any
+        if not dial and plan is None:
+            dial = dial_string_of(ch, s.route, number)
+        if not dial and plan is None:
+            raise Rejected(
+                "no_route", "no fsbill_dial_string, no vendor and no route configured", account.code, account.currency
+            )
+        legs = plan.legs if plan is not None else ()
         try:
             with e.timed("reserve"):
                 auth = dbcalls.reserve(
@@ -214,11 +243,19 @@ class CallRun:
                     now_us=now_us,
                     lease_until_us=now_us + s.lease_effective_s * US,
                     max_ring_s=s.max_ring_s,
+                    vendor_legs=legs,
                 )
         except DatabaseUnavailable as exc:
             return self.database_down(ch, account.code, exc)
         if not auth.ok:
+            if auth.reason == VENDOR_UNAVAILABLE and e.router is not None:
+                e.router.invalidate()  # its counts were stale: read them again for the next call
             raise Rejected(auth.reason, "", account.code, account.currency, auth.balance)
+        if legs:
+            if auth.refused_vendors:
+                e.router.invalidate()
+            legs = tuple(leg for leg in legs if leg.vendor not in auth.refused_vendors)
+            dial = failover_bridge((leg.leg_uuid, leg.dial_string) for leg in legs)
         log_event(
             log,
             "authorized",
@@ -230,8 +267,9 @@ class CallRun:
             granted_s=auth.granted_s,
             held=auth.held,
             final=auth.final,
+            vendors=",".join(leg.vendor for leg in legs) or None,
         )
-        return Accepted(account, rate, number, dial, auth.granted_s, auth.held, auth.final, True)
+        return Accepted(account, rate, number, dial, auth.granted_s, auth.held, auth.final, True, legs)
 
     def database_down(self, ch: Channel, account: str, exc: Exception) -> Accepted:
         s = self.e.settings
@@ -357,6 +395,9 @@ class CallRun:
             if isinstance(ev, Answered):
                 if self.answered_us is None:
                     self.on_answer(ev.at_us)
+            elif isinstance(ev, Bridged):
+                if self.call.legs and ev.peer_uuid:
+                    self.on_bridged(ev.peer_uuid)
             elif isinstance(ev, Unbridged):
                 if self.unbridged_us is None:
                     self.unbridged_us = ev.at_us
@@ -403,6 +444,19 @@ class CallRun:
                 )
         except DatabaseUnavailable as exc:
             log_event(log, "answer_not_recorded", uuid=self.channel.uuid, error=str(exc))
+
+    def on_bridged(self, leg_uuid: str) -> None:
+        """FreeSWITCH bridged one vendor's leg: the other vendors' channels are free again."""
+        e = self.e
+        if not self.call.reserved:
+            return
+        try:
+            with e.timed("bridged"):
+                carrier = dbvendors.keep_carrier(e.store, self.channel.uuid, leg_uuid)
+        except DatabaseUnavailable as exc:  # the settlement releases them instead
+            log_event(log, "vendor_release_deferred", uuid=self.channel.uuid, error=str(exc))
+            return
+        log_event(log, "bridged", uuid=self.channel.uuid, vendor=carrier or None)
 
     def on_bridge_done(self, ev: ExecuteComplete) -> None:
         # The bridge ended: either the B leg never answered, or it hung up after talking. In
@@ -486,6 +540,7 @@ class CallRun:
             ev.cause or self.hangup_cause,
             result,
             e.clock.now_us(),
+            dbvendors.BridgeOutcome(ev.bridged_to, ev.leg_causes) if call.legs else None,
         )
         if not call.reserved:
             if e.pending is not None:
@@ -517,6 +572,8 @@ class CallRun:
         # after the real hangup is refunded by the settlement) and a counter cannot go down.
         e.metrics.charge(cdr.currency, cdr.charged)
         e.metrics.cdrs.labels(cdr.result).inc()
+        e.metrics.vendor_attempts_seen(cdr.attempts)
+        e.metrics.vendor_settled(cdr.vendor, cdr.currency, cdr.cost, cdr.vendor_cost)
         log_event(
             log,
             "settled",
@@ -530,6 +587,9 @@ class CallRun:
             uncollected=cdr.uncollected,
             balance_after=cdr.balance_after,
             cause=cdr.hangup_cause,
+            vendor=cdr.vendor or None,
+            vendor_cost=cdr.vendor_cost,
+            margin=cdr.margin,
         )
         if cdr.uncollected:
             e.metrics.uncollected.labels(cdr.currency).inc(cdr.uncollected.micros / 1_000_000)
@@ -564,6 +624,10 @@ IGNORED_EVENTS = (
     "NOTALK",
     "TALK",
 )
+
+
+def _unusable(plan: Plan) -> str:
+    return ", ".join(f"{o.vendor}: {o.reason}" for o in plan.route.options)
 
 
 def multiset_arg(assignments: list[str]) -> str:
@@ -618,6 +682,8 @@ class PendingWrites:
                     if cdr is not None and cdr.result != "recovered":
                         self.e.metrics.cdrs.labels(cdr.result).inc()
                         self.e.metrics.charge(cdr.currency, cdr.charged)
+                        self.e.metrics.vendor_attempts_seen(cdr.attempts)
+                        self.e.metrics.vendor_settled(cdr.vendor, cdr.currency, cdr.cost, cdr.vendor_cost)
                 elif kind == "reject":
                     if dbcalls.write_rejection(self.e.store, now_us=self.e.clock.now_us(), **item) is not None:
                         self.e.metrics.cdrs.labels("rejected").inc()

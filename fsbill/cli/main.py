@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "fsbill.cli.accounts",
     "fsbill.cli.money_movements",
     "fsbill.cli.calls",
+    "fsbill.cli.reports",
     "fsbill.cli.serve",
     "fsbill.cli.simulate",
     "fsbill.cli.bench",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from fsbill.cli.common import emit, load, non_negative_int, open_store, parse_instant, table
 from fsbill.clock import Clock
@@ -13,6 +12,7 @@ from fsbill.core.routing import REASON_TEXT, Route, choose
 from fsbill.db import ledger
 from fsbill.db import rates as dbrates
 from fsbill.db import vendors as dbvendors
+from fsbill.errors import NotFound
 from fsbill.instant import iso
 
 
@@ -176,9 +176,8 @@ def _route_show(args: argparse.Namespace) -> int:
     at_us = args.at if args.at is not None else Clock().now_us()
     number = normalize_number(args.number, settings.international_prefix)
     sell_rate = dbrates.lookup_rate(store, account.tariff, number, at_us)
-    if sell_rate is None:
-        sys.stderr.write(f"no rate for {number} in tariff {account.tariff} at {iso(at_us)}\n")
-        return 1
+    if sell_rate is None:  # 'not found', as `rates lookup` says it
+        raise NotFound(f"no rate for {number} in tariff {account.tariff} at {iso(at_us)}")
     vendors = dbvendors.list_vendors(store, with_counts=False)
     rates = dbvendors.rates_for_number(store, vendors, number, at_us)
     route = choose(

@@ -10,7 +10,8 @@ and inserts the CDR (unique per uuid) in the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import peewee
 
@@ -27,10 +28,12 @@ from fsbill.core.grant import (
 )
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.rating import Rate, max_seconds
+from fsbill.core.routing import Attempt
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, cdr_values, one
 from fsbill.db.statements import row as as_row
+from fsbill.db.vendors import BridgeOutcome, Leg, settle_vendors, take_channels
 from fsbill.instant import iso
 
 # After the grant's end, how long before a call whose node went silent is certainly over
@@ -55,6 +58,7 @@ class Authorization:
     held: Money = Money(0)
     final: bool = True
     balance: Money = Money(0)
+    refused_vendors: frozenset[str] = frozenset()  # vendors of the bridge found full or suspended under lock
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,10 @@ class CdrView:
     hangup_cause: str
     result: str
     reason: str
+    vendor: str = ""  # the vendor that carried the call (least-cost routing), "" if none
+    vendor_cost: Money | None = None
+    margin: Money | None = None
+    attempts: tuple[Attempt, ...] = ()  # vendors tried, when this view comes from the settlement
 
     FIELDS = (
         "uuid",
@@ -120,6 +128,9 @@ class CdrView:
         "hangup_cause",
         "result",
         "reason",
+        "vendor",
+        "vendor_cost",
+        "margin",
     )
 
     def as_json(self) -> dict:
@@ -152,6 +163,9 @@ class CdrView:
             "hangup_cause": self.hangup_cause,
             "result": self.result,
             "reason": self.reason,
+            "vendor": self.vendor,
+            "vendor_cost": money(self.vendor_cost),
+            "margin": money(self.margin),
         }
 
 
@@ -185,6 +199,9 @@ def _cdr_view(row: object) -> CdrView:
         hangup_cause=row.hangup_cause,
         result=row.result,
         reason=row.reason,
+        vendor=getattr(row, "vendor", "") or "",
+        vendor_cost=opt(getattr(row, "vendor_cost_micros", None)),
+        margin=opt(getattr(row, "margin_micros", None)),
     )
 
 
@@ -231,8 +248,11 @@ def reserve(
     now_us: int,
     lease_until_us: int,
     max_ring_s: int,
+    vendor_legs: Sequence[Leg] = (),
 ) -> Authorization:
-    """Authorize a new call: status, channel limit, and a first grant held atomically."""
+    """Authorize a new call: status, channel limit, and a first grant held atomically; with
+    `vendor_legs` (least-cost routing) a channel on each vendor of the bridge in the same
+    transaction (the vendors found full by then are returned in `refused_vendors`)."""
     q = store.sql
     with store.transaction() as db:
         acc = one(db, q.account_by_id, (account_id,), ACCOUNT_COLUMNS)
@@ -246,6 +266,11 @@ def reserve(
         plan = plan_grant(rate, 0, available, policy)
         if plan.granted_s == 0:
             return Authorization(False, "insufficient_funds", balance=Money(acc.balance_micros))
+        refused: frozenset[str] = frozenset()
+        if vendor_legs:
+            refused = frozenset(take_channels(store, uuid, vendor_legs))
+            if len(refused) == len(vendor_legs):  # nothing was taken: nothing to roll back
+                return Authorization(False, "vendor_unavailable", balance=Money(acc.balance_micros))
         db.execute_sql(q.hold, (plan.extra_hold.micros, 1, acc.id))
         db.execute_sql(
             q.insert_live_call,
@@ -274,7 +299,7 @@ def reserve(
                 now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
             ),
         )
-    return Authorization(True, "", plan.granted_s, plan.extra_hold, plan.final, Money(acc.balance_micros))
+    return Authorization(True, "", plan.granted_s, plan.extra_hold, plan.final, Money(acc.balance_micros), refused)
 
 
 def mark_answered(store: Store, uuid: str, answered_us: int, cutoff_us: int, lease_until_us: int) -> None:
@@ -346,6 +371,7 @@ class CallEnd:
     hangup_cause: str
     result: str
     now_us: int
+    bridge: BridgeOutcome | None = None  # what FreeSWITCH reported about a least-cost bridge
 
 
 def settle_call(store: Store, end: CallEnd) -> CdrView | None:
@@ -425,7 +451,28 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
         created_us=end.now_us,
     )
     db.execute_sql(q.insert_cdr, cdr_values(**fields))
-    return _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
+    view = _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
+    if end.bridge is not None or recovered:
+        # the vendor side, in the same transaction: carrier, its cost, the margin, attempts, channels
+        carried, tried = settle_vendors(
+            store,
+            lc.uuid,
+            None if recovered else end.bridge,
+            fields["answer_us"],
+            end.end_us,
+            billed,
+            s_cost,
+            fields["start_us"],
+        )
+        if carried is not None or tried:
+            view = replace(
+                view,
+                vendor=carried.vendor if carried else "",
+                vendor_cost=carried.cost if carried else None,
+                margin=carried.margin if carried else None,
+                attempts=tuple(tried),
+            )
+    return view
 
 
 def _billed_for(rate: Rate, amount: Money) -> int:

@@ -75,6 +75,9 @@ CDR_COLUMNS = (
     "result",
     "reason",
     "created_us",
+    "vendor",
+    "vendor_cost_micros",
+    "margin_micros",
 )
 LEDGER_COLUMNS = (
     "account_id",
@@ -170,6 +173,9 @@ def cdr_values(**fields: Any) -> list[Any]:
         "balance_after_micros": None,
         "hangup_cause": "",
         "reason": "",
+        "vendor": "",
+        "vendor_cost_micros": None,
+        "margin_micros": None,
     }
     unknown = set(fields) - set(CDR_COLUMNS)
     if unknown:
