@@ -19,11 +19,31 @@ class Bridge:
 
     def _app_bridge(self, arg: str) -> None:
         spec = self.spec
+        # switch_ivr_originate.c switch_ivr_originate: a leading {...} applies to every leg;
+        # '|' separates targets tried one after the other (the `for (r = 0; r < or_argc ...)`
+        # loop); ',' would ring targets at once (only the first is modelled); each target's
+        # [...] sets variables on that leg only, and origination_uuid becomes the new leg's uuid
+        # (switch_core_session.c switch_core_session_outgoing_channel).
+        legs = _failover_targets(arg)
+        causes: list[str] = []  # "originate_causes": reset at the start of an originate
+        self._setvar("originate_causes", None)
+        index = 0
+        while index < len(legs) - 1 and index < len(spec.leg_causes) and spec.leg_causes[index] is not None:
+            # this target fails: its channel existed, so its "<uuid>;<CAUSE>" is pushed
+            # (switch_channel_add_variable_var_check(..., "originate_causes", ..., SWITCH_STACK_PUSH))
+            leg_vars, _ = legs[index]
+            failed_uuid = leg_vars.get("origination_uuid") or str(uuidlib.uuid4())
+            cause = str2cause(spec.leg_causes[index])
+            self.signals = []
+            self._timer(spec.leg_fail_after_s, {"kind": "b_fail", "cause": cause})
+            self._wait_signal(("b_fail",))
+            causes.append(f"{failed_uuid};{cause}")
+            self._setvar("originate_causes", _pushed(causes))
+            index += 1
+        leg_vars, target = legs[index]
         now = self.clock.now_us()
-        target = arg.split(",")[0].split("|")[0]
-        target = re.sub(r"^\{[^}]*\}", "", target).strip()
         dest = target.rsplit("/", 1)[-1] if "/" in target else target
-        b_uuid = str(uuidlib.uuid4())
+        b_uuid = leg_vars.get("origination_uuid") or str(uuidlib.uuid4())
         self.bridge_legs = {
             "uuid": b_uuid,
             "destination": dest,
@@ -60,7 +80,7 @@ class Bridge:
                 self.rec.bridge_failed = cause
                 self._setvar("originate_disposition", cause)
                 self._setvar("DIALSTATUS", DIALSTATUS.get(cause, cause))
-                self._setvar("originate_causes", f"{b_uuid};{cause}")
+                self._setvar("originate_causes", _pushed(causes + [f"{b_uuid};{cause}"]))
                 self._setvar("originate_failed_cause", cause)
                 self.bridge_legs = None
                 return
@@ -75,7 +95,7 @@ class Bridge:
             self.was_bridged = True
             self._setvar("originate_disposition", "SUCCESS")
             self._setvar("DIALSTATUS", "SUCCESS")
-            self._setvar("originate_causes", f"{b_uuid};NONE")
+            self._setvar("originate_causes", _pushed(causes + [f"{b_uuid};NONE"]))
             self._setvar("originate_signal_bond", None)
             self._setvar("signal_bond", b_uuid)
             bridge_ids = [("Bridge-A-Unique-ID", self.uuid), ("Bridge-B-Unique-ID", b_uuid)]
@@ -145,6 +165,30 @@ class Bridge:
     def _pause_real(self, seconds: float) -> None:
         if seconds > 0:
             gevent.sleep(seconds)
+
+
+def _failover_targets(arg: str) -> list[tuple[dict[str, str], str]]:
+    """The `|`-separated targets of a bridge argument, each with its own [...] variables."""
+    text = re.sub(r"^\{[^}]*\}", "", arg.strip())
+    out = []
+    for part in text.split("|"):
+        part = part.split(",")[0].strip()
+        leg_vars: dict[str, str] = {}
+        match = re.match(r"^\[([^\]]*)\]", part)
+        if match:
+            for item in match.group(1).split(","):
+                name, _, value = item.partition("=")
+                if name.strip():
+                    leg_vars[name.strip()] = value.strip()
+            part = part[match.end() :].strip()
+        out.append((leg_vars, part))
+    return out or [({}, "")]
+
+
+def _pushed(values: list[str]) -> str:
+    """A variable pushed several times is an array, serialized by switch_event.c as
+    ARRAY::v1|:v2 (one value stays a plain value)."""
+    return values[0] if len(values) == 1 else "ARRAY::" + "|:".join(values)
 
 
 __all__ = ["Bridge"]

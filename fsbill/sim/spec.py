@@ -40,6 +40,10 @@ class CallSpec:
     hangs up `callee_talk_s` after answer (None: never), which ends the bridge only.
     `after_socket` is the dialplan action after `socket` (run when the socket app returns
     with the channel still up), as in dialplan/fsbill_prepaid.xml.
+    Failover (`bridge a|b|c`): `leg_causes[i]` makes the i-th target fail with that cause
+    `leg_fail_after_s` call-seconds after it is tried, and the next target is tried; the
+    first target without a cause (None, or past the end of the tuple) behaves as the B leg
+    above. Each target's `[origination_uuid=...]` becomes its leg's uuid, as in FreeSWITCH.
     """
 
     uuid: str | None = None
@@ -60,6 +64,8 @@ class CallSpec:
     after_socket: str | None = "respond 503 Service Unavailable"
     max_duration_s: float | None = None  # the caller's patience; None = unlimited
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
+    leg_causes: tuple[str | None, ...] = ()
+    leg_fail_after_s: float = 0.5
 
 
 @dataclass
