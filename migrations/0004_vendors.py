@@ -43,7 +43,7 @@ def up(migrator, db):
         vendor = ForeignKeyField(Vendor, column_name="vendor_id")
         position = IntegerField()
         leg_uuid = CharField()
-        answered = IntegerField(default=0)  # 1 once FreeSWITCH bridged this vendor's leg
+        answered = IntegerField(default=0)  # 0 holding a channel, 1 the leg FreeSWITCH bridged, -1 released
         # the vendor's rate for the call, frozen at authorization like the customer's
         prefix = CharField(default="")
         rate_micros = BigIntegerField()

@@ -153,7 +153,7 @@ def build_models(database: Database) -> SimpleNamespace:
         vendor = ForeignKeyField(Vendor, column_name="vendor_id")
         position = IntegerField()
         leg_uuid = CharField()
-        answered = IntegerField(default=0)  # 1 once FreeSWITCH bridged this vendor's leg
+        answered = IntegerField(default=0)  # 0 holding a channel, 1 the leg FreeSWITCH bridged, -1 released
         # the vendor's rate for the call, frozen at authorization like the customer's
         prefix = CharField(default="")
         rate_micros = BigIntegerField()

@@ -303,24 +303,34 @@ def take_channels(store: Store, call_uuid: str, legs: Sequence[Leg]) -> set[str]
     return refused
 
 
+# live_call_vendor.answered: HOLDING while the bridge is undecided, CARRIER once FreeSWITCH
+# bridged that leg, RELEASED once the channel was given back (the row stays until the
+# settlement, which records the attempts from it).
+HOLDING, CARRIER, RELEASED = 0, 1, -1
+
+
 def drop_channels(store: Store, call_uuid: str) -> None:
-    """Give back every channel this call holds (inside the caller's transaction)."""
+    """Give back every channel this call holds and forget its legs (inside the caller's transaction)."""
     m = store.models
     rows = list(
-        m.LiveCallVendor.select(m.LiveCallVendor.id, m.LiveCallVendor.vendor)
+        m.LiveCallVendor.select(m.LiveCallVendor.id, m.LiveCallVendor.vendor, m.LiveCallVendor.answered)
         .where(m.LiveCallVendor.call_uuid == call_uuid)
         .order_by(m.LiveCallVendor.vendor)
     )
     _release(store, rows)
+    m.LiveCallVendor.delete().where(m.LiveCallVendor.call_uuid == call_uuid).execute()
 
 
 def _release(store: Store, rows: Sequence[object]) -> None:
+    """Give back the channels of `rows` still held (in vendor id order, see take_channels)."""
     m = store.models
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r.vendor_id):
+        if row.answered == RELEASED:
+            continue
         m.Vendor.update(live_channels=m.Vendor.live_channels - 1).where(
             (m.Vendor.id == row.vendor_id) & (m.Vendor.live_channels > 0)
         ).execute()
-        m.LiveCallVendor.delete().where(m.LiveCallVendor.id == row.id).execute()
+        m.LiveCallVendor.update(answered=RELEASED).where(m.LiveCallVendor.id == row.id).execute()
 
 
 def keep_carrier(store: Store, call_uuid: str, answered_leg: str) -> str:
@@ -329,15 +339,17 @@ def keep_carrier(store: Store, call_uuid: str, answered_leg: str) -> str:
     m = store.models
     with store.transaction():
         rows = list(
-            m.LiveCallVendor.select(m.LiveCallVendor.id, m.LiveCallVendor.vendor, m.LiveCallVendor.leg_uuid)
+            m.LiveCallVendor.select(
+                m.LiveCallVendor.id, m.LiveCallVendor.vendor, m.LiveCallVendor.leg_uuid, m.LiveCallVendor.answered
+            )
             .where(m.LiveCallVendor.call_uuid == call_uuid)
             .order_by(m.LiveCallVendor.vendor)
         )
-        carrier = [r for r in rows if r.leg_uuid == answered_leg]
+        carrier = [r for r in rows if r.leg_uuid == answered_leg and r.answered == HOLDING]
         if not carrier:
             return ""
         _release(store, [r for r in rows if r.leg_uuid != answered_leg])
-        m.LiveCallVendor.update(answered=1).where(m.LiveCallVendor.id == carrier[0].id).execute()
+        m.LiveCallVendor.update(answered=CARRIER).where(m.LiveCallVendor.id == carrier[0].id).execute()
         return m.Vendor.get_by_id(carrier[0].vendor_id).name
 
 
@@ -368,7 +380,7 @@ def settle_vendors(
     """
     m = store.models
     rows = list(
-        m.LiveCallVendor.select(m.LiveCallVendor, m.Vendor.name)
+        m.LiveCallVendor.select(m.LiveCallVendor, m.Vendor.id, m.Vendor.name)
         .join(m.Vendor, on=(m.LiveCallVendor.vendor == m.Vendor.id))
         .where(m.LiveCallVendor.call_uuid == call_uuid)
         .order_by(m.LiveCallVendor.position)
@@ -380,7 +392,7 @@ def settle_vendors(
         answered_leg = outcome.answered_leg
         tried = attempts_of(legs, answered_leg, dict(outcome.leg_causes))
     else:
-        marked = [r for r in rows if r.answered]
+        marked = [r for r in rows if r.answered == CARRIER]
         answered_leg = marked[0].leg_uuid if marked else ""
         tried = []
         if answered_us is not None and billed_s:
@@ -411,7 +423,8 @@ def settle_vendors(
             cause=attempt.cause[:255],
             start_us=start_us,
         ).execute()
-    _release(store, sorted(rows, key=lambda r: r.vendor_id))
+    _release(store, rows)
+    m.LiveCallVendor.delete().where(m.LiveCallVendor.call_uuid == call_uuid).execute()
     return charged_by, tried
 
 
