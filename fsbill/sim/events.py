@@ -32,6 +32,7 @@ CALLING = {
     "CHANNEL_STATE": ("switch_channel.c", "switch_channel_perform_set_running_state", 2408),
     "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", 1580),
+    "SESSION_HEARTBEAT": ("switch_core_session.c", "sch_heartbeat_callback", 1632),
 }
 
 
@@ -123,10 +124,10 @@ class ChannelEventData:
             ("Other-Leg-Privacy-Hide-Number", "false"),
         ]
 
-    def _core(self, name: str, now_us: int) -> list[tuple[str, str]]:
+    def _core(self, name: str, now_us: int, calling: tuple[str, str, int] | None = None) -> list[tuple[str, str]]:
         sw = self.switch
         local = datetime.fromtimestamp(now_us / 1_000_000, tz=timezone.utc)
-        file, func, line = CALLING.get(name, ("switch_channel.c", "switch_channel_event_set_data", 0))
+        file, func, line = calling or CALLING.get(name, ("switch_channel.c", "switch_channel_event_set_data", 0))
         return [
             ("Event-Name", name),
             ("Core-UUID", sw.core_uuid),
@@ -144,10 +145,17 @@ class ChannelEventData:
         ]
 
     def _channel_headers(
-        self, name: str, *, with_vars: bool = True, pre: list = (), post: list = (), channel_profile: bool = False
+        self,
+        name: str,
+        *,
+        with_vars: bool = True,
+        pre: list = (),
+        post: list = (),
+        channel_profile: bool = False,
+        calling: tuple[str, str, int] | None = None,
     ) -> list[tuple[str, str]]:
         now = self._now()
-        h = self._core(name, now)
+        h = self._core(name, now, calling)
         h += list(pre)
         if channel_profile:
             h += self._profile("Channel")
@@ -195,9 +203,11 @@ class ChannelEventData:
 
     def fire(self, name: str, **kwargs: Any) -> None:
         """switch_event_fire: sequence numbers are used whether or not the app listens; the
-        event reaches the socket's listener (mod_event_socket.c event_handler) and every
-        subscriber of this channel or of all channels (Switch.subscribe)."""
+        event reaches every listener still running for this channel (mod_event_socket.c
+        event_handler: an outbound listener gets its own session's events; a channel that
+        re-entered the socket may have two) and every subscriber (Switch.subscribe)."""
         headers = self._channel_headers(name, **kwargs)
-        if self.listener is not None:
-            self.listener.deliver(name, headers)
+        for listener in self.listeners:
+            if not listener.listener_done.is_set():
+                listener.deliver(name, headers)
         self.switch._deliver(self.uuid, name, headers)

@@ -46,6 +46,7 @@ import gevent.pool
 from fsbill.clock import Clock
 from fsbill.sim.commands import ApiCommands
 from fsbill.sim.ivr_async import ScheduledTasks
+from fsbill.sim.nibblebill import Nibblebill
 from fsbill.sim.scheduler import Scheduler
 from fsbill.sim.session import Session
 from fsbill.sim.spec import CallRecord, CallSpec, Misbehaviour
@@ -118,16 +119,20 @@ class Switch(ScheduledTasks, ApiCommands):
         *,
         scheduler_tick_s: float = 1.0,
         scheduler_poll_s: float = 0.5,
+        scheduler_late_s: float | None = None,
         playback_s: float = 0.2,
         announce_s: float = 3.0,
         transfer_hangup_cause: str = "NORMAL_CLEARING",
         park_delay_s: float = 0.001,
         bridge_teardown_s: float = 0.02,
         hostname: str = "fsbill-sim",
+        gateway_profiles: dict[str, str] | None = None,
+        nibblebill: Nibblebill | None = None,
     ) -> None:
         self.clock = clock
-        self.scheduler = Scheduler(clock, tick_s=scheduler_tick_s, poll_s=scheduler_poll_s)
+        self.scheduler = Scheduler(clock, tick_s=scheduler_tick_s, poll_s=scheduler_poll_s, late_s=scheduler_late_s)
         self.playback_s = playback_s
+        self.gateway_profiles = dict(gateway_profiles or {})  # sofia gateway -> its profile (default external)
         self.announce_s = announce_s
         self.transfer_hangup_cause = transfer_hangup_cause
         self.park_delay_s = park_delay_s  # real seconds
@@ -144,6 +149,9 @@ class Switch(ScheduledTasks, ApiCommands):
         self.started_us = clock.now_us()
         self.records: list[CallRecord] = []
         self._subscriptions: list[Subscription] = []
+        self.nibblebill = nibblebill
+        if nibblebill is not None:  # mod_nibblebill_load: switch_event_bind(SESSION_HEARTBEAT)
+            self.subscribe(self._nibblebill_heartbeat)
 
     def _next_sequence(self) -> int:
         return next(self._sequence)
@@ -227,6 +235,11 @@ class Switch(ScheduledTasks, ApiCommands):
             return False
         call.inbox.put({"kind": "msg", "headers": {k.lower(): v for k, v in headers.items()}, "body": body})
         return True
+
+    def _nibblebill_heartbeat(self, uuid: str, name: str, headers: list[tuple[str, str]]) -> None:
+        call = self._calls.get(uuid)
+        if name == "SESSION_HEARTBEAT" and call is not None and self.nibblebill is not None:
+            self.nibblebill.on_heartbeat(call)
 
     def _deliver(self, uuid: str, name: str, headers: list[tuple[str, str]]) -> None:
         for sub in list(self._subscriptions):

@@ -1,6 +1,6 @@
-"""Failover bridges in the emulator (`bridge a|b|c`), reported as switch_ivr_originate.c and
-switch_ivr_bridge.c report them on the A leg: originate_causes, last_bridge_to, bridge_channel,
-CHANNEL_BRIDGE's Bridge-B-Unique-ID; per-leg [origination_uuid=...] names each B leg."""
+"""Failover bridges in the emulator with per-leg [origination_uuid=...] (how fsbill names each
+vendor's B leg): the uuid FreeSWITCH reports back in originate_causes, last_bridge_to and
+CHANNEL_BRIDGE's Bridge-B-Unique-ID is the one the leg was given."""
 
 from __future__ import annotations
 
@@ -37,9 +37,11 @@ def test_first_leg_fails_second_answers(switch, app_factory):
         c.command("exit")
         c.eof.wait(5)
 
-    record, _ = run(switch, app_factory, script, leg_causes=("NO_ROUTE_DESTINATION",), leg_fail_after_s=0.3, talk_s=1)
+    record, _ = run(
+        switch, app_factory, script, failover_causes=["NO_ROUTE_DESTINATION"], leg_fail_after_s=0.3, talk_s=1
+    )
     assert seen["b_leg"] == U2 == seen["last_bridge_to"]
-    assert seen["bridge_channel"] == "sofia/gateway/b/4930"
+    assert seen["bridge_channel"] == "sofia/external/4930"  # sofia_glue_set_name: the profile, not the gateway
     assert seen["causes"] == f"ARRAY::{U1};NO_ROUTE_DESTINATION|:{U2};NONE"
     assert originate_causes(seen["causes"]) == ((U1, "NO_ROUTE_DESTINATION"), (U2, "NONE"))
     assert record.answered_us is not None and record.bridged_us is not None
@@ -63,7 +65,7 @@ def test_every_leg_fails(switch, app_factory):
         switch,
         app_factory,
         script,
-        leg_causes=("USER_BUSY", "NO_ANSWER"),
+        failover_causes=["USER_BUSY", "NO_ANSWER"],
         fail_cause="CALL_REJECTED",
         answer_after_s=0.2,
     )
