@@ -40,6 +40,7 @@ def up(migrator, db):
 
     class LiveCallVendor(Base):
         call_uuid = CharField(index=True)
+        visit = IntegerField(default=1)  # the call's socket visit (migrations/0002)
         vendor = ForeignKeyField(Vendor, column_name="vendor_id")
         position = IntegerField()
         leg_uuid = CharField()
@@ -56,6 +57,7 @@ def up(migrator, db):
 
     class VendorAttempt(Base):
         call_uuid = CharField(index=True)
+        visit = IntegerField(default=1)
         vendor = CharField()
         position = IntegerField()
         result = CharField()  # answered | failed
@@ -63,7 +65,7 @@ def up(migrator, db):
         start_us = BigIntegerField()
 
         class Meta:
-            indexes = ((("vendor", "start_us"), False), (("call_uuid", "position"), True))
+            indexes = ((("vendor", "start_us"), False), (("call_uuid", "visit", "position"), True))
 
     db.create_tables([Vendor, LiveCallVendor, VendorAttempt])
     migrate(

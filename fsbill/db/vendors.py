@@ -263,7 +263,7 @@ def legs_for(options: Sequence[Option], by_name: dict[str, VendorView], rates: d
     return legs
 
 
-def take_channels(store: Store, call_uuid: str, legs: Sequence[Leg]) -> set[str]:
+def take_channels(store: Store, call_uuid: str, visit: int, legs: Sequence[Leg]) -> set[str]:
     """Hold one channel on each leg's vendor for this call; call inside `store.transaction()`.
 
     Returns the vendors refused (suspended or at their limit when the statement ran, perhaps
@@ -288,6 +288,7 @@ def take_channels(store: Store, call_uuid: str, legs: Sequence[Leg]) -> set[str]
         r = leg.rate
         m.LiveCallVendor.insert(
             call_uuid=call_uuid,
+            visit=visit,
             vendor=leg.vendor_id,
             position=position,
             leg_uuid=leg.leg_uuid,
@@ -309,16 +310,20 @@ def take_channels(store: Store, call_uuid: str, legs: Sequence[Leg]) -> set[str]
 HOLDING, CARRIER, RELEASED = 0, 1, -1
 
 
-def drop_channels(store: Store, call_uuid: str) -> None:
+def drop_channels(store: Store, call_uuid: str, visit: int) -> None:
     """Give back every channel this call holds and forget its legs (inside the caller's transaction)."""
     m = store.models
     rows = list(
         m.LiveCallVendor.select(m.LiveCallVendor.id, m.LiveCallVendor.vendor, m.LiveCallVendor.answered)
-        .where(m.LiveCallVendor.call_uuid == call_uuid)
+        .where(_leg(m, call_uuid, visit))
         .order_by(m.LiveCallVendor.vendor)
     )
     _release(store, rows)
-    m.LiveCallVendor.delete().where(m.LiveCallVendor.call_uuid == call_uuid).execute()
+    m.LiveCallVendor.delete().where(_leg(m, call_uuid, visit)).execute()
+
+
+def _leg(m: object, call_uuid: str, visit: int) -> peewee.Expression:
+    return (m.LiveCallVendor.call_uuid == call_uuid) & (m.LiveCallVendor.visit == visit)
 
 
 def _release(store: Store, rows: Sequence[object]) -> None:
@@ -333,7 +338,7 @@ def _release(store: Store, rows: Sequence[object]) -> None:
         m.LiveCallVendor.update(answered=RELEASED).where(m.LiveCallVendor.id == row.id).execute()
 
 
-def keep_carrier(store: Store, call_uuid: str, answered_leg: str) -> str:
+def keep_carrier(store: Store, call_uuid: str, visit: int, answered_leg: str) -> str:
     """FreeSWITCH bridged `answered_leg`: release the channels of every other vendor of the call
     and mark the carrier. Returns the carrier's name ("" if the leg is not one of the call's)."""
     m = store.models
@@ -342,7 +347,7 @@ def keep_carrier(store: Store, call_uuid: str, answered_leg: str) -> str:
             m.LiveCallVendor.select(
                 m.LiveCallVendor.id, m.LiveCallVendor.vendor, m.LiveCallVendor.leg_uuid, m.LiveCallVendor.answered
             )
-            .where(m.LiveCallVendor.call_uuid == call_uuid)
+            .where(_leg(m, call_uuid, visit))
             .order_by(m.LiveCallVendor.vendor)
         )
         carrier = [r for r in rows if r.leg_uuid == answered_leg and r.answered == HOLDING]
@@ -364,6 +369,7 @@ class BridgeOutcome:
 def settle_vendors(
     store: Store,
     call_uuid: str,
+    visit: int,
     outcome: BridgeOutcome | None,
     answered_us: int | None,
     end_us: int | None,
@@ -382,7 +388,7 @@ def settle_vendors(
     rows = list(
         m.LiveCallVendor.select(m.LiveCallVendor, m.Vendor.id, m.Vendor.name)
         .join(m.Vendor, on=(m.LiveCallVendor.vendor == m.Vendor.id))
-        .where(m.LiveCallVendor.call_uuid == call_uuid)
+        .where(_leg(m, call_uuid, visit))
         .order_by(m.LiveCallVendor.position)
     )
     if not rows:
@@ -413,10 +419,11 @@ def settle_vendors(
     if charged_by is not None:
         m.Cdr.update(
             vendor=charged_by.vendor, vendor_cost_micros=charged_by.cost.micros, margin_micros=charged_by.margin.micros
-        ).where(m.Cdr.uuid == call_uuid).execute()
+        ).where((m.Cdr.uuid == call_uuid) & (m.Cdr.visit == visit)).execute()
     for position, attempt in enumerate(tried):
         m.VendorAttempt.insert(
             call_uuid=call_uuid,
+            visit=visit,
             vendor=attempt.vendor,
             position=position,
             result=attempt.result,
@@ -424,7 +431,7 @@ def settle_vendors(
             start_us=start_us,
         ).execute()
     _release(store, rows)
-    m.LiveCallVendor.delete().where(m.LiveCallVendor.call_uuid == call_uuid).execute()
+    m.LiveCallVendor.delete().where(_leg(m, call_uuid, visit)).execute()
     return charged_by, tried
 
 
