@@ -111,7 +111,10 @@ def _list(args: argparse.Namespace) -> int:
         args,
         [v.as_json() for v in vendors],
         lambda: table(
-            [[v.name, v.status, v.currency, _limit(v), v.weight, v.rate_count, v.dial_string] for v in vendors],
+            [
+                [v.name, v.status, v.currency, _limit(v), str(v.weight), str(v.rate_count), v.dial_string]
+                for v in vendors
+            ],
             ["NAME", "STATUS", "CURRENCY", "CHANNELS", "WEIGHT", "RATES", "DIAL STRING"],
         ),
     )
@@ -204,9 +207,9 @@ def _route_show(args: argparse.Namespace) -> int:
                 str(i + 1) if o.usable else "-",
                 o.vendor,
                 o.prefix,
-                o.cost,
-                o.sell,
-                o.margin,
+                str(o.cost),
+                str(o.sell),
+                str(o.margin),
                 "yes" if o.usable else f"no: {REASON_TEXT[o.reason]}",
             ]
             for i, o in enumerate(route.options)
