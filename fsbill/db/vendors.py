@@ -394,11 +394,11 @@ def settle_vendors(
     if not rows:
         return None, []
     legs = [(r.vendor.name, r.leg_uuid) for r in rows]
+    marked = [r for r in rows if r.answered == CARRIER]  # seen bridged (CHANNEL_BRIDGE)
     if outcome is not None:
-        answered_leg = outcome.answered_leg
+        answered_leg = outcome.answered_leg or (marked[0].leg_uuid if marked else "")
         tried = attempts_of(legs, answered_leg, dict(outcome.leg_causes))
     else:
-        marked = [r for r in rows if r.answered == CARRIER]
         answered_leg = marked[0].leg_uuid if marked else ""
         tried = []
         if answered_us is not None and billed_s:
