@@ -559,7 +559,8 @@ class EslSession(OutboundSession):
 # minus the ones enforcement never reads. Each event carries every channel variable (half the
 # bytes of a call), so they are dropped in FreeSWITCH with `nixevent` rather than parsed here.
 # The enforcer reads: CHANNEL_ANSWER, CHANNEL_UNBRIDGE, CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE,
-# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices.
+# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices; with least-cost
+# routing also CHANNEL_BRIDGE (which vendor's leg was bridged: CallControl.subscribe).
 IGNORED_EVENTS = (
     "CHANNEL_EXECUTE",
     "CHANNEL_PARK",
