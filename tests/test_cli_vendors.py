@@ -193,3 +193,13 @@ def test_route_show_allow_loss_and_channel_limit(cli, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["allow_loss"] is True and data["routing"] == "lcr" and data["reason"] is None
     assert [(v["vendor"], v["usable"]) for v in data["vendors"]] == [("dear2", True), ("busy", False)]
+
+
+def test_bench_routing_small(capsys):
+    capsys.readouterr()
+    argv = ["bench", "routing", "--vendors", "3", "--prefixes", "200", "--decisions", "100", "--reservations", "20"]
+    assert main([*argv, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["database"] == "sqlite" and figures["vendors"] == 3 and figures["legs"] == 3
+    for key in ("plan_median_us", "plan_p99_us", "reserve_median_us", "reserve_with_legs_median_us"):
+        assert figures[key] > 0
