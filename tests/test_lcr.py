@@ -13,15 +13,18 @@ import os
 import random
 import re
 from decimal import ROUND_HALF_UP, Decimal
+from urllib.parse import urlparse
 
 import gevent
 import pytest
+from nodes import CuttableProxy
 from rig import Rig, charged_total
 
 from fsbill.cli.main import main
 from fsbill.core.money import Money
-from fsbill.db import ledger, reports
+from fsbill.db import Store, ledger, reports
 from fsbill.db import vendors as dbvendors
+from fsbill.db.rates import import_deck
 
 SELL = "prefix,rate\n49,1.00\n44,0.60\n"
 VENDORS = {
@@ -309,3 +312,48 @@ def test_report_commands(rig, tmp_path, capsys):
     assert quality["mid"]["acd_s"] == f"{mid_call.billsec}.0" and quality["mid"]["billsec"] == mid_call.billsec
     assert main(["report", "margin", "--since", "2020-01-01", "--until", "2020-01-02", "--config", str(config)]) == 0
     assert capsys.readouterr().out.splitlines() == ["vendor,currency,calls,billed_s,cost,vendor_cost,margin"]
+
+
+def test_database_outage_between_reservation_and_settlement(pg_url):
+    """The database goes away after the call took its vendor channels and before FreeSWITCH
+    bridged it: the release at CHANNEL_BRIDGE and the settlement are deferred, and once the
+    database is back the settlement lands with the carrier, its cost and every channel freed."""
+    target = urlparse(pg_url)
+    proxy = CuttableProxy((target.hostname, target.port or 5432))
+    seeded = Store(pg_url)
+    seeded.upgrade()
+    ledger.create_tariff(seeded, "retail", "EUR", 0)
+    import_deck(seeded, "retail", io.StringIO(SELL))
+    add_vendors(seeded)
+    url = f"postgresql://{target.username}@127.0.0.1:{proxy.port}{target.path}"
+    rig = Rig(url, time_scale=10, routing="lcr", seed_tariff=False, heartbeat_s=5)
+    try:
+        rig.account("acme", "10.00")
+        greenlet = rig.switch.start_call(
+            rig.address, rig.spec(talk_s=20, answer_after_s=4, failover_causes=["NO_ROUTE_DESTINATION"])
+        )
+        with gevent.Timeout(10):
+            while not rig.live():
+                gevent.sleep(0.01)
+        assert vendor_counts(seeded) == {"cheap": 1, "mid": 1, "dear": 1}
+        proxy.cut()
+        record = greenlet.get(timeout=30)
+        assert record.answered_us is not None
+        rig.clock.sleep(3)
+        assert vendor_counts(seeded) == {"cheap": 1, "mid": 1, "dear": 1}  # nothing could be released
+        proxy.up()
+        with gevent.Timeout(30):
+            while not rig.cdrs():
+                gevent.sleep(0.1)
+        (cdr,) = rig.cdrs()
+        talked_us = min(record.ended_us, record.unbridged_us or record.ended_us) - record.answered_us
+        assert cdr.vendor == "mid" and cdr.vendor_cost == Money.parse(
+            independent_cost("0.30", "0.01", 30, 6, talked_us)
+        )
+        assert cdr.margin == cdr.cost - cdr.vendor_cost and cdr.charged == cdr.cost
+        assert attempts(seeded, cdr.uuid) == [("cheap", "failed", "NO_ROUTE_DESTINATION"), ("mid", "answered", "")]
+        assert vendor_counts(seeded) == {"cheap": 0, "mid": 0, "dear": 0}
+    finally:
+        rig.close()
+        proxy.close()
+        seeded.close()
