@@ -83,9 +83,11 @@ def test_vendor_add_list_show_suspend_resume(cli):
         (("route", "show", "nobody", "4930"), "nobody"),
         (("route", "show", "alice", "49x"), "49x"),
         (("tariff", "add", "vendor:x"), "vendor"),
+        (("account", "add", "bob", "--tariff", "vendor:carrier"), "vendor"),
     ],
 )
 def test_bad_input_is_one_line(cli, argv, needle):
+    cli("vendor", "add", "carrier", "--dial-string", "x/{destination}")
     code, out, err = cli(*argv, ok=False)
     # 2 = usage; not-found errors may have their own exit code (the CLI's error contract)
     assert code in (2, 3) and out == "" and len(err.strip().splitlines()) == 1 and needle in err
