@@ -109,10 +109,16 @@ class ExecuteComplete:
 @dataclass(frozen=True)
 class BridgeEnded:
     """The `bridge` application returned: the B leg never answered (`failure_cause` says why)
-    or the bridge ended after talking (`failure_cause` is empty)."""
+    or the bridge ended after talking (`failure_cause` is empty). `transferred`: it ended
+    because the channel was transferred out of it (a transfer cut-off, or any transfer):
+    switch_ivr_session_transfer (switch_ivr.c) hangs the B leg up with BLIND_TRANSFER and the
+    caller moves on in the dialplan; the socket stays connected."""
 
     failure_cause: str
     at_us: int
+    transferred: bool = False
+    bridged_to: str = ""  # as HangupComplete's: last_bridge_to
+    leg_causes: tuple[tuple[str, str], ...] = ()  # as HangupComplete's: originate_causes
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,7 @@ EVENT_FIELDS = (
     "Event-Name",
     "Event-Date-Timestamp",
     "Caller-Channel-Answered-Time",
+    "Caller-Channel-Bridged-Time",
     "Caller-Channel-Created-Time",
     "Caller-Destination-Number",
     "Hangup-Cause",
@@ -279,7 +286,7 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
     if name == "CHANNEL_ANSWER":
         return Answered(_us(headers.get("Caller-Channel-Answered-Time", "")) or at)
     if name == "CHANNEL_BRIDGE":
-        return Bridged(at, headers.get("Bridge-B-Unique-ID", ""))
+        return Bridged(_us(headers.get("Caller-Channel-Bridged-Time", "")) or at, headers.get("Bridge-B-Unique-ID", ""))
     if name == "CHANNEL_UNBRIDGE":
         return Unbridged(at)
     if name == "CHANNEL_HANGUP":
@@ -308,7 +315,13 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
                 or headers.get("variable_last_bridge_hangup_cause", "")
             )
             # mod_dptools sets originate_disposition to SUCCESS/ANSWER when the B leg answered
-            return BridgeEnded("" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause, at)
+            return BridgeEnded(
+                "" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause,
+                at,
+                transferred=headers.get("variable_bridge_hangup_cause", "") == "BLIND_TRANSFER",
+                bridged_to=_defined(headers.get("variable_last_bridge_to", "")),
+                leg_causes=originate_causes(headers.get("variable_originate_causes", "")),
+            )
         return ExecuteComplete(
             application=headers.get("Application", "") or headers.get("variable_current_application", ""),
             data=headers.get("Application-Data", ""),
@@ -559,8 +572,9 @@ class EslSession(OutboundSession):
 # minus the ones enforcement never reads. Each event carries every channel variable (half the
 # bytes of a call), so they are dropped in FreeSWITCH with `nixevent` rather than parsed here.
 # The enforcer reads: CHANNEL_ANSWER, CHANNEL_UNBRIDGE, CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE,
-# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices; with least-cost
-# routing also CHANNEL_BRIDGE (which vendor's leg was bridged: CallControl.subscribe).
+# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices — and CHANNEL_BRIDGE
+# for a channel that arrived answered (its billing starts when the bridge comes up) and with
+# least-cost routing (which vendor's leg was bridged).
 IGNORED_EVENTS = (
     "CHANNEL_EXECUTE",
     "CHANNEL_PARK",
@@ -615,14 +629,14 @@ def warning_on_answer(cutoff: Cutoff, offset_s: int) -> tuple[str, str]:
     return "sched_broadcast", f"+{offset_s} {cutoff.warning_prompt} {cutoff.warning_leg}"
 
 
-def cutoff_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
-    """API command moving the cut-off to an absolute epoch second."""
+def cutoff_api(cutoff: Cutoff, uuid: str, when: int | str) -> str:
+    """API command arming the cut-off at an absolute epoch second, or `+N` seconds from now."""
     if cutoff.mode == "transfer":
         return (
-            f"sched_transfer {epoch_s} {uuid} "
+            f"sched_transfer {when} {uuid} "
             f"{cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}"
         )
-    return f"sched_hangup {epoch_s} {uuid} {cutoff.hangup_cause}"
+    return f"sched_hangup {when} {uuid} {cutoff.hangup_cause}"
 
 
 def warning_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
@@ -639,11 +653,17 @@ class CallControl:
         self.cutoff = cutoff
 
     def subscribe(self, bridge_events: bool = False) -> None:
-        """One round trip: the call's events (see IGNORED_EVENTS), and linger so that the final
-        events still arrive after the hangup. `bridge_events`: keep CHANNEL_BRIDGE (least-cost
-        routing learns from it which vendor's leg was bridged)."""
-        ignored = [name for name in IGNORED_EVENTS if not (bridge_events and name == "CHANNEL_BRIDGE")]
+        """One round trip: the call's events (see IGNORED_EVENTS; `bridge_events` keeps
+        CHANNEL_BRIDGE), and linger so that the final events still arrive after the hangup."""
+        ignored = [e for e in IGNORED_EVENTS if not (bridge_events and e == "CHANNEL_BRIDGE")]
         self.session.expect_ok_many(["myevents", f"nixevent {' '.join(ignored)}", "linger"])
+
+    def arm_from_now(self, cutoff_after_s: int) -> None:
+        """Arm the cut-off `cutoff_after_s` from now, relative (`+N`): for a channel that is
+        already answered, whose billing start (the bridge) is not known yet. An absolute
+        instant already past would never fire (switch_scheduler.c takes it as relative to
+        now). Deletes the channel's earlier tasks first (a previous socket visit's)."""
+        self.session.api(f"sched_del {self.uuid}", cutoff_api(self.cutoff, self.uuid, f"+{max(1, cutoff_after_s)}"))
 
     def arm(
         self, variables: dict[str, str], cutoff_after_answer_s: int | None, warning_after_answer_s: int | None

@@ -357,3 +357,22 @@ def test_database_outage_between_reservation_and_settlement(pg_url):
         rig.close()
         proxy.close()
         seeded.close()
+
+
+def test_transfer_cutoff_settles_the_vendor_side_at_the_unbridge(db_url):
+    """A transfer cut-off settles the visit when the bridge ends (the caller is then in the
+    cut-off extension, not talking to the vendor): the vendor is billed the same window."""
+    rig = Rig(db_url, time_scale=25, routing="lcr", deck=SELL, cutoff={"mode": "transfer"})
+    try:
+        add_vendors(rig.store)
+        rig.account("acme", "1.00")  # 60 s at 1.00/min
+        record = rig.call(talk_s=None, failover_causes=["USER_BUSY"])
+        (cdr,) = rig.settled(1)
+        assert record.transferred_to == "fsbill_cutoff" and cdr.result == "cut_off"
+        talked_us = record.unbridged_us - record.answered_us
+        assert cdr.vendor == "mid" and cdr.billed_s <= 60
+        assert cdr.vendor_cost == Money.parse(independent_cost("0.30", "0.01", 30, 6, talked_us))
+        assert attempts(rig.store, cdr.uuid) == [("cheap", "failed", "USER_BUSY"), ("mid", "answered", "")]
+        assert vendor_counts(rig.store) == {"cheap": 0, "mid": 0, "dear": 0}
+    finally:
+        rig.close()
