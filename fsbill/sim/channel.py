@@ -24,6 +24,7 @@ from typing import Any
 import gevent
 
 from fsbill.sim.causes import q850
+from fsbill.sim.state import SessionState
 
 STATE_NUMBER = {
     "CS_NEW": 0,
@@ -60,12 +61,11 @@ CALLING_READ_HEARTBEAT = ("switch_core_io.c", "switch_core_session_read_frame", 
 
 def _true(value: str | None) -> bool:
     """switch_true."""
-    return (value or "").lower() in ("yes", "on", "true", "t", "enabled", "active", "allow") or (
-        (value or "").isdigit() and int(value) != 0
-    )
+    text = (value or "").lower()
+    return text in ("yes", "on", "true", "t", "enabled", "active", "allow") or (text.isdigit() and int(text) != 0)
 
 
-class ChannelLife:
+class ChannelLife(SessionState):
     """Mixin of the emulated session: variables, answer, hangup, reporting, destroy."""
 
     def _init_variables(self) -> None:
@@ -280,6 +280,8 @@ class ChannelLife:
         self._set_hangup_variables()
         self.fire("CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", self.hangup_cause or "NONE")])
         self.rec.variables = dict(self.variables)
+        for hook in self.switch.reporting_hooks:  # CS_REPORTING state handlers (mod_json_cdr)
+            hook(self)
         self._wake_listener()
 
     def _set_hangup_variables(self) -> None:

@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
+
+from fsbill.sim.state import SessionState
 
 # Where each event is fired from (Event-Calling-File/Function/Line-Number, as captured).
 CALLING = {
@@ -36,7 +39,7 @@ CALLING = {
 }
 
 
-class ChannelEventData:
+class ChannelEventData(SessionState):
     """Mixin of the emulated session: the headers of the events its channel fires."""
 
     def _profile(self, prefix: str) -> list[tuple[str, str]]:
@@ -149,8 +152,8 @@ class ChannelEventData:
         name: str,
         *,
         with_vars: bool = True,
-        pre: list = (),
-        post: list = (),
+        pre: Sequence[tuple[str, str]] = (),
+        post: Sequence[tuple[str, str]] = (),
         channel_profile: bool = False,
         calling: tuple[str, str, int] | None = None,
     ) -> list[tuple[str, str]]:
@@ -211,3 +214,5 @@ class ChannelEventData:
             if not listener.listener_done.is_set():
                 listener.deliver(name, headers)
         self.switch._deliver(self.uuid, name, headers)
+        for server in self.switch.event_listeners:  # inbound event sockets (fsbill.sim.inbound)
+            server.fire(name, headers)

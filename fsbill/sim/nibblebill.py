@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fsbill.sim.session import Session
+    from fsbill.sim.state import SessionState as Session
 
 
 def atof(text: str | None) -> float:

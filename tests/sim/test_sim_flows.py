@@ -384,8 +384,8 @@ def test_nibblebill_never_bills_a_channel_stripped_before_answer(clock, app_fact
         c.command(BRIDGE)
         c.wait_event("CHANNEL_BRIDGE")
         clock.sleep(2.5)
-        c.heartbeats = len(record_of(switch, c.uuid).heartbeats)
         assert c.command(f"api sched_del {c.uuid}").body == b"+OK Deleted: 1\n"
+        c.deleted_us = clock.now_us()
         clock.sleep(2)
         c.command("sendmsg\ncall-command: hangup\nhangup-cause: NORMAL_CLEARING")
         hangup_and_exit(c)
@@ -395,8 +395,51 @@ def test_nibblebill_never_bills_a_channel_stripped_before_answer(clock, app_fact
     finally:
         switch.close()
     assert record.nibblebill_debits == [] and switch.nibblebill.balances["acme"] == 10.0
-    assert conn.heartbeats >= 2 and len(record.heartbeats) == conn.heartbeats
+    assert len(record.heartbeats) >= 2 and all(hb <= conn.deleted_us for hb in record.heartbeats)
 
 
-def record_of(switch, uuid):
-    return next(r for r in switch.records if r.uuid == uuid)
+# -- the Switch's live-channel API (for an inbound event socket) ----------------------------------------
+def test_live_channel_api_and_a_channel_outliving_its_socket(switch, app_factory, clock):
+    """mod_event_socket.c listener_run: a closed outbound socket only clears CF_CONTROLLED;
+    a bridged channel goes on (fs-wire/drop.txt). Through the Switch a test (or an inbound
+    socket) still sees it (live_channel), gets its events (subscribe, as switch_event_bind)
+    and can end it (sendmsg, as `sendmsg <uuid>` on any socket)."""
+    seen = []
+    sub = switch.subscribe(lambda uuid, name, headers: seen.append((uuid, name)))
+
+    def script(c):
+        start(c, BRIDGE)
+        c.wait_event("CHANNEL_BRIDGE")
+        view = switch.live_channel(c.uuid)
+        assert view.up and view.in_bridge and view.socket_connected and view.bridged_us and view.visits == 1
+        assert view.bridge_uuid == view.variables["bridge_uuid"] and c.uuid in switch.live_uuids()
+        c.close()  # abruptly, no resume, no linger left to honour
+
+    app = app_factory(script)
+    greenlet = switch.start_call(app.address, CallSpec(answer_after_s=0.4))
+    assert app_conns_done(app)
+    uuid = app.conns[0].uuid
+    for _ in range(100):
+        view = switch.live_channel(uuid)
+        if view is not None and not view.socket_connected:
+            break
+        clock.sleep(0.1)
+    assert view.up and view.in_bridge and not view.socket_connected  # the call goes on
+    assert switch.sendmsg(uuid, {"call-command": "hangup", "hangup-cause": "MANAGER_REQUEST"})
+    record = greenlet.get(timeout=10)
+    sub.cancel()
+    assert record.hangup_cause == "MANAGER_REQUEST" and record.socket_closed_by_app_us is not None
+    assert switch.live_channel(uuid) is None and not switch.sendmsg(uuid, {"call-command": "hangup"})
+    names = [name for u, name in seen if u == uuid]
+    assert names.index("CHANNEL_BRIDGE") < names.index("CHANNEL_HANGUP") < names.index("CHANNEL_HANGUP_COMPLETE")
+
+
+def app_conns_done(app, timeout=10.0):
+    import gevent
+
+    with gevent.Timeout(timeout, False):
+        while not app.conns:
+            gevent.sleep(0.01)
+        app.conns[0].done.wait()
+        return app.conns[0].error is None
+    return False
