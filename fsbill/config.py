@@ -27,6 +27,7 @@ REJECT_REASONS = (
     "insufficient_funds",
     "channel_limit",
     "no_route",
+    "vendor_unavailable",
     "db_error",
 )
 
@@ -54,6 +55,9 @@ DEFAULT_REJECTIONS: dict[str, Rejection] = {
     "insufficient_funds": Rejection(action="respond", code=402, text="Payment Required"),
     "channel_limit": Rejection(action="respond", code=486, text="Busy Here"),
     "no_route": Rejection(action="hangup", cause="NO_ROUTE_DESTINATION"),
+    # vendors have a rate for the number but none may take the call (all suspended, dearer than
+    # the sell price, at their channel limit or in another currency): a temporary condition
+    "vendor_unavailable": Rejection(action="respond", code=503, text="Service Unavailable"),
     "db_error": Rejection(action="respond", code=503, text="Service Unavailable"),
 }
 
@@ -90,6 +94,8 @@ class Settings:
     max_ring_s: int = 120
     international_prefix: str = "00"
     route: str = ""  # dial string template, e.g. sofia/gateway/carrier/{destination}
+    routing: str = "template"  # template | lcr: who picks the bridge when the dialplan does not
+    allow_loss: bool = False  # lcr: may a vendor dearer than the sell price carry the call
     on_db_error: str = "reject"  # reject | allow
     db_error_grant_s: int = 60
     on_suspend: str = "finish_grant"  # finish_grant | cut: what a suspension does to live calls
@@ -209,6 +215,8 @@ def _validate(obj: Any, prefix: str) -> None:
                 bad(key, "must be positive")
         if obj.lease_s < 0:
             bad("lease_s", "must be 0 (three heartbeats) or positive")
+        if obj.routing not in ("template", "lcr"):
+            bad("routing", "must be template or lcr")
         if obj.on_db_error not in ("reject", "allow"):
             bad("on_db_error", "must be reject or allow")
         if obj.on_suspend not in ("finish_grant", "cut"):

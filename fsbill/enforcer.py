@@ -41,9 +41,12 @@ from fsbill.core.call import (
 from fsbill.core.grant import US, GrantPolicy, cutoff_offset_s
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, normalize_number
+from fsbill.core.routing import NO_ROUTE, VENDOR_UNAVAILABLE
 from fsbill.db import Store
 from fsbill.db import calls as dbcalls
+from fsbill.db import vendors as dbvendors
 from fsbill.db.rates import DeckCache
+from fsbill.db.vendors import Leg
 from fsbill.errors import DatabaseUnavailable, FsbillError, MoneyError, NumberError
 from fsbill.esl import (
     Answered,
@@ -58,8 +61,10 @@ from fsbill.esl import (
     Unbridged,
     channel_from,
     cutoff_mark,
+    failover_bridge,
     nibblebill_variables,
 )
+from fsbill.lcr import Plan, Router
 from fsbill.logs import event as log_event
 from fsbill.metrics import Metrics, cdr_written
 from fsbill.pending import PendingWrites
@@ -86,6 +91,7 @@ class Accepted:
     destination: str
     dial_string: str
     reserved: bool  # False only for calls let through while the database was down (on_db_error: allow)
+    legs: tuple[Leg, ...] = ()  # least-cost routing: the vendors of the failover bridge, in order
 
 
 class Enforcer:
@@ -105,6 +111,7 @@ class Enforcer:
         self.mark = cutoff_mark(c)
         self.pending: PendingWrites | None = None
         self.following: set[tuple[str, int]] = set()  # the legs (uuid, visit) this node is enforcing now
+        self.router = Router(store, decks, settings.allow_loss) if settings.routing == "lcr" else None
 
     def handle(self, session: EslSession) -> None:
         CallRun(self, session).run()
@@ -154,7 +161,9 @@ class CallRun:
 
     def run(self) -> None:
         e = self.e
-        self.control.subscribe(bridge_events=self.pre_answered)
+        # CHANNEL_BRIDGE: when billing starts for a channel that arrived answered, and which
+        # vendor's leg FreeSWITCH bridged with least-cost routing
+        self.control.subscribe(bridge_events=self.pre_answered or e.router is not None)
         try:
             self.accepted = self.authorize(self.channel)
         except Rejected as rejection:
@@ -214,9 +223,27 @@ class CallRun:
             if found is None:
                 raise Rejected("no_rate", f"no rate for {number}", account.code, account.currency)
             rate = found
-        dial = dial_string_of(ch, s.route, number)
-        if not dial:
-            raise Rejected("no_route", "no fsbill_dial_string and no route configured", account.code, account.currency)
+        # who picks the bridge: the dialplan's fsbill_dial_string, else least-cost routing, else
+        # the route template
+        dial = dial_string_of(ch, "", number)
+        plan: Plan | None = None
+        if not dial and e.router is not None:
+            try:
+                with e.timed("route"):
+                    plan = e.router.plan(account.currency, rate, number, ch.created_us or now_us, now_us)
+            except DatabaseUnavailable as exc:
+                return self.database_down(ch, payer, exc, account.code)
+            if plan.reason == VENDOR_UNAVAILABLE:
+                raise Rejected(VENDOR_UNAVAILABLE, _unusable(plan), account.code, account.currency)
+            if plan.reason == NO_ROUTE:
+                plan = None  # no vendor has a rate for it: the route template, if any
+        if not dial and plan is None:
+            dial = dial_string_of(ch, s.route, number)
+        if not dial and plan is None:
+            raise Rejected(
+                "no_route", "no fsbill_dial_string, no vendor and no route configured", account.code, account.currency
+            )
+        legs = plan.legs if plan is not None else ()
         try:
             with e.timed("reserve"):
                 auth = dbcalls.reserve(
@@ -231,12 +258,18 @@ class CallRun:
                     now_us=now_us,
                     lease_until_us=now_us + s.lease_effective_s * US,
                     max_ring_s=s.max_ring_s,
+                    vendor_legs=legs,
                 )
         except DatabaseUnavailable as exc:
             return self.database_down(ch, payer, exc, account.code)
+        if e.router is not None and (auth.refused_vendors or auth.reason == VENDOR_UNAVAILABLE):
+            e.router.invalidate()  # its view of the vendors was stale: read it again for the next call
         if auth.call is None:
             raise Rejected(auth.reason, "", account.code, account.currency, auth.balance)
         self.call = auth.call
+        if legs:
+            legs = tuple(leg for leg in legs if leg.vendor not in auth.refused_vendors)
+            dial = failover_bridge((leg.leg_uuid, leg.dial_string) for leg in legs)
         log_event(
             log,
             "authorized",
@@ -248,8 +281,9 @@ class CallRun:
             granted_s=auth.call.granted_s,
             held=auth.call.held,
             final=auth.call.final,
+            vendors=",".join(leg.vendor for leg in legs) or None,
         )
-        return Accepted(account, payer, number, dial, True)
+        return Accepted(account, payer, number, dial, True, legs)
 
     def database_down(self, ch: Channel, payer: Payer, exc: Exception, code: str = "") -> Accepted:
         s = self.e.settings
@@ -388,6 +422,8 @@ class CallRun:
             elif isinstance(ev, Bridged):
                 if self.call is not None and self.call.answered_us is None and self.pre_answered:
                     self.on_answer(ev.at_us)
+                if self.accepted is not None and self.accepted.legs and ev.peer_uuid:
+                    self.on_bridged(ev.peer_uuid)
             elif isinstance(ev, Unbridged):
                 if self.unbridged_us is None:
                     self.unbridged_us = ev.at_us
@@ -432,6 +468,18 @@ class CallRun:
         except DatabaseUnavailable as exc:
             log_event(log, "answer_not_recorded", uuid=self.channel.uuid, error=str(exc))
 
+    def on_bridged(self, leg_uuid: str) -> None:
+        """FreeSWITCH bridged one vendor's leg: the other vendors' channels are free again."""
+        e, call = self.e, self.call
+        assert call is not None
+        try:
+            with e.timed("bridged"):
+                carrier = dbvendors.keep_carrier(e.store, call.uuid, call.visit, leg_uuid)
+        except DatabaseUnavailable as exc:  # the settlement releases them instead
+            log_event(log, "vendor_release_deferred", uuid=call.uuid, error=str(exc))
+            return
+        log_event(log, "bridged", uuid=call.uuid, vendor=carrier or None)
+
     def on_bridge_done(self, ev: BridgeEnded) -> None:
         # The bridge ended: the B leg never answered, or it hung up after talking, or the
         # channel was transferred out of it. In the first two cases this socket app owns the A
@@ -440,7 +488,7 @@ class CallRun:
         # the dialplan: billing stops at the unbridge and nothing is sent that ends the call.
         answered = self.call is not None and self.call.answered_us is not None
         if ev.transferred and answered:
-            self.transferred_out(self.unbridged_us or ev.at_us)
+            self.transferred_out(self.unbridged_us or ev.at_us, dbvendors.BridgeOutcome(ev.bridged_to, ev.leg_causes))
             return
         try:
             self.control.end("" if answered else ev.failure_cause)
@@ -506,7 +554,7 @@ class CallRun:
             log_event(log, "reschedule_failed", uuid=ch.uuid, error=str(exc))
 
     # -- the end ------------------------------------------------------------------------------------------------
-    def transferred_out(self, unbridged_us: int) -> None:
+    def transferred_out(self, unbridged_us: int, bridge: dbvendors.BridgeOutcome) -> None:
         """Settle this visit at once, billed up to the unbridge: its hold is released while the
         caller is in the cut-off extension or a top-up menu (which may send the channel back
         into the socket: a new visit, a new leg)."""
@@ -527,6 +575,7 @@ class CallRun:
             "BLIND_TRANSFER",
             result,
             e.clock.now_us(),
+            bridge if acc.legs else None,
         )
         self.settled = True
         log_event(log, "transferred", uuid=ch.uuid, visit=call.visit, cutoff=ours)
@@ -557,6 +606,7 @@ class CallRun:
             ev.cause or self.hangup_cause,
             result,
             e.clock.now_us(),
+            dbvendors.BridgeOutcome(ev.bridged_to, ev.leg_causes) if acc.legs else None,
         )
         if not acc.reserved:
             if e.pending is not None:
@@ -589,3 +639,7 @@ class CallRun:
         if self.call is not None:
             self.hold_changed(-self.call.held)
             self.call = replace(self.call, held=Money(0))
+
+
+def _unusable(plan: Plan) -> str:
+    return ", ".join(f"{o.vendor}: {o.reason}" for o in plan.route.options)

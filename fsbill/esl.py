@@ -69,6 +69,7 @@ class Answered:
 @dataclass(frozen=True)
 class Bridged:
     at_us: int
+    peer_uuid: str = ""  # the B leg FreeSWITCH bridged (Bridge-B-Unique-ID)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,10 @@ class HangupComplete:
     end_us: int | None
     billsec: int
     destination: str  # where the channel was when it ended (the cut-off extension after a transfer)
+    # What FreeSWITCH reports about the bridge (switch_ivr_bridge.c, switch_ivr_originate.c):
+    bridged_to: str = ""  # last_bridge_to: uuid of the B leg that was bridged, "" if none
+    bridge_channel: str = ""  # bridge_channel: that leg's channel name
+    leg_causes: tuple[tuple[str, str], ...] = ()  # originate_causes: (B leg uuid, cause) per leg tried
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ class BridgeEnded:
     failure_cause: str
     at_us: int
     transferred: bool = False
+    bridged_to: str = ""  # as HangupComplete's: last_bridge_to
+    leg_causes: tuple[tuple[str, str], ...] = ()  # as HangupComplete's: originate_causes
 
 
 @dataclass(frozen=True)
@@ -251,6 +258,10 @@ EVENT_FIELDS = (
     "variable_originate_disposition",
     "variable_bridge_hangup_cause",
     "variable_last_bridge_hangup_cause",
+    "Bridge-B-Unique-ID",
+    "variable_last_bridge_to",
+    "variable_bridge_channel",
+    "variable_originate_causes",
 )
 _EVENT_FIELD_RE = re.compile(r"^({}): ?(.*)$".format("|".join(re.escape(f) for f in EVENT_FIELDS)), re.M)
 
@@ -275,7 +286,7 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
     if name == "CHANNEL_ANSWER":
         return Answered(_us(headers.get("Caller-Channel-Answered-Time", "")) or at)
     if name == "CHANNEL_BRIDGE":
-        return Bridged(_us(headers.get("Caller-Channel-Bridged-Time", "")) or at)
+        return Bridged(_us(headers.get("Caller-Channel-Bridged-Time", "")) or at, headers.get("Bridge-B-Unique-ID", ""))
     if name == "CHANNEL_UNBRIDGE":
         return Unbridged(at)
     if name == "CHANNEL_HANGUP":
@@ -291,6 +302,9 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
             end_us=_us(headers.get("variable_end_uepoch", "")) or at,
             billsec=int(billsec) if billsec.isdigit() else 0,
             destination=headers.get("Caller-Destination-Number", ""),
+            bridged_to=_defined(headers.get("variable_last_bridge_to", "")),
+            bridge_channel=_defined(headers.get("variable_bridge_channel", "")),
+            leg_causes=originate_causes(headers.get("variable_originate_causes", "")),
         )
     if name == "CHANNEL_EXECUTE_COMPLETE":
         application = headers.get("Application", "") or headers.get("variable_current_application", "")
@@ -305,6 +319,8 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
                 "" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause,
                 at,
                 transferred=headers.get("variable_bridge_hangup_cause", "") == "BLIND_TRANSFER",
+                bridged_to=_defined(headers.get("variable_last_bridge_to", "")),
+                leg_causes=originate_causes(headers.get("variable_originate_causes", "")),
             )
         return ExecuteComplete(
             application=headers.get("Application", "") or headers.get("variable_current_application", ""),
@@ -316,6 +332,51 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
             at_us=at,
         )
     return None
+
+
+def _defined(value: str) -> str:
+    return "" if value == "_undef_" else value
+
+
+def originate_causes(value: str) -> tuple[tuple[str, str], ...]:
+    """`originate_causes` as (leg uuid, cause) pairs in the order the legs were tried.
+
+    switch_ivr_originate.c (switch_ivr_originate, after each attempt) pushes "<uuid>;<CAUSE>"
+    for every leg that got a channel; a variable pushed more than once becomes an array, which
+    switch_event.c serializes as "ARRAY::<v1>|:<v2>".
+    """
+    value = _defined(value)
+    if not value:
+        return ()
+    items = value[len("ARRAY::") :].split("|:") if value.startswith("ARRAY::") else [value]
+    pairs = []
+    for item in items:
+        leg, sep, cause = item.partition(";")
+        if sep and leg:
+            pairs.append((leg.strip(), cause.strip()))
+    return tuple(pairs)
+
+
+def failover_bridge(legs: Iterable[tuple[str, str]]) -> str:
+    """The `bridge` argument that tries each (B leg uuid, dial string) in turn.
+
+    FreeSWITCH's failover separator is `|` (switch_ivr_originate.c: each `|` group is tried
+    after the previous one failed); `[var=value]` before a target sets variables on that leg
+    only, and `origination_uuid` makes the new leg take that uuid
+    (switch_core_session.c switch_core_session_outgoing_channel), so the leg FreeSWITCH
+    bridges (`last_bridge_to`, CHANNEL_BRIDGE's Bridge-B-Unique-ID) names the vendor. A
+    target's own leading `{...}` block (channel variables for the whole bridge) is moved into
+    its `[...]` block, where it then applies to that leg.
+    """
+    parts = []
+    for leg_uuid, dial in legs:
+        dial = _safe_arg(dial)
+        extra = ""
+        if dial.startswith("{") and "}" in dial:
+            extra, dial = dial[1 : dial.index("}")], dial[dial.index("}") + 1 :]
+        variables = f"origination_uuid={leg_uuid}" + (f",{extra}" if extra else "")
+        parts.append(f"[{variables}]{dial}")
+    return "|".join(parts)
 
 
 def channel_from(headers: dict[str, str]) -> Channel:
@@ -514,7 +575,8 @@ class EslSession(OutboundSession):
 # bytes of a call), so they are dropped in FreeSWITCH with `nixevent` rather than parsed here.
 # The enforcer reads: CHANNEL_ANSWER, CHANNEL_UNBRIDGE, CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE,
 # CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices — and CHANNEL_BRIDGE
-# for a channel that arrived answered (its billing starts when the bridge comes up).
+# for a channel that arrived answered (its billing starts when the bridge comes up) and with
+# least-cost routing (which vendor's leg was bridged).
 IGNORED_EVENTS = (
     "CHANNEL_EXECUTE",
     "CHANNEL_PARK",

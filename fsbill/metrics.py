@@ -8,7 +8,7 @@ only type Prometheus has; they are observability, never the books (the ledger is
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -16,6 +16,7 @@ from prometheus_client.exposition import generate_latest
 
 from fsbill import __version__
 from fsbill.core.money import Money
+from fsbill.core.routing import Attempt
 from fsbill.logs import event as log_event
 
 if TYPE_CHECKING:
@@ -61,6 +62,22 @@ class Metrics:
         self.esl_refused = Counter("fsbill_esl_refused", "Event-socket connections refused", ["reason"], registry=r)
         self.recovered = Counter("fsbill_recovered_calls", "Calls settled by the reaper", registry=r)
         self.pending_cdrs = Gauge("fsbill_pending_cdrs", "Settlements waiting for the database", registry=r)
+        # Vendors (carriers) are few and named by the operator, not customers: fine as labels.
+        self.vendor_attempts = Counter(
+            "fsbill_vendor_attempts", "Calls offered to a vendor, by how it ended", ["vendor", "result"], registry=r
+        )
+        self.vendor_sold = Counter(
+            "fsbill_vendor_sold_amount",
+            "What customers paid for calls a vendor carried",
+            ["vendor", "currency"],
+            registry=r,
+        )
+        self.vendor_cost = Counter(
+            "fsbill_vendor_cost_amount",
+            "What vendors charge for the calls they carried",
+            ["vendor", "currency"],
+            registry=r,
+        )
         self.build = Info("fsbill_build", "fsbill version", registry=r)
         self.build.info({"version": __version__})
         self._reserved_by_currency: dict[str, int] = {}
@@ -73,6 +90,19 @@ class Metrics:
     def charge(self, currency: str, amount: Money) -> None:
         if amount.micros > 0:
             self.charged.labels(currency).inc(_amount(amount))
+
+    def vendor_attempts_seen(self, attempts: Iterable[Attempt]) -> None:
+        for attempt in attempts:
+            self.vendor_attempts.labels(attempt.vendor, attempt.result).inc()
+
+    def vendor_settled(self, vendor: str, currency: str, sold: Money, cost: Money | None) -> None:
+        """Margin per vendor in Prometheus is sold - cost (two counters: a margin can be negative)."""
+        if not vendor:
+            return
+        if sold.micros > 0:
+            self.vendor_sold.labels(vendor, currency).inc(_amount(sold))
+        if cost is not None and cost.micros > 0:
+            self.vendor_cost.labels(vendor, currency).inc(_amount(cost))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -91,6 +121,8 @@ def cdr_written(metrics: Metrics, cdr: CdrView) -> None:
         metrics.uncollected.labels(cdr.currency).inc(_amount(cdr.uncollected))
     if cdr.result == "recovered":
         metrics.recovered.inc()
+    metrics.vendor_attempts_seen(cdr.attempts)
+    metrics.vendor_settled(cdr.vendor, cdr.currency, cdr.cost, cdr.vendor_cost)
     log_event(
         log,
         "recovered" if cdr.result == "recovered" else "settled",
@@ -105,6 +137,9 @@ def cdr_written(metrics: Metrics, cdr: CdrView) -> None:
         uncollected=cdr.uncollected,
         balance_after=cdr.balance_after,
         cause=cdr.hangup_cause,
+        vendor=cdr.vendor or None,
+        vendor_cost=cdr.vendor_cost,
+        margin=cdr.margin,
     )
 
 

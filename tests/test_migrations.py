@@ -15,7 +15,18 @@ from fsbill.cli.main import main
 from fsbill.db import Store
 from fsbill.db.connection import migrations_dir
 
-TABLES = {"tariff", "rate", "account", "account_cli", "ledger_entry", "live_call", "cdr"}
+TABLES = {
+    "tariff",
+    "rate",
+    "account",
+    "account_cli",
+    "ledger_entry",
+    "live_call",
+    "cdr",
+    "vendor",
+    "live_call_vendor",
+    "vendor_attempt",
+}
 
 
 def migration_names() -> list[str]:

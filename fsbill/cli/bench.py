@@ -308,8 +308,47 @@ def _switch(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- routing ----------------------------------------------------------------------------------------
+def _add_routing(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    routing = sub.add_parser(
+        "routing", parents=[parent], help="least-cost routing: decision latency, reservation with vendor channels"
+    )
+    routing.add_argument("--vendors", type=positive_int, default=10, help="vendors (default 10)")
+    routing.add_argument(
+        "--prefixes", type=positive_int, default=20_000, help="prefixes per vendor deck (default 20,000)"
+    )
+    routing.add_argument("--decisions", type=positive_int, default=5_000, help="routing decisions to time")
+    routing.add_argument("--reservations", type=positive_int, default=500, help="reservations to time, each way")
+    routing.add_argument("--legs", type=positive_int, default=3, help="vendors in each bridge (default 3)")
+    routing.add_argument("--database", help="database URL (default: a temporary SQLite file)")
+    routing.set_defaults(func=_routing)
+
+
+def _routing(args: argparse.Namespace) -> int:
+    from fsbill.bench.routing import run_routing_bench
+
+    f = run_routing_bench(
+        args.vendors, args.prefixes, args.decisions, args.reservations, args.legs, args.database, say=_say
+    )
+    emit(
+        args,
+        f,
+        lambda: "\n".join(
+            [
+                f"routing decision ({f['vendors']} vendors x {f['prefixes']:,} prefixes, {f['decisions']:,} numbers):"
+                f" median {f['plan_median_us']} us, p99 {f['plan_p99_us']} us",
+                f"reserve ({f['database']}, {f['reservations']:,} each): without vendors median"
+                f" {f['reserve_median_us']} us, p99 {f['reserve_p99_us']} us; with {f['legs']} vendor channels"
+                f" median {f['reserve_with_legs_median_us']} us, p99 {f['reserve_with_legs_p99_us']} us",
+            ]
+        ),
+    )
+    return 0
+
+
 BENCHMARKS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
     _add_rating,
     _add_calls,
     _add_switch,
+    _add_routing,
 ]

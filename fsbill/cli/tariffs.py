@@ -8,6 +8,8 @@ from fsbill.cli.common import emit, load, non_negative_int, open_store, table
 from fsbill.clock import Clock
 from fsbill.core.money import RoundingMethod, RoundingRule
 from fsbill.db import ledger
+from fsbill.db.vendors import DECK_PREFIX as VENDOR_DECK_PREFIX
+from fsbill.errors import InvalidInput
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -47,6 +49,10 @@ def _json(t: ledger.TariffView) -> dict:
 
 
 def _add(args: argparse.Namespace) -> int:
+    if args.name.startswith(VENDOR_DECK_PREFIX):
+        raise InvalidInput(
+            f"tariff names starting with {VENDOR_DECK_PREFIX!r} hold vendors' cost decks (fsbill vendor add)"
+        )
     store = open_store(load(args))
     rule = RoundingRule(args.decimals, RoundingMethod(args.rounding))
     t = ledger.create_tariff(store, args.name, args.currency, Clock().now_us(), rule, args.timezone)
@@ -59,7 +65,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    tariffs = ledger.list_tariffs(open_store(load(args)))
+    # vendors' cost decks are tariffs too, listed by `fsbill vendor list`
+    tariffs = [t for t in ledger.list_tariffs(open_store(load(args))) if not t.name.startswith(VENDOR_DECK_PREFIX)]
     emit(
         args,
         [_json(t) for t in tariffs],

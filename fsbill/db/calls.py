@@ -10,7 +10,7 @@ and inserts the CDR (unique per uuid) in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import peewee
@@ -20,10 +20,12 @@ from fsbill.core.call import recovered as recovered_charge
 from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.rating import Rate
+from fsbill.core.routing import Attempt
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, cdr_values, one
 from fsbill.db.statements import row as as_row
+from fsbill.db.vendors import BridgeOutcome, Leg, settle_vendors, take_channels
 from fsbill.instant import iso
 
 
@@ -64,6 +66,10 @@ class CdrView:
     hangup_cause: str
     result: str
     reason: str
+    vendor: str = ""  # the vendor that carried the call (least-cost routing), "" if none
+    vendor_cost: Money | None = None
+    margin: Money | None = None
+    attempts: tuple[Attempt, ...] = ()  # vendors tried, when this view comes from the settlement
 
     FIELDS = (
         "uuid",
@@ -92,6 +98,9 @@ class CdrView:
         "hangup_cause",
         "result",
         "reason",
+        "vendor",
+        "vendor_cost",
+        "margin",
     )
 
     def as_json(self) -> dict:
@@ -125,6 +134,9 @@ class CdrView:
             "hangup_cause": self.hangup_cause,
             "result": self.result,
             "reason": self.reason,
+            "vendor": self.vendor,
+            "vendor_cost": money(self.vendor_cost),
+            "margin": money(self.margin),
         }
 
 
@@ -159,6 +171,9 @@ def _cdr_view(row: object) -> CdrView:
         hangup_cause=row.hangup_cause,
         result=row.result,
         reason=row.reason,
+        vendor=getattr(row, "vendor", "") or "",
+        vendor_cost=opt(getattr(row, "vendor_cost_micros", None)),
+        margin=opt(getattr(row, "margin_micros", None)),
     )
 
 
@@ -230,6 +245,7 @@ class Authorization:
     reason: str  # "" when admitted, else the rejection reason
     call: LiveCall | None
     balance: Money  # the account's balance when it was decided
+    refused_vendors: frozenset[str] = frozenset()  # vendors of the bridge found full or suspended under lock
 
 
 def reserve(
@@ -245,9 +261,13 @@ def reserve(
     now_us: int,
     lease_until_us: int,
     max_ring_s: int,
+    vendor_legs: Sequence[Leg] = (),
 ) -> Authorization:
     """Authorize a new call: read the account under its lock, ask the core (admit), hold the
-    first grant and write the live-call row, in one transaction."""
+    first grant and write the live-call row, in one transaction. With `vendor_legs` (least-cost
+    routing) a channel is taken on each vendor of the bridge in the same transaction; the
+    vendors found full or suspended by then are returned in `refused_vendors`, and a call
+    that gets none is refused as vendor_unavailable with nothing held."""
     q = store.sql
     with store.transaction() as db:
         acc = one(db, q.account_by_id, (account_id,), ACCOUNT_COLUMNS)
@@ -258,6 +278,11 @@ def reserve(
         call = admission.call
         if call is None:
             return Authorization(admission.reason, None, Money(acc.balance_micros))
+        refused: frozenset[str] = frozenset()
+        if vendor_legs:
+            refused = frozenset(take_channels(store, uuid, visit, vendor_legs))
+            if len(refused) == len(vendor_legs):  # nothing was taken: nothing to roll back
+                return Authorization("vendor_unavailable", None, Money(acc.balance_micros))
         db.execute_sql(q.hold, (call.held.micros, 1, acc.id))
         db.execute_sql(
             q.insert_live_call,
@@ -287,7 +312,7 @@ def reserve(
                 call.hold_until_us,
             ),
         )
-    return Authorization("", call, Money(acc.balance_micros))
+    return Authorization("", call, Money(acc.balance_micros), refused)
 
 
 def mark_answered(store: Store, call: LiveCall, lease_until_us: int) -> None:
@@ -364,6 +389,7 @@ class CallEnd:
     hangup_cause: str
     result: str
     now_us: int
+    bridge: BridgeOutcome | None = None  # what FreeSWITCH reported about a least-cost bridge
 
 
 def settle_call(store: Store, end: CallEnd) -> CdrView | None:
@@ -437,7 +463,29 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
         created_us=end.now_us,
     )
     db.execute_sql(q.insert_cdr, cdr_values(**fields))
-    return _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
+    view = _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
+    if end.bridge is not None or recovered:
+        # the vendor side, in the same transaction: carrier, its cost, the margin, attempts, channels
+        carried, tried = settle_vendors(
+            store,
+            lc.uuid,
+            lc.visit,
+            None if recovered else end.bridge,
+            fields["answer_us"],
+            end.end_us,
+            charge.billed_s,
+            charge.cost,
+            fields["start_us"],
+        )
+        if carried is not None or tried:
+            view = replace(
+                view,
+                vendor=carried.vendor if carried else "",
+                vendor_cost=carried.cost if carried else None,
+                margin=carried.margin if carried else None,
+                attempts=tuple(tried),
+            )
+    return view
 
 
 def write_rejection(

@@ -220,6 +220,8 @@ def create_account(
         tariff = m.Tariff.get_or_none(m.Tariff.name == tariff_name)
         if tariff is None:
             raise NotFound(f"no tariff named {tariff_name!r} (create it with 'fsbill tariff add')")
+        if tariff_name.startswith("vendor:"):  # fsbill.db.vendors.DECK_PREFIX: a vendor's cost deck
+            raise InvalidInput(f"{tariff_name!r} is a vendor's cost deck, not a tariff customers can be sold")
         if m.Account.get_or_none(m.Account.code == code) is not None:
             raise Conflict(f"account {code!r} already exists")
         taken = [c.number for c in m.AccountCli.select().where(m.AccountCli.number.in_(clis))] if clis else []

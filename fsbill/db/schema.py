@@ -140,6 +140,45 @@ def build_models(database: Database) -> SimpleNamespace:
         result = CharField()  # completed | cut_off | rejected | unanswered | recovered
         reason = CharField(default="")
         created_us = BigIntegerField()
+        vendor = CharField(default="")  # the vendor that carried the call (migrations/0004)
+        vendor_cost_micros = BigIntegerField(null=True)
+        margin_micros = BigIntegerField(null=True)
+
+    class Vendor(Base):
+        name = CharField(unique=True)
+        deck = ForeignKeyField(Tariff, column_name="deck_id")  # its cost deck: a tariff named vendor:NAME
+        dial_string = CharField(max_length=1024)
+        max_channels = IntegerField(default=0)  # 0 = no limit
+        live_channels = IntegerField(default=0)
+        weight = IntegerField(default=0)
+        status = CharField(default="active")  # active | suspended
+        created_us = BigIntegerField()
+
+    class LiveCallVendor(Base):
+        call_uuid = CharField()
+        visit = IntegerField(default=1)  # the call's socket visit (migrations/0002)
+        vendor = ForeignKeyField(Vendor, column_name="vendor_id")
+        position = IntegerField()
+        leg_uuid = CharField()
+        answered = IntegerField(default=0)  # 0 holding a channel, 1 the leg FreeSWITCH bridged, -1 released
+        # the vendor's rate for the call, frozen at authorization like the customer's
+        prefix = CharField(default="")
+        rate_micros = BigIntegerField()
+        connect_fee_micros = BigIntegerField()
+        initial_increment_s = IntegerField()
+        increment_s = IntegerField()
+        min_duration_s = IntegerField()
+        rounding_decimals = IntegerField()
+        rounding_method = CharField()
+
+    class VendorAttempt(Base):
+        call_uuid = CharField()
+        visit = IntegerField(default=1)
+        vendor = CharField()
+        position = IntegerField()
+        result = CharField()  # answered | failed
+        cause = CharField(default="")
+        start_us = BigIntegerField()
 
         class Meta:
             indexes = ((("uuid", "visit"), True),)
@@ -152,8 +191,11 @@ def build_models(database: Database) -> SimpleNamespace:
         LedgerEntry=LedgerEntry,
         LiveCall=LiveCall,
         Cdr=Cdr,
+        Vendor=Vendor,
+        LiveCallVendor=LiveCallVendor,
+        VendorAttempt=VendorAttempt,
     )
-    all_models = [Tariff, Rate, Account, AccountCli, LedgerEntry, LiveCall, Cdr]
+    all_models = [Tariff, Rate, Account, AccountCli, LedgerEntry, LiveCall, Cdr, Vendor, LiveCallVendor, VendorAttempt]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models
     return models

@@ -77,6 +77,9 @@ CDR_COLUMNS = (
     "result",
     "reason",
     "created_us",
+    "vendor",
+    "vendor_cost_micros",
+    "margin_micros",
 )
 LEDGER_COLUMNS = (
     "account_id",
@@ -176,6 +179,9 @@ def cdr_values(**fields: Any) -> list[Any]:
         "balance_after_micros": None,
         "hangup_cause": "",
         "reason": "",
+        "vendor": "",
+        "vendor_cost_micros": None,
+        "margin_micros": None,
         "visit": 1,
     }
     unknown = set(fields) - set(CDR_COLUMNS)

@@ -61,6 +61,18 @@ def bridge_targets(arg: str) -> list[str]:
     return out or [""]
 
 
+def leg_variables(arg: str) -> list[dict[str, str]]:
+    """The `[name=value,...]` variables of each `|`-separated attempt, in the order of
+    bridge_targets (switch_ivr_originate.c: a leading `[...]` applies to that leg only)."""
+    arg = re.sub(r"^\{[^}]*\}", "", arg.strip())
+    out = []
+    for attempt in arg.split("|"):
+        found = re.match(r"^\[([^\]]*)\]", attempt.split(",")[0].strip())
+        pairs = (item.partition("=") for item in found.group(1).split(",")) if found else ()
+        out.append({name.strip(): value.strip() for name, _, value in pairs if name.strip()})
+    return out or [{}]
+
+
 class Bridge(SessionState):
     """Mixin of the emulated session: originate the B legs and bridge the one that answers."""
 
@@ -83,6 +95,7 @@ class Bridge(SessionState):
     def _app_bridge(self, arg: str) -> None:
         spec = self.spec
         targets = bridge_targets(arg)
+        variables = leg_variables(arg)
         if self.variables.get("preserve_originated_vars", "").lower() not in ("true", "yes", "on", "1"):
             self._setvar("originated_legs", None)
             self._setvar("originate_causes", None)
@@ -96,7 +109,7 @@ class Bridge(SessionState):
                 if scripted and cause in NO_CHANNEL_CAUSES:
                     self._attempt_failed(cause)
                     continue
-                answered = self._originate_leg(target, cause if scripted else None)
+                answered = self._originate_leg(target, cause if scripted else None, variables[index])
                 if answered:
                     break
                 cause = self.rec.bridge_failed or cause
@@ -109,13 +122,15 @@ class Bridge(SessionState):
         finally:
             self.in_bridge = False
 
-    def _originate_leg(self, target: str, fail_cause: str | None) -> bool:
+    def _originate_leg(self, target: str, fail_cause: str | None, leg_vars: dict[str, str] | None = None) -> bool:
         """One `|` attempt with one B channel: it fails with `fail_cause` after
         `leg_fail_after_s` (a failover leg), or behaves as the CallSpec's B leg."""
         spec = self.spec
         gw = target.split("/")[2] if target.startswith("sofia/gateway/") and target.count("/") >= 3 else ""
         dest = target.rsplit("/", 1)[-1] if "/" in target else target
-        b_uuid = str(uuidlib.uuid4())
+        # origination_uuid: the new channel takes this uuid
+        # (switch_core_session.c switch_core_session_outgoing_channel)
+        b_uuid = (leg_vars or {}).get("origination_uuid") or str(uuidlib.uuid4())
         self.bridge_legs = {
             "uuid": b_uuid,
             "destination": dest,
