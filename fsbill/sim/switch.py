@@ -505,6 +505,8 @@ class _Call:
         headers = self._channel_headers(name, **kwargs)
         if self._subscribed(name, headers):
             self.outq.put(wire.event_frame(wire.serialize_event(headers)))
+        for server in self.switch.event_listeners:  # inbound event sockets (fsbill.sim.inbound)
+            server.fire(name, headers)
 
     def _subscribed(self, name: str, headers: list[tuple[str, str]]) -> bool:
         if not self.events_on or self.silent:
@@ -1436,6 +1438,8 @@ class _Call:
         self._set_hangup_variables()
         self.fire("CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", self.hangup_cause or "NONE")])
         self.rec.variables = dict(self.variables)
+        for hook in self.switch.reporting_hooks:  # CS_REPORTING state handlers (mod_json_cdr)
+            hook(self)
         self._wake_pump()
 
     def _set_hangup_variables(self) -> None:
@@ -1658,6 +1662,8 @@ class Switch:
         self._greenlets: set[gevent.Greenlet] = set()
         self.started_us = clock.now_us()
         self.records: list[CallRecord] = []
+        self.event_listeners: list[Any] = []  # fsbill.sim.inbound.InboundServer
+        self.reporting_hooks: list[Callable[[_Call], None]] = []
 
     def _next_sequence(self) -> int:
         return next(self._sequence)
@@ -1875,6 +1881,25 @@ class Switch:
         if call is None:
             return "-ERR No such channel!\n"
         return call.variables.get(argv[1], "_undef_")
+
+    def _api_uuid_dump(self, arg: str) -> str:
+        """mod_commands.c uuid_dump_function: the CHANNEL_DATA event of the channel, serialized
+        (url-encoded unless the format is `plain`)."""
+        argv = arg.split()
+        if not argv:
+            return "-USAGE: <uuid> [format]\n"
+        call = self._calls.get(argv[0])
+        if call is None:
+            return "-ERR No such channel!\n"
+        fmt = argv[1] if len(argv) > 1 else "txt"
+        headers = call._channel_headers("CHANNEL_DATA")
+        if fmt.lower() == "json":
+            import json
+
+            return json.dumps(dict(headers))
+        if fmt.lower() == "plain":
+            return "".join(f"{k}: {v}\n" for k, v in headers) + "\n"
+        return wire.serialize_event(headers).decode("utf-8")
 
     def _api_uuid_exists(self, arg: str) -> str:
         call = self._calls.get(arg)
