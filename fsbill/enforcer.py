@@ -99,6 +99,10 @@ class Enforcer:
         )
         self.pending: PendingWrites | None = None
         self.following: set[str] = set()  # uuids of the calls this node is enforcing right now
+        # This process, as live calls record their owner (fsbill.db.adoption); set by the Node.
+        self.instance = ""
+        # Calls this process followed until their socket died, unsettled: re-adoptable by it.
+        self.released: set[str] = set()
 
     def handle(self, session: EslSession) -> None:
         CallRun(self, session).run()
@@ -214,6 +218,7 @@ class CallRun:
                     now_us=now_us,
                     lease_until_us=now_us + s.lease_effective_s * US,
                     max_ring_s=s.max_ring_s,
+                    instance=e.instance,
                 )
         except DatabaseUnavailable as exc:
             return self.database_down(ch, account.code, exc)
@@ -541,6 +546,7 @@ class CallRun:
         log_event(log, "socket_lost", uuid=self.channel.uuid, reason=reason)
         self.e.metrics.hold_changed(self.call.account.currency, -self.held)
         self.held = Money(0)
+        self.e.released.add(self.channel.uuid)  # with switches: configured, re-adopted (fsbill.adoption)
 
 
 # What `myevents` subscribes to that a call's enforcement never reads.

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "fsbill.cli.money_movements",
     "fsbill.cli.calls",
     "fsbill.cli.serve",
+    "fsbill.cli.switches",
     "fsbill.cli.simulate",
     "fsbill.cli.bench",
 )

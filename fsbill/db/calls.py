@@ -231,6 +231,7 @@ def reserve(
     now_us: int,
     lease_until_us: int,
     max_ring_s: int,
+    instance: str = "",
 ) -> Authorization:
     """Authorize a new call: status, channel limit, and a first grant held atomically."""
     q = store.sql
@@ -272,6 +273,7 @@ def reserve(
                 None,
                 lease_until_us,
                 now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
+                instance,
             ),
         )
     return Authorization(True, "", plan.granted_s, plan.extra_hold, plan.final, Money(acc.balance_micros))
@@ -428,6 +430,23 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
     return _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
 
 
+def record_recovery(store: Store, lc: object, now_us: int) -> None:
+    """Before settling a call nobody saw end: keep the grant it held (the most a correction
+    from FreeSWITCH's CDR may ever charge it, fsbill.db.recovery) and its rounding rule."""
+    m = store.models
+    if m.Recovery.get_or_none(m.Recovery.uuid == lc.uuid) is not None:
+        return
+    m.Recovery.create(
+        uuid=lc.uuid,
+        account_id=lc.account_id,
+        granted_s=lc.granted_s,
+        grant_micros=lc.held_micros + lc.debited_micros,
+        rounding_decimals=lc.rounding_decimals,
+        rounding_method=lc.rounding_method,
+        created_us=now_us,
+    )
+
+
 def _billed_for(rate: Rate, amount: Money) -> int:
     return max_seconds(rate, amount) if amount else 0
 
@@ -579,6 +598,7 @@ def reap(
             if lc is None or m.Cdr.get_or_none(m.Cdr.uuid == uuid) is not None:
                 continue
             end = CallEnd(uuid, lc.answered_us, None, lc.created_us, 0, "", "recovered", now_us)
+            record_recovery(store, lc, now_us)
             cdrs.append(_settle_locked(store, lc, end, recovered=True))
     return cdrs
 

@@ -106,6 +106,7 @@ def build_models(database: Database) -> SimpleNamespace:
         cutoff_us = BigIntegerField(null=True)
         lease_until_us = BigIntegerField()
         hold_until_us = BigIntegerField()
+        instance = CharField(default="")  # the process enforcing it (migrations/0005_restart.py)
 
     class Cdr(Base):
         uuid = CharField(unique=True)
@@ -135,6 +136,29 @@ def build_models(database: Database) -> SimpleNamespace:
         reason = CharField(default="")
         created_us = BigIntegerField()
 
+    class SwitchCdr(Base):  # a channel's CDR as FreeSWITCH posted it (mod_json_cdr)
+        uuid = CharField(unique=True)
+        switch = CharField(default="")
+        answer_us = BigIntegerField(null=True)
+        end_us = BigIntegerField(null=True)
+        start_us = BigIntegerField(default=0)
+        billsec = IntegerField(default=0)
+        hangup_cause = CharField(default="")
+        destination = CharField(default="")
+        received_us = BigIntegerField()
+        applied = CharField(default="")
+        body = TextField(default="")
+
+    class Recovery(Base):  # what a recovered CDR may still be corrected to
+        uuid = CharField(unique=True)
+        account_id = IntegerField()
+        granted_s = IntegerField()
+        grant_micros = BigIntegerField()
+        rounding_decimals = IntegerField()
+        rounding_method = CharField()
+        created_us = BigIntegerField()
+        corrected_us = BigIntegerField(null=True)
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -143,8 +167,10 @@ def build_models(database: Database) -> SimpleNamespace:
         LedgerEntry=LedgerEntry,
         LiveCall=LiveCall,
         Cdr=Cdr,
+        SwitchCdr=SwitchCdr,
+        Recovery=Recovery,
     )
-    all_models = [Tariff, Rate, Account, AccountCli, LedgerEntry, LiveCall, Cdr]
+    all_models = [Tariff, Rate, Account, AccountCli, LedgerEntry, LiveCall, Cdr, SwitchCdr, Recovery]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models
     return models

@@ -599,6 +599,14 @@ class _Call:
                 self.sock.shutdown(pysocket.SHUT_RDWR)
         except OSError:
             pass
+        if rst:
+            # The reader's makefile() holds a reference, so close() alone would keep the
+            # descriptor (and the connection) open until the channel is destroyed and send no
+            # RST: close the descriptor now (gevent's own close path, watchers cancelled).
+            try:
+                self.sock._real_close()
+            except (OSError, AttributeError):
+                pass
         try:
             self.sock.close()
         except OSError:
