@@ -21,8 +21,8 @@ import gevent
 import gevent.lock
 
 from fsbill.config import SwitchConfig
-from fsbill.core.call import Channel, result_of
-from fsbill.core.grant import US
+from fsbill.core.call import Channel, cutoff_api, result_of
+from fsbill.core.grant import US, cutoff_epoch_s
 from fsbill.db import adoption as dbadoption
 from fsbill.db import recovery as dbrecovery
 from fsbill.enforcer import Accepted, CallRun, Enforcer
@@ -215,6 +215,11 @@ class Adopter:
                 return
             if run.answered_us is None and answered_us is not None:
                 run.on_answer(answered_us)  # answered while nobody watched
+            elif run.answered_us is not None:
+                self._rearm(session, run)
+                # At once, not a heartbeat later: the debits the old process missed, the
+                # extension it may have been about to make, the warning of a final grant.
+                run.heartbeat()
             run.follow()
         except Exception:
             log.exception("following adopted call %s failed", call.uuid)
@@ -225,6 +230,21 @@ class Adopter:
                 session.close()
             except FsbillError:
                 pass
+
+    def _rearm(self, session: FollowedSession, run: CallRun) -> None:
+        """The cut-off of the call's grant, scheduled again so that this process knows what
+        FreeSWITCH holds (whether the old one had scheduled a warning is unknown: the heartbeat
+        that follows schedules it afresh if the grant is final, so it plays once). Only while
+        the cut-off is still ahead: FreeSWITCH takes an absolute time in the past as relative."""
+        c = self.e.settings.cutoff
+        epoch = cutoff_epoch_s(run.answered_us, run.granted_s, c.margin_s)
+        if epoch * US <= self.e.clock.now_us() + US:
+            return
+        try:
+            session.rearm(cutoff_api(c, session.uuid, epoch))
+            run.warned = False
+        except (SwitchUnavailable, FsbillError) as exc:
+            log_event(log, "rearm_failed", uuid=session.uuid, error=str(exc))
 
     def stop(self) -> None:
         for g in list(self.greenlets):

@@ -357,6 +357,11 @@ class FollowedSession:
             lines.append(f"execute-app-arg: {arg}")
         return self.switch.sendmsg(self.uuid, lines)
 
+    def rearm(self, cutoff_command: str) -> list[str]:
+        """Replace every task FreeSWITCH holds for the call (its cut-off, a warning the old
+        process may have scheduled) by this cut-off, in one write: nothing fires in between."""
+        return self.api(f"sched_del {self.uuid}", cutoff_command)
+
     def close(self) -> None:
         self.switch.unfollow(self.uuid)
 

@@ -10,7 +10,9 @@ times, and Σ CDR = Σ ledger = Δ balance.
 from __future__ import annotations
 
 import io
+import os
 import random
+import socket
 
 import gevent
 import pytest
@@ -288,3 +290,146 @@ def test_the_cdr_intake_wants_its_credentials(sqlite_url):
         assert bad.value.code == 400  # not a CDR: retrying cannot help
     finally:
         rig.close()
+
+
+class ActivatedServe(ServeProcess):
+    """`fsbill serve` started as systemd starts it with deploy/fsbill.socket: the listening
+    socket is the test's (systemd's), passed as fd 3 with LISTEN_FDS=1 and LISTEN_PID."""
+
+    LAUNCH = (
+        "import os, sys; fd = int(os.environ.pop('TEST_LISTEN_FD')); fd == 3 or (os.dup2(fd, 3), os.close(fd)); "
+        "os.environ['LISTEN_PID'] = str(os.getpid()); os.environ['LISTEN_FDS'] = '1'; "
+        "from fsbill.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+
+    def __init__(self, tmp, name, settings, listener: socket.socket) -> None:
+        super().__init__(tmp, name, settings)
+        self.listener = listener
+
+    def start(self, timeout_s: float = 30.0) -> int:
+        import subprocess
+        import sys
+        import time
+
+        from fsbill.bench.calls import SERVING
+
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        fd = self.listener.fileno()
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", self.LAUNCH, "serve", "--config", str(self.config)],
+                stdout=logf,
+                stderr=logf,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "TEST_LISTEN_FD": str(fd)},
+                pass_fds=(fd,),
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            match = SERVING.search(self.log.read_bytes()[offset:])
+            if match:
+                self.port = int(match.group(1))
+                return self.port
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fsbill serve exited: {self.tail()}")
+            gevent.sleep(0.05)
+        raise RuntimeError(f"fsbill serve did not start: {self.tail()}")
+
+
+def test_restarts_under_load_refuse_no_call_and_lose_no_second(sqlite_url, tmp_path, emulator):
+    from fsbill.bench.calls import free_port
+
+    switch, inbound = emulator
+    store = seed(sqlite_url, "200.00")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4096)
+    intake_port = free_port()
+    poster = JsonCdrPoster(
+        switch, f"http://127.0.0.1:{intake_port}/cdr", cred="fs:pw", retries=30, delay_s=0.2, err_log_dir=tmp_path
+    )
+    server = ActivatedServe(
+        tmp_path,
+        "activated",
+        settings(
+            sqlite_url,
+            inbound,
+            shutdown_grace_s=2,
+            cdr_intake={"listen": f"127.0.0.1:{intake_port}", "user": "fs", "password": "pw"},
+        ),
+        listener,
+    )
+    assert server.start() == listener.getsockname()[1]
+    rnd = random.Random(23)
+    restarts = 3
+    greenlets = []
+
+    def load() -> None:
+        for _ in range(60):
+            greenlets.append(switch.start_call(("127.0.0.1", server.port), spec(rnd, talk_s=rnd.uniform(3, 40))))
+            gevent.sleep(0.2)
+
+    loader = gevent.spawn(load)
+    try:
+        for _ in range(restarts):
+            gevent.sleep(3.0)
+            assert server.terminate() == 0  # systemctl restart fsbill: SIGTERM, then a new process
+            server.start()
+        loader.get(timeout=60)
+        records = [g.get(timeout=90) for g in greenlets]
+        refused = [r for r in records if r.responded or r.answered_us is None]
+        assert refused == [], refused[:3]
+        assert all(r.ended_by == "caller" for r in records)
+        n = len(records)
+        cdrs = wait_for_cdrs(store, n, timeout_s=90, until=lambda rows: all(r.end_us for r in rows))
+        check_books(store, Money.parse("200.00"))
+        check_exact(records, cdrs)
+        lost = sum(unbilled_s(r, {c.uuid: c for c in cdrs}[r.uuid]) for r in records)
+        log = server.output()
+        print(
+            f"\n{restarts} restarts, {n} calls: refused 0, unbilled {lost:.3f} s,"
+            f" adopted {log.count('event=adopted')}, inherited socket {log.count('inherited=True')}x,"
+            f" CDR posts {len(poster.posts)}"
+        )
+        assert lost == 0
+        assert log.count("inherited=True") == restarts + 1
+    finally:
+        loader.kill()
+        poster.close()
+        server.terminate()
+        listener.close()
+        store.close()
+
+
+def test_adopted_calls_keep_their_extensions_warnings_and_cut_off(sqlite_url, tmp_path, emulator):
+    switch, inbound = emulator
+    store = seed(sqlite_url, "20.00")
+    now = Clock(SCALE).now_us()
+    ledger.create_account(store, "poor", "retail", now)
+    ledger.topup(store, "poor", Money.parse("1.00"), now, reference="seed-poor")  # 60 s at 1.00/min
+    server = ServeProcess(
+        tmp_path, "extends", settings(sqlite_url, inbound, slice_s=30, cutoff={"warning_s": 10, "margin_s": 1})
+    )
+    server.start()
+    rnd = random.Random(29)
+    rich = spec(rnd, talk_s=100.4)  # needs three extensions of its 30 s grant, all after the crash
+    poor = spec(rnd, talk_s=None)  # talks until its money runs out
+    poor.variables["fsbill_account"] = "poor"
+    greenlets = [switch.start_call(server.address, s) for s in (rich, poor)]
+    Clock(SCALE).sleep(8)
+    server.kill9()
+    server.start()
+    try:
+        rich_rec, poor_rec = (g.get(timeout=90) for g in greenlets)
+        assert rich_rec.ended_by == "caller" and rich_rec.talk_us == 100_400_000
+        assert poor_rec.ended_by == "sched_hangup" and poor_rec.hangup_cause == "ALLOTTED_TIMEOUT"
+        assert 58_000_000 <= poor_rec.talk_us <= 60_000_000
+        assert len(poor_rec.broadcasts) == 1  # the final grant's warning, once
+        cdrs = wait_for_cdrs(store, 2)
+        check_exact([rich_rec, poor_rec], cdrs)
+        assert ledger.get_account(store, "poor").balance >= Money(0)
+        assert ledger.get_account(store, "poor").balance == ledger.ledger_sum(store, "poor")
+        assert server.output().count("event=adopted") == 2
+        assert server.output().count("event=extended") >= 2
+    finally:
+        server.terminate()
+        store.close()
