@@ -16,13 +16,14 @@ earlier (then FreeSWITCH's posted CDR settles it, else the reaper, as before).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import gevent
 import gevent.lock
 
 from fsbill.config import SwitchConfig
-from fsbill.core.call import Channel, cutoff_api, result_of
-from fsbill.core.grant import US, cutoff_epoch_s
+from fsbill.core.call import Payer, result_of
+from fsbill.core.grant import US
 from fsbill.db import adoption as dbadoption
 from fsbill.db import recovery as dbrecovery
 from fsbill.enforcer import Accepted, CallRun, Enforcer
@@ -30,7 +31,7 @@ from fsbill.errors import DatabaseUnavailable, FsbillError
 from fsbill.esl import HangupComplete
 from fsbill.esl_inbound import FollowedSession, SwitchConnection, SwitchUnavailable
 from fsbill.logs import event as log_event
-from fsbill.metrics import Metrics
+from fsbill.metrics import Metrics, cdr_written
 
 log = logging.getLogger("fsbill.adoption")
 
@@ -117,7 +118,7 @@ class Adopter:
         if found:
             log.debug("adoption pass: %d live calls nobody follows", len(found))
         for orphan in found:
-            if orphan.uuid in e.following:
+            if (orphan.uuid, orphan.visit) in e.following:
                 continue
             if self._try(orphan):
                 taken += 1
@@ -125,6 +126,7 @@ class Adopter:
 
     def _try(self, orphan: dbadoption.Orphan) -> bool:
         e = self.e
+        leg = (orphan.uuid, orphan.visit)
         for conn in self.switches.connections:
             if not conn.up:
                 continue
@@ -142,24 +144,27 @@ class Adopter:
                 session.close()
                 continue  # not on this switch (or over before we looked): the next one, or the CDR/reaper
             lease = e.clock.now_us() + e.settings.lease_effective_s * US
-            call = dbadoption.claim(e.store, orphan, node=e.node, instance=e.instance, lease_until_us=lease)
-            if call is None:
+            taken = dbadoption.claim(e.store, orphan, node=e.node, instance=e.instance, lease_until_us=lease)
+            if taken is None:
                 session.close()
                 return False  # another process took it first
-            e.released.discard(orphan.uuid)
-            e.following.add(orphan.uuid)
+            if state is not None:
+                session.session_data = state.headers
+            e.released.discard(leg)
+            e.following.add(leg)
             self.adopted += 1
             e.metrics.adopted.inc()
             log_event(
                 log,
                 "adopted",
                 uuid=orphan.uuid,
+                visit=orphan.visit,
                 switch=conn.name,
                 from_node=orphan.node,
                 from_instance=orphan.instance,
                 answered=state.answered_us if state else None,
             )
-            g = gevent.spawn(self._follow, session, call, state.answered_us if state else None, ended)
+            g = gevent.spawn(self._follow, session, taken, state.answered_us if state else None, ended)
             self.greenlets.add(g)
             g.link(self.greenlets.discard)
             return True
@@ -177,46 +182,44 @@ class Adopter:
         lease = e.clock.now_us() + e.settings.lease_effective_s * US
         if dbadoption.claim(e.store, orphan, node=e.node, instance=e.instance, lease_until_us=lease) is None:
             return
-        applied = dbrecovery.apply_stored(e.store, orphan.uuid, e.clock.now_us(), self.result_of, settle_live=True)
-        log_event(log, "settled_from_switch_cdr", uuid=orphan.uuid, outcome=applied.outcome)
-        if applied.outcome == "settled":
-            e.metrics.cdrs.labels("recovered_exact").inc()
+        for applied in dbrecovery.apply_stored(
+            e.store, orphan.uuid, e.clock.now_us(), self.result_of, settle_live=True
+        ):
+            log_event(log, "settled_from_switch_cdr", uuid=orphan.uuid, visit=applied.visit, outcome=applied.outcome)
+            if applied.cdr is not None:
+                cdr_written(e.metrics, applied.cdr)
 
     def result_of(self, answered: bool, cause: str, destination: str) -> str:
-        return result_of(answered, cause, destination, self.e.settings.cutoff)
+        return result_of(answered, cause, destination, self.e.mark)
 
     def _follow(
         self,
         session: FollowedSession,
-        call: dbadoption.Adopted,
+        taken: dbadoption.Adopted,
         answered_us: int | None,
         ended: HangupComplete | None,
     ) -> None:
         e = self.e
-        run = CallRun(e, session)
-        run.channel = Channel(
-            uuid=call.uuid,
-            caller=call.caller,
-            destination=call.destination,
-            created_us=call.created_us,
-            answered_us=None,  # its cut-off is already inside FreeSWITCH: nothing to re-arm
-            variables={},
+        call = taken.call
+        run = CallRun(e, session)  # the channel from uuid_dump: the same data as a connect reply
+        # Its cut-off is already inside FreeSWITCH (armed on answer by the process that took
+        # the call): an answer seen from here must not arm another one.
+        run.channel = replace(run.channel, answered_us=None, caller=taken.caller or run.channel.caller)
+        run.accepted = Accepted(
+            taken.account, Payer("code", taken.account.code, "adopted"), taken.destination, "", True
         )
-        run.call = Accepted(call.account, call.rate, call.destination, "", call.granted_s, call.held, False, True)
-        run.granted_s = call.granted_s
-        run.held = call.held
-        run.debited = call.debited
-        run.answered_us = call.answered_us
+        run.call = call
+        leg = (call.uuid, call.visit)
         e.metrics.live_calls.inc()
-        e.metrics.hold_changed(call.account.currency, call.held)
+        run.hold_changed(call.held)
         try:
             if ended is not None:
                 run.finish(ended)
                 return
-            if run.answered_us is None and answered_us is not None:
+            if call.answered_us is None and answered_us is not None:
                 run.on_answer(answered_us)  # answered while nobody watched
-            elif run.answered_us is not None:
-                self._rearm(session, run)
+            elif call.answered_us is not None and call.cutoff_us is not None:
+                self._rearm(run)
                 # At once, not a heartbeat later: the debits the old process missed, the
                 # extension it may have been about to make, the warning of a final grant.
                 run.heartbeat()
@@ -224,27 +227,26 @@ class Adopter:
         except Exception:
             log.exception("following adopted call %s failed", call.uuid)
         finally:
-            e.following.discard(call.uuid)
+            e.following.discard(leg)
             e.metrics.live_calls.dec()
             try:
                 session.close()
             except FsbillError:
                 pass
 
-    def _rearm(self, session: FollowedSession, run: CallRun) -> None:
+    def _rearm(self, run: CallRun) -> None:
         """The cut-off of the call's grant, scheduled again so that this process knows what
         FreeSWITCH holds (whether the old one had scheduled a warning is unknown: the heartbeat
         that follows schedules it afresh if the grant is final, so it plays once). Only while
         the cut-off is still ahead: FreeSWITCH takes an absolute time in the past as relative."""
-        c = self.e.settings.cutoff
-        epoch = cutoff_epoch_s(run.answered_us, run.granted_s, c.margin_s)
-        if epoch * US <= self.e.clock.now_us() + US:
+        call = run.call
+        if call is None or call.cutoff_us is None or call.cutoff_us <= self.e.clock.now_us() + US:
             return
         try:
-            session.rearm(cutoff_api(c, session.uuid, epoch))
-            run.warned = False
+            run.control.move_cutoff(call.cutoff_us)
+            run.call = replace(call, warned=False)
         except (SwitchUnavailable, FsbillError) as exc:
-            log_event(log, "rearm_failed", uuid=session.uuid, error=str(exc))
+            log_event(log, "rearm_failed", uuid=call.uuid, error=str(exc))
 
     def stop(self) -> None:
         for g in list(self.greenlets):

@@ -149,18 +149,20 @@ class CdrIntake:
         except DatabaseUnavailable as exc:
             log_event(log, "cdr_post_deferred", uuid=cdr.uuid, error=str(exc))
             return reply("503 Service Unavailable", {"error": "database unavailable; retry"})
-        return reply("200 OK", {"uuid": cdr.uuid, "outcome": applied.outcome})
+        return reply("200 OK", {"uuid": cdr.uuid, "outcome": ",".join(sorted({a.outcome for a in applied}))})
 
-    def accept(self, cdr: PostedCdr, switch: str = "") -> Applied:
+    def accept(self, cdr: PostedCdr, switch: str = "") -> list[Applied]:
+        """Store the post (once) and act on it for each visit of its channel."""
         now = self.now_us()
         new = store_post(self.store, cdr, switch, now)
         applied = apply_stored(self.store, cdr.uuid, now, self.result_of)
-        if not new and applied.outcome == "stored":
-            applied = Applied("duplicate", cdr.uuid)
-        if applied.outcome in ("corrected", "settled"):
-            log_event(log, "cdr_post_applied", uuid=cdr.uuid, outcome=applied.outcome, posted=applied.posted)
-        if self.on_applied is not None:
-            self.on_applied(applied)
+        if not new and all(a.outcome in ("stored", "duplicate") for a in applied):
+            applied = [Applied("duplicate", cdr.uuid)]
+        for a in applied:
+            if a.outcome in ("corrected", "settled"):
+                log_event(log, "cdr_post_applied", uuid=a.uuid, visit=a.visit, outcome=a.outcome, posted=a.posted)
+            if self.on_applied is not None:
+                self.on_applied(a)
         return applied
 
 

@@ -62,6 +62,7 @@ class ChannelState:
     created_us: int
     bridged_us: int | None
     variables: dict[str, str]
+    headers: dict[str, str]  # the channel data, as an outbound socket's connect reply carries it
 
 
 class SwitchConnection:
@@ -292,6 +293,7 @@ class SwitchConnection:
             created_us=us("Caller-Channel-Created-Time") or 0,
             bridged_us=us("Caller-Channel-Bridged-Time"),
             variables=variables,
+            headers=headers,
         )
 
     # -- following calls ------------------------------------------------------------------------
@@ -338,6 +340,7 @@ class FollowedSession:
         self.switch = switch
         self.uuid = uuid
         self.events = switch.follow(uuid)
+        self.session_data: dict[str, str] = {"Unique-ID": uuid}  # the channel data, once known
 
     def next_event(self, timeout_s: float | None) -> CallEvent | None:
         try:
@@ -356,11 +359,6 @@ class FollowedSession:
         if arg:
             lines.append(f"execute-app-arg: {arg}")
         return self.switch.sendmsg(self.uuid, lines)
-
-    def rearm(self, cutoff_command: str) -> list[str]:
-        """Replace every task FreeSWITCH holds for the call (its cut-off, a warning the old
-        process may have scheduled) by this cut-off, in one write: nothing fires in between."""
-        return self.api(f"sched_del {self.uuid}", cutoff_command)
 
     def close(self) -> None:
         self.switch.unfollow(self.uuid)

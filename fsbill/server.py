@@ -18,11 +18,12 @@ from fsbill.config import Settings
 from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import DeckCache
-from fsbill.enforcer import Enforcer, PendingWrites
+from fsbill.enforcer import Enforcer
 from fsbill.errors import DatabaseUnavailable, FsbillError
 from fsbill.esl import EslServer
 from fsbill.logs import event as log_event
-from fsbill.metrics import Metrics, serve_metrics
+from fsbill.metrics import Metrics, cdr_written, serve_metrics
+from fsbill.pending import PendingWrites
 
 log = logging.getLogger("fsbill.server")
 
@@ -125,10 +126,19 @@ class Node:
             c.user,
             c.password,
             self.clock.now_us,
-            lambda answered, cause, dest: result_of(answered, cause, dest, self.settings.cutoff),
-            on_applied=lambda applied: self.metrics.cdr_posts.labels(applied.outcome).inc(),
+            lambda answered, cause, dest: result_of(answered, cause, dest, self.enforcer.mark),
+            on_applied=self._cdr_post_applied,
         )
         self.cdr_intake.start()
+
+    def _cdr_post_applied(self, applied) -> None:
+        self.metrics.cdr_posts.labels(applied.outcome).inc()
+        if applied.cdr is None:
+            return
+        if applied.outcome == "settled":
+            cdr_written(self.metrics, applied.cdr)
+        elif applied.outcome == "corrected":
+            self.metrics.charge(applied.cdr.currency, applied.posted)  # the recovered part was counted
 
     def switch_status(self) -> list[dict]:
         return self.switches.status() if self.switches is not None else []
@@ -146,10 +156,7 @@ class Node:
             log_event(log, "reaper_failed", error=str(exc))
             return 0
         for cdr in cdrs:
-            self.metrics.recovered.inc()
-            self.metrics.cdrs.labels("recovered").inc()
-            self.metrics.charge(cdr.currency, cdr.charged)
-            log_event(log, "recovered", uuid=cdr.uuid, account=cdr.account, charged=cdr.charged, node=cdr.node)
+            cdr_written(self.metrics, cdr)
         if cdrs and self.cdr_intake is not None:
             self._apply_posts([c.uuid for c in cdrs])
         return len(cdrs)
@@ -160,8 +167,10 @@ class Node:
 
         try:
             for uuid in dbrecovery.stored_uuids(self.store, uuids):
-                applied = dbrecovery.apply_stored(self.store, uuid, self.clock.now_us(), self.cdr_intake.result_of)
-                self.metrics.cdr_posts.labels(applied.outcome).inc()
+                for applied in dbrecovery.apply_stored(
+                    self.store, uuid, self.clock.now_us(), self.cdr_intake.result_of
+                ):
+                    self._cdr_post_applied(applied)
         except DatabaseUnavailable as exc:
             log_event(log, "cdr_correction_failed", error=str(exc))
 

@@ -4,7 +4,7 @@ about each channel (mod_json_cdr), and what a recovered CDR may still be correct
 - live_call.instance: the process (not just the node) enforcing the call; a takeover is a
   compare-and-set on it, so two processes never both adopt one call;
 - switch_cdr: one row per channel uuid posted by FreeSWITCH (a second post changes nothing);
-- recovery: for each CDR settled without seeing the call end, the grant that was held for it
+- recovery: for each leg (uuid, visit) settled without seeing the call end, the grant that was held for it
   (the most a later correction may ever charge) and the rate's rounding rule.
 """
 
@@ -35,7 +35,8 @@ def up(migrator, db):
         body = TextField(default="")
 
     class Recovery(Base):
-        uuid = CharField(unique=True)  # the recovered CDR's uuid
+        uuid = CharField()  # the recovered CDR's leg (uuid, visit)
+        visit = IntegerField(default=1)
         account_id = IntegerField()
         granted_s = IntegerField()
         grant_micros = BigIntegerField()  # cost(granted_s) = debited + held when it was settled
@@ -43,6 +44,9 @@ def up(migrator, db):
         rounding_method = CharField()
         created_us = BigIntegerField()
         corrected_us = BigIntegerField(null=True)
+
+        class Meta:
+            indexes = ((("uuid", "visit"), True),)
 
     db.create_tables([SwitchCdr, Recovery])
 

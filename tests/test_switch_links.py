@@ -171,7 +171,7 @@ def _live_call(store: Store, uuid: str, node: str, instance: str, now: int) -> N
         max_ring_s=60,
         instance=instance,
     )
-    assert auth.ok, acc
+    assert auth.call is not None, acc
 
 
 def test_two_processes_racing_for_one_call_one_wins(db_url):

@@ -38,6 +38,7 @@ def _calls(args: argparse.Namespace) -> int:
                 [
                     [
                         c.uuid,
+                        c.visit,
                         c.account,
                         c.node,
                         c.destination,
@@ -52,6 +53,7 @@ def _calls(args: argparse.Namespace) -> int:
                 ],
                 [
                     "UUID",
+                    "VISIT",
                     "ACCOUNT",
                     "NODE",
                     "DESTINATION",

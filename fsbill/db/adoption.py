@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsbill.core.money import Money
-from fsbill.db.calls import PayerAccount, rate_of
+from fsbill.core.call import LiveCall
+from fsbill.db.calls import PayerAccount, _live_call
 from fsbill.db.connection import Store
 from fsbill.db.statements import ACCOUNT_COLUMNS, LIVE_CALL_COLUMNS, one
 
@@ -25,6 +25,7 @@ from fsbill.db.statements import ACCOUNT_COLUMNS, LIVE_CALL_COLUMNS, one
 @dataclass(frozen=True)
 class Orphan:
     uuid: str
+    visit: int
     node: str
     instance: str
     lease_until_us: int
@@ -33,18 +34,12 @@ class Orphan:
 
 @dataclass(frozen=True)
 class Adopted:
-    """A live call as its new owner takes it up."""
+    """A live call as its new owner takes it up: the record of the leg, and who pays."""
 
-    uuid: str
+    call: LiveCall
     account: PayerAccount
-    rate: object  # fsbill.core.rating.Rate
     caller: str
     destination: str
-    created_us: int
-    answered_us: int | None
-    granted_s: int
-    held: Money
-    debited: Money
 
 
 def orphans(
@@ -62,12 +57,15 @@ def orphans(
     lc = m.LiveCall
     cond = (lc.lease_until_us < now_us) | ((lc.node == node) & (lc.instance != instance) & (lc.created_us < started_us))
     if released:
-        cond |= (lc.instance == instance) & lc.uuid.in_(list(released))
+        cond |= (lc.instance == instance) & lc.uuid.in_(sorted({uuid for uuid, _ in released}))
     with store.reading():
-        rows = lc.select(lc.uuid, lc.node, lc.instance, lc.lease_until_us, lc.created_us).where(cond).limit(limit)
-        return [
-            Orphan(r.uuid, r.node, r.instance, r.lease_until_us, r.created_us) for r in rows if r.uuid not in following
-        ]
+        rows = lc.select(lc.uuid, lc.visit, lc.node, lc.instance, lc.lease_until_us, lc.created_us).where(cond)
+        found = [Orphan(r.uuid, r.visit, r.node, r.instance, r.lease_until_us, r.created_us) for r in rows.limit(limit)]
+    return [
+        o
+        for o in found
+        if (o.uuid, o.visit) not in following and (o.instance != instance or (o.uuid, o.visit) in released)
+    ]
 
 
 def claim(store: Store, orphan: Orphan, *, node: str, instance: str, lease_until_us: int) -> Adopted | None:
@@ -79,6 +77,7 @@ def claim(store: Store, orphan: Orphan, *, node: str, instance: str, lease_until
             m.LiveCall.update(node=node, instance=instance, lease_until_us=lease_until_us)
             .where(
                 (m.LiveCall.uuid == orphan.uuid)
+                & (m.LiveCall.visit == orphan.visit)
                 & (m.LiveCall.instance == orphan.instance)
                 & (m.LiveCall.node == orphan.node)
                 & (m.LiveCall.lease_until_us == orphan.lease_until_us)
@@ -87,29 +86,14 @@ def claim(store: Store, orphan: Orphan, *, node: str, instance: str, lease_until
         )
         if changed != 1:
             return None
-        row = one(db, q.live_call, (orphan.uuid,), LIVE_CALL_COLUMNS)
+        row = one(db, q.live_call, (orphan.uuid, orphan.visit), LIVE_CALL_COLUMNS)
         acc = one(db, q.account_by_id, (row.account_id,), ACCOUNT_COLUMNS)
     return Adopted(
-        uuid=row.uuid,
+        call=_live_call(row),
         account=PayerAccount(acc.id, acc.code, acc.tariff_id, acc.currency, acc.status),
-        rate=rate_of(row),
         caller=row.caller,
         destination=row.destination,
-        created_us=row.created_us,
-        answered_us=row.answered_us,
-        granted_s=row.granted_s,
-        held=Money(row.held_micros),
-        debited=Money(row.debited_micros),
     )
 
 
-def release(store: Store, uuid: str, instance: str, now_us: int) -> None:
-    """Give a claimed call back (its lease expires now) when it could not be followed."""
-    m = store.models
-    with store.transaction():
-        m.LiveCall.update(lease_until_us=now_us - 1).where(
-            (m.LiveCall.uuid == uuid) & (m.LiveCall.instance == instance)
-        ).execute()
-
-
-__all__ = ["Adopted", "Orphan", "claim", "orphans", "release"]
+__all__ = ["Adopted", "Orphan", "claim", "orphans"]

@@ -10,32 +10,21 @@ and inserts the CDR (unique per uuid) in the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import peewee
 
-from fsbill.core.call import Payer
-from fsbill.core.grant import (
-    US,
-    GrantPolicy,
-    collectable,
-    cutoff_epoch_s,
-    heartbeat_debit,
-    plan_grant,
-    settle,
-    wants_extension,
-)
+from fsbill.core.call import AccountState, Beat, LiveCall, Payer, admit, beat, settlement, unreserved
+from fsbill.core.call import recovered as recovered_charge
+from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
-from fsbill.core.rating import Rate, max_seconds
+from fsbill.core.rating import Rate
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, cdr_values, one
 from fsbill.db.statements import row as as_row
 from fsbill.instant import iso
-
-# After the grant's end, how long before a call whose node went silent is certainly over
-# inside FreeSWITCH (the cut-off fires before the grant ends; this covers a late scheduler).
-HOLD_SLACK_US = 5 * US
 
 
 @dataclass(frozen=True)
@@ -48,27 +37,9 @@ class PayerAccount:
 
 
 @dataclass(frozen=True)
-class Authorization:
-    ok: bool
-    reason: str = ""  # rejection reason when not ok
-    granted_s: int = 0
-    held: Money = Money(0)
-    final: bool = True
-    balance: Money = Money(0)
-
-
-@dataclass(frozen=True)
-class HeartbeatResult:
-    debited: Money  # posted now
-    extra_hold: Money  # newly held for an extension
-    granted_s: int
-    extended: bool
-    final: bool
-
-
-@dataclass(frozen=True)
 class CdrView:
     uuid: str
+    visit: int  # the channel's socket visit this leg was (1, then 2 after a transfer back...)
     account: str
     node: str
     caller: str
@@ -96,6 +67,7 @@ class CdrView:
 
     FIELDS = (
         "uuid",
+        "visit",
         "account",
         "node",
         "caller",
@@ -128,6 +100,7 @@ class CdrView:
 
         return {
             "uuid": self.uuid,
+            "visit": self.visit,
             "account": self.account,
             "node": self.node,
             "caller": self.caller,
@@ -161,6 +134,7 @@ def _cdr_view(row: object) -> CdrView:
 
     return CdrView(
         uuid=row.uuid,
+        visit=row.visit,
         account=row.account_code,
         node=row.node,
         caller=row.caller,
@@ -217,7 +191,47 @@ def find_payer(store: Store, payer: Payer) -> PayerAccount | None:
     return PayerAccount(acc.id, acc.code, acc.tariff_id, acc.currency, acc.status)
 
 
+# -- reading what a decision needs, under the lock --------------------------------------------------
+def _account_state(acc: object) -> AccountState:
+    return AccountState(
+        status=acc.status,
+        balance=Money(acc.balance_micros),
+        credit_limit=Money(acc.credit_limit_micros),
+        held=Money(acc.reserved_micros),
+        live_channels=acc.live_channels,
+        max_channels=acc.max_channels or 0,
+    )
+
+
+def _live_call(lc: object) -> LiveCall:
+    return LiveCall(
+        uuid=lc.uuid,
+        visit=lc.visit,
+        rate=rate_of(lc),
+        granted_s=lc.granted_s,
+        held=Money(lc.held_micros),
+        debited=Money(lc.debited_micros),
+        created_us=lc.created_us,
+        hold_until_us=lc.hold_until_us,
+        answered_us=lc.answered_us,
+        cutoff_us=lc.cutoff_us,
+    )
+
+
+def _next_visit(db: peewee.Database, q: object, uuid: str) -> int:
+    """The number of a channel's next socket visit: one more than any leg it already has."""
+    last = db.execute_sql(q.last_visit, (uuid, uuid)).fetchone()[0]  # type: ignore[attr-defined]
+    return (last or 0) + 1
+
+
 # -- authorization ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Authorization:
+    reason: str  # "" when admitted, else the rejection reason
+    call: LiveCall | None
+    balance: Money  # the account's balance when it was decided
+
+
 def reserve(
     store: Store,
     *,
@@ -233,25 +247,24 @@ def reserve(
     max_ring_s: int,
     instance: str = "",
 ) -> Authorization:
-    """Authorize a new call: status, channel limit, and a first grant held atomically."""
+    """Authorize a new call: read the account under its lock, ask the core (admit), hold the
+    first grant and write the live-call row, in one transaction."""
     q = store.sql
     with store.transaction() as db:
         acc = one(db, q.account_by_id, (account_id,), ACCOUNT_COLUMNS)
         if acc is None:
-            return Authorization(False, "unknown_account")
-        if acc.status != "active":
-            return Authorization(False, "suspended")
-        if acc.max_channels and acc.live_channels >= acc.max_channels:
-            return Authorization(False, "channel_limit")
-        available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
-        plan = plan_grant(rate, 0, available, policy)
-        if plan.granted_s == 0:
-            return Authorization(False, "insufficient_funds", balance=Money(acc.balance_micros))
-        db.execute_sql(q.hold, (plan.extra_hold.micros, 1, acc.id))
+            return Authorization("unknown_account", None, Money(0))
+        visit = _next_visit(db, q, uuid)
+        admission = admit(uuid, visit, _account_state(acc), rate, policy, now_us, max_ring_s)
+        call = admission.call
+        if call is None:
+            return Authorization(admission.reason, None, Money(acc.balance_micros))
+        db.execute_sql(q.hold, (call.held.micros, 1, acc.id))
         db.execute_sql(
             q.insert_live_call,
             (
                 uuid,
+                call.visit,
                 acc.id,
                 node,
                 caller[:255],
@@ -264,83 +277,88 @@ def reserve(
                 rate.min_duration_s,
                 rate.rounding.decimals,
                 rate.rounding.method.value,
-                plan.granted_s,
-                plan.extra_hold.micros,
+                call.granted_s,
+                call.held.micros,
                 0,
                 acc.balance_micros,
-                now_us,
+                call.created_us,
                 None,
                 None,
                 lease_until_us,
-                now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
+                call.hold_until_us,
                 instance,
             ),
         )
-    return Authorization(True, "", plan.granted_s, plan.extra_hold, plan.final, Money(acc.balance_micros))
+    return Authorization("", call, Money(acc.balance_micros))
 
 
-def mark_answered(store: Store, uuid: str, answered_us: int, cutoff_us: int, lease_until_us: int) -> None:
+def mark_answered(store: Store, call: LiveCall, lease_until_us: int) -> None:
+    """Write the answered call's record (its billing start, cut-off instant, hold deadline)."""
     q = store.sql
     with store.transaction() as db:
-        lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
-        if lc is None:
-            return
         db.execute_sql(
-            q.answer, (answered_us, cutoff_us, lease_until_us, answered_us + lc.granted_s * US + HOLD_SLACK_US, uuid)
+            q.answer, (call.answered_us, call.cutoff_us, lease_until_us, call.hold_until_us, call.uuid, call.visit)
         )
 
 
 def heartbeat(
-    store: Store, uuid: str, now_us: int, policy: GrantPolicy, lease_until_us: int, extend: bool = True
-) -> HeartbeatResult | None:
-    """Debit what the call consumed since the last heartbeat, renew its lease and, if the
-    money allows, extend its grant by another slice. None if the call is no longer live here
-    (settled elsewhere, e.g. by a reaper after this node lost the database for too long)."""
+    store: Store,
+    uuid: str,
+    visit: int,
+    now_us: int,
+    policy: GrantPolicy,
+    lease_until_us: int,
+    extend: bool = True,
+    known: LiveCall | None = None,
+) -> Beat | None:
+    """Read the call and its account under the lock, ask the core (beat), post the debit, hold
+    any extension, renew the lease and write the record. None if the call is no longer live
+    here (settled elsewhere, e.g. by a reaper after this node lost the database for too long)."""
     q = store.sql
     with store.transaction() as db:
-        lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
+        lc = one(db, q.live_call, (uuid, visit), LIVE_CALL_COLUMNS)
         if lc is None:
             return None
         acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
-        rate = rate_of(lc)
-        held, debited = Money(lc.held_micros), Money(lc.debited_micros)
-        due = Money(0)
-        if lc.answered_us is not None:
-            due = heartbeat_debit(rate, lc.answered_us, now_us, debited, held)
-            if due:
-                post(store, acc.id, -due, "call", now_us, call_uuid=uuid, note="heartbeat", release_micros=due.micros)
-                held, debited = held - due, debited + due
-        granted_s, extended, final, extra = lc.granted_s, False, False, Money(0)
-        elapsed_s = max(0, now_us - lc.answered_us) // US if lc.answered_us is not None else 0
-        if extend and wants_extension(lc.granted_s, elapsed_s, policy):
-            acc = one(db, q.account_by_id, (acc.id,), ACCOUNT_COLUMNS)  # after the debit above
-            available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
-            plan = plan_grant(rate, lc.granted_s, available, policy, elapsed_s)
-            final = plan.final
-            if plan.granted_s > lc.granted_s:
-                db.execute_sql(q.hold, (plan.extra_hold.micros, 0, acc.id))
-                held += plan.extra_hold
-                granted_s, extended, extra = plan.granted_s, True, plan.extra_hold
-        start_us = lc.answered_us if lc.answered_us is not None else lc.created_us
+        call = _live_call(lc)
+        if known is not None:  # what the row does not keep: is the grant final, is the warning armed
+            call = replace(call, final=known.final, warned=known.warned)
+        result = beat(call, _account_state(acc), now_us, policy, extend)
+        call = result.call
+        if result.debit:
+            post(
+                store,
+                acc.id,
+                -result.debit,
+                "call",
+                now_us,
+                call_uuid=uuid,
+                note="heartbeat",
+                release_micros=result.debit.micros,
+            )
+        if result.extra_hold:
+            db.execute_sql(q.hold, (result.extra_hold.micros, 0, acc.id))
         db.execute_sql(
             q.beat,
             (
-                held.micros,
-                debited.micros,
-                granted_s,
+                call.held.micros,
+                call.debited.micros,
+                call.granted_s,
                 lease_until_us,
-                max(lc.hold_until_us, start_us + granted_s * US + HOLD_SLACK_US),
-                cutoff_epoch_s(lc.answered_us, granted_s, policy.margin_s) * US if lc.answered_us is not None else None,
+                call.hold_until_us,
+                call.cutoff_us,
                 uuid,
+                visit,
             ),
         )
-    return HeartbeatResult(due, extra, granted_s, extended, final)
+    return result
 
 
 # -- the end of a call --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CallEnd:
     uuid: str
+    visit: int  # 0 for a call that was never reserved (its visit is numbered when it is written)
     answered_us: int | None  # billing window start (FreeSWITCH's answer uepoch)
     end_us: int | None  # billing window end
     start_us: int
@@ -356,50 +374,44 @@ def settle_call(store: Store, end: CallEnd) -> CdrView | None:
     None if the call was never reserved here (nothing to settle)."""
     q = store.sql
     with store.transaction() as db:
-        existing = one(db, q.cdr_by_uuid, (end.uuid,), CDR_COLUMNS)
+        existing = one(db, q.cdr_by_leg, (end.uuid, end.visit), CDR_COLUMNS)
         if existing is not None:
             return _cdr_view(existing)
-        lc = one(db, q.live_call, (end.uuid,), LIVE_CALL_COLUMNS)
+        lc = one(db, q.live_call, (end.uuid, end.visit), LIVE_CALL_COLUMNS)
         if lc is None:
             return None
         return _settle_locked(store, lc, end, recovered=False)
 
 
 def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> CdrView:
+    """Read the account under the lock, ask the core (settlement or recovered), write the
+    ledger entry, void the hold, delete the live row and insert the CDR."""
     q, db = store.sql, store.db
     acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
-    rate = rate_of(lc)
-    held, debited = Money(lc.held_micros), Money(lc.debited_micros)
+    call = _live_call(lc)
     if recovered:
-        # Nobody saw this call end: charge what was provably consumed (its debits), void the rest.
-        s_cost, s_post, overflow, billed = debited, Money(0), Money(0), _billed_for(rate, debited)
+        charge = recovered_charge(call)
     else:
-        s = settle(rate, end.answered_us, end.end_us, debited, held)
-        s_cost, s_post, overflow, billed = s.cost, s.post, s.overflow, s.billed_s
-    balance_before_settle = acc.balance_micros
-    available_after = Money(
-        acc.balance_micros - s_post.micros + acc.credit_limit_micros - (acc.reserved_micros - held.micros)
-    )
-    extra = collectable(overflow, available_after)
-    total_post = s_post + extra
-    if total_post:
+        charge = settlement(call, end.answered_us, end.end_us, _account_state(acc))
+    balance_after = acc.balance_micros
+    if charge.post:
         _, balance_after = post(
             store,
             acc.id,
-            -total_post,
+            -charge.post,
             "call",
             end.now_us,
             call_uuid=lc.uuid,
             note="recovered" if recovered else "settlement",
-            release_micros=held.micros,
+            release_micros=charge.release.micros,
         )
     else:
-        db.execute_sql(q.hold, (-held.micros, 0, acc.id))
-        balance_after = balance_before_settle
+        db.execute_sql(q.hold, (-charge.release.micros, 0, acc.id))
     db.execute_sql(q.hold, (0, -1, acc.id))
-    db.execute_sql(q.delete_live_call, (lc.uuid,))
+    db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
     fields = dict(
         uuid=lc.uuid,
+        visit=lc.visit,
         account_code=acc.code,
         node=lc.node,
         caller=lc.caller,
@@ -415,10 +427,10 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
         answer_us=end.answered_us if not recovered else lc.answered_us,
         end_us=end.end_us,
         billsec=end.billsec,
-        billed_s=billed,
-        cost_micros=s_cost.micros,
-        charged_micros=(debited + total_post).micros,
-        uncollected_micros=(overflow - extra).micros,
+        billed_s=charge.billed_s,
+        cost_micros=charge.cost.micros,
+        charged_micros=charge.charged.micros,
+        uncollected_micros=charge.uncollected.micros,
         balance_before_micros=lc.balance_before_micros,
         balance_after_micros=balance_after,
         hangup_cause=end.hangup_cause,
@@ -431,13 +443,14 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
 
 
 def record_recovery(store: Store, lc: object, now_us: int) -> None:
-    """Before settling a call nobody saw end: keep the grant it held (the most a correction
+    """Before settling a visit nobody saw end: keep the grant it held (the most a correction
     from FreeSWITCH's CDR may ever charge it, fsbill.db.recovery) and its rounding rule."""
     m = store.models
-    if m.Recovery.get_or_none(m.Recovery.uuid == lc.uuid) is not None:
+    if m.Recovery.get_or_none((m.Recovery.uuid == lc.uuid) & (m.Recovery.visit == lc.visit)) is not None:
         return
     m.Recovery.create(
         uuid=lc.uuid,
+        visit=lc.visit,
         account_id=lc.account_id,
         granted_s=lc.granted_s,
         grant_micros=lc.held_micros + lc.debited_micros,
@@ -445,10 +458,6 @@ def record_recovery(store: Store, lc: object, now_us: int) -> None:
         rounding_method=lc.rounding_method,
         created_us=now_us,
     )
-
-
-def _billed_for(rate: Rate, amount: Money) -> int:
-    return max_seconds(rate, amount) if amount else 0
 
 
 def write_rejection(
@@ -467,14 +476,13 @@ def write_rejection(
     balance: Money | None = None,
     result: str = "rejected",
 ) -> CdrView | None:
-    """A CDR with cost 0 for a refused call (exactly once per uuid)."""
+    """A CDR with cost 0 for a refused call: the channel's next visit (unique per uuid and visit)."""
     m = store.models
     try:
-        with store.transaction():
-            if m.Cdr.get_or_none(m.Cdr.uuid == uuid) is not None:
-                return None
+        with store.transaction() as db:
             row = m.Cdr.create(
                 uuid=uuid,
+                visit=_next_visit(db, store.sql, uuid),
                 account_code=account_code,
                 node=node,
                 caller=caller[:255],
@@ -494,23 +502,27 @@ def write_rejection(
 
 
 def settle_unreserved(
-    store: Store, account_code: str, end: CallEnd, node: str, rate: Rate | None, destination: str
+    store: Store, payer: Payer, end: CallEnd, node: str, rate_for: Callable[[int], Rate | None], destination: str
 ) -> CdrView | None:
     """Charge a call that was let through while the database was down (on_db_error: allow).
 
-    Nothing was held for it, so it is charged only what the account can still pay without
-    breaking the invariant; the rest of its rated cost is recorded on the CDR as uncollected.
-    `rate` is None when the destination has no rate (nothing is charged; the CDR says so).
+    The payer is found now as the call named it (account code or caller id); `rate_for(tariff_id)`
+    rates the destination at the call's start. Nothing was held for it, so it is charged only
+    what the account can still pay without breaking the invariant; the rest of its rated cost
+    is recorded on the CDR as uncollected. No rate: nothing is charged; the CDR says so.
     """
+    q = store.sql
     m = store.models
-    with store.transaction():
-        if m.Cdr.get_or_none(m.Cdr.uuid == end.uuid) is not None:
-            return None
-        acc = _locked(store, m.Account.select().where(m.Account.code == account_code)).first()
+    found = find_payer(store, payer)
+    rate = rate_for(found.tariff_id) if found is not None else None
+    with store.transaction() as db:
+        visit = _next_visit(db, q, end.uuid)
+        acc = one(db, q.account_by_id, (found.id,), ACCOUNT_COLUMNS) if found is not None else None
         if acc is None or rate is None:
             row = m.Cdr.create(
                 uuid=end.uuid,
-                account_code=account_code,
+                visit=visit,
+                account_code=acc.code if acc is not None else "",
                 node=node,
                 destination=destination,
                 start_us=end.start_us,
@@ -523,16 +535,21 @@ def settle_unreserved(
                 reason="db_error_allowed: " + ("unknown account" if acc is None else "no rate"),
             )
             return _cdr_view(row)
-        s = settle(rate, end.answered_us, end.end_us, Money(0), Money(0))
-        available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
-        charged = collectable(s.overflow, available)
+        charge = unreserved(rate, end.answered_us, end.end_us, _account_state(acc))
         balance_after = acc.balance_micros
-        if charged:
+        if charge.post:
             _, balance_after = post(
-                store, acc.id, -charged, "call", end.now_us, call_uuid=end.uuid, note="charged after a database outage"
+                store,
+                acc.id,
+                -charge.post,
+                "call",
+                end.now_us,
+                call_uuid=end.uuid,
+                note="charged after a database outage",
             )
         row = m.Cdr.create(
             uuid=end.uuid,
+            visit=visit,
             account_code=acc.code,
             node=node,
             destination=destination,
@@ -547,10 +564,10 @@ def settle_unreserved(
             answer_us=end.answered_us,
             end_us=end.end_us,
             billsec=end.billsec,
-            billed_s=s.billed_s,
-            cost_micros=s.cost.micros,
-            charged_micros=charged.micros,
-            uncollected_micros=(s.cost - charged).micros,
+            billed_s=charge.billed_s,
+            cost_micros=charge.cost.micros,
+            charged_micros=charge.charged.micros,
+            uncollected_micros=charge.uncollected.micros,
             balance_before_micros=acc.balance_micros,
             balance_after_micros=balance_after,
             hangup_cause=end.hangup_cause,
@@ -569,7 +586,7 @@ def reap(
     node: str | None = None,
     started_us: int | None = None,
     limit: int = 500,
-    following: frozenset = frozenset(),
+    following: frozenset[tuple[str, int]] = frozenset(),
 ) -> list[CdrView]:
     """Settle live calls nobody is looking after any more.
 
@@ -577,7 +594,7 @@ def reap(
     `node`'s own calls created before it (re)started at `started_us` — and only after `hold_until`: the moment by
     which FreeSWITCH's own cut-off has certainly ended it, so the hold is never released while
     the call could still be talking. Safe to run on every node at once: each call is settled
-    in its own transaction that re-checks it under lock. `following`: the uuids the calling
+    in its own transaction that re-checks it under lock. `following`: the legs (uuid, visit) the calling
     node is still enforcing itself (a node slowed down past its own lease must not reap its
     own live calls; it will settle them when they end).
     """
@@ -590,14 +607,19 @@ def reap(
             (m.LiveCall.node == node) & (m.LiveCall.created_us < started_us)
         )
     with store.reading():
-        uuids = [r.uuid for r in m.LiveCall.select(m.LiveCall.uuid).where(cond).limit(limit) if r.uuid not in following]
+        legs = [
+            (r.uuid, r.visit)
+            for r in m.LiveCall.select(m.LiveCall.uuid, m.LiveCall.visit).where(cond).limit(limit)
+            if (r.uuid, r.visit) not in following
+        ]
     cdrs = []
-    for uuid in uuids:
+    for uuid, visit in legs:
         with store.transaction():
-            lc = _locked(store, m.LiveCall.select().where((m.LiveCall.uuid == uuid) & cond)).first()
-            if lc is None or m.Cdr.get_or_none(m.Cdr.uuid == uuid) is not None:
+            leg = (m.LiveCall.uuid == uuid) & (m.LiveCall.visit == visit)
+            lc = _locked(store, m.LiveCall.select().where(leg & cond)).first()
+            if lc is None or m.Cdr.get_or_none((m.Cdr.uuid == uuid) & (m.Cdr.visit == visit)) is not None:
                 continue
-            end = CallEnd(uuid, lc.answered_us, None, lc.created_us, 0, "", "recovered", now_us)
+            end = CallEnd(uuid, visit, lc.answered_us, None, lc.created_us, 0, "", "recovered", now_us)
             record_recovery(store, lc, now_us)
             cdrs.append(_settle_locked(store, lc, end, recovered=True))
     return cdrs
@@ -607,6 +629,7 @@ def reap(
 @dataclass(frozen=True)
 class LiveCallView:
     uuid: str
+    visit: int
     account: str
     node: str
     caller: str
@@ -624,6 +647,7 @@ class LiveCallView:
     def as_json(self) -> dict:
         return {
             "uuid": self.uuid,
+            "visit": self.visit,
             "account": self.account,
             "node": self.node,
             "caller": self.caller,
@@ -649,6 +673,7 @@ def live_calls(store: Store, account: str | None = None) -> list[LiveCallView]:
         return [
             LiveCallView(
                 r.uuid,
+                r.visit,
                 r.account.code,
                 r.node,
                 r.caller,

@@ -64,14 +64,12 @@ def import_deck(
     source: str | os.PathLike | TextIO | Iterable[str],
     replace: bool = False,
     progress: Progress | None = None,
-    now_us: int | None = None,
 ) -> ImportResult:
     """Import a CSV rate deck into a tariff, all or nothing.
 
     `source` is a path or an open text file. Without `replace` the new rows are added to the
     tariff's deck and must not overlap its existing rows; with it they replace the deck.
     `progress(phase, done)` reports lines parsed ('parse') then rows stored ('store').
-    `now_us` is accepted for symmetry with the other adapters (imports are not time-stamped).
     """
     with store.reading():
         tariff = _tariff_row(store, tariff_name)

@@ -10,7 +10,10 @@ A post (fsbill.cdr_intake) covers one channel. What it does depends on where the
   it first does it from FreeSWITCH's times, and `apply_stored` runs again after a reaper pass;
 - anything else (already settled from its events, or not a billed call): stored, nothing moves.
 
-Idempotent: one row per channel uuid; once applied, posting it again changes nothing.
+A channel can visit the socket several times (transferred back after a top-up menu): each visit
+is its own leg, billed for its part of the channel's answer→end (up to the next visit's start).
+Idempotent: one row per channel uuid, each leg corrected at most once; once every leg is
+settled, posting it again changes nothing.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.rating import Rate
 from fsbill.core.recovery import correct, visit_window
 from fsbill.db import calls as dbcalls
+from fsbill.db.calls import CdrView, _locked
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
-from fsbill.db.statements import ACCOUNT_COLUMNS, LIVE_CALL_COLUMNS, one
+from fsbill.db.statements import ACCOUNT_COLUMNS, one
 
 CORRECTED_REASON = "corrected from FreeSWITCH's CDR (mod_json_cdr)"
 
@@ -44,7 +48,9 @@ class PostedCdr:
 class Applied:
     outcome: str  # corrected | settled | stored | duplicate | already_settled | outside_window
     uuid: str
+    visit: int = 0
     posted: Money = Money(0)  # moved off the balance (negative: refunded)
+    cdr: CdrView | None = None  # the CDR written or corrected
 
 
 def store_post(store: Store, cdr: PostedCdr, switch: str, now_us: int) -> bool:
@@ -69,46 +75,63 @@ def store_post(store: Store, cdr: PostedCdr, switch: str, now_us: int) -> bool:
     return True
 
 
-def apply_stored(store: Store, uuid: str, now_us: int, result_of, *, settle_live: bool = False) -> Applied:
-    """Act on a stored post (see the module docstring). `result_of(answered, cause, destination)`
-    names the CDR result of a call settled from it. `settle_live`: settle a live call even if
-    its lease has not run out (the caller has just claimed it and found the channel gone)."""
+def apply_stored(store: Store, uuid: str, now_us: int, result_of, *, settle_live: bool = False) -> list[Applied]:
+    """Act on a stored post for every visit of its channel (see the module docstring).
+    `result_of(answered, cause, destination)` names the CDR result of a visit settled from it.
+    `settle_live`: settle live visits even if their lease has not run out (the caller has just
+    claimed them and found the channel gone)."""
     m = store.models
-    q = store.sql
-    with store.transaction() as db:
+    with store.transaction():
         row = m.SwitchCdr.get_or_none(m.SwitchCdr.uuid == uuid)
         if row is None:
-            return Applied("stored", uuid)
+            return [Applied("stored", uuid)]
         if row.applied != "stored":
-            return Applied("duplicate", uuid)
+            return [Applied("duplicate", uuid)]
         posted = PostedCdr(
             row.uuid, row.answer_us, row.end_us, row.start_us, row.billsec, row.hangup_cause, row.destination, row.body
         )
-        cdr = m.Cdr.get_or_none(m.Cdr.uuid == uuid)
-        if cdr is not None:
-            if cdr.result != "recovered":
-                _mark(store, uuid, "already_settled")
-                return Applied("already_settled", uuid)
-            return _correct_locked(store, cdr, posted, now_us)
-        lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
-        if lc is None:
-            return Applied("stored", uuid)
-        if lc.lease_until_us >= now_us and not settle_live:
-            return Applied("stored", uuid)
-        start, end = visit_window(posted.answer_us, posted.end_us, lc.answered_us or lc.created_us)
-        end_of_call = dbcalls.CallEnd(
-            uuid,
-            start,
-            end,
-            posted.start_us or lc.created_us,
-            posted.billsec,
-            posted.hangup_cause,
-            result_of(start is not None, posted.hangup_cause, posted.destination),
-            now_us,
-        )
-        view = dbcalls._settle_locked(store, lc, end_of_call, recovered=False)
-        _mark(store, uuid, "settled")
-        return Applied("settled", uuid, view.charged - Money(lc.debited_micros))
+        cdrs = {c.visit: c for c in m.Cdr.select().where(m.Cdr.uuid == uuid)}
+        lives = {lc.visit: lc for lc in _locked(store, m.LiveCall.select().where(m.LiveCall.uuid == uuid))}
+        # A post covers the whole channel; each visit of the socket bills its own part of it:
+        # from its own billing start to the start of the next visit.
+        starts = {v: (c.start_us or 0) for v, c in cdrs.items()} | {v: lc.created_us for v, lc in lives.items()}
+        order = sorted(starts)
+        done: list[Applied] = []
+        waiting = False
+        for i, visit in enumerate(order):
+            until = starts[order[i + 1]] if i + 1 < len(order) else None
+            if visit in cdrs:
+                cdr = cdrs[visit]
+                if cdr.result != "recovered":
+                    done.append(Applied("already_settled", uuid, visit))
+                else:
+                    done.append(_correct_locked(store, cdr, posted, until, now_us))
+                continue
+            lc = lives[visit]
+            if lc.lease_until_us >= now_us and not settle_live:
+                waiting = True  # someone follows it: it is settled from its own events
+                done.append(Applied("stored", uuid, visit))
+                continue
+            start, end = visit_window(posted.answer_us, posted.end_us, lc.answered_us or lc.created_us, until)
+            end_of_call = dbcalls.CallEnd(
+                uuid,
+                visit,
+                start,
+                end,
+                posted.start_us or lc.created_us,
+                posted.billsec,
+                posted.hangup_cause,
+                result_of(start is not None, posted.hangup_cause, posted.destination),
+                now_us,
+            )
+            view = dbcalls._settle_locked(store, lc, end_of_call, recovered=False)
+            done.append(Applied("settled", uuid, visit, view.charged - Money(lc.debited_micros), view))
+        if not waiting:
+            outcomes = {d.outcome for d in done}
+            _mark(
+                store, uuid, "corrected" if "corrected" in outcomes else "settled" if "settled" in outcomes else "seen"
+            )
+        return done or [Applied("stored", uuid)]
 
 
 def _mark(store: Store, uuid: str, applied: str) -> None:
@@ -116,17 +139,16 @@ def _mark(store: Store, uuid: str, applied: str) -> None:
     m.SwitchCdr.update(applied=applied).where(m.SwitchCdr.uuid == uuid).execute()
 
 
-def _correct_locked(store: Store, cdr: object, posted: PostedCdr, now_us: int) -> Applied:
+def _correct_locked(store: Store, cdr: object, posted: PostedCdr, until_us: int | None, now_us: int) -> Applied:
     m = store.models
     q, db = store.sql, store.db
-    recovery = m.Recovery.get_or_none(m.Recovery.uuid == cdr.uuid)
+    leg = (m.Recovery.uuid == cdr.uuid) & (m.Recovery.visit == cdr.visit)
+    recovery = m.Recovery.get_or_none(leg)
     if recovery is None or recovery.corrected_us is not None:
-        _mark(store, cdr.uuid, "duplicate" if recovery is not None else "already_settled")
-        return Applied("duplicate" if recovery is not None else "already_settled", cdr.uuid)
-    start, end = visit_window(posted.answer_us, posted.end_us, cdr.answer_us or cdr.start_us)
+        return Applied("duplicate" if recovery is not None else "already_settled", cdr.uuid, cdr.visit)
     if posted.end_us is not None and cdr.answer_us is not None and posted.end_us < cdr.answer_us:
-        _mark(store, cdr.uuid, "outside_window")
-        return Applied("outside_window", cdr.uuid)
+        return Applied("outside_window", cdr.uuid, cdr.visit)
+    start, end = visit_window(posted.answer_us, posted.end_us, cdr.answer_us or cdr.start_us, until_us)
     rate = Rate(
         prefix=cdr.prefix,
         rate=Money(cdr.rate_micros),
@@ -143,7 +165,7 @@ def _correct_locked(store: Store, cdr: object, posted: PostedCdr, now_us: int) -
     balance_after = acc.balance_micros
     if fix.post:
         _, balance_after = post(store, acc.id, -fix.post, "call", now_us, call_uuid=cdr.uuid, note=CORRECTED_REASON)
-    m.Cdr.update(
+    fields = dict(
         answer_us=start if start is not None else cdr.answer_us,
         end_us=end if end is not None else posted.end_us,
         billsec=posted.billsec,
@@ -154,10 +176,11 @@ def _correct_locked(store: Store, cdr: object, posted: PostedCdr, now_us: int) -
         balance_after_micros=balance_after,
         hangup_cause=posted.hangup_cause or cdr.hangup_cause,
         reason=CORRECTED_REASON,
-    ).where(m.Cdr.uuid == cdr.uuid).execute()
-    m.Recovery.update(corrected_us=now_us).where(m.Recovery.uuid == cdr.uuid).execute()
-    _mark(store, cdr.uuid, "corrected")
-    return Applied("corrected", cdr.uuid, fix.post)
+    )
+    m.Cdr.update(**fields).where((m.Cdr.uuid == cdr.uuid) & (m.Cdr.visit == cdr.visit)).execute()
+    m.Recovery.update(corrected_us=now_us).where(leg).execute()
+    row = m.Cdr.get((m.Cdr.uuid == cdr.uuid) & (m.Cdr.visit == cdr.visit))
+    return Applied("corrected", cdr.uuid, cdr.visit, fix.post, dbcalls._cdr_view(row))
 
 
 def stored_uuids(store: Store, uuids: list[str]) -> list[str]:

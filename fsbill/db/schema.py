@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from peewee import (
     BigIntegerField,
     CharField,
+    CompositeKey,
     Database,
     ForeignKeyField,
     IntegerField,
@@ -83,8 +84,9 @@ def build_models(database: Database) -> SimpleNamespace:
         class Meta:
             indexes = ((("account", "reference"), True),)
 
-    class LiveCall(Base):
-        uuid = CharField(primary_key=True)
+    class LiveCall(Base):  # one row per socket visit of a channel (migrations/0002_visit.py)
+        uuid = CharField()
+        visit = IntegerField(default=1)
         account = ForeignKeyField(Account, backref="live_calls")
         node = CharField()
         caller = CharField(default="")
@@ -108,8 +110,12 @@ def build_models(database: Database) -> SimpleNamespace:
         hold_until_us = BigIntegerField()
         instance = CharField(default="")  # the process enforcing it (migrations/0005_restart.py)
 
+        class Meta:
+            primary_key = CompositeKey("uuid", "visit")
+
     class Cdr(Base):
-        uuid = CharField(unique=True)
+        uuid = CharField()
+        visit = IntegerField(default=1)
         account_code = CharField(default="")
         node = CharField(default="")
         caller = CharField(default="")
@@ -136,6 +142,9 @@ def build_models(database: Database) -> SimpleNamespace:
         reason = CharField(default="")
         created_us = BigIntegerField()
 
+        class Meta:
+            indexes = ((("uuid", "visit"), True),)
+
     class SwitchCdr(Base):  # a channel's CDR as FreeSWITCH posted it (mod_json_cdr)
         uuid = CharField(unique=True)
         switch = CharField(default="")
@@ -149,8 +158,9 @@ def build_models(database: Database) -> SimpleNamespace:
         applied = CharField(default="")
         body = TextField(default="")
 
-    class Recovery(Base):  # what a recovered CDR may still be corrected to
-        uuid = CharField(unique=True)
+    class Recovery(Base):  # what a recovered leg's CDR may still be corrected to
+        uuid = CharField()
+        visit = IntegerField(default=1)
         account_id = IntegerField()
         granted_s = IntegerField()
         grant_micros = BigIntegerField()
@@ -158,6 +168,9 @@ def build_models(database: Database) -> SimpleNamespace:
         rounding_method = CharField()
         created_us = BigIntegerField()
         corrected_us = BigIntegerField(null=True)
+
+        class Meta:
+            indexes = ((("uuid", "visit"), True),)
 
     models = SimpleNamespace(
         Tariff=Tariff,

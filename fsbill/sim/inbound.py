@@ -46,10 +46,11 @@ import gevent.queue
 import gevent.socket as gsocket
 
 from fsbill.sim import wire
-from fsbill.sim.switch import MYEVENTS  # parse_command `myevents`: the outbound socket's list
+from fsbill.sim.event_socket import MYEVENTS  # parse_command `myevents`: the outbound socket's list
 
 if TYPE_CHECKING:
-    from fsbill.sim.switch import Switch, _Call
+    from fsbill.sim.session import Session
+    from fsbill.sim.switch import Switch
 
 log = logging.getLogger("fsbill.sim.inbound")
 
@@ -234,10 +235,8 @@ class _Listener:
             return self._myevents(cmd)
         if low.startswith("sendmsg"):
             target = cmd[7:].strip() or self.session_uuid or ""
-            call = self.switch._calls.get(target)
-            if call is None:
+            if not self.switch.sendmsg(target, headers, body):
                 return f"-ERR invalid session id [{target}]"
-            call.inbox.put({"kind": "msg", "headers": headers, "body": body})
             return "+OK"
         if low.startswith("api "):
             api_cmd, _, arg = cmd[4:].strip().partition(" ")
@@ -302,7 +301,7 @@ class _Listener:
             return "-ERR aready enabled."
         uid, _, fmt = cmd[9:].strip().partition(" ")
         if uid:
-            if uid in self.switch._calls:
+            if self.switch.live_channel(uid) is not None:
                 self.session_uuid = uid
             elif fmt:
                 return "-ERR invalid uuid"
@@ -450,7 +449,8 @@ class InboundServer:
         self.accepted = 0
         self._sock: gsocket.socket | None = None
         self._accept: gevent.Greenlet | None = None
-        switch.event_listeners.append(self)
+        # switch_event_bind: every event any channel fires reaches event_handler
+        self._subscription = switch.subscribe(lambda _uuid, name, headers: self.fire(name, headers))
 
     @property
     def address(self) -> str:
@@ -502,8 +502,7 @@ class InboundServer:
     def close(self) -> None:
         self.closing = True
         self.down()
-        if self in self.switch.event_listeners:
-            self.switch.event_listeners.remove(self)
+        self._subscription.cancel()
 
     @property
     def connections(self) -> int:
@@ -573,10 +572,18 @@ class JsonCdrPoster:
         self.backed_up: list[Path] = []
         self._greenlets: set[gevent.Greenlet] = set()
         self.enabled = True
-        switch.reporting_hooks.append(self.on_reporting)
+        # my_on_reporting runs in CS_REPORTING, where switch_core_session_reporting_state fires
+        # CHANNEL_HANGUP_COMPLETE: the channel (and every variable of its end) is still there.
+        self._subscription = switch.subscribe(self._on_event)
+
+    def _on_event(self, uuid: str, name: str, _headers: list[tuple[str, str]]) -> None:
+        if name == "CHANNEL_HANGUP_COMPLETE":
+            call = self.switch._calls.get(uuid)
+            if call is not None:
+                self.on_reporting(call)
 
     # my_on_reporting: the B leg has no CDR of its own in the emulator (it is not a channel)
-    def on_reporting(self, call: _Call) -> None:
+    def on_reporting(self, call: Session) -> None:
         if not self.enabled:
             return
         body = json.dumps(json_cdr(call, self.encode_values), separators=(",", ":")).encode("utf-8")
@@ -634,11 +641,10 @@ class JsonCdrPoster:
         self.enabled = False
         for g in list(self._greenlets):
             g.kill(block=False)
-        if self.on_reporting in self.switch.reporting_hooks:
-            self.switch.reporting_hooks.remove(self.on_reporting)
+        self._subscription.cancel()
 
 
-def json_cdr(call: _Call, urlencode: bool = True) -> dict[str, Any]:
+def json_cdr(call: Session, urlencode: bool = True) -> dict[str, Any]:
     """switch_ivr_generate_json_cdr for one emulated channel."""
     sw = call.switch
     variables = {}
