@@ -201,7 +201,7 @@ class Adopter:
     ) -> None:
         e = self.e
         call = taken.call
-        run = CallRun(e, session)  # the channel from uuid_dump: the same data as a connect reply
+        run = CallRun(e, session)  # the channel as the switch dumped it: the data of a connect reply
         # Its cut-off is already inside FreeSWITCH (armed on answer by the process that took
         # the call): an answer seen from here must not arm another one.
         run.channel = replace(run.channel, answered_us=None, caller=taken.caller or run.channel.caller)

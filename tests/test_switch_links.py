@@ -12,6 +12,7 @@ import yaml
 from fsbill.cli.main import main
 from fsbill.clock import Clock
 from fsbill.config import SwitchConfig, load_settings
+from fsbill.core.call import Payer
 from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money, RoundingRule
 from fsbill.core.rating import Rate
@@ -158,9 +159,7 @@ def _live_call(store: Store, uuid: str, node: str, instance: str, now: int) -> N
     auth = dbcalls.reserve(
         store,
         uuid=uuid,
-        account_id=dbcalls.find_payer(
-            store, __import__("fsbill.core.call", fromlist=["Payer"]).Payer("code", "acme", "t")
-        ).id,
+        account_id=dbcalls.find_payer(store, Payer("code", "acme", "test")).id,
         rate=rate,
         policy=GrantPolicy(120, 3600),
         node=node,
@@ -249,5 +248,73 @@ def test_an_earlier_process_of_this_node_is_an_orphan_at_once_a_sibling_is_not(s
             )
             == []
         )  # a process of this node started before the call: a sibling's live call, leased
+    finally:
+        store.close()
+
+
+# -- a post covers a whole channel: each visit gets its part -------------------------------------------
+def test_one_cdr_post_settles_each_visit_of_its_channel_for_its_own_part(db_url):
+    from fsbill.core.call import answer
+    from fsbill.core.rating import billed_seconds_us, cost
+    from fsbill.db import recovery as dbrecovery
+
+    store = Store(db_url)
+    store.upgrade()
+    s = 1_000_000
+    t0 = Clock().now_us()
+    policy = GrantPolicy(120, 3600)
+    rate = Rate("49", Money.parse("1.00"), Money(0), 1, 1, 0, RoundingRule())
+    try:
+        ledger.create_tariff(store, "retail", "EUR", t0)
+        ledger.create_account(store, "acme", "retail", t0)
+        ledger.topup(store, "acme", Money.parse("10"), t0, reference="seed")
+        acc = dbcalls.find_payer(store, Payer("code", "acme", "test"))
+
+        def visit(at_us: int):
+            auth = dbcalls.reserve(
+                store,
+                uuid="chan-1",
+                account_id=acc.id,
+                rate=rate,
+                policy=policy,
+                node="node-a",
+                caller="1555",
+                destination="4930",
+                now_us=at_us,
+                lease_until_us=at_us + 30 * s,
+                max_ring_s=60,
+                instance="node-a:1:x",
+            )
+            call = answer(auth.call, at_us + 1 * s, policy)
+            dbcalls.mark_answered(store, call, at_us + 30 * s)
+            return call
+
+        first = visit(t0)
+        dbcalls.heartbeat(store, "chan-1", first.visit, t0 + 11 * s, policy, t0 + 40 * s)  # 10 s debited
+        # the node died; a reaper settled the first visit up to its last debit
+        [recovered] = dbcalls.reap(store, t0 + 200 * s)
+        assert recovered.result == "recovered" and recovered.charged == Money.parse("0.1667")
+        second = visit(t0 + 40 * s)  # the channel came back to the socket (a top-up menu) ...
+        assert second.visit == 2
+        # ... and that node died too. FreeSWITCH posts the channel's CDR once: answer -> end.
+        posted = dbrecovery.PostedCdr("chan-1", t0 + 1 * s, t0 + 70 * s, t0, 70, "NORMAL_CLEARING", "4930")
+        assert dbrecovery.store_post(store, posted, "fs1", t0 + 100 * s)
+        applied = dbrecovery.apply_stored(store, "chan-1", t0 + 100 * s, lambda a, c, d: "completed")
+        assert [(a.visit, a.outcome) for a in applied] == [(1, "corrected"), (2, "settled")]
+        cdrs = {c.visit: c for c in dbcalls.cdrs(store)}
+        assert cdrs[1].charged == cost(rate, billed_seconds_us(rate, 39 * s))  # answer .. the 2nd visit
+        assert (cdrs[1].answer_us, cdrs[1].end_us) == (t0 + 1 * s, t0 + 40 * s)
+        assert cdrs[2].charged == cost(rate, billed_seconds_us(rate, 29 * s))  # its answer .. the end
+        assert (cdrs[2].answer_us, cdrs[2].end_us) == (t0 + 41 * s, t0 + 70 * s)
+        account = ledger.get_account(store, "acme")
+        assert account.reserved == Money(0)
+        assert Money.parse("10") - account.balance == cdrs[1].charged + cdrs[2].charged
+        assert account.balance == ledger.ledger_sum(store, "acme")
+        # posted again: nothing moves
+        assert not dbrecovery.store_post(store, posted, "fs1", t0 + 101 * s)
+        assert [a.outcome for a in dbrecovery.apply_stored(store, "chan-1", t0 + 101 * s, lambda a, c, d: "x")] == [
+            "duplicate"
+        ]
+        assert ledger.get_account(store, "acme").balance == account.balance
     finally:
         store.close()
