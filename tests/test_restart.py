@@ -13,6 +13,7 @@ import io
 import os
 import random
 import socket
+import time
 
 import gevent
 import pytest
@@ -368,9 +369,10 @@ class ActivatedServe(ServeProcess):
 def test_restarts_under_load_refuse_no_call_and_lose_no_second(sqlite_url, tmp_path):
     from fsbill.bench.calls import free_port
 
-    # Slower time here: FreeSWITCH gives an app 25 s to send its first command, so a call queued
-    # during a restart waits at most that long; at scale 2 a restart may take 12 real seconds.
-    scale = 2
+    # Real time here: FreeSWITCH gives an app 25 s to send its first command, so a call queued
+    # during a restart waits at most that long (a restart slower than that refuses calls, in
+    # production as here: a heavily loaded machine can make this test fail for that reason).
+    scale = 1
     switch = Switch(Clock(scale))
     inbound = InboundServer(switch, password=PASSWORD)
     inbound.start()
@@ -401,19 +403,25 @@ def test_restarts_under_load_refuse_no_call_and_lose_no_second(sqlite_url, tmp_p
 
     def load() -> None:
         for _ in range(50):
-            greenlets.append(switch.start_call(("127.0.0.1", server.port), spec(rnd, talk_s=rnd.uniform(2, 16))))
+            greenlets.append(switch.start_call(("127.0.0.1", server.port), spec(rnd, talk_s=rnd.uniform(1, 8))))
             gevent.sleep(0.25)
 
     loader = gevent.spawn(load)
     try:
+        gaps = []
         for _ in range(restarts):
             gevent.sleep(3.0)
+            began = time.monotonic()
             assert server.terminate() == 0  # systemctl restart fsbill: SIGTERM, then a new process
             server.start()
+            gaps.append(time.monotonic() - began)
         loader.get(timeout=60)
         records = [g.get(timeout=90) for g in greenlets]
         refused = [r for r in records if r.responded or r.answered_us is None]
-        assert refused == [], refused[:3]
+        assert refused == [], (
+            f"{len(refused)} calls refused; the restarts took {[round(g, 1) for g in gaps]} s and FreeSWITCH"
+            " waits 25 s for an app's first command (is the machine overloaded?)"
+        )
         assert all(r.ended_by == "caller" for r in records)
         n = len(records)
         cdrs = wait_for_cdrs(store, n, timeout_s=90, until=lambda rows: all(r.end_us for r in rows))
@@ -424,7 +432,7 @@ def test_restarts_under_load_refuse_no_call_and_lose_no_second(sqlite_url, tmp_p
         print(
             f"\n{restarts} restarts, {n} calls: refused 0, unbilled {lost:.3f} s,"
             f" adopted {log.count('event=adopted')}, inherited socket {log.count('inherited=True')}x,"
-            f" CDR posts {len(poster.posts)}"
+            f" CDR posts {len(poster.posts)}, restarts took {', '.join(f'{g:.1f}' for g in gaps)} s"
         )
         assert lost == 0
         assert log.count("inherited=True") == restarts + 1
