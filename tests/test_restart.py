@@ -10,10 +10,12 @@ times, and Σ CDR = Σ ledger = Δ balance.
 from __future__ import annotations
 
 import io
+import json
 import os
 import random
 import socket
 import time
+import urllib.request
 
 import gevent
 import pytest
@@ -261,6 +263,12 @@ def test_a_switch_link_that_drops_and_comes_back(sqlite_url, emulator):
                 gevent.sleep(0.05)
         text = rig.node.metrics.render().decode()
         assert 'fsbill_switch_up{switch="fs1"} 1.0' in text
+        health = f"http://127.0.0.1:{rig.node.metrics_server.server_port}/healthz"
+        with urllib.request.urlopen(health, timeout=10) as r:
+            assert f"switch fs1 {inbound.address}: up" in r.read().decode()
+        with urllib.request.urlopen(health + "?format=json", timeout=10) as r:
+            link = json.loads(r.read())["switches"][0]
+        assert link["up"] is True and link["connects"] == 2 and link["following"] == 3
         records = [g.get(timeout=60) for g in greenlets]
         assert all(r.ended_by == "caller" for r in records)
         cdrs = wait_for_cdrs(rig.store, 3)
