@@ -36,7 +36,7 @@ from fsbill.core.grant import (
     wants_extension,
 )
 from fsbill.core.money import Money
-from fsbill.core.rating import Rate
+from fsbill.core.rating import Rate, billed_seconds, cost
 from fsbill.errors import MoneyError
 
 # After the grant's end, how long before a call whose node went silent is certainly over
@@ -135,6 +135,13 @@ def result_of(answered: bool, hangup_cause: str, transferred_to: str, mark: Cuto
     if mark.transfer_extension and transferred_to == mark.transfer_extension:
         return "cut_off"
     return "completed"
+
+
+def transfer_was_cutoff(unbridged_us: int, cutoff_us: int | None) -> bool:
+    """Whether a transfer out of the bridge at `unbridged_us` was the call's own cut-off
+    (FreeSWITCH's scheduler runs a task up to 1 s before its whole second, so any transfer from
+    then on is it) rather than a transfer somebody else made earlier."""
+    return cutoff_us is not None and unbridged_us >= cutoff_us - US
 
 
 def billing_window(
@@ -240,12 +247,15 @@ def cutoff_instant_us(answered_us: int, granted_s: int, margin_s: int) -> int:
 
 
 def warning_instant_us(cutoff_us: int, warning_s: int, now_us: int) -> int | None:
-    """When to play the warning before a final cut-off at `cutoff_us`, or None if that moment
-    has passed."""
+    """When to play the warning before a final cut-off at `cutoff_us`: `warning_s` before it,
+    or — when the grant became final inside that window (short slices) — at the next whole
+    second, so the caller always hears it before the cut-off. None only when warnings are off
+    or the cut-off itself is due within the second."""
     if warning_s <= 0:
         return None
-    at = cutoff_us - warning_s * US
-    return at if at > now_us else None
+    soonest = (now_us // US + 1) * US  # FreeSWITCH schedules whole seconds; a past one never fires
+    at = max(cutoff_us - warning_s * US, soonest)
+    return at if at < cutoff_us else None
 
 
 def answer(call: LiveCall, answered_us: int, policy: GrantPolicy) -> LiveCall:
@@ -264,6 +274,7 @@ class Beat:
     debit: Money  # posted from the hold now
     extra_hold: Money  # newly held for an extension
     extended: bool
+    account_active: bool = True  # False: the account was suspended; the call gets no more time
 
 
 def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy, extend: bool) -> Beat:
@@ -296,7 +307,7 @@ def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy
             cutoff_instant_us(call.answered_us, granted_s, policy.margin_s) if call.answered_us is not None else None
         ),
     )
-    return Beat(new, debit, extra, granted_s > call.granted_s)
+    return Beat(new, debit, extra, granted_s > call.granted_s, account.status == "active")
 
 
 # -- the end ------------------------------------------------------------------------------------------------
@@ -323,10 +334,17 @@ def settlement(call: LiveCall, start_us: int | None, end_us: int | None, account
 
 
 def recovered(call: LiveCall) -> Charge:
-    """What a call nobody saw end owes: what it provably consumed (its debits); the rest of
-    its hold is voided."""
-    billed = affordable_s(call.rate, call.debited)
-    return Charge(billed, call.debited, Money(0), call.debited, Money(0), call.held)
+    """What a call nobody saw end owes: the minimum it provably owes. Once answered that is at
+    least its connect fee and first billing block (the initial increment or minimum duration),
+    and at least what its heartbeats already debited; never more than it was promised
+    (debited + held). The rest of its hold is voided."""
+    owed = call.debited
+    if call.answered_us is not None:
+        first_block = cost(call.rate, billed_seconds(call.rate, 1))
+        promised = call.debited + call.held
+        owed = max(owed, first_block if first_block <= promised else promised)
+    billed = affordable_s(call.rate, owed)
+    return Charge(billed, owed, owed - call.debited, owed, Money(0), call.held)
 
 
 def unreserved(rate: Rate, start_us: int | None, end_us: int | None, account: AccountState) -> Charge:

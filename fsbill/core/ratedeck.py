@@ -40,6 +40,7 @@ import csv
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from operator import itemgetter
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fsbill.core.money import Money, RoundingRule
@@ -80,10 +81,10 @@ ROW_FIELDS = (
     "time_from_min",
     "time_to_min",
 )
-Row = tuple  # (str, int, int, int, int, int, str, int|None, int|None, str|None, int|None, int|None)
+Row = tuple[Any, ...]  # (str, int, int, int, int, int, str, int|None, int|None, str|None, int|None, int|None)
 
 
-class ParsedDeck(list):
+class ParsedDeck(list[Any]):
     """The rates (or rows) of a deck file in file order; `lines[i]` is the line of item i."""
 
     def __init__(self) -> None:
@@ -185,7 +186,7 @@ def parse_rows(lines: Iterable[str], timezone: str, progress: Callable[[int], No
     row_parser = _RowParser(columns, zone)
     deck = ParsedDeck()
     previous_end = reader.line_num
-    seen: dict[str, object] = {}  # prefix -> line number (int) or list of (line, rate)
+    seen: dict[str, int | list[int]] = {}  # prefix -> index in the deck, or the indexes of its rows
     clashes = []
     try:
         for row in reader:
@@ -212,7 +213,7 @@ def parse_rows(lines: Iterable[str], timezone: str, progress: Callable[[int], No
         raise RateDeckError(reader.line_num, f"unreadable CSV: {exc}") from None
     if progress is not None:
         progress(previous_end)
-    _check_duplicates(deck, [seen[p] for p in dict.fromkeys(clashes)])
+    _check_duplicates(deck, [group for p in dict.fromkeys(clashes) if isinstance(group := seen[p], list)])
     return deck
 
 
@@ -288,7 +289,7 @@ def _hhmm(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def _check_duplicates(deck: ParsedDeck, groups: list) -> None:
+def _check_duplicates(deck: ParsedDeck, groups: list[list[int]]) -> None:
     build = RateBuilder(RoundingRule())
     for group in groups:
         rates = {i: build(deck[i]) for i in group}
@@ -341,7 +342,7 @@ class _RowParser:
         self.zone = zone
         self.amounts: dict[str, int] = {}
         self.texts: dict[str, str] = {}
-        self.tails: dict[object, tuple[tuple, tuple]] = {}
+        self.tails: dict[object, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
 
     def parse(self, row: list[str], line: int) -> Row:
         if len(row) != self.width:
@@ -367,7 +368,7 @@ class _RowParser:
                 description = self.texts.setdefault(description, description)
         return (prefix, rate) + tail[0] + (description,) + tail[1]
 
-    def _tail(self, row: list[str], line: int) -> tuple[tuple, tuple]:
+    def _tail(self, row: list[str], line: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The optional cells other than the description, checked."""
         values: dict[str, str] = {}
         for name, position in self.tail:

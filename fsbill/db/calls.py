@@ -435,7 +435,7 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
         balance_after_micros=balance_after,
         hangup_cause=end.hangup_cause,
         result="recovered" if recovered else end.result,
-        reason="" if not recovered else "settled by reaper: charged up to the last debit",
+        reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
         created_us=end.now_us,
     )
     db.execute_sql(q.insert_cdr, cdr_values(**fields))

@@ -572,15 +572,9 @@ class JsonCdrPoster:
         self.backed_up: list[Path] = []
         self._greenlets: set[gevent.Greenlet] = set()
         self.enabled = True
-        # my_on_reporting runs in CS_REPORTING, where switch_core_session_reporting_state fires
-        # CHANNEL_HANGUP_COMPLETE: the channel (and every variable of its end) is still there.
-        self._subscription = switch.subscribe(self._on_event)
-
-    def _on_event(self, uuid: str, name: str, _headers: list[tuple[str, str]]) -> None:
-        if name == "CHANNEL_HANGUP_COMPLETE":
-            call = self.switch._calls.get(uuid)
-            if call is not None:
-                self.on_reporting(call)
+        # my_on_reporting is a CS_REPORTING state handler: run right after
+        # switch_core_session_reporting_state fires CHANNEL_HANGUP_COMPLETE
+        switch.reporting_hooks.append(self.on_reporting)
 
     # my_on_reporting: the B leg has no CDR of its own in the emulator (it is not a channel)
     def on_reporting(self, call: Session) -> None:
@@ -641,7 +635,8 @@ class JsonCdrPoster:
         self.enabled = False
         for g in list(self._greenlets):
             g.kill(block=False)
-        self._subscription.cancel()
+        if self.on_reporting in self.switch.reporting_hooks:
+            self.switch.reporting_hooks.remove(self.on_reporting)
 
 
 def json_cdr(call: Session, urlencode: bool = True) -> dict[str, Any]:
