@@ -78,6 +78,31 @@ class Cutoff:
 
 
 @dataclass(frozen=True)
+class SwitchConfig:
+    """One FreeSWITCH this node keeps an inbound event-socket connection to (`switches:`)."""
+
+    name: str = ""
+    event_socket: str = "127.0.0.1:8021"
+    password: str = "ClueCon"
+
+    def address(self) -> tuple[str, int]:
+        return parse_hostport(self.event_socket, f"switches.{self.name}.event_socket")
+
+
+@dataclass(frozen=True)
+class CdrIntake:
+    """The endpoint FreeSWITCH's mod_json_cdr posts CDRs to (`cdr_intake:`); off while
+    `listen` is empty."""
+
+    listen: str = ""
+    user: str = "fsbill"
+    password: str = ""
+
+    def address(self) -> tuple[str, int] | None:
+        return parse_hostport(self.listen, "cdr_intake.listen") if self.listen else None
+
+
+@dataclass(frozen=True)
 class Settings:
     database: str = "sqlite:///fsbill.db"
     node: str = field(default_factory=socket.gethostname)
@@ -110,6 +135,8 @@ class Settings:
     sqlite_busy_timeout_ms: int = 5000
     sqlite_synchronous: str = "full"
     time_scale: float = 1.0  # tests and demos only: see fsbill.clock
+    switches: tuple[SwitchConfig, ...] = ()
+    cdr_intake: CdrIntake = field(default_factory=CdrIntake)
 
     @property
     def lease_effective_s(self) -> int:
@@ -185,6 +212,10 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
                     raise ConfigError(f"unknown rejection reason {name}.{reason} (known: {', '.join(REJECT_REASONS)})")
                 merged[reason] = _build(Rejection, spec or {}, f"{name}.{reason}.")
             values[key] = merged
+        elif key == "switches":
+            values[key] = _switches(value, name)
+        elif key == "cdr_intake":
+            values[key] = _build(CdrIntake, value or {}, f"{name}.")
         elif key == "allow_peers":
             if isinstance(value, str):
                 value = [value]
@@ -203,6 +234,25 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     obj = cls(**values)
     _validate(obj, prefix)
     return obj
+
+
+def _switches(value: Any, name: str) -> tuple[SwitchConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{name}: expected a list of switches (name, event_socket, password)")
+    out: list[SwitchConfig] = []
+    for i, spec in enumerate(value):
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{name}[{i}]: expected a mapping with name, event_socket, password")
+        label = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else str(i)
+        switch = _build(SwitchConfig, spec, f"{name}.{label}.")
+        if not switch.name:
+            raise ConfigError(f"{name}[{i}].name: every switch needs a name")
+        if any(s.name == switch.name for s in out):
+            raise ConfigError(f"{name}.{switch.name}: two switches share this name")
+        out.append(switch)
+    return tuple(out)
 
 
 def _validate(obj: Any, prefix: str) -> None:
@@ -235,6 +285,19 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("database", "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
         obj.listen_address()
         obj.metrics_address()
+    elif isinstance(obj, SwitchConfig):
+        obj.address()
+        if not obj.password:
+            bad("password", "the event socket's password (event_socket.conf.xml) must not be empty")
+        if any(c.isspace() for c in obj.name):
+            bad("name", "must not contain spaces")
+    elif isinstance(obj, CdrIntake):
+        if obj.listen:
+            obj.address()
+            if not obj.user or not obj.password:
+                bad("password" if obj.user else "user", "needed when cdr_intake.listen is set (basic auth)")
+            if ":" in obj.user:
+                bad("user", "must not contain ':'")
     elif isinstance(obj, Cutoff):
         if obj.mode not in ("hangup", "transfer"):
             bad("mode", "must be hangup or transfer")

@@ -112,6 +112,10 @@ class Enforcer:
         self.pending: PendingWrites | None = None
         self.following: set[tuple[str, int]] = set()  # the legs (uuid, visit) this node is enforcing now
         self.router = Router(store, decks, settings.allow_loss) if settings.routing == "lcr" else None
+        # This process, as live calls record their owner (fsbill.db.adoption); set by the Node.
+        self.instance = ""
+        # Legs this process followed until their socket died, unsettled: re-adoptable by it.
+        self.released: set[tuple[str, int]] = set()
 
     def handle(self, session: EslSession) -> None:
         CallRun(self, session).run()
@@ -259,6 +263,7 @@ class CallRun:
                     lease_until_us=now_us + s.lease_effective_s * US,
                     max_ring_s=s.max_ring_s,
                     vendor_legs=legs,
+                    instance=e.instance,
                 )
         except DatabaseUnavailable as exc:
             return self.database_down(ch, payer, exc, account.code)
@@ -639,6 +644,9 @@ class CallRun:
         if self.call is not None:
             self.hold_changed(-self.call.held)
             self.call = replace(self.call, held=Money(0))
+            if self.accepted is not None and self.accepted.reserved:
+                # with switches: configured, re-adopted through the switch link (fsbill.adoption)
+                self.e.released.add((self.call.uuid, self.call.visit))
 
 
 def _unusable(plan: Plan) -> str:

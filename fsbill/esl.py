@@ -867,8 +867,17 @@ class EslServer(OutboundESLServer):
             else:
                 sock.close()
 
+    def use_socket(self, sock) -> None:
+        """Serve on a socket already bound and listening (systemd socket activation): it
+        outlives this process, so calls queued during a restart wait for the next one."""
+        sock = gsocket.socket(fileno=sock.detach())
+        sock.setblocking(True)
+        self.server = sock
+        self.bound_port = sock.getsockname()[1]
+        self.bind_address = sock.getsockname()[0]
+
     def start(self) -> int:
-        port = self.bind()
+        port = self.bind() if self.server is None else self.bound_port
         self._accept_greenlet = gevent.spawn(self.listen)
         self.started.wait()
         return port

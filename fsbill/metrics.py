@@ -61,6 +61,11 @@ class Metrics:
         )
         self.esl_refused = Counter("fsbill_esl_refused", "Event-socket connections refused", ["reason"], registry=r)
         self.recovered = Counter("fsbill_recovered_calls", "Calls settled by the reaper", registry=r)
+        self.switch_up = Gauge(
+            "fsbill_switch_up", "Inbound event-socket connection to the switch is up", ["switch"], registry=r
+        )
+        self.adopted = Counter("fsbill_adopted_calls", "Live calls taken over through a switch connection", registry=r)
+        self.cdr_posts = Counter("fsbill_cdr_posts", "CDRs posted by FreeSWITCH, by outcome", ["outcome"], registry=r)
         self.pending_cdrs = Gauge("fsbill_pending_cdrs", "Settlements waiting for the database", registry=r)
         # Vendors (carriers) are few and named by the operator, not customers: fine as labels.
         self.vendor_attempts = Counter(
@@ -143,8 +148,16 @@ def cdr_written(metrics: Metrics, cdr: CdrView) -> None:
     )
 
 
-def serve_metrics(metrics: Metrics, host: str, port: int, healthy: Callable[[], bool]):
-    """/metrics and /healthz on their own address, served by a gevent WSGI server."""
+def serve_metrics(
+    metrics: Metrics,
+    host: str,
+    port: int,
+    healthy: Callable[[], bool],
+    switches: Callable[[], list[dict]] | None = None,
+):
+    """/metrics and /healthz on their own address, served by a gevent WSGI server. /healthz
+    is 503 only when the database is unreachable; it lists each switch connection, and
+    `/healthz?format=json` gives the same as JSON."""
     from gevent.pywsgi import WSGIServer
 
     def app(environ, start_response):
@@ -155,8 +168,19 @@ def serve_metrics(metrics: Metrics, host: str, port: int, healthy: Callable[[], 
             return [body]
         if path == "/healthz":
             ok = healthy()
-            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
-            return [b"ok\n" if ok else b"database unreachable\n"]
+            status = "200 OK" if ok else "503 Service Unavailable"
+            links = switches() if switches is not None else []
+            if "format=json" in environ.get("QUERY_STRING", ""):
+                import json
+
+                start_response(status, [("Content-Type", "application/json")])
+                return [json.dumps({"database": ok, "switches": links}).encode() + b"\n"]
+            start_response(status, [("Content-Type", "text/plain")])
+            text = "ok\n" if ok else "database unreachable\n"
+            for link in links:
+                state = "up" if link["up"] else f"down ({link['error'] or 'connecting'})"
+                text += f"switch {link['name']} {link['event_socket']}: {state}\n"
+            return [text.encode()]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found\n"]
 

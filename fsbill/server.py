@@ -6,7 +6,9 @@ Everything here is wiring; the decisions live in fsbill.enforcer and the core mo
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import uuid as uuidlib
 
 import gevent
 import gevent.event
@@ -17,7 +19,7 @@ from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import DeckCache
 from fsbill.enforcer import Enforcer
-from fsbill.errors import DatabaseUnavailable
+from fsbill.errors import DatabaseUnavailable, FsbillError
 from fsbill.esl import EslServer
 from fsbill.logs import event as log_event
 from fsbill.metrics import Metrics, cdr_written, serve_metrics
@@ -39,6 +41,9 @@ class Node:
         self.metrics = Metrics()
         self.decks = DeckCache(self.store, refresh_s=settings.rates_refresh_s, background=True)
         self.enforcer = Enforcer(settings, self.store, self.clock, self.metrics, self.decks)
+        # This process, told apart from an earlier or a sibling one of the same node.
+        self.instance = f"{settings.node}:{os.getpid()}:{uuidlib.uuid4().hex[:8]}"
+        self.enforcer.instance = self.instance
         self.pending = PendingWrites(self.enforcer)
         self.enforcer.pending = self.pending
         host, port = settings.listen_address()
@@ -54,6 +59,9 @@ class Node:
             on_refused=lambda reason: self.metrics.esl_refused.labels(reason).inc(),
         )
         self.started_us = 0
+        self.switches = None
+        self.adopter = None
+        self.cdr_intake = None
         self._ledger_mark: int | None = None
         self.port = 0
         self.metrics_server = None
@@ -71,10 +79,23 @@ class Node:
         except DatabaseUnavailable as exc:
             loaded = 0
             log_event(log, "preload_failed", error=str(exc))
+        inherited = inherited_listener()
+        if inherited is not None:
+            self.esl.use_socket(inherited)  # systemd socket activation (deploy/fsbill.socket)
         self.port = self.esl.start()
+        if s.switches:
+            from fsbill.adoption import Adopter, Switches
+
+            self.switches = Switches(s.switches, self.metrics, s.esl_command_timeout_s)
+            self.adopter = Adopter(self.enforcer, self.switches, self.started_us)
+            self.switches.start()
+        if s.cdr_intake.listen:
+            self._start_cdr_intake()
         address = s.metrics_address()
         if address is not None:
-            self.metrics_server = serve_metrics(self.metrics, address[0], address[1], self.store.ping)
+            self.metrics_server = serve_metrics(
+                self.metrics, address[0], address[1], self.store.ping, self.switch_status
+            )
         self.follow_topups()  # top-ups from before this start are history, not this node's counter
         self._greenlets = [gevent.spawn(self._reaper), gevent.spawn(self.pending.run, 1.0)]
         log_event(
@@ -83,10 +104,44 @@ class Node:
             node=s.node,
             rates=loaded,
             listen=f"{self.esl.bind_address}:{self.port}",
+            inherited=inherited is not None,
+            instance=self.instance,
+            switches=",".join(c.name for c in s.switches) or "none",
+            cdr_intake=f"{self.cdr_intake.host}:{self.cdr_intake.port}" if self.cdr_intake else "off",
             metrics=s.metrics_listen or "off",
             database=_redact(s.database),
         )
         return self.port
+
+    def _start_cdr_intake(self) -> None:
+        from fsbill.cdr_intake import CdrIntake
+        from fsbill.core.call import result_of
+
+        c = self.settings.cdr_intake
+        host, port = c.address()
+        self.cdr_intake = CdrIntake(
+            self.store,
+            host,
+            port,
+            c.user,
+            c.password,
+            self.clock.now_us,
+            lambda answered, cause, dest: result_of(answered, cause, dest, self.enforcer.mark),
+            on_applied=self._cdr_post_applied,
+        )
+        self.cdr_intake.start()
+
+    def _cdr_post_applied(self, applied) -> None:
+        self.metrics.cdr_posts.labels(applied.outcome).inc()
+        if applied.cdr is None:
+            return
+        if applied.outcome == "settled":
+            cdr_written(self.metrics, applied.cdr)
+        elif applied.outcome == "corrected":
+            self.metrics.charge(applied.cdr.currency, applied.posted)  # the recovered part was counted
+
+    def switch_status(self) -> list[dict]:
+        return self.switches.status() if self.switches is not None else []
 
     def reap_once(self) -> int:
         try:
@@ -102,7 +157,22 @@ class Node:
             return 0
         for cdr in cdrs:
             cdr_written(self.metrics, cdr)
+        if cdrs and self.cdr_intake is not None:
+            self._apply_posts([c.uuid for c in cdrs])
         return len(cdrs)
+
+    def _apply_posts(self, uuids: list[str]) -> None:
+        """FreeSWITCH may have posted these calls' CDRs before they were reaped: correct them."""
+        from fsbill.db import recovery as dbrecovery
+
+        try:
+            for uuid in dbrecovery.stored_uuids(self.store, uuids):
+                for applied in dbrecovery.apply_stored(
+                    self.store, uuid, self.clock.now_us(), self.cdr_intake.result_of
+                ):
+                    self._cdr_post_applied(applied)
+        except DatabaseUnavailable as exc:
+            log_event(log, "cdr_correction_failed", error=str(exc))
 
     def follow_topups(self) -> None:
         try:
@@ -114,6 +184,8 @@ class Node:
 
     def _reaper(self) -> None:
         while True:
+            if self.adopter is not None:
+                self.adopter.scan()  # before the reaper: a call still up is taken over, not reaped
             self.reap_once()
             self.follow_topups()
             self.clock.sleep(self.settings.heartbeat_s)
@@ -126,7 +198,18 @@ class Node:
         (here after a restart, or on another node) settles them once the cut-off has fired.
         """
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
-        self.esl.stop(drain_timeout_s=grace)
+        self.esl.stop()  # no new sockets (with socket activation they queue for the next process)
+        # Calls that end within the grace are settled here, adopted ones included; the rest
+        # keep their cut-off inside FreeSWITCH and are re-adopted by the next process.
+        calls = list(self.esl._greenlets) + (list(self.adopter.greenlets) if self.adopter else [])
+        if grace > 0 and calls:
+            gevent.joinall(calls, timeout=self.clock.real_seconds(grace))
+        if self.adopter is not None:
+            self.adopter.stop()
+        if self.switches is not None:
+            self.switches.stop()
+        if self.cdr_intake is not None:
+            self.cdr_intake.stop()
         for greenlet in list(self.esl._greenlets):
             greenlet.kill(block=False)
         for greenlet in self._greenlets:
@@ -151,6 +234,24 @@ class Node:
         stop_requested.wait()
         log_event(log, "stopping", live_calls=self.esl.live_sessions)
         self.stop()
+
+
+def inherited_listener():
+    """The listening socket systemd passed us (sd_listen_fds: LISTEN_PID = us, LISTEN_FDS >= 1,
+    the first one at fd 3), or None. The variables are removed so children do not inherit them."""
+    import socket
+
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return None
+    count = os.environ.get("LISTEN_FDS", "")
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    if not count.isdigit() or int(count) < 1:
+        return None
+    sock = socket.socket(fileno=3)
+    if sock.type != socket.SOCK_STREAM:
+        raise FsbillError("the socket passed by systemd (fd 3) is not a stream socket: check deploy/fsbill.socket")
+    return sock
 
 
 def _dump_greenlets() -> None:

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "fsbill.cli.calls",
     "fsbill.cli.reports",
     "fsbill.cli.serve",
+    "fsbill.cli.switches",
     "fsbill.cli.simulate",
     "fsbill.cli.bench",
 )

@@ -262,6 +262,7 @@ def reserve(
     lease_until_us: int,
     max_ring_s: int,
     vendor_legs: Sequence[Leg] = (),
+    instance: str = "",
 ) -> Authorization:
     """Authorize a new call: read the account under its lock, ask the core (admit), hold the
     first grant and write the live-call row, in one transaction. With `vendor_legs` (least-cost
@@ -310,6 +311,7 @@ def reserve(
                 None,
                 lease_until_us,
                 call.hold_until_us,
+                instance,
             ),
         )
     return Authorization("", call, Money(acc.balance_micros), refused)
@@ -488,6 +490,24 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
     return view
 
 
+def record_recovery(store: Store, lc: object, now_us: int) -> None:
+    """Before settling a visit nobody saw end: keep the grant it held (the most a correction
+    from FreeSWITCH's CDR may ever charge it, fsbill.db.recovery) and its rounding rule."""
+    m = store.models
+    if m.Recovery.get_or_none((m.Recovery.uuid == lc.uuid) & (m.Recovery.visit == lc.visit)) is not None:
+        return
+    m.Recovery.create(
+        uuid=lc.uuid,
+        visit=lc.visit,
+        account_id=lc.account_id,
+        granted_s=lc.granted_s,
+        grant_micros=lc.held_micros + lc.debited_micros,
+        rounding_decimals=lc.rounding_decimals,
+        rounding_method=lc.rounding_method,
+        created_us=now_us,
+    )
+
+
 def write_rejection(
     store: Store,
     *,
@@ -648,6 +668,7 @@ def reap(
             if lc is None or m.Cdr.get_or_none((m.Cdr.uuid == uuid) & (m.Cdr.visit == visit)) is not None:
                 continue
             end = CallEnd(uuid, visit, lc.answered_us, None, lc.created_us, 0, "", "recovered", now_us)
+            record_recovery(store, lc, now_us)
             cdrs.append(_settle_locked(store, lc, end, recovered=True))
     return cdrs
 

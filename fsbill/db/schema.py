@@ -108,6 +108,7 @@ def build_models(database: Database) -> SimpleNamespace:
         cutoff_us = BigIntegerField(null=True)
         lease_until_us = BigIntegerField()
         hold_until_us = BigIntegerField()
+        instance = CharField(default="")  # the process enforcing it (migrations/0005_restart.py)
 
         class Meta:
             primary_key = CompositeKey("uuid", "visit")
@@ -183,6 +184,33 @@ def build_models(database: Database) -> SimpleNamespace:
         class Meta:
             indexes = ((("uuid", "visit"), True),)
 
+    class SwitchCdr(Base):  # a channel's CDR as FreeSWITCH posted it (mod_json_cdr)
+        uuid = CharField(unique=True)
+        switch = CharField(default="")
+        answer_us = BigIntegerField(null=True)
+        end_us = BigIntegerField(null=True)
+        start_us = BigIntegerField(default=0)
+        billsec = IntegerField(default=0)
+        hangup_cause = CharField(default="")
+        destination = CharField(default="")
+        received_us = BigIntegerField()
+        applied = CharField(default="")
+        body = TextField(default="")
+
+    class Recovery(Base):  # what a recovered leg's CDR may still be corrected to
+        uuid = CharField()
+        visit = IntegerField(default=1)
+        account_id = IntegerField()
+        granted_s = IntegerField()
+        grant_micros = BigIntegerField()
+        rounding_decimals = IntegerField()
+        rounding_method = CharField()
+        created_us = BigIntegerField()
+        corrected_us = BigIntegerField(null=True)
+
+        class Meta:
+            indexes = ((("uuid", "visit"), True),)
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -194,8 +222,23 @@ def build_models(database: Database) -> SimpleNamespace:
         Vendor=Vendor,
         LiveCallVendor=LiveCallVendor,
         VendorAttempt=VendorAttempt,
+        SwitchCdr=SwitchCdr,
+        Recovery=Recovery,
     )
-    all_models = [Tariff, Rate, Account, AccountCli, LedgerEntry, LiveCall, Cdr, Vendor, LiveCallVendor, VendorAttempt]
+    all_models = [
+        Tariff,
+        Rate,
+        Account,
+        AccountCli,
+        LedgerEntry,
+        LiveCall,
+        Cdr,
+        Vendor,
+        LiveCallVendor,
+        VendorAttempt,
+        SwitchCdr,
+        Recovery,
+    ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models
     return models

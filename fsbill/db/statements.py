@@ -48,6 +48,7 @@ LIVE_CALL_COLUMNS = (
     "cutoff_us",
     "lease_until_us",
     "hold_until_us",
+    "instance",
 )
 CDR_COLUMNS = (
     "uuid",
