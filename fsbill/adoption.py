@@ -243,7 +243,7 @@ class Adopter:
         if call is None or call.cutoff_us is None or call.cutoff_us <= self.e.clock.now_us() + US:
             return
         try:
-            run.control.move_cutoff(call.cutoff_us)
+            run.control.move_cutoff(call.cutoff_us, now_us=self.e.clock.now_us())
             run.call = replace(call, warned=False)
         except (SwitchUnavailable, FsbillError) as exc:
             log_event(log, "rearm_failed", uuid=call.uuid, error=str(exc))
