@@ -81,15 +81,15 @@ def test_missing_file_and_unknown_tariff(env, capsys):
     capsys.readouterr()
     assert run("rates", "import", "retail", str(tmp / "nope.csv")) == 2
     assert "cannot read" in capsys.readouterr().err
-    assert run("rates", "import", "wholesale", str(tmp / "deck.csv")) == 2
+    assert run("rates", "import", "wholesale", str(tmp / "deck.csv")) == 3
     assert "no tariff named 'wholesale'" in capsys.readouterr().err
 
 
-def test_lookup_without_rate_exits_1_with_one_line(env, capsys):
+def test_lookup_without_rate_exits_3_with_one_line(env, capsys):
     run, tmp, _ = env
     run("rates", "import", "retail", str(tmp / "deck.csv"))
     capsys.readouterr()
-    assert run("rates", "lookup", "retail", "331234") == 1
+    assert run("rates", "lookup", "retail", "331234") == 3
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "no rate for 331234" in captured.err
 
@@ -110,7 +110,7 @@ def test_lookup_at_a_time(env, capsys):
     dated.write_text("prefix,rate,effective_from\n49,0.50,2030-01-01\n", encoding="utf-8")
     run("rates", "import", "retail", str(dated))
     capsys.readouterr()
-    assert run("rates", "lookup", "retail", "4930", "--at", "2029-06-01T00:00:00Z") == 1
+    assert run("rates", "lookup", "retail", "4930", "--at", "2029-06-01T00:00:00Z") == 3
     assert run("rates", "lookup", "retail", "4930", "--at", "2030-06-01T00:00:00Z", "--json") == 0
     assert json.loads(capsys.readouterr().out)["effective_from"] == "2030-01-01T00:00:00Z"
 
@@ -129,7 +129,7 @@ def test_quote(env, capsys):
     assert run("rates", "quote", "alice", "4930", "--seconds", "30") == 0
     out = capsys.readouterr().out
     assert "costs 0.50 EUR" in out and "lasts 60 s" in out
-    assert run("rates", "quote", "bob", "4930", "--seconds", "30") == 2
+    assert run("rates", "quote", "bob", "4930", "--seconds", "30") == 3
     with pytest.raises(SystemExit) as info:  # --seconds is required
         run("rates", "quote", "alice", "4930")
     assert info.value.code == 2

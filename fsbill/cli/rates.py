@@ -13,7 +13,7 @@ from fsbill.core.money import Money
 from fsbill.core.rating import FOREVER_S, Rate, billed_seconds, cost, max_seconds, normalize_number
 from fsbill.db import ledger
 from fsbill.db import rates as dbrates
-from fsbill.errors import InvalidInput
+from fsbill.errors import InvalidInput, NotFound
 from fsbill.instant import iso
 
 
@@ -136,9 +136,8 @@ def _find(
 
 
 def _no_rate(number: str, tariff: str, at_us: int) -> int:
-    """'No rate' is an answer, not a failure of the command: exit 1 with one line."""
-    sys.stderr.write(f"no rate for {number} in tariff {tariff} at {iso(at_us)}\n")
-    return 1
+    """No rate for the number: 'not found', like an unknown account or tariff (exit 3)."""
+    raise NotFound(f"no rate for {number} in tariff {tariff} at {iso(at_us)}")
 
 
 def _lookup(args: argparse.Namespace) -> int:
