@@ -53,6 +53,8 @@ def test_calls_lists_what_live_calls_hold_and_cdr_export_writes_them(rig, capsys
     [row] = list(csv.DictReader(io.StringIO(out)))
     assert row["account"] == "acme" and row["result"] == "completed" and row["cost"] == row["charged"]
     assert 29 <= int(row["billed_s"]) <= 31
+    assert row["uuid"] == call.value.uuid and row["destination_number"] == "4930123456"
+    assert row["hangup_cause"] == "NORMAL_CLEARING" and row["hangup_cause_q850"] == "16"
     code, out, _ = run(capsys, "cdr", "export", "--format", "json", "--account", "acme", "--config", str(rig.config))
     [cdr] = json.loads(out)
     assert cdr["uuid"] == call.value.uuid and isinstance(cdr["cost"], str)
@@ -69,3 +71,40 @@ def test_cdr_export_rejects_an_empty_window(rig, capsys):
     assert code != 0 and err.count("\n") == 1 and "--until" in err
     code, _, err = run(capsys, "cdr", "export", "--since", "yesterday", "--config", str(rig.config))
     assert code == 2 and err.count("\n") == 1 and "not an ISO 8601 date/time: 'yesterday'" in err
+
+
+def test_cdr_export_speaks_freeswitch_names_in_csv_json_and_jsonl(rig, capsys):
+    from fsbill import cdr_format
+
+    rig.account("acme", "10.00")
+    answered = rig.call(talk_s=7)
+    rig.call(account="ghost")  # unknown payer: rejected before rating
+    rig.settled(2)
+    code, out, _ = run(capsys, "cdr", "export", "--config", str(rig.config))
+    assert code == 0
+    reader = csv.DictReader(io.StringIO(out))
+    assert tuple(reader.fieldnames) == cdr_format.FIELDS
+    rows = {r["result"]: r for r in reader}
+    ok, rejected = rows["completed"], rows["rejected"]
+    # FreeSWITCH's own fields under FreeSWITCH's names, stamps in UTC ISO 8601
+    assert ok["uuid"] == answered.uuid and ok["caller_id_number"]
+    assert ok["start_stamp"].endswith("Z") and ok["answer_stamp"].endswith("Z") and ok["end_stamp"].endswith("Z")
+    assert int(ok["answer_uepoch"]) // 1_000_000 == int(ok["answer_epoch"]) > 0
+    assert int(ok["duration"]) == int(ok["end_epoch"]) - int(ok["start_epoch"])
+    assert ok["billsec"] and 6 <= int(ok["billed_s"]) <= 8
+    # the same field is never in two columns under two names
+    assert not {"caller", "destination", "start", "answer", "end", "balance_before"} & set(ok)
+    # rejected and unanswered: FreeSWITCH's zero answer epoch, absent cells empty
+    assert rejected["answer_epoch"] == "0" and rejected["answer_stamp"] == ""
+    assert rejected["prefix"] == "" and rejected["rate"] == "" and rejected["cost"] == "0.00"
+
+    code, out, _ = run(capsys, "cdr", "export", "--format", "jsonl", "--config", str(rig.config))
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    objects = [json.loads(line) for line in lines]
+    assert all(tuple(o) == cdr_format.FIELDS for o in objects)
+    by_result = {o["result"]: o for o in objects}
+    assert by_result["rejected"]["prefix"] is None and by_result["rejected"]["answer_stamp"] is None
+    assert by_result["completed"]["cost"] == ok["cost"] and isinstance(by_result["completed"]["cost"], str)
+    code, out, _ = run(capsys, "cdr", "export", "--json", "--config", str(rig.config))
+    assert json.loads(out) == objects

@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 
+from fsbill import cdr_format
 from fsbill.cli.common import emit, load, open_store, parse_instant, table
 from fsbill.db import calls as dbcalls
 from fsbill.db import ledger
@@ -94,12 +95,16 @@ def _export(args: argparse.Namespace) -> int:
     store = open_store(load(args))
     _known_account(store, args.account)
     rows = dbcalls.cdrs(store, account=args.account, since_us=args.since, until_us=args.until)
+    out = sys.stdout
     if args.format == "json":
-        json.dump([r.as_json() for r in rows], sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(dbcalls.CdrView.FIELDS), lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: "" if v is None else v for k, v in r.as_json().items()})
+        json.dump(list(cdr_format.records(rows)), out, indent=2)
+        out.write("\n")
+    elif args.format == "jsonl":
+        for data in cdr_format.records(rows):
+            out.write(json.dumps(data, separators=(",", ":")) + "\n")
+    else:
+        writer = csv.DictWriter(out, fieldnames=list(cdr_format.FIELDS), lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(cdr_format.csv_cells(r))
     return 0
