@@ -165,7 +165,7 @@ class CallRun:
     def authorize(self, ch: Channel) -> Accepted:
         e, s = self.e, self.e.settings
         now_us = e.clock.now_us()
-        payer = payer_of(ch)
+        payer = payer_of(ch, s.nibblebill_compat)
         if payer is None:
             raise Rejected("unknown_account", "no account variable and no caller id")
         try:
@@ -183,7 +183,7 @@ class CallRun:
         except NumberError as exc:
             raise Rejected("invalid_number", str(exc), account.code, account.currency) from None
         try:
-            nibble = nibble_rate_of(ch)
+            nibble = nibble_rate_of(ch, s.nibblebill_compat, s.nibblebill_allow_zero_rate)
         except MoneyError as exc:
             raise Rejected("no_rate", f"bad nibble_rate: {exc}", account.code, account.currency) from None
         if nibble is not None:
