@@ -267,6 +267,14 @@ def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None =
                 loaded = yaml.safe_load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(
+                f"config file {path} is a directory: give the YAML file, e.g. {path}/fsbill.yaml"
+            ) from None
+        except PermissionError:
+            raise ConfigError(f"config file {path} cannot be read (permission denied)") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

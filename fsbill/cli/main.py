@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "fsbill.cli.serve",
     "fsbill.cli.simulate",
     "fsbill.cli.bench",
+    "fsbill.cli.configuration",
 )
 
 # The exit codes of every command (README "Exit codes" lists the same table).
