@@ -145,11 +145,19 @@ class Settings:
         return self.rejections.get(reason) or DEFAULT_REJECTIONS[reason]
 
 
-def parse_hostport(value: str, key: str) -> tuple[str, int]:
+def parse_hostport(value: str, key: str, connect: bool = False) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets). To listen on, an empty host is every address and port 0
+    any free port; to `connect` to, both must be given."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:  # 0 = any free port
+    lowest = 1 if connect else 0
+    if not sep or not port.isdigit() or not lowest <= int(port) < 65536 or (connect and not host):
         raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+# The scalar annotations of the settings dataclasses (they are strings: `from __future__ import
+# annotations`); every other field is validated by its own branch below.
+_FIELD_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _check_type(key: str, value: Any, expected: type) -> Any:
@@ -176,7 +184,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         if key not in known:
             raise ConfigError(f"unknown config key {name!r}")
         f = known[key]
-        ftype = f.type if isinstance(f.type, type) else eval(f.type, globals())  # noqa: S307
+        ftype = _FIELD_TYPES.get(f.type if isinstance(f.type, str) else f.type.__name__)
         if key == "cutoff":
             values[key] = _build(Cutoff, value or {}, f"{name}.")
         elif key == "rejections":
@@ -199,7 +207,7 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
                 except ValueError:
                     raise ConfigError(f"{name}: {net!r} is not an IP network") from None
             values[key] = tuple(str(v) for v in value)
-        elif ftype in (int, float, str, bool):
+        elif ftype is not None:
             values[key] = _check_type(name, value, ftype)
         else:
             values[key] = value

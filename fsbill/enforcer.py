@@ -1,12 +1,14 @@
 """The life of one billed call, from `connect` to its CDR.
 
-This module sequences the call: it asks fsbill.core.call and fsbill.core.grant what to decide,
-fsbill.db what the books say, and fsbill.esl to tell FreeSWITCH. The order of operations is
-what keeps the invariant under crashes:
+This module sequences the call: it asks fsbill.core.call what to decide, fsbill.db what the
+books say, and tells FreeSWITCH through fsbill.esl.CallControl. It holds the one record of
+the call (`fsbill.core.call.LiveCall`: grant, hold, debits, cut-off instant); the live_call row
+is that record's durable copy. The order of operations is what keeps the invariant under
+crashes:
 
 - money is held in the database *before* FreeSWITCH is told a call may last longer, never
   after (a crash in between leaves money held, not a call running unpaid);
-- the cut-off always lives inside FreeSWITCH (`execute_on_answer` → `sched_hangup`), so if
+- the cut-off always lives inside FreeSWITCH (armed on answer, moved on extension), so if
   fsbill dies each call still ends when its grant does, and a reaper settles it later;
 - the final rating uses FreeSWITCH's own microsecond answer/end times, once, and the CDR and
   the settlement are one transaction.
@@ -16,45 +18,48 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-
-import gevent
+from dataclasses import dataclass, replace
+from types import TracebackType
 
 from fsbill.clock import Clock
 from fsbill.config import Settings
 from fsbill.core.call import (
     Channel,
+    LiveCall,
+    Payer,
+    answer,
     billing_window,
-    cutoff_api,
-    cutoff_on_answer,
     destination_of,
     dial_string_of,
     nibble_rate_of,
     payer_of,
     result_of,
-    warning_api,
-    warning_on_answer,
+    warning_after_answer_s,
+    warning_instant_us,
 )
-from fsbill.core.grant import US, GrantPolicy, cutoff_epoch_s, cutoff_offset_s, warning_epoch_s
+from fsbill.core.grant import US, GrantPolicy, cutoff_offset_s
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, normalize_number
 from fsbill.db import Store
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import DeckCache
-from fsbill.errors import DatabaseUnavailable, FsbillError, MoneyError, NumberError, ProtocolError
+from fsbill.errors import DatabaseUnavailable, FsbillError, MoneyError, NumberError
 from fsbill.esl import (
     Answered,
+    BridgeEnded,
+    CallControl,
     Disconnected,
     EslSession,
-    ExecuteComplete,
     HangupComplete,
     Hungup,
     SocketClosed,
     Unbridged,
     channel_from,
+    cutoff_mark,
 )
 from fsbill.logs import event as log_event
-from fsbill.metrics import Metrics
+from fsbill.metrics import Metrics, cdr_written
+from fsbill.pending import PendingWrites
 
 log = logging.getLogger("fsbill.call")
 
@@ -74,12 +79,9 @@ class Rejected(Exception):
 @dataclass
 class Accepted:
     account: dbcalls.PayerAccount
-    rate: Rate
+    payer: Payer
     destination: str
     dial_string: str
-    granted_s: int
-    held: Money
-    final: bool
     reserved: bool  # False only for calls let through while the database was down (on_db_error: allow)
 
 
@@ -97,13 +99,14 @@ class Enforcer:
         self.policy = GrantPolicy.build(
             settings.slice_s, settings.max_call_s, c.margin_s, c.warning_s, settings.heartbeat_s
         )
+        self.mark = cutoff_mark(c)
         self.pending: PendingWrites | None = None
         self.following: set[str] = set()  # uuids of the calls this node is enforcing right now
 
     def handle(self, session: EslSession) -> None:
         CallRun(self, session).run()
 
-    def timed(self, op: str):
+    def timed(self, op: str) -> _DbTimer:
         return _DbTimer(self.metrics, op)
 
 
@@ -114,7 +117,9 @@ class _DbTimer:
     def __enter__(self) -> None:
         self.start = time.perf_counter()
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         self.metrics.db_seconds.labels(self.op).observe(time.perf_counter() - self.start)
         if exc_type is not None and issubclass(exc_type, DatabaseUnavailable):
             self.metrics.db_errors.labels(self.op).inc()
@@ -126,40 +131,37 @@ class CallRun:
         self.e = enforcer
         self.session = session
         self.accepted_perf = getattr(session, "accepted_perf", time.perf_counter())
-        self.channel: Channel | None = None
-        self.call: Accepted | None = None
-        self.answered_us: int | None = None
+        self.channel: Channel = channel_from(session.session_data)
+        self.control = CallControl(session, self.channel.uuid, enforcer.settings.cutoff)
+        self.accepted: Accepted | None = None
+        self.call: LiveCall | None = None  # THE record of this call while it lives
         self.unbridged_us: int | None = None
         self.hangup_cause = ""
-        self.granted_s = 0
-        self.warned = False
-        self.held = Money(0)  # mirrors the database, for the reserved-amount gauge only
-        self.debited = Money(0)
 
     # -- the whole call -------------------------------------------------------------------------
     def run(self) -> None:
         e = self.e
-        self.channel = channel_from(self.session.session_data)
-        # One round trip: subscribe, drop the events the enforcer never reads (each one carries
-        # every channel variable: half the bytes of a call), and keep the final events.
-        self.session.expect_ok_many(["myevents", f"nixevent {' '.join(IGNORED_EVENTS)}", "linger"])
+        self.control.subscribe()
         try:
-            self.call = self.authorize(self.channel)
+            self.accepted = self.authorize(self.channel)
         except Rejected as rejection:
             self.reject(rejection)
             return
         e.metrics.calls.labels("accepted", "").inc()
         e.metrics.live_calls.inc()
         e.following.add(self.channel.uuid)
-        if self.call.reserved:
-            self.held = self.call.held
-            e.metrics.hold_changed(self.call.account.currency, self.call.held)
+        self.hold_changed(self.call.held)
         try:
             self.arm_and_bridge()
             self.follow()
         finally:
             e.following.discard(self.channel.uuid)
             e.metrics.live_calls.dec()
+
+    def hold_changed(self, delta: Money) -> None:
+        """The reserved gauge follows the record's hold (unreserved calls hold nothing)."""
+        if delta and self.accepted is not None and self.accepted.reserved:
+            self.e.metrics.hold_changed(self.accepted.account.currency, delta)
 
     # -- authorization ----------------------------------------------------------------------------
     def authorize(self, ch: Channel) -> Accepted:
@@ -172,7 +174,7 @@ class CallRun:
             with e.timed("find_account"):
                 account = dbcalls.find_payer(e.store, payer)
         except DatabaseUnavailable as exc:
-            return self.database_down(ch, payer.value, exc)
+            return self.database_down(ch, payer, exc)
         if account is None:
             raise Rejected("unknown_account", f"{payer.source}={payer.value}", account=payer.value)
         if account.status != "active":
@@ -193,10 +195,11 @@ class CallRun:
                 with e.timed("load_rates"):
                     deck = e.decks.get(account.tariff_id, now_us)
             except DatabaseUnavailable as exc:
-                return self.database_down(ch, account.code, exc)
-            rate = deck.lookup(number, ch.created_us or now_us)
-            if rate is None:
+                return self.database_down(ch, payer, exc, account.code)
+            found = deck.lookup(number, ch.created_us or now_us)
+            if found is None:
                 raise Rejected("no_rate", f"no rate for {number}", account.code, account.currency)
+            rate = found
         dial = dial_string_of(ch, s.route, number)
         if not dial:
             raise Rejected("no_route", "no fsbill_dial_string and no route configured", account.code, account.currency)
@@ -216,9 +219,10 @@ class CallRun:
                     max_ring_s=s.max_ring_s,
                 )
         except DatabaseUnavailable as exc:
-            return self.database_down(ch, account.code, exc)
-        if not auth.ok:
+            return self.database_down(ch, payer, exc, account.code)
+        if auth.call is None:
             raise Rejected(auth.reason, "", account.code, account.currency, auth.balance)
+        self.call = auth.call
         log_event(
             log,
             "authorized",
@@ -227,14 +231,15 @@ class CallRun:
             destination=number,
             prefix=rate.prefix,
             rate=rate.rate,
-            granted_s=auth.granted_s,
-            held=auth.held,
-            final=auth.final,
+            granted_s=auth.call.granted_s,
+            held=auth.call.held,
+            final=auth.call.final,
         )
-        return Accepted(account, rate, number, dial, auth.granted_s, auth.held, auth.final, True)
+        return Accepted(account, payer, number, dial, True)
 
-    def database_down(self, ch: Channel, account: str, exc: Exception) -> Accepted:
+    def database_down(self, ch: Channel, payer: Payer, exc: Exception, code: str = "") -> Accepted:
         s = self.e.settings
+        account = code or payer.value
         log_event(log, "database_unavailable", uuid=ch.uuid, account=account, error=str(exc), policy=s.on_db_error)
         if s.on_db_error != "allow":
             raise Rejected("db_error", str(exc), account)
@@ -245,14 +250,24 @@ class CallRun:
         if not dial:
             raise Rejected("no_route", "no dial string", account)
         self.e.metrics.calls.labels("accepted", "db_error_allowed").inc()
+        now_us = self.e.clock.now_us()
+        self.call = LiveCall(
+            uuid=ch.uuid,
+            rate=Rate.adhoc(Money(0)),
+            granted_s=s.db_error_grant_s + s.cutoff.margin_s,
+            held=Money(0),
+            debited=Money(0),
+            created_us=ch.created_us or now_us,
+            hold_until_us=0,
+            final=True,
+        )
+        # Charged later as the call named its payer: by account code, or by caller id (looked up
+        # in the caller-id map when the database is back), never the caller id taken as a code.
         return Accepted(
             dbcalls.PayerAccount(0, account, 0, "", "active"),
-            Rate.adhoc(Money(0)),
+            Payer("code", code, payer.source) if code else payer,
             destination_of(ch),
             dial,
-            s.db_error_grant_s + s.cutoff.margin_s,
-            Money(0),
-            True,
             False,
         )
 
@@ -263,16 +278,8 @@ class CallRun:
         log_event(log, "rejected", uuid=ch.uuid, account=r.account, reason=r.reason, detail=r.detail)
         cause = rule.cause
         try:
-            if rule.action == "respond":
-                self.session.execute("set", f"fsbill_result=rejected_{r.reason}")
-                self.session.execute("respond", f"{rule.code} {rule.text}")
+            if self.control.reject(r.reason, rule):
                 cause = ""
-            else:
-                self.session.execute("set", f"fsbill_result=rejected_{r.reason}")
-                if rule.prompt:
-                    self.session.execute("answer")
-                    self.session.execute("playback", rule.prompt)
-                self.session.execute("hangup", rule.cause)
         except (FsbillError, OSError) as exc:
             log.info("rejection of %s not delivered: %s", ch.uuid, exc)
         end = self.wait_for_end(timeout_s=30.0 if rule.prompt else 10.0)
@@ -289,15 +296,15 @@ class CallRun:
             hangup_cause=cause,
             balance=r.balance,
         )
-        self.write_cdr_later_if_needed(cdr)
+        self.write_rejection(cdr)
 
-    def write_cdr_later_if_needed(self, cdr: dict) -> None:
+    def write_rejection(self, cdr: dict[str, object]) -> None:
         e = self.e
         try:
             with e.timed("write_cdr"):
-                written = dbcalls.write_rejection(e.store, now_us=e.clock.now_us(), **cdr)
+                written = dbcalls.write_rejection(e.store, now_us=e.clock.now_us(), **cdr)  # type: ignore[arg-type]
             if written is not None:
-                e.metrics.cdrs.labels("rejected").inc()
+                cdr_written(e.metrics, written)
         except DatabaseUnavailable:
             if e.pending is not None:
                 e.pending.add_rejection(cdr)
@@ -318,29 +325,26 @@ class CallRun:
 
     # -- acceptance -----------------------------------------------------------------------------------
     def arm_and_bridge(self) -> None:
-        e, ch, call = self.e, self.channel, self.call
-        c = e.settings.cutoff
-        self.granted_s = call.granted_s
-        offset = cutoff_offset_s(call.granted_s, c.margin_s)
-        variables = [
-            f"fsbill_account={call.account.code}",
-            f"fsbill_rate={call.rate.rate}",
-            f"fsbill_prefix={call.rate.prefix}",
-            f"fsbill_max_seconds={offset}",
-            "fsbill_result=authorized",
-        ]
-        app, arg = cutoff_on_answer(c, offset)
+        e, ch, acc, call = self.e, self.channel, self.accepted, self.call
+        assert acc is not None and call is not None
+        offset = cutoff_offset_s(call.granted_s, e.policy.margin_s)
+        variables = {
+            "fsbill_account": acc.account.code,
+            "fsbill_rate": str(call.rate.rate),
+            "fsbill_prefix": call.rate.prefix,
+            "fsbill_max_seconds": str(offset),
+            "fsbill_result": "authorized",
+        }
         if ch.answered_us is None:
-            variables.append(f"execute_on_answer_fsbill_cutoff={app} {arg}")
-            if call.final and c.warning_s > 0:
-                wapp, warg = warning_on_answer(c, max(1, offset - c.warning_s))
-                variables.append(f"execute_on_answer_fsbill_warning={wapp} {warg}")
-                self.warned = True
-        self.session.execute("multiset", multiset_arg(variables))
-        if ch.answered_us is not None:
+            warning = warning_after_answer_s(call.granted_s, e.policy) if call.final else None
+            self.control.arm(variables, offset, warning)
+            if warning is not None:
+                self.call = replace(call, warned=True)
+        else:
+            self.control.arm(variables, None, None)
             # Already answered before it reached us (an IVR answered it): enforce from its answer.
             self.on_answer(ch.answered_us)
-        self.session.execute("bridge", call.dial_string)
+        self.control.bridge(acc.dial_string)
         e.metrics.setup_seconds.observe(time.perf_counter() - self.accepted_perf)
 
     # -- while it lives -------------------------------------------------------------------------------------
@@ -355,14 +359,13 @@ class CallRun:
                 self.heartbeat()
                 continue
             if isinstance(ev, Answered):
-                if self.answered_us is None:
+                if self.call is not None and self.call.answered_us is None:
                     self.on_answer(ev.at_us)
             elif isinstance(ev, Unbridged):
                 if self.unbridged_us is None:
                     self.unbridged_us = ev.at_us
-            elif isinstance(ev, ExecuteComplete):
-                if ev.application == "bridge":
-                    self.on_bridge_done(ev)
+            elif isinstance(ev, BridgeEnded):
+                self.on_bridge_done(ev)
             elif isinstance(ev, Hungup):
                 self.hangup_cause = ev.cause
             elif isinstance(ev, HangupComplete):
@@ -376,51 +379,45 @@ class CallRun:
                 return
 
     def on_answer(self, answered_us: int) -> None:
-        e, c = self.e, self.e.settings.cutoff
-        self.answered_us = answered_us
-        cutoff_us = cutoff_epoch_s(answered_us, self.granted_s, c.margin_s) * US
+        e, acc = self.e, self.accepted
+        assert self.call is not None and acc is not None
+        call = answer(self.call, answered_us, e.policy)
         if self.channel.answered_us is not None:
-            epoch = cutoff_us // US
-            commands = [cutoff_api(c, self.channel.uuid, epoch)]
-            if self.warned is False and self.call.final and c.warning_s > 0:
-                at = warning_epoch_s(epoch, c.warning_s, e.clock.now_us())
-                if at is not None:
-                    commands.append(warning_api(c, self.channel.uuid, at))
-                    self.warned = True
-            self.session.api(*commands)
-        if self.warned:
+            warning = None
+            if not call.warned and call.final and call.cutoff_us is not None:
+                warning = warning_instant_us(call.cutoff_us, e.policy.warning_s, e.clock.now_us())
+                if warning is not None:
+                    call = replace(call, warned=True)
+            assert call.cutoff_us is not None
+            self.control.move_cutoff(call.cutoff_us, warning, replace=False)
+        self.call = call
+        if call.warned:
             e.metrics.warnings.inc()
-        if not self.call.reserved:
+        if not acc.reserved:
             return
         try:
             with e.timed("answer"):
-                dbcalls.mark_answered(
-                    e.store,
-                    self.channel.uuid,
-                    answered_us,
-                    cutoff_us,
-                    e.clock.now_us() + e.settings.lease_effective_s * US,
-                )
+                dbcalls.mark_answered(e.store, call, e.clock.now_us() + e.settings.lease_effective_s * US)
         except DatabaseUnavailable as exc:
             log_event(log, "answer_not_recorded", uuid=self.channel.uuid, error=str(exc))
 
-    def on_bridge_done(self, ev: ExecuteComplete) -> None:
+    def on_bridge_done(self, ev: BridgeEnded) -> None:
         # The bridge ended: either the B leg never answered, or it hung up after talking. In
         # both cases this socket app owns the A leg and must end it (there is no dialplan
         # `hangup_after_bridge` while the socket app is in control).
-        cause = ev.disposition if self.answered_us is None else "NORMAL_CLEARING"
-        if not cause or cause in ("SUCCESS", "_undef_", "ANSWER"):
-            cause = "NORMAL_CLEARING"
+        answered = self.call is not None and self.call.answered_us is not None
         try:
-            self.session.hangup(cause)
+            self.control.end("" if answered else ev.failure_cause)
         except (FsbillError, OSError):
             pass
 
     def heartbeat(self) -> None:
-        e, s, ch = self.e, self.e.settings, self.channel
-        if not self.call.reserved:
+        e, s, ch, acc = self.e, self.e.settings, self.channel, self.accepted
+        assert acc is not None and self.call is not None
+        if not acc.reserved:
             return
         now_us = e.clock.now_us()
+        old = self.call
         try:
             with e.timed("heartbeat"):
                 result = dbcalls.heartbeat(
@@ -429,7 +426,8 @@ class CallRun:
                     now_us,
                     e.policy,
                     now_us + s.lease_effective_s * US,
-                    extend=self.answered_us is not None,
+                    extend=old.answered_us is not None,
+                    known=old,
                 )
         except DatabaseUnavailable as exc:
             # FreeSWITCH still holds the cut-off; try again next heartbeat.
@@ -437,44 +435,37 @@ class CallRun:
             return
         if result is None:
             return
-        if result.debited:
-            self.held -= result.debited
-            self.debited += result.debited
-            e.metrics.hold_changed(self.call.account.currency, -result.debited)
-        if self.answered_us is None:
+        call = result.call
+        self.hold_changed(call.held - old.held)
+        if call.answered_us is None or call.cutoff_us is None:
+            self.call = call
             return
-        c = s.cutoff
-        commands: list[str] = []
         if result.extended:
-            self.held += result.extra_hold
-            e.metrics.hold_changed(self.call.account.currency, result.extra_hold)
-            self.granted_s = result.granted_s
-            epoch = cutoff_epoch_s(self.answered_us, result.granted_s, c.margin_s)
-            # One write, in this order: sched_del removes every task of the call (the old
-            # cut-off and any warning), then the new cut-off; FreeSWITCH runs them back to back.
-            commands = [f"sched_del {ch.uuid}", cutoff_api(c, ch.uuid, epoch)]
-            self.warned = False
+            call = replace(call, warned=False)
             e.metrics.extensions.inc()
-            log_event(log, "extended", uuid=ch.uuid, granted_s=result.granted_s, cutoff_epoch=epoch)
-        if result.final and not self.warned and c.warning_s > 0:
-            epoch = cutoff_epoch_s(self.answered_us, self.granted_s, c.margin_s)
-            at = warning_epoch_s(epoch, c.warning_s, now_us)
-            if at is not None:
-                commands.append(warning_api(c, ch.uuid, at))
-                self.warned = True
+            log_event(log, "extended", uuid=ch.uuid, granted_s=call.granted_s, cutoff_epoch=call.cutoff_us // US)
+        warning = None
+        if call.final and not call.warned:
+            warning = warning_instant_us(call.cutoff_us, e.policy.warning_s, now_us)
+            if warning is not None:
+                call = replace(call, warned=True)
                 e.metrics.warnings.inc()
-        if commands:
-            try:
-                self.session.api(*commands)
-            except (FsbillError, OSError) as exc:
-                log_event(log, "reschedule_failed", uuid=ch.uuid, error=str(exc))
+        self.call = call
+        try:
+            if result.extended:
+                self.control.move_cutoff(call.cutoff_us, warning)
+            elif warning is not None:
+                self.control.warn_at(warning)
+        except (FsbillError, OSError) as exc:
+            log_event(log, "reschedule_failed", uuid=ch.uuid, error=str(exc))
 
     # -- the end ------------------------------------------------------------------------------------------------
     def finish(self, ev: HangupComplete) -> None:
-        e, ch, call = self.e, self.channel, self.call
-        answered = ev.answered_us if ev.answered_us else self.answered_us
+        e, ch, acc, call = self.e, self.channel, self.accepted, self.call
+        assert acc is not None and call is not None
+        answered = ev.answered_us if ev.answered_us else call.answered_us
         start, end = billing_window(answered, ev.end_us, self.unbridged_us)
-        result = result_of(answered is not None, ev.cause or self.hangup_cause, ev.destination, e.settings.cutoff)
+        result = result_of(answered is not None, ev.cause or self.hangup_cause, ev.destination, e.mark)
         if result == "cut_off":
             e.metrics.cutoffs.labels(e.settings.cutoff.mode).inc()
         call_end = dbcalls.CallEnd(
@@ -487,169 +478,34 @@ class CallRun:
             result,
             e.clock.now_us(),
         )
-        if not call.reserved:
+        if not acc.reserved:
             if e.pending is not None:
-                e.pending.add_unreserved(call.account.code, call.destination, call_end)
+                e.pending.add_unreserved(acc.payer, acc.destination, call_end)
             return
         self.settle(call_end)
 
     def settle(self, call_end: dbcalls.CallEnd) -> None:
-        e = self.e
+        e, acc, call = self.e, self.accepted, self.call
+        assert acc is not None and call is not None
         try:
             with e.timed("settle"):
                 cdr = dbcalls.settle_call(e.store, call_end)
         except DatabaseUnavailable as exc:
             log_event(log, "settle_deferred", uuid=call_end.uuid, error=str(exc))
             if e.pending is not None:
-                e.pending.add_settlement(call_end, self.call.account.currency, self.held, self.debited)
+                # The hold stays in the database (and in the reserved gauge) until it lands.
+                e.pending.add_settlement(call_end, acc.account.currency, call.held)
             return
-        self.record_settled(cdr)
-
-    def record_settled(self, cdr: dbcalls.CdrView | None) -> None:
-        e = self.e
-        e.metrics.hold_changed(self.call.account.currency, -self.held)
-        self.held = Money(0)
-        if cdr is None:
-            return
-        if cdr.result == "recovered":
-            return  # a reaper settled it first, and counted it on its own node
-        # Counted once, at settlement: heartbeat debits are provisional (a debit taken just
-        # after the real hangup is refunded by the settlement) and a counter cannot go down.
-        e.metrics.charge(cdr.currency, cdr.charged)
-        e.metrics.cdrs.labels(cdr.result).inc()
-        log_event(
-            log,
-            "settled",
-            uuid=cdr.uuid,
-            account=cdr.account,
-            result=cdr.result,
-            billsec=cdr.billsec,
-            billed_s=cdr.billed_s,
-            cost=cdr.cost,
-            charged=cdr.charged,
-            uncollected=cdr.uncollected,
-            balance_after=cdr.balance_after,
-            cause=cdr.hangup_cause,
-        )
-        if cdr.uncollected:
-            e.metrics.uncollected.labels(cdr.currency).inc(cdr.uncollected.micros / 1_000_000)
+        self.hold_changed(-call.held)
+        self.call = replace(call, held=Money(0))
+        if cdr is not None and cdr.result != "recovered":  # a reaper settled it first, and counted it
+            cdr_written(e.metrics, cdr)
 
     def lost(self, reason: str) -> None:
         # The socket died before CHANNEL_HANGUP_COMPLETE. FreeSWITCH keeps the call and its
         # cut-off; the lease stops being renewed and a reaper settles it once the cut-off
         # has certainly fired, charging what was provably consumed.
         log_event(log, "socket_lost", uuid=self.channel.uuid, reason=reason)
-        self.e.metrics.hold_changed(self.call.account.currency, -self.held)
-        self.held = Money(0)
-
-
-# What `myevents` subscribes to that a call's enforcement never reads.
-IGNORED_EVENTS = (
-    "CHANNEL_EXECUTE",
-    "CHANNEL_PARK",
-    "CHANNEL_UNPARK",
-    "CHANNEL_PROGRESS",
-    "CHANNEL_PROGRESS_MEDIA",
-    "CHANNEL_STATE",
-    "CHANNEL_BRIDGE",
-    "CHANNEL_DATA",
-    "CHANNEL_APPLICATION",
-    "CHANNEL_CREATE",
-    "CHANNEL_DESTROY",
-    "CHANNEL_ORIGINATE",
-    "CHANNEL_UUID",
-    "CHANNEL_OUTGOING",
-    "DETECTED_SPEECH",
-    "DTMF",
-    "NOTALK",
-    "TALK",
-)
-
-
-def multiset_arg(assignments: list[str]) -> str:
-    """mod_dptools `multiset` with a delimiter none of the values contains (`^^|a=1|b=2 3`):
-    one application (one EXECUTE_COMPLETE) instead of one `set` per variable."""
-    for delim in "|~!#;":
-        if not any(delim in a for a in assignments):
-            return f"^^{delim}" + delim.join(assignments)
-    raise ProtocolError("no multiset delimiter is free for these values")
-
-
-class PendingWrites:
-    """Settlements and rejection CDRs that met a database outage, retried until it returns.
-
-    Bounded: past `limit` entries new ones are logged as lost instead of growing memory. The
-    live calls behind them are safe meanwhile: their holds stay in the database and their
-    cut-offs in FreeSWITCH.
-    """
-
-    def __init__(self, enforcer: Enforcer, limit: int = 100_000) -> None:
-        self.e = enforcer
-        self.limit = limit
-        self.items: list[tuple[str, object]] = []
-        self.greenlet: gevent.Greenlet | None = None
-
-    def _add(self, kind: str, item: object) -> None:
-        if len(self.items) >= self.limit:
-            log_event(log, "pending_overflow", kind=kind)
-            return
-        self.items.append((kind, item))
-        self.e.metrics.pending_cdrs.set(len(self.items))
-
-    def add_settlement(self, call_end: dbcalls.CallEnd, currency: str, held: Money, debited: Money) -> None:
-        # The hold stays in the database (and in the reserved gauge) until the settlement lands.
-        self._add("settle", (call_end, currency, held, debited))
-
-    def add_rejection(self, cdr: dict) -> None:
-        self._add("reject", cdr)
-
-    def add_unreserved(self, account: str, destination: str, call_end: dbcalls.CallEnd) -> None:
-        self._add("unreserved", (account, destination, call_end))
-
-    def flush(self) -> int:
-        done = 0
-        while self.items:
-            kind, item = self.items[0]
-            try:
-                if kind == "settle":
-                    call_end, currency, held, debited = item
-                    cdr = dbcalls.settle_call(self.e.store, call_end)
-                    self.e.metrics.hold_changed(currency, -held)
-                    if cdr is not None and cdr.result != "recovered":
-                        self.e.metrics.cdrs.labels(cdr.result).inc()
-                        self.e.metrics.charge(cdr.currency, cdr.charged)
-                elif kind == "reject":
-                    if dbcalls.write_rejection(self.e.store, now_us=self.e.clock.now_us(), **item) is not None:
-                        self.e.metrics.cdrs.labels("rejected").inc()
-                else:
-                    account, destination, call_end = item
-                    cdr = dbcalls.settle_unreserved(
-                        self.e.store, account, call_end, self.e.node, self._rate(account, destination), destination
-                    )
-                    if cdr is not None:
-                        self.e.metrics.cdrs.labels(cdr.result).inc()
-                        self.e.metrics.charge(cdr.currency, cdr.charged)
-            except DatabaseUnavailable:
-                break
-            self.items.pop(0)
-            done += 1
-        self.e.metrics.pending_cdrs.set(len(self.items))
-        return done
-
-    def _rate(self, account: str, destination: str) -> Rate | None:
-        from fsbill.core.call import Payer
-
-        payer = dbcalls.find_payer(self.e.store, Payer("code", account, "pending"))
-        if payer is None:
-            return None
-        try:
-            number = normalize_number(destination, self.e.settings.international_prefix)
-        except NumberError:
-            return None
-        return self.e.decks.get(payer.tariff_id, self.e.clock.now_us()).lookup(number, self.e.clock.now_us())
-
-    def run(self, interval_s: float = 1.0) -> None:
-        while True:
-            gevent.sleep(interval_s)
-            if self.items:
-                self.flush()
+        if self.call is not None:
+            self.hold_changed(-self.call.held)
+            self.call = replace(self.call, held=Money(0))

@@ -1,7 +1,7 @@
 """The event socket: the one place fsbill talks to FreeSWITCH.
 
 Built on greenswitch's `OutboundESLServer` / `OutboundSession`, with the sharp edges of
-greenswitch 0.0.19 fixed here (see ESL-NOTES.md), each one tested through the emulator:
+greenswitch 0.0.19 fixed here, each one tested through the emulator:
 
 - frames are parsed line by line and each value url-decoded on its own (greenswitch decodes
   the whole block first, so an encoded newline in a variable injected a header);
@@ -15,8 +15,10 @@ greenswitch 0.0.19 fixed here (see ESL-NOTES.md), each one tested through the em
 - no per-session event-dispatch greenlet polling a queue every second: events are translated
   into typed call events here and handed straight to the call's own queue.
 
-The enforcer never sees header names: it gets `Channel` (fsbill.core.call) and the event classes
-below.
+The enforcer never sees header names or FreeSWITCH's command words: it gets `Channel`
+(fsbill.core.call) and the event classes below, and it speaks through `CallControl`, whose
+verbs (subscribe, arm, move_cutoff, warn_at, reject, bridge, end) take domain values and turn
+them into `sendmsg` / `api` commands here.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ import gevent.queue
 import gevent.socket as gsocket
 from greenswitch.esl import NotConnectedError, OutboundESLServer, OutboundSession, OutboundSessionHasGoneAway
 
-from fsbill.core.call import READ_VARIABLES, Channel
+from fsbill.config import Cutoff, Rejection
+from fsbill.core.call import READ_VARIABLES, Channel, CutoffMark
+from fsbill.core.grant import US
 from fsbill.errors import FsbillError, ProtocolError
+from fsbill.sockets import close_socket
 
 log = logging.getLogger("fsbill.esl")
 
@@ -97,6 +102,15 @@ class ExecuteComplete:
 
 
 @dataclass(frozen=True)
+class BridgeEnded:
+    """The `bridge` application returned: the B leg never answered (`failure_cause` says why)
+    or the bridge ended after talking (`failure_cause` is empty)."""
+
+    failure_cause: str
+    at_us: int
+
+
+@dataclass(frozen=True)
 class Disconnected:
     """FreeSWITCH's disconnect notice. With linger the final events still follow."""
 
@@ -108,7 +122,17 @@ class SocketClosed:
     reason: str
 
 
-CallEvent = Answered | Bridged | Unbridged | Hungup | HangupComplete | ExecuteComplete | Disconnected | SocketClosed
+CallEvent = (
+    Answered
+    | Bridged
+    | Unbridged
+    | Hungup
+    | HangupComplete
+    | ExecuteComplete
+    | BridgeEnded
+    | Disconnected
+    | SocketClosed
+)
 
 
 # -- framing ---------------------------------------------------------------------------------------
@@ -264,6 +288,15 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
             destination=headers.get("Caller-Destination-Number", ""),
         )
     if name == "CHANNEL_EXECUTE_COMPLETE":
+        application = headers.get("Application", "") or headers.get("variable_current_application", "")
+        if application == "bridge":
+            cause = (
+                headers.get("variable_originate_disposition", "")
+                or headers.get("variable_bridge_hangup_cause", "")
+                or headers.get("variable_last_bridge_hangup_cause", "")
+            )
+            # mod_dptools sets originate_disposition to SUCCESS/ANSWER when the B leg answered
+            return BridgeEnded("" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause, at)
         return ExecuteComplete(
             application=headers.get("Application", "") or headers.get("variable_current_application", ""),
             data=headers.get("Application-Data", ""),
@@ -376,16 +409,7 @@ class EslSession(OutboundSession):
         for waiter in self._commands_sent:
             waiter.set_exception(OutboundSessionHasGoneAway())
         self._commands_sent.clear()
-        try:
-            # shutdown first: the reader's makefile() holds the descriptor open, so close()
-            # alone would neither wake the reader nor tell the peer we are gone
-            self.sock.shutdown(gsocket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        close_socket(self.sock)
         self.events.put(SocketClosed(reason))
 
     # -- commands ------------------------------------------------------------------------------------
@@ -442,12 +466,6 @@ class EslSession(OutboundSession):
             if not frame.data.startswith("+OK"):
                 raise ProtocolError(f"{command.split()[0]!r} refused: {frame.data.strip()[:80]}")
 
-    def expect_ok(self, command: str) -> str:
-        reply = self.send(command).data
-        if not reply.startswith("+OK"):
-            raise ProtocolError(f"{command!r} refused: {reply.strip()[:80]}")
-        return reply
-
     def connect(self) -> dict[str, str]:  # type: ignore[override]
         reply = self.send("connect")
         if not reply.headers.get("Reply-Text", "").startswith("+OK"):
@@ -477,6 +495,143 @@ class EslSession(OutboundSession):
             self.sock_file.close()
         except (OSError, RuntimeError):  # RuntimeError: a reader still inside it (killed above)
             pass
+
+
+# -- the verbs the enforcer speaks ------------------------------------------------------------------------
+# What a call subscribes to: `myevents` (mod_event_socket.c, the session's own channel events)
+# minus the ones enforcement never reads. Each event carries every channel variable (half the
+# bytes of a call), so they are dropped in FreeSWITCH with `nixevent` rather than parsed here.
+# The enforcer reads: CHANNEL_ANSWER, CHANNEL_UNBRIDGE, CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE,
+# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices.
+IGNORED_EVENTS = (
+    "CHANNEL_EXECUTE",
+    "CHANNEL_PARK",
+    "CHANNEL_UNPARK",
+    "CHANNEL_PROGRESS",
+    "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_STATE",
+    "CHANNEL_BRIDGE",
+    "CHANNEL_DATA",
+    "CHANNEL_APPLICATION",
+    "CHANNEL_CREATE",
+    "CHANNEL_DESTROY",
+    "CHANNEL_ORIGINATE",
+    "CHANNEL_UUID",
+    "CHANNEL_OUTGOING",
+    "DETECTED_SPEECH",
+    "DTMF",
+    "NOTALK",
+    "TALK",
+)
+NORMAL_CLEARING = "NORMAL_CLEARING"
+
+
+def multiset_arg(assignments: list[str]) -> str:
+    """mod_dptools `multiset` with a delimiter none of the values contains (`^^|a=1|b=2 3`):
+    one application (one EXECUTE_COMPLETE) instead of one `set` per variable."""
+    for delim in "|~!#;":
+        if not any(delim in a for a in assignments):
+            return f"^^{delim}" + delim.join(assignments)
+    raise ProtocolError("no multiset delimiter is free for these values")
+
+
+def cutoff_mark(cutoff: Cutoff) -> CutoffMark:
+    """How the core recognises a call its cut-off ended, for this cut-off configuration."""
+    if cutoff.mode == "transfer":
+        return CutoffMark(transfer_extension=cutoff.transfer_extension)
+    return CutoffMark(hangup_cause=cutoff.hangup_cause)
+
+
+def cutoff_on_answer(cutoff: Cutoff, offset_s: int) -> tuple[str, str]:
+    """The dialplan application (name, argument) that `execute_on_answer` runs so that
+    FreeSWITCH itself ends the call `offset_s` after answer, even if fsbill dies."""
+    if cutoff.mode == "transfer":
+        return (
+            "sched_transfer",
+            f"+{offset_s} {cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}",
+        )
+    return "sched_hangup", f"+{offset_s} {cutoff.hangup_cause}"
+
+
+def warning_on_answer(cutoff: Cutoff, offset_s: int) -> tuple[str, str]:
+    return "sched_broadcast", f"+{offset_s} {cutoff.warning_prompt} {cutoff.warning_leg}"
+
+
+def cutoff_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
+    """API command moving the cut-off to an absolute epoch second."""
+    if cutoff.mode == "transfer":
+        return (
+            f"sched_transfer {epoch_s} {uuid} "
+            f"{cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}"
+        )
+    return f"sched_hangup {epoch_s} {uuid} {cutoff.hangup_cause}"
+
+
+def warning_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
+    return f"sched_broadcast {epoch_s} {uuid} {cutoff.warning_prompt} {cutoff.warning_leg}"
+
+
+class CallControl:
+    """One call's session, in the enforcer's terms. Every FreeSWITCH command word fsbill sends
+    during a call is composed here."""
+
+    def __init__(self, session: EslSession, uuid: str, cutoff: Cutoff) -> None:
+        self.session = session
+        self.uuid = uuid
+        self.cutoff = cutoff
+
+    def subscribe(self) -> None:
+        """One round trip: the call's events (see IGNORED_EVENTS), and linger so that the final
+        events still arrive after the hangup."""
+        self.session.expect_ok_many(["myevents", f"nixevent {' '.join(IGNORED_EVENTS)}", "linger"])
+
+    def arm(
+        self, variables: dict[str, str], cutoff_after_answer_s: int | None, warning_after_answer_s: int | None
+    ) -> None:
+        """Set the call's variables and, for a call not answered yet, have FreeSWITCH arm the
+        cut-off (and the warning) itself the moment it answers: `execute_on_answer`, so the
+        cut-off exists inside FreeSWITCH even if fsbill dies before the answer."""
+        assignments = [f"{k}={v}" for k, v in variables.items()]
+        if cutoff_after_answer_s is not None:
+            app, arg = cutoff_on_answer(self.cutoff, cutoff_after_answer_s)
+            assignments.append(f"execute_on_answer_fsbill_cutoff={app} {arg}")
+        if warning_after_answer_s is not None:
+            wapp, warg = warning_on_answer(self.cutoff, warning_after_answer_s)
+            assignments.append(f"execute_on_answer_fsbill_warning={wapp} {warg}")
+        self.session.execute("multiset", multiset_arg(assignments))
+
+    def move_cutoff(self, cutoff_us: int, warning_us: int | None = None, *, replace: bool = True) -> None:
+        """Move the cut-off (and the warning) to absolute instants. `replace`: first delete every
+        task of the call (the old cut-off and any warning): several sched_hangups stack and the
+        earliest fires. One write; FreeSWITCH runs the commands back to back."""
+        commands = [f"sched_del {self.uuid}"] if replace else []
+        commands.append(cutoff_api(self.cutoff, self.uuid, cutoff_us // US))
+        if warning_us is not None:
+            commands.append(warning_api(self.cutoff, self.uuid, warning_us // US))
+        self.session.api(*commands)
+
+    def warn_at(self, warning_us: int) -> None:
+        self.session.api(warning_api(self.cutoff, self.uuid, warning_us // US))
+
+    def reject(self, reason: str, rule: Rejection) -> bool:
+        """Refuse the call as configured; True when FreeSWITCH was told to answer it with a SIP
+        final response (the channel then ends with the response's own cause)."""
+        self.session.execute("set", f"fsbill_result=rejected_{reason}")
+        if rule.action == "respond":
+            self.session.execute("respond", f"{rule.code} {rule.text}")
+            return True
+        if rule.prompt:
+            self.session.execute("answer")
+            self.session.execute("playback", rule.prompt)
+        self.session.execute("hangup", rule.cause)
+        return False
+
+    def bridge(self, dial_string: str) -> None:
+        self.session.execute("bridge", dial_string)
+
+    def end(self, cause: str = "") -> None:
+        """Hang the call up (the socket app owns the A leg while it runs)."""
+        self.session.hangup(cause or NORMAL_CLEARING)
 
 
 # -- the server -------------------------------------------------------------------------------------------

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
 from fsbill import __version__
 from fsbill.core.money import Money
+from fsbill.logs import event as log_event
+
+if TYPE_CHECKING:
+    from fsbill.db.calls import CdrView
 
 log = logging.getLogger("fsbill.metrics")
 
@@ -71,6 +76,36 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def cdr_written(metrics: Metrics, cdr: CdrView) -> None:
+    """Record a CDR that was just written: the one place a settled, recovered or rejected call
+    reaches the counters and the log. Charges are counted here, once, at settlement: heartbeat
+    debits are provisional (a debit taken just after the real hangup is refunded by the
+    settlement) and a counter cannot go down."""
+    metrics.cdrs.labels(cdr.result).inc()
+    if cdr.result == "rejected":
+        return
+    metrics.charge(cdr.currency, cdr.charged)
+    if cdr.uncollected.micros > 0:
+        metrics.uncollected.labels(cdr.currency).inc(_amount(cdr.uncollected))
+    if cdr.result == "recovered":
+        metrics.recovered.inc()
+    log_event(
+        log,
+        "recovered" if cdr.result == "recovered" else "settled",
+        uuid=cdr.uuid,
+        account=cdr.account,
+        node=cdr.node,
+        result=cdr.result,
+        billsec=cdr.billsec,
+        billed_s=cdr.billed_s,
+        cost=cdr.cost,
+        charged=cdr.charged,
+        uncollected=cdr.uncollected,
+        balance_after=cdr.balance_after,
+        cause=cdr.hangup_cause,
+    )
 
 
 def serve_metrics(metrics: Metrics, host: str, port: int, healthy: Callable[[], bool]):

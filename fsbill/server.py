@@ -16,11 +16,12 @@ from fsbill.config import Settings
 from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import DeckCache
-from fsbill.enforcer import Enforcer, PendingWrites
+from fsbill.enforcer import Enforcer
 from fsbill.errors import DatabaseUnavailable
 from fsbill.esl import EslServer
 from fsbill.logs import event as log_event
-from fsbill.metrics import Metrics, serve_metrics
+from fsbill.metrics import Metrics, cdr_written, serve_metrics
+from fsbill.pending import PendingWrites
 
 log = logging.getLogger("fsbill.server")
 
@@ -100,10 +101,7 @@ class Node:
             log_event(log, "reaper_failed", error=str(exc))
             return 0
         for cdr in cdrs:
-            self.metrics.recovered.inc()
-            self.metrics.cdrs.labels("recovered").inc()
-            self.metrics.charge(cdr.currency, cdr.charged)
-            log_event(log, "recovered", uuid=cdr.uuid, account=cdr.account, charged=cdr.charged, node=cdr.node)
+            cdr_written(self.metrics, cdr)
         return len(cdrs)
 
     def follow_topups(self) -> None:

@@ -6,18 +6,15 @@ from fsbill.config import Cutoff
 from fsbill.core.call import (
     Channel,
     billing_window,
-    cutoff_api,
-    cutoff_on_answer,
     destination_of,
     dial_string_of,
     nibble_rate_of,
     payer_of,
     result_of,
-    warning_api,
-    warning_on_answer,
 )
 from fsbill.core.money import Money
 from fsbill.errors import MoneyError
+from fsbill.esl import cutoff_api, cutoff_mark, cutoff_on_answer, multiset_arg, warning_api, warning_on_answer
 
 
 def channel(caller="15551230000", destination="4915112345678", **variables):
@@ -103,7 +100,7 @@ def test_cutoff_commands_transfer_mode():
     ],
 )
 def test_result(answered, cause, transferred, mode, expected):
-    assert result_of(answered, cause, transferred, Cutoff(mode=mode)) == expected
+    assert result_of(answered, cause, transferred, cutoff_mark(Cutoff(mode=mode))) == expected
 
 
 def test_billing_window_stops_at_the_end_of_the_bridge():
@@ -115,7 +112,5 @@ def test_billing_window_stops_at_the_end_of_the_bridge():
 
 
 def test_multiset_argument_uses_a_delimiter_no_value_contains():
-    from fsbill.enforcer import multiset_arg
-
     assert multiset_arg(["a=1", "b=sched_hangup +29 ALLOTTED_TIMEOUT"]) == "^^|a=1|b=sched_hangup +29 ALLOTTED_TIMEOUT"
     assert multiset_arg(["a=x|y", "b=2"]) == "^^~a=x|y~b=2"

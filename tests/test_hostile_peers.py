@@ -136,19 +136,31 @@ def test_peers_outside_the_allow_list_are_refused(sqlite_url):
         rig.close()
 
 
-def test_connect_is_sent_without_polling_delay(sqlite_url):
-    """greenswitch's accept loop polls every 100 ms; fsbill's accepts as connections arrive.
-    Not a timing assertion: the emulator records when `connect` came relative to the TCP
-    connect in call time; at a time scale of 1000 a 100 ms poll would show as 100 s."""
-    rig = Rig(sqlite_url, time_scale=1000)
+def test_connections_are_accepted_as_they_arrive_not_polled(sqlite_url):
+    """greenswitch's accept loop makes the listening socket non-blocking and sleeps 100 ms
+    whenever no connection is waiting; fsbill's waits on the socket itself, so gevent wakes it
+    the moment a connection arrives. Decided by state, not by timing: the listening socket is
+    in blocking (cooperative) mode and the idle accept greenlet is parked inside accept(),
+    with no sleep in its stack, before and after calls."""
+    rig = Rig(sqlite_url, time_scale=25)
     try:
         rig.account("acme", "10.00")
-        delays = []
-        for _ in range(5):
+        server = rig.node.esl.server
+        assert server.getblocking() and server.gettimeout() is None
+
+        def parked_in() -> list[str]:
+            frame, names = rig.node.esl._accept_greenlet.gr_frame, []
+            while frame is not None:
+                names.append(frame.f_code.co_name)
+                frame = frame.f_back
+            return names
+
+        for _ in range(3):
+            names = parked_in()
+            assert "accept" in names and "listen" in names and "sleep" not in names, names
             rec = rig.call(talk_s=1, answer_after_s=0.5)
-            connect_us = next(t for t, c in rec.commands if c == "connect")
-            delays.append((connect_us - rec.connected_us) / 1e6)
-        assert min(delays) < 50  # 50 call-seconds = 50 ms real: no call waited for a 100 ms poll
+            assert [c for _, c in rec.commands][:1] == ["connect"]
+        assert "sleep" not in parked_in()
     finally:
         rig.close()
 

@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 from fsbill.cli.common import emit, load, open_store, parse_instant, positive_int, table
 from fsbill.clock import Clock
+from fsbill.core.grant import affordable_s
 from fsbill.core.money import Money
 from fsbill.core.ratedeck import DELIMITERS
-from fsbill.core.rating import FOREVER_S, Rate, billed_seconds, cost, max_seconds, normalize_number
+from fsbill.core.rating import FOREVER_S, Rate, billed_seconds, cost, normalize_number
 from fsbill.db import ledger
 from fsbill.db import rates as dbrates
 from fsbill.errors import InvalidInput, NotFound
@@ -213,7 +214,7 @@ def _quote(args: argparse.Namespace) -> int:
         raise InvalidInput(f"--seconds must be at most {FOREVER_S}")
     price = cost(rate, args.seconds)
     available = account.available
-    lasts_s = max_seconds(rate, available) if available.micros > 0 else 0
+    lasts_s = affordable_s(rate, available)
     unlimited = rate.rate == Money(0) and lasts_s == FOREVER_S
     data = {
         "account": account.code,

@@ -12,6 +12,8 @@ from gevent import monkey
 if not monkey.is_module_patched("socket"):  # fsbill.entry patches first; be safe when imported alone
     monkey.patch_all()
 
+from fsbill.bench.calls import percentile  # noqa: E402
+from fsbill.config import parse_hostport  # noqa: E402
 from fsbill.errors import FsbillError  # noqa: E402
 
 
@@ -103,10 +105,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise FsbillError(f"--server must be HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    return parse_hostport(text, "--server", connect=True)
 
 
 def _server(args: argparse.Namespace) -> tuple[str, int]:
@@ -135,14 +134,6 @@ def _time_scale(args: argparse.Namespace) -> float:
 
         return float(getattr(load_settings(getattr(args, "config", None)), "time_scale", 1.0) or 1.0)
     return 1.0
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
-    return ordered[index]
 
 
 def outcome(record: Any) -> dict[str, Any]:
@@ -190,8 +181,8 @@ def summarize(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         "completed": sum(1 for o in outcomes if o["result"] == "completed"),
         "unanswered": sum(1 for o in outcomes if o["result"] == "unanswered"),
         "errors": sum(1 for o in outcomes if o["error"]),
-        "setup_latency_ms_p50": _percentile(latencies, 0.50),
-        "setup_latency_ms_p99": _percentile(latencies, 0.99),
+        "setup_latency_ms_p50": percentile(latencies, 0.50),
+        "setup_latency_ms_p99": percentile(latencies, 0.99),
     }
 
 

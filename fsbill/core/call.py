@@ -1,18 +1,47 @@
 """The call's decisions, free of FreeSWITCH's wire format and of the database.
 
-The ESL adapter turns the `connect` reply into a `Channel`; this module decides who pays,
-what number is rated, where the call is bridged, and which FreeSWITCH applications or API
-commands enforce the grant. Nothing here sends anything.
+The ESL adapter turns the `connect` reply into a `Channel`; the database adapter reads an
+account into an `AccountState` and a live-call row into a `LiveCall`. This module decides,
+from those plain values and the time it is given:
+
+- who pays (`payer_of`), what number is rated (`destination_of`), where it goes (`dial_string_of`);
+- admit or reject and why (`admit`: status, channel limit, funds) and the first grant;
+- the cut-off and warning instants (`cutoff_instant_us`, `warning_instant_us`);
+- what a heartbeat debits and extends (`beat`);
+- what the call finally costs, is charged and leaves uncollected (`settlement`), what a call
+  nobody saw end owes (`recovered`), and what a call let through during a database outage is
+  charged (`unreserved`);
+- how it ended (`result_of`) and which part of it is billed (`billing_window`).
+
+Nothing here sends, reads a clock or touches a database.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from fsbill.config import Cutoff
+from fsbill.core.grant import (
+    US,
+    GrantPlan,
+    GrantPolicy,
+    affordable_s,
+    available,
+    collectable,
+    cutoff_epoch_s,
+    cutoff_offset_s,
+    heartbeat_debit,
+    plan_grant,
+    settle,
+    wants_extension,
+)
 from fsbill.core.money import Money
+from fsbill.core.rating import Rate
 from fsbill.errors import MoneyError
+
+# After the grant's end, how long before a call whose node went silent is certainly over
+# inside FreeSWITCH (the cut-off fires before the grant ends; this covers a late scheduler).
+HOLD_SLACK_US = 5 * US
 
 # Channel variables fsbill reads (the dialplan contract; see README "Channel variables").
 READ_VARIABLES = (
@@ -97,40 +126,23 @@ def nibble_rate_of(channel: Channel, nibblebill_compat: bool = False, allow_zero
     return rate
 
 
-# -- enforcement commands -----------------------------------------------------------------------
-def cutoff_on_answer(cutoff: Cutoff, offset_s: int) -> tuple[str, str]:
-    """The dialplan application (name, argument) that `execute_on_answer` runs so that
-    FreeSWITCH itself ends the call `offset_s` after answer, even if fsbill dies."""
-    if cutoff.mode == "transfer":
-        return (
-            "sched_transfer",
-            f"+{offset_s} {cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}",
-        )
-    return "sched_hangup", f"+{offset_s} {cutoff.hangup_cause}"
+# -- how a call ended ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CutoffMark:
+    """How a call that its cut-off ended is recognised: the hangup cause the cut-off uses
+    (hangup mode) or the extension it transfers to (transfer mode); the other one is empty."""
+
+    hangup_cause: str = ""
+    transfer_extension: str = ""
 
 
-def warning_on_answer(cutoff: Cutoff, offset_s: int) -> tuple[str, str]:
-    return "sched_broadcast", f"+{offset_s} {cutoff.warning_prompt} {cutoff.warning_leg}"
-
-
-def cutoff_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
-    """API command moving the cut-off to an absolute epoch second."""
-    if cutoff.mode == "transfer":
-        return f"sched_transfer {epoch_s} {uuid} {cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}"
-    return f"sched_hangup {epoch_s} {uuid} {cutoff.hangup_cause}"
-
-
-def warning_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
-    return f"sched_broadcast {epoch_s} {uuid} {cutoff.warning_prompt} {cutoff.warning_leg}"
-
-
-def result_of(answered: bool, hangup_cause: str, transferred_to: str, cutoff: Cutoff) -> str:
+def result_of(answered: bool, hangup_cause: str, transferred_to: str, mark: CutoffMark) -> str:
     """completed | cut_off | unanswered, for the CDR and the metrics."""
     if not answered:
         return "unanswered"
-    if cutoff.mode == "hangup" and hangup_cause == cutoff.hangup_cause:
+    if mark.hangup_cause and hangup_cause == mark.hangup_cause:
         return "cut_off"
-    if cutoff.mode == "transfer" and transferred_to == cutoff.transfer_extension:
+    if mark.transfer_extension and transferred_to == mark.transfer_extension:
         return "cut_off"
     return "completed"
 
@@ -147,3 +159,185 @@ def billing_window(
     if unbridged_us is not None and unbridged_us >= answered_us and (end is None or unbridged_us < end):
         end = unbridged_us
     return answered_us, end
+
+
+# -- the account, as a decision sees it ---------------------------------------------------------------
+@dataclass(frozen=True)
+class AccountState:
+    """What the database says about an account, read under its lock."""
+
+    status: str  # active | suspended
+    balance: Money
+    credit_limit: Money
+    held: Money  # Σ held by its live calls
+    live_channels: int = 0
+    max_channels: int = 0  # 0 = no limit
+
+    @property
+    def available(self) -> Money:
+        return available(self.balance, self.credit_limit, self.held)
+
+
+# -- the one record of a live call ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LiveCall:
+    """A live call's money and time: the enforcer holds this record, the live_call row is its
+    durable copy. Invariant: debited + held == cost(granted_s) (see fsbill.core.grant)."""
+
+    uuid: str
+    rate: Rate
+    granted_s: int
+    held: Money
+    debited: Money
+    created_us: int
+    hold_until_us: int  # by then FreeSWITCH's own cut-off has certainly ended the call
+    answered_us: int | None = None  # when billing started (the bridge came up)
+    cutoff_us: int | None = None  # when FreeSWITCH ends it (a whole second), once answered
+    final: bool = False  # no further extension can be granted
+    warned: bool = False  # the warning before the final cut-off is scheduled (not persisted)
+
+
+@dataclass(frozen=True)
+class Admission:
+    reason: str  # "" when admitted, else the rejection reason (see fsbill.config.REJECT_REASONS)
+    call: LiveCall | None = None
+
+
+def hold_deadline_us(start_us: int, granted_s: int, ring_s: int = 0) -> int:
+    """When a call that started (or was created) at `start_us` with `granted_s` is certainly
+    over inside FreeSWITCH, `ring_s` allowed for it to be answered first."""
+    return start_us + (ring_s + granted_s) * US + HOLD_SLACK_US
+
+
+def admit(uuid: str, account: AccountState, rate: Rate, policy: GrantPolicy, now_us: int, max_ring_s: int) -> Admission:
+    """Admit a call or say why not: the account's status, its channel limit, then whether its
+    available money buys a first grant (the first billing block included)."""
+    if account.status != "active":
+        return Admission("suspended")
+    if account.max_channels and account.live_channels >= account.max_channels:
+        return Admission("channel_limit")
+    plan = plan_grant(rate, 0, account.available, policy)
+    if plan.granted_s == 0:
+        return Admission("insufficient_funds")
+    call = LiveCall(
+        uuid=uuid,
+        rate=rate,
+        granted_s=plan.granted_s,
+        held=plan.extra_hold,
+        debited=Money(0),
+        created_us=now_us,
+        hold_until_us=hold_deadline_us(now_us, plan.granted_s, max_ring_s),
+        final=plan.final,
+    )
+    return Admission("", call)
+
+
+def warning_after_answer_s(granted_s: int, policy: GrantPolicy) -> int | None:
+    """Seconds after answer at which to warn, for a grant that is already final at authorization."""
+    if policy.warning_s <= 0:
+        return None
+    return max(1, cutoff_offset_s(granted_s, policy.margin_s) - policy.warning_s)
+
+
+def cutoff_instant_us(answered_us: int, granted_s: int, margin_s: int) -> int:
+    """THE cut-off instant: `margin_s` before the grant ends, floored to the whole second
+    FreeSWITCH's scheduler works in (fsbill.core.grant.cutoff_epoch_s)."""
+    return cutoff_epoch_s(answered_us, granted_s, margin_s) * US
+
+
+def warning_instant_us(cutoff_us: int, warning_s: int, now_us: int) -> int | None:
+    """When to play the warning before a final cut-off at `cutoff_us`, or None if that moment
+    has passed."""
+    if warning_s <= 0:
+        return None
+    at = cutoff_us - warning_s * US
+    return at if at > now_us else None
+
+
+def answer(call: LiveCall, answered_us: int, policy: GrantPolicy) -> LiveCall:
+    """Billing starts: the cut-off instant is fixed from this moment and the grant."""
+    return replace(
+        call,
+        answered_us=answered_us,
+        cutoff_us=cutoff_instant_us(answered_us, call.granted_s, policy.margin_s),
+        hold_until_us=max(call.hold_until_us, hold_deadline_us(answered_us, call.granted_s)),
+    )
+
+
+@dataclass(frozen=True)
+class Beat:
+    call: LiveCall  # the record after this heartbeat
+    debit: Money  # posted from the hold now
+    extra_hold: Money  # newly held for an extension
+    extended: bool
+
+
+def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy, extend: bool) -> Beat:
+    """A heartbeat: debit what the call consumed since the last one and, when its grant runs
+    low and the account's status and money allow, extend it by another slice."""
+    debit = Money(0)
+    if call.answered_us is not None:
+        debit = heartbeat_debit(call.rate, call.answered_us, now_us, call.debited, call.held)
+    held, debited = call.held - debit, call.debited + debit
+    granted_s, extra, final = call.granted_s, Money(0), call.final
+    elapsed_s = max(0, now_us - call.answered_us) // US if call.answered_us is not None else 0
+    if extend and wants_extension(call.granted_s, elapsed_s, policy):
+        if account.status != "active":
+            final = True  # a suspended account's calls finish their grant, no more
+        else:
+            # A debit moves money from held to posted: what is available does not change.
+            plan: GrantPlan = plan_grant(call.rate, call.granted_s, account.available, policy, elapsed_s)
+            final = plan.final
+            if plan.granted_s > call.granted_s:
+                granted_s, extra = plan.granted_s, plan.extra_hold
+    start_us = call.answered_us if call.answered_us is not None else call.created_us
+    new = replace(
+        call,
+        held=held + extra,
+        debited=debited,
+        granted_s=granted_s,
+        final=final,
+        hold_until_us=max(call.hold_until_us, hold_deadline_us(start_us, granted_s)),
+        cutoff_us=(
+            cutoff_instant_us(call.answered_us, granted_s, policy.margin_s) if call.answered_us is not None else None
+        ),
+    )
+    return Beat(new, debit, extra, granted_s > call.granted_s)
+
+
+# -- the end ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Charge:
+    """What settling a call does to the books."""
+
+    billed_s: int
+    cost: Money  # the exact rated cost of the call
+    post: Money  # to move off the balance now (negative: a refund of debits that ran ahead)
+    charged: Money  # everything the call was charged, debits included
+    uncollected: Money  # rated cost the account could not pay
+    release: Money  # the hold voided
+
+
+def settlement(call: LiveCall, start_us: int | None, end_us: int | None, account: AccountState) -> Charge:
+    """Final rating from FreeSWITCH's own times; a cost beyond what was held is collected
+    only as far as the account's available money goes, the rest is uncollected."""
+    s = settle(call.rate, start_us, end_us, call.debited, call.held)
+    after_release = available(account.balance - s.post, account.credit_limit, account.held - call.held)
+    extra = collectable(s.overflow, after_release)
+    post = s.post + extra
+    return Charge(s.billed_s, s.cost, post, call.debited + post, s.overflow - extra, call.held)
+
+
+def recovered(call: LiveCall) -> Charge:
+    """What a call nobody saw end owes: what it provably consumed (its debits); the rest of
+    its hold is voided."""
+    billed = affordable_s(call.rate, call.debited)
+    return Charge(billed, call.debited, Money(0), call.debited, Money(0), call.held)
+
+
+def unreserved(rate: Rate, start_us: int | None, end_us: int | None, account: AccountState) -> Charge:
+    """A call let through while the database was down (on_db_error: allow): nothing was held,
+    so it is charged only what the account can pay without breaking the invariant."""
+    s = settle(rate, start_us, end_us, Money(0), Money(0))
+    charged = collectable(s.overflow, account.available)
+    return Charge(s.billed_s, s.cost, charged, charged, s.cost - charged, Money(0))

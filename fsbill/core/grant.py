@@ -11,7 +11,7 @@ For every live call these hold between operations:
 
 and for every account:
 
-    balance + credit_limit - Σ held  >= 0   (the invariant, see DESIGN.md)
+    balance + credit_limit - Σ held  >= 0   (the invariant: README, "How it works")
 
 A grant is always a *billing boundary* of the call's rate (a duration whose billed seconds
 equal itself), so any call that ends within its grant costs at most what was reserved.
@@ -39,10 +39,23 @@ class GrantPolicy:
     # A live call asks for more once less than this is left of its grant; early enough that
     # a refusal still leaves time to play the warning before the cut-off.
     extend_below_s: int = 60
+    warning_s: int = 0  # play the "call will end" prompt this long before a final cut-off (0 = never)
 
     @classmethod
     def build(cls, slice_s: int, max_call_s: int, margin_s: int, warning_s: int, heartbeat_s: int) -> GrantPolicy:
-        return cls(slice_s, max_call_s, margin_s, max(slice_s // 2, warning_s + margin_s + 2 * heartbeat_s))
+        return cls(slice_s, max_call_s, margin_s, max(slice_s // 2, warning_s + margin_s + 2 * heartbeat_s), warning_s)
+
+
+def available(balance: Money, credit_limit: Money, held: Money) -> Money:
+    """What an account can still promise: the one formula of the invariant (README, "How it works"),
+    balance + credit_limit − Σ held by its live calls. Negative when money was taken away
+    from under live calls (a forced adjustment)."""
+    return balance + credit_limit - held
+
+
+def affordable_s(rate: Rate, budget: Money, cap_s: int | None = None) -> int:
+    """The longest answered duration `budget` pays for at `rate` (0 for no money at all)."""
+    return max_seconds(rate, budget, cap_s) if budget.micros > 0 else 0
 
 
 def wants_extension(granted_s: int, elapsed_s: int, policy: GrantPolicy) -> bool:
@@ -56,10 +69,6 @@ class GrantPlan:
     granted_s: int  # the call's new total grant (a billing boundary), >= the old one
     extra_hold: Money  # what must be newly held for it (0 if nothing changed)
     final: bool  # True when no further extension can ever be granted by this policy/money
-
-    @property
-    def talk_s(self) -> int:
-        return max(0, self.granted_s)
 
 
 def plan_grant(rate: Rate, granted_s: int, available: Money, policy: GrantPolicy, elapsed_s: int = 0) -> GrantPlan:
@@ -90,7 +99,7 @@ def cutoff_offset_s(granted_s: int, margin_s: int) -> int:
 
 
 def cutoff_epoch_s(answered_us: int, granted_s: int, margin_s: int) -> int:
-    """The whole epoch second for `sched_hangup <epoch>`: floored, because FreeSWITCH's
+    """The whole epoch second the cut-off is scheduled at: floored, because FreeSWITCH's
     scheduler fires on the first whole-second tick at or after the task's time."""
     return (answered_us + cutoff_offset_s(granted_s, margin_s) * US) // US
 

@@ -10,32 +10,21 @@ and inserts the CDR (unique per uuid) in the same transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import peewee
 
-from fsbill.core.call import Payer
-from fsbill.core.grant import (
-    US,
-    GrantPolicy,
-    collectable,
-    cutoff_epoch_s,
-    heartbeat_debit,
-    plan_grant,
-    settle,
-    wants_extension,
-)
+from fsbill.core.call import AccountState, Beat, LiveCall, Payer, admit, beat, settlement, unreserved
+from fsbill.core.call import recovered as recovered_charge
+from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
-from fsbill.core.rating import Rate, max_seconds
+from fsbill.core.rating import Rate
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, cdr_values, one
 from fsbill.db.statements import row as as_row
 from fsbill.instant import iso
-
-# After the grant's end, how long before a call whose node went silent is certainly over
-# inside FreeSWITCH (the cut-off fires before the grant ends; this covers a late scheduler).
-HOLD_SLACK_US = 5 * US
 
 
 @dataclass(frozen=True)
@@ -45,25 +34,6 @@ class PayerAccount:
     tariff_id: int
     currency: str
     status: str
-
-
-@dataclass(frozen=True)
-class Authorization:
-    ok: bool
-    reason: str = ""  # rejection reason when not ok
-    granted_s: int = 0
-    held: Money = Money(0)
-    final: bool = True
-    balance: Money = Money(0)
-
-
-@dataclass(frozen=True)
-class HeartbeatResult:
-    debited: Money  # posted now
-    extra_hold: Money  # newly held for an extension
-    granted_s: int
-    extended: bool
-    final: bool
 
 
 @dataclass(frozen=True)
@@ -217,7 +187,40 @@ def find_payer(store: Store, payer: Payer) -> PayerAccount | None:
     return PayerAccount(acc.id, acc.code, acc.tariff_id, acc.currency, acc.status)
 
 
+# -- reading what a decision needs, under the lock --------------------------------------------------
+def _account_state(acc: object) -> AccountState:
+    return AccountState(
+        status=acc.status,
+        balance=Money(acc.balance_micros),
+        credit_limit=Money(acc.credit_limit_micros),
+        held=Money(acc.reserved_micros),
+        live_channels=acc.live_channels,
+        max_channels=acc.max_channels or 0,
+    )
+
+
+def _live_call(lc: object) -> LiveCall:
+    return LiveCall(
+        uuid=lc.uuid,
+        rate=rate_of(lc),
+        granted_s=lc.granted_s,
+        held=Money(lc.held_micros),
+        debited=Money(lc.debited_micros),
+        created_us=lc.created_us,
+        hold_until_us=lc.hold_until_us,
+        answered_us=lc.answered_us,
+        cutoff_us=lc.cutoff_us,
+    )
+
+
 # -- authorization ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Authorization:
+    reason: str  # "" when admitted, else the rejection reason
+    call: LiveCall | None
+    balance: Money  # the account's balance when it was decided
+
+
 def reserve(
     store: Store,
     *,
@@ -232,21 +235,18 @@ def reserve(
     lease_until_us: int,
     max_ring_s: int,
 ) -> Authorization:
-    """Authorize a new call: status, channel limit, and a first grant held atomically."""
+    """Authorize a new call: read the account under its lock, ask the core (admit), hold the
+    first grant and write the live-call row, in one transaction."""
     q = store.sql
     with store.transaction() as db:
         acc = one(db, q.account_by_id, (account_id,), ACCOUNT_COLUMNS)
         if acc is None:
-            return Authorization(False, "unknown_account")
-        if acc.status != "active":
-            return Authorization(False, "suspended")
-        if acc.max_channels and acc.live_channels >= acc.max_channels:
-            return Authorization(False, "channel_limit")
-        available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
-        plan = plan_grant(rate, 0, available, policy)
-        if plan.granted_s == 0:
-            return Authorization(False, "insufficient_funds", balance=Money(acc.balance_micros))
-        db.execute_sql(q.hold, (plan.extra_hold.micros, 1, acc.id))
+            return Authorization("unknown_account", None, Money(0))
+        admission = admit(uuid, _account_state(acc), rate, policy, now_us, max_ring_s)
+        call = admission.call
+        if call is None:
+            return Authorization(admission.reason, None, Money(acc.balance_micros))
+        db.execute_sql(q.hold, (call.held.micros, 1, acc.id))
         db.execute_sql(
             q.insert_live_call,
             (
@@ -263,76 +263,76 @@ def reserve(
                 rate.min_duration_s,
                 rate.rounding.decimals,
                 rate.rounding.method.value,
-                plan.granted_s,
-                plan.extra_hold.micros,
+                call.granted_s,
+                call.held.micros,
                 0,
                 acc.balance_micros,
-                now_us,
+                call.created_us,
                 None,
                 None,
                 lease_until_us,
-                now_us + (max_ring_s + plan.granted_s) * US + HOLD_SLACK_US,
+                call.hold_until_us,
             ),
         )
-    return Authorization(True, "", plan.granted_s, plan.extra_hold, plan.final, Money(acc.balance_micros))
+    return Authorization("", call, Money(acc.balance_micros))
 
 
-def mark_answered(store: Store, uuid: str, answered_us: int, cutoff_us: int, lease_until_us: int) -> None:
+def mark_answered(store: Store, call: LiveCall, lease_until_us: int) -> None:
+    """Write the answered call's record (its billing start, cut-off instant, hold deadline)."""
     q = store.sql
     with store.transaction() as db:
-        lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
-        if lc is None:
-            return
-        db.execute_sql(
-            q.answer, (answered_us, cutoff_us, lease_until_us, answered_us + lc.granted_s * US + HOLD_SLACK_US, uuid)
-        )
+        db.execute_sql(q.answer, (call.answered_us, call.cutoff_us, lease_until_us, call.hold_until_us, call.uuid))
 
 
 def heartbeat(
-    store: Store, uuid: str, now_us: int, policy: GrantPolicy, lease_until_us: int, extend: bool = True
-) -> HeartbeatResult | None:
-    """Debit what the call consumed since the last heartbeat, renew its lease and, if the
-    money allows, extend its grant by another slice. None if the call is no longer live here
-    (settled elsewhere, e.g. by a reaper after this node lost the database for too long)."""
+    store: Store,
+    uuid: str,
+    now_us: int,
+    policy: GrantPolicy,
+    lease_until_us: int,
+    extend: bool = True,
+    known: LiveCall | None = None,
+) -> Beat | None:
+    """Read the call and its account under the lock, ask the core (beat), post the debit, hold
+    any extension, renew the lease and write the record. None if the call is no longer live
+    here (settled elsewhere, e.g. by a reaper after this node lost the database for too long)."""
     q = store.sql
     with store.transaction() as db:
         lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
         if lc is None:
             return None
         acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
-        rate = rate_of(lc)
-        held, debited = Money(lc.held_micros), Money(lc.debited_micros)
-        due = Money(0)
-        if lc.answered_us is not None:
-            due = heartbeat_debit(rate, lc.answered_us, now_us, debited, held)
-            if due:
-                post(store, acc.id, -due, "call", now_us, call_uuid=uuid, note="heartbeat", release_micros=due.micros)
-                held, debited = held - due, debited + due
-        granted_s, extended, final, extra = lc.granted_s, False, False, Money(0)
-        elapsed_s = max(0, now_us - lc.answered_us) // US if lc.answered_us is not None else 0
-        if extend and wants_extension(lc.granted_s, elapsed_s, policy):
-            acc = one(db, q.account_by_id, (acc.id,), ACCOUNT_COLUMNS)  # after the debit above
-            available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
-            plan = plan_grant(rate, lc.granted_s, available, policy, elapsed_s)
-            final = plan.final
-            if plan.granted_s > lc.granted_s:
-                db.execute_sql(q.hold, (plan.extra_hold.micros, 0, acc.id))
-                held += plan.extra_hold
-                granted_s, extended, extra = plan.granted_s, True, plan.extra_hold
-        start_us = lc.answered_us if lc.answered_us is not None else lc.created_us
+        call = _live_call(lc)
+        if known is not None:  # what the row does not keep: is the grant final, is the warning armed
+            call = replace(call, final=known.final, warned=known.warned)
+        result = beat(call, _account_state(acc), now_us, policy, extend)
+        call = result.call
+        if result.debit:
+            post(
+                store,
+                acc.id,
+                -result.debit,
+                "call",
+                now_us,
+                call_uuid=uuid,
+                note="heartbeat",
+                release_micros=result.debit.micros,
+            )
+        if result.extra_hold:
+            db.execute_sql(q.hold, (result.extra_hold.micros, 0, acc.id))
         db.execute_sql(
             q.beat,
             (
-                held.micros,
-                debited.micros,
-                granted_s,
+                call.held.micros,
+                call.debited.micros,
+                call.granted_s,
                 lease_until_us,
-                max(lc.hold_until_us, start_us + granted_s * US + HOLD_SLACK_US),
-                cutoff_epoch_s(lc.answered_us, granted_s, policy.margin_s) * US if lc.answered_us is not None else None,
+                call.hold_until_us,
+                call.cutoff_us,
                 uuid,
             ),
         )
-    return HeartbeatResult(due, extra, granted_s, extended, final)
+    return result
 
 
 # -- the end of a call --------------------------------------------------------------------------------
@@ -364,36 +364,29 @@ def settle_call(store: Store, end: CallEnd) -> CdrView | None:
 
 
 def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> CdrView:
+    """Read the account under the lock, ask the core (settlement or recovered), write the
+    ledger entry, void the hold, delete the live row and insert the CDR."""
     q, db = store.sql, store.db
     acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
-    rate = rate_of(lc)
-    held, debited = Money(lc.held_micros), Money(lc.debited_micros)
+    call = _live_call(lc)
     if recovered:
-        # Nobody saw this call end: charge what was provably consumed (its debits), void the rest.
-        s_cost, s_post, overflow, billed = debited, Money(0), Money(0), _billed_for(rate, debited)
+        charge = recovered_charge(call)
     else:
-        s = settle(rate, end.answered_us, end.end_us, debited, held)
-        s_cost, s_post, overflow, billed = s.cost, s.post, s.overflow, s.billed_s
-    balance_before_settle = acc.balance_micros
-    available_after = Money(
-        acc.balance_micros - s_post.micros + acc.credit_limit_micros - (acc.reserved_micros - held.micros)
-    )
-    extra = collectable(overflow, available_after)
-    total_post = s_post + extra
-    if total_post:
+        charge = settlement(call, end.answered_us, end.end_us, _account_state(acc))
+    balance_after = acc.balance_micros
+    if charge.post:
         _, balance_after = post(
             store,
             acc.id,
-            -total_post,
+            -charge.post,
             "call",
             end.now_us,
             call_uuid=lc.uuid,
             note="recovered" if recovered else "settlement",
-            release_micros=held.micros,
+            release_micros=charge.release.micros,
         )
     else:
-        db.execute_sql(q.hold, (-held.micros, 0, acc.id))
-        balance_after = balance_before_settle
+        db.execute_sql(q.hold, (-charge.release.micros, 0, acc.id))
     db.execute_sql(q.hold, (0, -1, acc.id))
     db.execute_sql(q.delete_live_call, (lc.uuid,))
     fields = dict(
@@ -413,10 +406,10 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
         answer_us=end.answered_us if not recovered else lc.answered_us,
         end_us=end.end_us,
         billsec=end.billsec,
-        billed_s=billed,
-        cost_micros=s_cost.micros,
-        charged_micros=(debited + total_post).micros,
-        uncollected_micros=(overflow - extra).micros,
+        billed_s=charge.billed_s,
+        cost_micros=charge.cost.micros,
+        charged_micros=charge.charged.micros,
+        uncollected_micros=charge.uncollected.micros,
         balance_before_micros=lc.balance_before_micros,
         balance_after_micros=balance_after,
         hangup_cause=end.hangup_cause,
@@ -426,10 +419,6 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
     )
     db.execute_sql(q.insert_cdr, cdr_values(**fields))
     return _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
-
-
-def _billed_for(rate: Rate, amount: Money) -> int:
-    return max_seconds(rate, amount) if amount else 0
 
 
 def write_rejection(
@@ -475,23 +464,27 @@ def write_rejection(
 
 
 def settle_unreserved(
-    store: Store, account_code: str, end: CallEnd, node: str, rate: Rate | None, destination: str
+    store: Store, payer: Payer, end: CallEnd, node: str, rate_for: Callable[[int], Rate | None], destination: str
 ) -> CdrView | None:
     """Charge a call that was let through while the database was down (on_db_error: allow).
 
-    Nothing was held for it, so it is charged only what the account can still pay without
-    breaking the invariant; the rest of its rated cost is recorded on the CDR as uncollected.
-    `rate` is None when the destination has no rate (nothing is charged; the CDR says so).
+    The payer is found now as the call named it (account code or caller id); `rate_for(tariff_id)`
+    rates the destination at the call's start. Nothing was held for it, so it is charged only
+    what the account can still pay without breaking the invariant; the rest of its rated cost
+    is recorded on the CDR as uncollected. No rate: nothing is charged; the CDR says so.
     """
+    q = store.sql
     m = store.models
-    with store.transaction():
+    found = find_payer(store, payer)
+    rate = rate_for(found.tariff_id) if found is not None else None
+    with store.transaction() as db:
         if m.Cdr.get_or_none(m.Cdr.uuid == end.uuid) is not None:
             return None
-        acc = _locked(store, m.Account.select().where(m.Account.code == account_code)).first()
+        acc = one(db, q.account_by_id, (found.id,), ACCOUNT_COLUMNS) if found is not None else None
         if acc is None or rate is None:
             row = m.Cdr.create(
                 uuid=end.uuid,
-                account_code=account_code,
+                account_code=acc.code if acc is not None else "",
                 node=node,
                 destination=destination,
                 start_us=end.start_us,
@@ -504,13 +497,17 @@ def settle_unreserved(
                 reason="db_error_allowed: " + ("unknown account" if acc is None else "no rate"),
             )
             return _cdr_view(row)
-        s = settle(rate, end.answered_us, end.end_us, Money(0), Money(0))
-        available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
-        charged = collectable(s.overflow, available)
+        charge = unreserved(rate, end.answered_us, end.end_us, _account_state(acc))
         balance_after = acc.balance_micros
-        if charged:
+        if charge.post:
             _, balance_after = post(
-                store, acc.id, -charged, "call", end.now_us, call_uuid=end.uuid, note="charged after a database outage"
+                store,
+                acc.id,
+                -charge.post,
+                "call",
+                end.now_us,
+                call_uuid=end.uuid,
+                note="charged after a database outage",
             )
         row = m.Cdr.create(
             uuid=end.uuid,
@@ -528,10 +525,10 @@ def settle_unreserved(
             answer_us=end.answered_us,
             end_us=end.end_us,
             billsec=end.billsec,
-            billed_s=s.billed_s,
-            cost_micros=s.cost.micros,
-            charged_micros=charged.micros,
-            uncollected_micros=(s.cost - charged).micros,
+            billed_s=charge.billed_s,
+            cost_micros=charge.cost.micros,
+            charged_micros=charge.charged.micros,
+            uncollected_micros=charge.uncollected.micros,
             balance_before_micros=acc.balance_micros,
             balance_after_micros=balance_after,
             hangup_cause=end.hangup_cause,
@@ -550,7 +547,7 @@ def reap(
     node: str | None = None,
     started_us: int | None = None,
     limit: int = 500,
-    following: frozenset = frozenset(),
+    following: frozenset[str] = frozenset(),
 ) -> list[CdrView]:
     """Settle live calls nobody is looking after any more.
 

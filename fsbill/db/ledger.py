@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import peewee
 
+from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.db.connection import Store
 from fsbill.errors import Conflict, InvalidInput, NotFound
@@ -48,7 +49,7 @@ class AccountView:
 
     @property
     def available(self) -> Money:
-        return self.balance + self.credit_limit - self.reserved
+        return available_of(self.balance, self.credit_limit, self.reserved)
 
     def as_json(self) -> dict:
         return {
@@ -361,10 +362,14 @@ def adjust(
             if account is None:
                 raise NotFound(f"no account {code!r}")
             if amount.is_negative() and not force:
-                available = account.balance_micros + account.credit_limit_micros - account.reserved_micros
-                if available + amount.micros < 0:
+                left = available_of(
+                    Money(account.balance_micros) + amount,
+                    Money(account.credit_limit_micros),
+                    Money(account.reserved_micros),
+                )
+                if left.is_negative():
                     raise InvalidInput(
-                        f"adjustment {amount} would leave {Money(available + amount.micros)} available "
+                        f"adjustment {amount} would leave {left} available "
                         f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
                     )
             entry_id, _ = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)

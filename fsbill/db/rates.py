@@ -67,7 +67,6 @@ def import_deck(
     source: str | os.PathLike | TextIO | Iterable[str],
     replace: bool = False,
     progress: Progress | None = None,
-    now_us: int | None = None,
     *,
     delimiter: str | None = None,
     decimal_comma: bool = False,
@@ -80,7 +79,6 @@ def import_deck(
     replace the deck — a file without a single rate then empties the deck, which is refused
     unless `allow_empty`. `delimiter` / `decimal_comma`: see fsbill.core.ratedeck.parse_rows.
     `progress(phase, done)` reports rows parsed ('parse') then rows stored ('store').
-    `now_us` is accepted for symmetry with the other adapters (imports are not time-stamped).
     """
     options = {"delimiter": delimiter, "decimal_comma": decimal_comma}
     with store.reading():

@@ -13,6 +13,8 @@ from urllib.parse import unquote
 import gevent
 import gevent.event
 
+from fsbill.sockets import close_socket
+
 WIRE_DIR = Path(__file__).resolve().parent / "fs-wire"  # captured from FreeSWITCH 1.10.12
 
 
@@ -212,14 +214,7 @@ class Conn:
 
     def close(self) -> None:
         """Close abruptly (the fd really goes: the reader's file object holds a reference)."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        close_socket(self.sock)
 
 
 # -- transcripts ----------------------------------------------------------------------------------

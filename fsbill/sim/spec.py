@@ -1,0 +1,123 @@
+"""What a test or the CLI describes (`CallSpec`, `Misbehaviour`) and what the emulator
+records about each call (`CallRecord`). Plain data; no FreeSWITCH behaviour lives here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import gevent.event
+
+
+@dataclass
+class Misbehaviour:
+    """Faults of a broken FreeSWITCH peer, for fault tests (all off by default).
+
+    Byte-level faults (`garbage`, `oversized_content_length`, `invalid_utf8`) are written into
+    the stream `fault_after_s` call-seconds after answer, or right after CHANNEL_PARK when
+    `fault_after_s` is None. `half_close` shuts our sending side at that same moment.
+    """
+
+    reply_delay_s: float = 0.0  # real seconds before each command/api reply
+    drop_after_s: float | None = None  # call-seconds after answer: the socket dies (RST)
+    drop_kills_call: bool = False  # the drop is a crashed switch: the call vanishes too
+    garbage: bool = False
+    oversized_content_length: bool = False
+    invalid_utf8: bool = False
+    fault_after_s: float | None = None
+    silent: bool = False  # after the connect reply, never send anything again
+    half_close: bool = False
+
+
+@dataclass
+class CallSpec:
+    """One inbound call as the dialplan hands it to the socket app.
+
+    B leg: answers `answer_after_s` call-seconds after `bridge` starts; with `fail_cause` it
+    fails with that cause at that moment instead; with `answer_after_s=None` it rings for
+    `ring_s` and fails with `fail_cause` or NO_ANSWER (FreeSWITCH's originate timeout is 60 s).
+    Caller: hangs up `talk_s` call-seconds after answer (None: never by itself); the callee
+    hangs up `callee_talk_s` after answer (None: never), which ends the bridge only.
+    `after_socket` is the dialplan action after `socket` (run when the socket app returns
+    with the channel still up), as in dialplan/fsbill_prepaid.xml.
+    """
+
+    uuid: str | None = None
+    caller_id_number: str = "15551230000"
+    caller_id_name: str = ""
+    destination_number: str = "4915112345678"
+    variables: dict[str, str] = field(default_factory=dict)
+    answer_after_s: float | None = 1.0
+    fail_cause: str | None = None
+    ring_s: float = 60.0
+    talk_s: float | None = None
+    callee_talk_s: float | None = None
+    early_media: bool = True
+    context: str = "public"
+    network_addr: str = "192.0.2.10"
+    async_mode: bool = True
+    full: bool = True
+    after_socket: str | None = "respond 503 Service Unavailable"
+    max_duration_s: float | None = None  # the caller's patience; None = unlimited
+    misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
+
+
+@dataclass
+class CallRecord:
+    uuid: str
+    spec: CallSpec
+    commands: list[tuple[int, str]] = field(default_factory=list)
+    applications: list[tuple[str, str]] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    connected_us: int | None = None
+    answered_us: int | None = None
+    bridged_us: int | None = None
+    unbridged_us: int | None = None
+    ended_us: int | None = None
+    created_us: int | None = None
+    hangup_cause: str | None = None
+    ended_by: str | None = None
+    responded: str | None = None
+    transferred_to: str | None = None
+    broadcasts: list[tuple[int, str, str]] = field(default_factory=list)
+    fired_tasks: list[tuple[str, str, int]] = field(default_factory=list)
+    scheduled_tasks: list[tuple[str, str, int, int]] = field(default_factory=list)  # kind, arg, runtime_s, at_us
+    socket_closed_by_app_us: int | None = None
+    socket_closed_us: int | None = None
+    app_error: str | None = None
+    bridge_failed: str | None = None
+    setup_latency_s: float | None = None  # real seconds: TCP connected -> `bridge` received
+    sent: list[bytes] = field(default_factory=list, repr=False)  # every frame written, in order
+    done: gevent.event.Event = field(default_factory=gevent.event.Event, repr=False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the call is over (channel destroyed, socket closed); real seconds."""
+        return self.done.wait(timeout)
+
+    @property
+    def talk_us(self) -> int | None:
+        if self.answered_us is None:
+            return None
+        end = self.ended_us
+        if self.unbridged_us is not None and (end is None or self.unbridged_us < end):
+            end = self.unbridged_us
+        return None if end is None else end - self.answered_us
+
+    @property
+    def talk_s(self) -> Fraction | None:
+        us = self.talk_us
+        return None if us is None else Fraction(us, 1_000_000)
+
+    @property
+    def billsec(self) -> int:
+        value = self.variables.get("billsec", "0")
+        return int(value) if value.isdigit() else 0
+
+    def commands_named(self, prefix: str) -> list[str]:
+        return [c for _, c in self.commands if c.startswith(prefix)]
+
+    def sent_frames(self) -> list[bytes]:
+        return list(self.sent)
+
+
+__all__ = ["CallRecord", "CallSpec", "Misbehaviour"]
