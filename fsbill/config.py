@@ -106,7 +106,7 @@ class Settings:
     route: str = ""  # dial string template, e.g. sofia/gateway/carrier/{destination}
     on_db_error: str = "reject"  # reject | allow
     db_error_grant_s: int = 60
-    rates_refresh_s: int = 5
+    rates_refresh_s: int = 5  # while the database is down: rate from the cached deck this long without asking
     shutdown_grace_s: int = 10
     cutoff: Cutoff = field(default_factory=Cutoff)
     rejections: Mapping[str, Rejection] = field(default_factory=lambda: dict(DEFAULT_REJECTIONS))

@@ -3,8 +3,9 @@ the in-process index the call path uses, and keeping that index fresh.
 
 Importing parses and validates the whole file before touching the database (a bad line
 stores nothing), then replaces or extends the tariff's rates and bumps `Tariff.deck_version`
-in one transaction. Every node watches that version (`DeckCache`) and reloads a deck when it
-changes, so a call never costs a database round trip per prefix.
+in one transaction. Every node checks that version before rating a call (`DeckCache`): a call
+is rated from the in-process index while it is current, from the database's prefix index while
+a changed deck is reloaded in the background, and never from a replaced deck.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fsbill.core.ratedeck import ROW_FIELDS, DeckRows, ParsedDeck, RateBuilder, 
 from fsbill.core.rating import Rate, RateDeck
 from fsbill.db.connection import Store
 from fsbill.errors import DatabaseUnavailable, InvalidInput, NotFound
+from fsbill.logs import event, render
 
 log = logging.getLogger("fsbill.rates")
 
@@ -120,7 +122,7 @@ def import_deck(
         _insert_rows(store, db, tid, rows.in_prefix_order(), len(rows), progress)
         m.Tariff.update(deck_version=m.Tariff.deck_version + 1).where(m.Tariff.id == tid).execute()
         version = m.Tariff.select(m.Tariff.deck_version).where(m.Tariff.id == tid).scalar()
-    log.info("imported %d rates into tariff %s (deck version %d)", len(rows), tariff_name, version)
+    event(log, "deck_imported", tariff=tariff_name, rates=len(rows), replaced=replace, version=int(version))
     return ImportResult(tariff_name, len(rows), replace, int(version))
 
 
@@ -234,50 +236,81 @@ def _yielding(items: list) -> Iterator:
         yield item
 
 
+class IndexedDeck:
+    """A tariff's deck answered from the database's (tariff, prefix) index, one query per
+    lookup: what calls are rated with while a changed deck is being reloaded into memory, so
+    that no call waits for a million-row reload and none is rated from the replaced deck."""
+
+    def __init__(self, store: Store, tariff_id: int) -> None:
+        self.store = store
+        self.tariff_id = tariff_id
+
+    def lookup(self, number: str, at_us: int) -> Rate | None:
+        m = self.store.models
+        prefixes = [number[:n] for n in range(1, len(number) + 1)]
+        with self.store.reading():
+            tariff = m.Tariff.get_or_none(m.Tariff.id == self.tariff_id)
+            if tariff is None:
+                raise NotFound(f"no tariff with id {self.tariff_id}")
+            query = _rate_query(self.store, self.tariff_id).where(m.Rate.prefix.in_(prefixes))
+            rates = _rates(self.store, query, _rounding(tariff))
+        return RateDeck(rates, tariff.timezone).lookup(number, at_us)
+
+
 class DeckCache:
-    """Decks per tariff, reloaded when their `deck_version` changes.
+    """Decks per tariff, rated from memory and never from a replaced deck.
 
-    `get` answers from memory; at most once per `refresh_s` (of the caller's clock) per tariff
-    it asks the database for the tariff's version (one small query) and reloads the deck if
-    an import changed it. While the database is unavailable a cached deck keeps being served.
+    Every `get` first asks the database for the tariff's `deck_version` (one small query by
+    primary key; an import bumps it in the transaction that stores the rows). The same version
+    as the deck in memory: that deck. A different one (an import has committed): with
+    `background=True` (what `fsbill serve` uses) the new deck is loaded by a greenlet of its
+    own, on a connection of its own, yielding as it goes, and until it is complete calls are
+    rated by an `IndexedDeck` (the database's prefix index, i.e. the committed rows); without
+    it, the deck is reloaded there and then. `preload` loads every deck in use before the node
+    accepts its first call.
 
-    With `background=True` (what `fsbill serve` uses) a changed deck is reloaded by a greenlet
-    of its own, on a connection of its own, yielding as it goes, while calls keep being rated
-    with the previous deck until the new one is complete; `preload` loads every deck in use
-    before the node accepts its first call.
+    While the database is unavailable a cached deck keeps being served; the version is asked
+    again only after `refresh_s` (of the caller's clock), so calls do not each wait for the
+    database to time out.
     """
 
     def __init__(self, store: Store, refresh_s: float = 5.0, background: bool = False) -> None:
         self.store = store
         self.refresh_us = int(refresh_s * 1_000_000)
         self.background = background
-        self._decks: dict[int, tuple[RateDeck, int, int]] = {}  # tariff id -> (deck, version, checked_us)
+        self._decks: dict[int, tuple[RateDeck, int]] = {}  # tariff id -> (deck, version)
+        self._down_until_us: dict[int, int] = {}  # tariff id -> no version query before this
         self._reloads: dict[int, gevent.Greenlet] = {}
 
-    def get(self, tariff_id: int, now_us: int) -> RateDeck:
+    def get(self, tariff_id: int, now_us: int) -> RateDeck | IndexedDeck:
         cached = self._decks.get(tariff_id)
-        if cached is not None and now_us - cached[2] < self.refresh_us:
+        if cached is not None and now_us < self._down_until_us.get(tariff_id, 0):
             return cached[0]
-        if cached is None:
-            deck, version = _load(self.store, tariff_id)
-            self._decks[tariff_id] = (deck, version, now_us)
-            return deck
-        deck, version, _ = cached
-        self._decks[tariff_id] = (deck, version, now_us)
         try:
             current = self._version(tariff_id)
         except DatabaseUnavailable:
-            log.warning("database unavailable: rating with the cached deck of tariff %d", tariff_id)
-            return deck  # checked again after refresh_s, not on every call, while it is down
-        if current == version:
-            return deck
-        if self.background:
-            if tariff_id not in self._reloads:
-                self._reloads[tariff_id] = gevent.spawn(self._reload, tariff_id, now_us)
-            return deck
-        return self._reload(tariff_id, now_us) or deck
+            if cached is None:
+                raise
+            self._down_until_us[tariff_id] = now_us + self.refresh_us
+            event(log, "deck_cached", tariff_id=tariff_id, version=cached[1], why="database unavailable")
+            return cached[0]
+        self._down_until_us.pop(tariff_id, None)
+        if cached is not None and cached[1] == current:
+            return cached[0]
+        if not self.background:
+            return self._reload(tariff_id) or (cached[0] if cached is not None else IndexedDeck(self.store, tariff_id))
+        if tariff_id not in self._reloads:
+            event(
+                log,
+                "deck_reload_started",
+                tariff_id=tariff_id,
+                version=current,
+                previous=None if cached is None else cached[1],
+            )
+            self._reloads[tariff_id] = gevent.spawn(self._reload, tariff_id)
+        return IndexedDeck(self.store, tariff_id)
 
-    def _reload(self, tariff_id: int, now_us: int) -> RateDeck | None:
+    def _reload(self, tariff_id: int) -> RateDeck | None:
         started = time.perf_counter()
         try:
             if self.background:
@@ -289,17 +322,20 @@ class DeckCache:
             else:
                 deck, version = _load(self.store, tariff_id)
         except (DatabaseUnavailable, NotFound) as exc:
-            log.warning("reloading the rate deck of tariff %d failed: %s", tariff_id, exc)
+            log.warning(render("deck_reload_failed", {"tariff_id": tariff_id, "error": str(exc)}))
             return None
         finally:
             self._reloads.pop(tariff_id, None)
-        self._decks[tariff_id] = (deck, version, now_us)
-        log.info(
-            "reloaded rate deck of tariff %d (version %d, %d rates, %.1f s)",
-            tariff_id,
-            version,
-            len(deck),
-            time.perf_counter() - started,
+        cached = self._decks.get(tariff_id)
+        if cached is None or cached[1] <= version:  # a slower, older reload never wins
+            self._decks[tariff_id] = (deck, version)
+        event(
+            log,
+            "deck_reloaded",
+            tariff_id=tariff_id,
+            version=version,
+            rates=len(deck),
+            seconds=round(time.perf_counter() - started, 3),
         )
         return deck
 
@@ -307,13 +343,16 @@ class DeckCache:
         gevent.joinall(list(self._reloads.values()), timeout=timeout)
 
     def preload(self, now_us: int) -> int:
-        """Load the deck of every tariff an account uses; returns how many rates were loaded."""
+        """Load the deck of every tariff an account uses, here and now (before the node takes
+        calls); returns how many rates were loaded."""
         m = self.store.models
         with self.store.reading():
             ids = [row[0] for row in m.Account.select(m.Account.tariff).distinct().tuples()]
         total = 0
         for tariff_id in ids:
-            total += len(self.get(tariff_id, now_us))
+            deck, version = _load(self.store, tariff_id)
+            self._decks[tariff_id] = (deck, version)
+            total += len(deck)
         return total
 
     def _version(self, tariff_id: int) -> int:
@@ -363,4 +402,4 @@ def list_rates(
         return _rates(store, query, _rounding(tariff))
 
 
-__all__ = ["DeckCache", "ImportResult", "import_deck", "list_rates", "load_deck", "lookup_rate"]
+__all__ = ["DeckCache", "ImportResult", "IndexedDeck", "import_deck", "list_rates", "load_deck", "lookup_rate"]
