@@ -66,7 +66,8 @@ class _Formatter(logging.Formatter):
         line = f"{stamp} level={record.levelname.lower()} logger={record.name} "
         line += message if message.startswith("event=") else f"msg={json.dumps(message)}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            # one event per line, whatever the format: the traceback is a quoted field
+            line += f" exception={json.dumps(self.formatException(record.exc_info))}"
         return line
 
 
@@ -79,3 +80,7 @@ def configure(level: str, fmt: str, stream=None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # Libraries' warnings (greenswitch, peewee, gevent) in the same format, one line each.
+    top = logging.getLogger()
+    top.handlers[:] = [handler]
+    top.setLevel(logging.WARNING)
