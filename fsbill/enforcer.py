@@ -101,7 +101,7 @@ class Enforcer:
         )
         self.mark = cutoff_mark(c)
         self.pending: PendingWrites | None = None
-        self.following: set[str] = set()  # uuids of the calls this node is enforcing right now
+        self.following: set[tuple[str, int]] = set()  # the legs (uuid, visit) this node is enforcing now
 
     def handle(self, session: EslSession) -> None:
         CallRun(self, session).run()
@@ -149,13 +149,14 @@ class CallRun:
             return
         e.metrics.calls.labels("accepted", "").inc()
         e.metrics.live_calls.inc()
-        e.following.add(self.channel.uuid)
+        leg = (self.call.uuid, self.call.visit)
+        e.following.add(leg)
         self.hold_changed(self.call.held)
         try:
             self.arm_and_bridge()
             self.follow()
         finally:
-            e.following.discard(self.channel.uuid)
+            e.following.discard(leg)
             e.metrics.live_calls.dec()
 
     def hold_changed(self, delta: Money) -> None:
@@ -253,6 +254,7 @@ class CallRun:
         now_us = self.e.clock.now_us()
         self.call = LiveCall(
             uuid=ch.uuid,
+            visit=0,  # numbered when it is written, after the outage
             rate=Rate.adhoc(Money(0)),
             granted_s=s.db_error_grant_s + s.cutoff.margin_s,
             held=Money(0),
@@ -423,6 +425,7 @@ class CallRun:
                 result = dbcalls.heartbeat(
                     e.store,
                     ch.uuid,
+                    old.visit,
                     now_us,
                     e.policy,
                     now_us + s.lease_effective_s * US,
@@ -470,6 +473,7 @@ class CallRun:
             e.metrics.cutoffs.labels(e.settings.cutoff.mode).inc()
         call_end = dbcalls.CallEnd(
             ch.uuid,
+            call.visit,
             start,
             end,
             ev.start_us or ch.created_us,

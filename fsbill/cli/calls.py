@@ -53,6 +53,7 @@ def _calls(args: argparse.Namespace) -> int:
                 [
                     [
                         c.uuid,
+                        c.visit,
                         c.account,
                         c.node,
                         c.destination,
@@ -67,6 +68,7 @@ def _calls(args: argparse.Namespace) -> int:
                 ],
                 [
                     "UUID",
+                    "VISIT",
                     "ACCOUNT",
                     "NODE",
                     "DESTINATION",

@@ -36,7 +36,7 @@ from fsbill.core.grant import (
     wants_extension,
 )
 from fsbill.core.money import Money
-from fsbill.core.rating import Rate
+from fsbill.core.rating import Rate, billed_seconds, cost
 from fsbill.errors import MoneyError
 
 # After the grant's end, how long before a call whose node went silent is certainly over
@@ -185,6 +185,7 @@ class LiveCall:
     durable copy. Invariant: debited + held == cost(granted_s) (see fsbill.core.grant)."""
 
     uuid: str
+    visit: int  # which socket visit of the channel this leg is (1 for the first)
     rate: Rate
     granted_s: int
     held: Money
@@ -209,7 +210,9 @@ def hold_deadline_us(start_us: int, granted_s: int, ring_s: int = 0) -> int:
     return start_us + (ring_s + granted_s) * US + HOLD_SLACK_US
 
 
-def admit(uuid: str, account: AccountState, rate: Rate, policy: GrantPolicy, now_us: int, max_ring_s: int) -> Admission:
+def admit(
+    uuid: str, visit: int, account: AccountState, rate: Rate, policy: GrantPolicy, now_us: int, max_ring_s: int
+) -> Admission:
     """Admit a call or say why not: the account's status, its channel limit, then whether its
     available money buys a first grant (the first billing block included)."""
     if account.status != "active":
@@ -221,6 +224,7 @@ def admit(uuid: str, account: AccountState, rate: Rate, policy: GrantPolicy, now
         return Admission("insufficient_funds")
     call = LiveCall(
         uuid=uuid,
+        visit=visit,
         rate=rate,
         granted_s=plan.granted_s,
         held=plan.extra_hold,
@@ -246,12 +250,15 @@ def cutoff_instant_us(answered_us: int, granted_s: int, margin_s: int) -> int:
 
 
 def warning_instant_us(cutoff_us: int, warning_s: int, now_us: int) -> int | None:
-    """When to play the warning before a final cut-off at `cutoff_us`, or None if that moment
-    has passed."""
+    """When to play the warning before a final cut-off at `cutoff_us`: `warning_s` before it,
+    or — when the grant became final inside that window (short slices) — at the next whole
+    second, so the caller always hears it before the cut-off. None only when warnings are off
+    or the cut-off itself is due within the second."""
     if warning_s <= 0:
         return None
-    at = cutoff_us - warning_s * US
-    return at if at > now_us else None
+    soonest = (now_us // US + 1) * US  # FreeSWITCH schedules whole seconds; a past one never fires
+    at = max(cutoff_us - warning_s * US, soonest)
+    return at if at < cutoff_us else None
 
 
 def answer(call: LiveCall, answered_us: int, policy: GrantPolicy) -> LiveCall:
@@ -329,10 +336,17 @@ def settlement(call: LiveCall, start_us: int | None, end_us: int | None, account
 
 
 def recovered(call: LiveCall) -> Charge:
-    """What a call nobody saw end owes: what it provably consumed (its debits); the rest of
-    its hold is voided."""
-    billed = affordable_s(call.rate, call.debited)
-    return Charge(billed, call.debited, Money(0), call.debited, Money(0), call.held)
+    """What a call nobody saw end owes: the minimum it provably owes. Once answered that is at
+    least its connect fee and first billing block (the initial increment or minimum duration),
+    and at least what its heartbeats already debited; never more than it was promised
+    (debited + held). The rest of its hold is voided."""
+    owed = call.debited
+    if call.answered_us is not None:
+        first_block = cost(call.rate, billed_seconds(call.rate, 1))
+        promised = call.debited + call.held
+        owed = max(owed, first_block if first_block <= promised else promised)
+    billed = affordable_s(call.rate, owed)
+    return Charge(billed, owed, owed - call.debited, owed, Money(0), call.held)
 
 
 def unreserved(rate: Rate, start_us: int | None, end_us: int | None, account: AccountState) -> Charge:

@@ -39,6 +39,7 @@ class PayerAccount:
 @dataclass(frozen=True)
 class CdrView:
     uuid: str
+    visit: int  # the channel's socket visit this leg was (1, then 2 after a transfer back...)
     account: str
     node: str
     caller: str
@@ -66,6 +67,7 @@ class CdrView:
 
     FIELDS = (
         "uuid",
+        "visit",
         "account",
         "node",
         "caller",
@@ -98,6 +100,7 @@ class CdrView:
 
         return {
             "uuid": self.uuid,
+            "visit": self.visit,
             "account": self.account,
             "node": self.node,
             "caller": self.caller,
@@ -131,6 +134,7 @@ def _cdr_view(row: object) -> CdrView:
 
     return CdrView(
         uuid=row.uuid,
+        visit=row.visit,
         account=row.account_code,
         node=row.node,
         caller=row.caller,
@@ -202,6 +206,7 @@ def _account_state(acc: object) -> AccountState:
 def _live_call(lc: object) -> LiveCall:
     return LiveCall(
         uuid=lc.uuid,
+        visit=lc.visit,
         rate=rate_of(lc),
         granted_s=lc.granted_s,
         held=Money(lc.held_micros),
@@ -211,6 +216,12 @@ def _live_call(lc: object) -> LiveCall:
         answered_us=lc.answered_us,
         cutoff_us=lc.cutoff_us,
     )
+
+
+def _next_visit(db: peewee.Database, q: object, uuid: str) -> int:
+    """The number of a channel's next socket visit: one more than any leg it already has."""
+    last = db.execute_sql(q.last_visit, (uuid, uuid)).fetchone()[0]  # type: ignore[attr-defined]
+    return (last or 0) + 1
 
 
 # -- authorization ---------------------------------------------------------------------------------
@@ -242,7 +253,8 @@ def reserve(
         acc = one(db, q.account_by_id, (account_id,), ACCOUNT_COLUMNS)
         if acc is None:
             return Authorization("unknown_account", None, Money(0))
-        admission = admit(uuid, _account_state(acc), rate, policy, now_us, max_ring_s)
+        visit = _next_visit(db, q, uuid)
+        admission = admit(uuid, visit, _account_state(acc), rate, policy, now_us, max_ring_s)
         call = admission.call
         if call is None:
             return Authorization(admission.reason, None, Money(acc.balance_micros))
@@ -251,6 +263,7 @@ def reserve(
             q.insert_live_call,
             (
                 uuid,
+                call.visit,
                 acc.id,
                 node,
                 caller[:255],
@@ -281,12 +294,15 @@ def mark_answered(store: Store, call: LiveCall, lease_until_us: int) -> None:
     """Write the answered call's record (its billing start, cut-off instant, hold deadline)."""
     q = store.sql
     with store.transaction() as db:
-        db.execute_sql(q.answer, (call.answered_us, call.cutoff_us, lease_until_us, call.hold_until_us, call.uuid))
+        db.execute_sql(
+            q.answer, (call.answered_us, call.cutoff_us, lease_until_us, call.hold_until_us, call.uuid, call.visit)
+        )
 
 
 def heartbeat(
     store: Store,
     uuid: str,
+    visit: int,
     now_us: int,
     policy: GrantPolicy,
     lease_until_us: int,
@@ -298,7 +314,7 @@ def heartbeat(
     here (settled elsewhere, e.g. by a reaper after this node lost the database for too long)."""
     q = store.sql
     with store.transaction() as db:
-        lc = one(db, q.live_call, (uuid,), LIVE_CALL_COLUMNS)
+        lc = one(db, q.live_call, (uuid, visit), LIVE_CALL_COLUMNS)
         if lc is None:
             return None
         acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
@@ -330,6 +346,7 @@ def heartbeat(
                 call.hold_until_us,
                 call.cutoff_us,
                 uuid,
+                visit,
             ),
         )
     return result
@@ -339,6 +356,7 @@ def heartbeat(
 @dataclass(frozen=True)
 class CallEnd:
     uuid: str
+    visit: int  # 0 for a call that was never reserved (its visit is numbered when it is written)
     answered_us: int | None  # billing window start (FreeSWITCH's answer uepoch)
     end_us: int | None  # billing window end
     start_us: int
@@ -354,10 +372,10 @@ def settle_call(store: Store, end: CallEnd) -> CdrView | None:
     None if the call was never reserved here (nothing to settle)."""
     q = store.sql
     with store.transaction() as db:
-        existing = one(db, q.cdr_by_uuid, (end.uuid,), CDR_COLUMNS)
+        existing = one(db, q.cdr_by_leg, (end.uuid, end.visit), CDR_COLUMNS)
         if existing is not None:
             return _cdr_view(existing)
-        lc = one(db, q.live_call, (end.uuid,), LIVE_CALL_COLUMNS)
+        lc = one(db, q.live_call, (end.uuid, end.visit), LIVE_CALL_COLUMNS)
         if lc is None:
             return None
         return _settle_locked(store, lc, end, recovered=False)
@@ -388,9 +406,10 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
     else:
         db.execute_sql(q.hold, (-charge.release.micros, 0, acc.id))
     db.execute_sql(q.hold, (0, -1, acc.id))
-    db.execute_sql(q.delete_live_call, (lc.uuid,))
+    db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
     fields = dict(
         uuid=lc.uuid,
+        visit=lc.visit,
         account_code=acc.code,
         node=lc.node,
         caller=lc.caller,
@@ -414,7 +433,7 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
         balance_after_micros=balance_after,
         hangup_cause=end.hangup_cause,
         result="recovered" if recovered else end.result,
-        reason="" if not recovered else "settled by reaper: charged up to the last debit",
+        reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
         created_us=end.now_us,
     )
     db.execute_sql(q.insert_cdr, cdr_values(**fields))
@@ -437,14 +456,13 @@ def write_rejection(
     balance: Money | None = None,
     result: str = "rejected",
 ) -> CdrView | None:
-    """A CDR with cost 0 for a refused call (exactly once per uuid)."""
+    """A CDR with cost 0 for a refused call: the channel's next visit (unique per uuid and visit)."""
     m = store.models
     try:
-        with store.transaction():
-            if m.Cdr.get_or_none(m.Cdr.uuid == uuid) is not None:
-                return None
+        with store.transaction() as db:
             row = m.Cdr.create(
                 uuid=uuid,
+                visit=_next_visit(db, store.sql, uuid),
                 account_code=account_code,
                 node=node,
                 caller=caller[:255],
@@ -478,12 +496,12 @@ def settle_unreserved(
     found = find_payer(store, payer)
     rate = rate_for(found.tariff_id) if found is not None else None
     with store.transaction() as db:
-        if m.Cdr.get_or_none(m.Cdr.uuid == end.uuid) is not None:
-            return None
+        visit = _next_visit(db, q, end.uuid)
         acc = one(db, q.account_by_id, (found.id,), ACCOUNT_COLUMNS) if found is not None else None
         if acc is None or rate is None:
             row = m.Cdr.create(
                 uuid=end.uuid,
+                visit=visit,
                 account_code=acc.code if acc is not None else "",
                 node=node,
                 destination=destination,
@@ -511,6 +529,7 @@ def settle_unreserved(
             )
         row = m.Cdr.create(
             uuid=end.uuid,
+            visit=visit,
             account_code=acc.code,
             node=node,
             destination=destination,
@@ -547,7 +566,7 @@ def reap(
     node: str | None = None,
     started_us: int | None = None,
     limit: int = 500,
-    following: frozenset[str] = frozenset(),
+    following: frozenset[tuple[str, int]] = frozenset(),
 ) -> list[CdrView]:
     """Settle live calls nobody is looking after any more.
 
@@ -555,7 +574,7 @@ def reap(
     `node`'s own calls created before it (re)started at `started_us` — and only after `hold_until`: the moment by
     which FreeSWITCH's own cut-off has certainly ended it, so the hold is never released while
     the call could still be talking. Safe to run on every node at once: each call is settled
-    in its own transaction that re-checks it under lock. `following`: the uuids the calling
+    in its own transaction that re-checks it under lock. `following`: the legs (uuid, visit) the calling
     node is still enforcing itself (a node slowed down past its own lease must not reap its
     own live calls; it will settle them when they end).
     """
@@ -568,14 +587,19 @@ def reap(
             (m.LiveCall.node == node) & (m.LiveCall.created_us < started_us)
         )
     with store.reading():
-        uuids = [r.uuid for r in m.LiveCall.select(m.LiveCall.uuid).where(cond).limit(limit) if r.uuid not in following]
+        legs = [
+            (r.uuid, r.visit)
+            for r in m.LiveCall.select(m.LiveCall.uuid, m.LiveCall.visit).where(cond).limit(limit)
+            if (r.uuid, r.visit) not in following
+        ]
     cdrs = []
-    for uuid in uuids:
+    for uuid, visit in legs:
         with store.transaction():
-            lc = _locked(store, m.LiveCall.select().where((m.LiveCall.uuid == uuid) & cond)).first()
-            if lc is None or m.Cdr.get_or_none(m.Cdr.uuid == uuid) is not None:
+            leg = (m.LiveCall.uuid == uuid) & (m.LiveCall.visit == visit)
+            lc = _locked(store, m.LiveCall.select().where(leg & cond)).first()
+            if lc is None or m.Cdr.get_or_none((m.Cdr.uuid == uuid) & (m.Cdr.visit == visit)) is not None:
                 continue
-            end = CallEnd(uuid, lc.answered_us, None, lc.created_us, 0, "", "recovered", now_us)
+            end = CallEnd(uuid, visit, lc.answered_us, None, lc.created_us, 0, "", "recovered", now_us)
             cdrs.append(_settle_locked(store, lc, end, recovered=True))
     return cdrs
 
@@ -584,6 +608,7 @@ def reap(
 @dataclass(frozen=True)
 class LiveCallView:
     uuid: str
+    visit: int
     account: str
     node: str
     caller: str
@@ -601,6 +626,7 @@ class LiveCallView:
     def as_json(self) -> dict:
         return {
             "uuid": self.uuid,
+            "visit": self.visit,
             "account": self.account,
             "node": self.node,
             "caller": self.caller,
@@ -626,6 +652,7 @@ def live_calls(store: Store, account: str | None = None) -> list[LiveCallView]:
         return [
             LiveCallView(
                 r.uuid,
+                r.visit,
                 r.account.code,
                 r.node,
                 r.caller,

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from peewee import (
     BigIntegerField,
     CharField,
+    CompositeKey,
     Database,
     ForeignKeyField,
     IntegerField,
@@ -83,8 +84,9 @@ def build_models(database: Database) -> SimpleNamespace:
         class Meta:
             indexes = ((("account", "reference"), True),)
 
-    class LiveCall(Base):
-        uuid = CharField(primary_key=True)
+    class LiveCall(Base):  # one row per socket visit of a channel (migrations/0002_visit.py)
+        uuid = CharField()
+        visit = IntegerField(default=1)
         account = ForeignKeyField(Account, backref="live_calls")
         node = CharField()
         caller = CharField(default="")
@@ -107,8 +109,12 @@ def build_models(database: Database) -> SimpleNamespace:
         lease_until_us = BigIntegerField()
         hold_until_us = BigIntegerField()
 
+        class Meta:
+            primary_key = CompositeKey("uuid", "visit")
+
     class Cdr(Base):
-        uuid = CharField(unique=True)
+        uuid = CharField()
+        visit = IntegerField(default=1)
         account_code = CharField(default="")
         node = CharField(default="")
         caller = CharField(default="")
@@ -134,6 +140,9 @@ def build_models(database: Database) -> SimpleNamespace:
         result = CharField()  # completed | cut_off | rejected | unanswered | recovered
         reason = CharField(default="")
         created_us = BigIntegerField()
+
+        class Meta:
+            indexes = ((("uuid", "visit"), True),)
 
     models = SimpleNamespace(
         Tariff=Tariff,

@@ -26,6 +26,7 @@ ACCOUNT_COLUMNS = (
 )
 LIVE_CALL_COLUMNS = (
     "uuid",
+    "visit",
     "account_id",
     "node",
     "caller",
@@ -50,6 +51,7 @@ LIVE_CALL_COLUMNS = (
 )
 CDR_COLUMNS = (
     "uuid",
+    "visit",
     "account_code",
     "node",
     "caller",
@@ -106,9 +108,13 @@ class Statements:
             f'SELECT {qualified} FROM "account" a '
             f'JOIN "account_cli" c ON c."account_id" = a."id" WHERE c."number" = {p}'
         )
-        self.live_call = f'SELECT {_cols(LIVE_CALL_COLUMNS)} FROM "live_call" WHERE "uuid" = {p}{lock}'
-        self.cdr_exists = f'SELECT 1 FROM "cdr" WHERE "uuid" = {p}'
-        self.cdr_by_uuid = f'SELECT {_cols(CDR_COLUMNS)} FROM "cdr" WHERE "uuid" = {p}'
+        leg = f'"uuid" = {p} AND "visit" = {p}'  # a call leg: one socket visit of a channel
+        self.live_call = f'SELECT {_cols(LIVE_CALL_COLUMNS)} FROM "live_call" WHERE {leg}{lock}'
+        self.cdr_by_leg = f'SELECT {_cols(CDR_COLUMNS)} FROM "cdr" WHERE {leg}'
+        self.last_visit = (
+            f'SELECT MAX("visit") FROM (SELECT "visit" FROM "live_call" WHERE "uuid" = {p} '
+            f'UNION ALL SELECT "visit" FROM "cdr" WHERE "uuid" = {p}) AS visits'
+        )
         self.hold = (
             f'UPDATE "account" SET "reserved_micros" = "reserved_micros" + {p}, '
             f'"live_channels" = "live_channels" + {p} WHERE "id" = {p}'
@@ -127,13 +133,13 @@ class Statements:
         )
         self.answer = (
             f'UPDATE "live_call" SET "answered_us" = {p}, "cutoff_us" = {p}, "lease_until_us" = {p}, '
-            f'"hold_until_us" = {p} WHERE "uuid" = {p}'
+            f'"hold_until_us" = {p} WHERE {leg}'
         )
         self.beat = (
             f'UPDATE "live_call" SET "held_micros" = {p}, "debited_micros" = {p}, "granted_s" = {p}, '
-            f'"lease_until_us" = {p}, "hold_until_us" = {p}, "cutoff_us" = {p} WHERE "uuid" = {p}'
+            f'"lease_until_us" = {p}, "hold_until_us" = {p}, "cutoff_us" = {p} WHERE {leg}'
         )
-        self.delete_live_call = f'DELETE FROM "live_call" WHERE "uuid" = {p}'
+        self.delete_live_call = f'DELETE FROM "live_call" WHERE {leg}'
         self.insert_cdr = f'INSERT INTO "cdr" ({_cols(CDR_COLUMNS)}) VALUES ({", ".join([p] * len(CDR_COLUMNS))})'
 
 
@@ -170,6 +176,7 @@ def cdr_values(**fields: Any) -> list[Any]:
         "balance_after_micros": None,
         "hangup_cause": "",
         "reason": "",
+        "visit": 1,
     }
     unknown = set(fields) - set(CDR_COLUMNS)
     if unknown:

@@ -161,13 +161,14 @@ def sip_to_cause(status: int) -> str:
     return _SIP_TO_CAUSE.get(status, "NORMAL_UNSPECIFIED")
 
 
+# switch_ivr_originate.c, after a failed attempt: DIALSTATUS by cause, else the cause's name.
 DIALSTATUS = {
-    "NO_ANSWER": "NOANSWER",
-    "USER_BUSY": "BUSY",
-    "CALL_REJECTED": "CALL_REJECTED",
-    "NO_ROUTE_DESTINATION": "INVALIDARGS",
-    "UNALLOCATED_NUMBER": "INVALIDARGS",
     "ORIGINATOR_CANCEL": "CANCEL",
+    "USER_BUSY": "BUSY",
+    "NO_ANSWER": "NOANSWER",
+    "DESTINATION_OUT_OF_ORDER": "INVALIDARGS",
+    "INVALID_PROFILE": "INVALIDARGS",
+    "CALL_REJECTED": "DONTCALL",
 }
 
 __all__ = ["CAUSES", "DIALSTATUS", "q850", "sip_to_cause", "str2cause"]

@@ -107,10 +107,7 @@ class ChannelLife:
         if self.call_state in ("RINGING", "EARLY"):
             self.call_state = "ACTIVE" if not self.in_bridge else self.call_state
         self._setvar("endpoint_disposition", "ANSWER")
-        if self.mis.drop_after_s is not None:
-            self._timer(self.mis.drop_after_s, {"kind": "drop"})
-        if self.mis.fault_after_s is not None and self.listener is not None and self.listener.has_byte_fault():
-            self._timer(self.mis.fault_after_s, {"kind": "fault"})
+        self._answered_timers()
         # switch_channel_execute_on(ANSWER) then api_on_answer
         for name, value in list(self.variables.items()):
             if name.startswith("execute_on_answer"):
@@ -124,6 +121,30 @@ class ChannelLife:
                 api_cmd, _, api_arg = value.strip().partition(" ")
                 self.switch.api(api_cmd, api_arg or None, caller=self)
 
+    def _answered_timers(self) -> None:
+        """Misbehaviour timed from the answer (not FreeSWITCH: fault injection)."""
+        if self.mis.drop_after_s is not None:
+            self._timer(self.mis.drop_after_s, {"kind": "drop"})
+        if self.mis.fault_after_s is not None and self.listener is not None and self.listener.has_byte_fault():
+            self._timer(self.mis.fault_after_s, {"kind": "fault"})
+
+    def _arrive_answered(self, before_s: float) -> None:
+        """A channel something answered before the socket (an IVR): it was marked answered
+        then (switch_channel_perform_mark_answered: CF_ANSWERED, times->answered, CHANNEL_ANSWER
+        and execute_on_answer long gone), so the connect reply carries
+        Caller-Channel-Answered-Time, and - measured on FreeSWITCH 1.10.12 (ESL-NOTES.md) -
+        variable_answer_epoch / variable_answer_uepoch. A later _answer() does nothing."""
+        at = self.created_us - int(before_s * 1_000_000)
+        self.created_us = self.profile_created_us = at
+        self.rec.created_us = at
+        self.answered_us = at
+        self.rec.answered_us = at
+        self.answer_state = "answered"
+        self.call_state = "ACTIVE"
+        self._setvar("endpoint_disposition", "ANSWER")
+        self._setvar("answer_epoch", str(at // 1_000_000))
+        self._setvar("answer_uepoch", str(at))
+
     def _hangup(self, cause: str, by: str) -> None:
         """switch_channel_perform_hangup."""
         if self.down:
@@ -135,6 +156,7 @@ class ChannelLife:
         self.rec.ended_us = self.hungup_us
         if self.rec.ended_by is None:
             self.rec.ended_by = by
+        self.rec.hangup_by = by
         self.state_number = 10
         self.answer_state = "hangup"
         self._setvar("current_loop", None)
@@ -274,22 +296,22 @@ class ChannelLife:
             v(name, str(value))
 
     def _wake_listener(self) -> None:
-        if self.listener is not None:
-            self.listener._wake_pump()
+        for listener in self.listeners:
+            listener._wake_pump()
 
     def _destroy(self) -> None:
-        """CS_DESTROY: only once the listener is gone (linger keeps the channel alive)."""
-        lis = self.listener
+        """CS_DESTROY: only once the listeners are gone (linger keeps the channel alive)."""
         try:
-            if lis is not None and lis.socket_open and not lis.listener_done.is_set():
-                if lis.linger:
-                    lis.listener_done.wait()
-                else:
-                    # no linger: the pump sends the goodbye once it sees the channel down
-                    lis._wake_pump()
-                    lis.listener_done.wait(timeout=5.0)
-            if lis is not None and lis.socket_open:
-                lis._end_listener("destroy")
+            for lis in self.listeners:
+                if lis.socket_open and not lis.listener_done.is_set():
+                    if lis.linger:
+                        lis.listener_done.wait()
+                    else:
+                        # no linger: the pump sends the goodbye once it sees the channel down
+                        lis._wake_pump()
+                        lis.listener_done.wait(timeout=5.0)
+                if lis.socket_open:
+                    lis._end_listener("destroy")
         finally:
             self.switch.scheduler.del_group(self.uuid)
             self.switch._calls.pop(self.uuid, None)

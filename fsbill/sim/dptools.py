@@ -103,37 +103,47 @@ class DialplanApps:
         self.rec.ended_by = self.rec.ended_by or "transfer"
         raise _Transfer()
 
-    def _sched_time(self, text: str) -> int:
-        now = self.switch.scheduler.now()
+    def _sched_when(self, text: str, at_sign: bool = False) -> int:
+        """`+N` is switch_epoch_time_now + N; otherwise atol(text), which is the absolute
+        epoch (or a small number the scheduler will take as relative); `@N` only for
+        sched_broadcast_function."""
         if text.startswith("+"):
-            return now + atol(text[1:])
-        if text.startswith("@"):
+            return self.switch.scheduler.now() + atol(text[1:])
+        if at_sign and text.startswith("@"):
             return atol(text[1:])
         return atol(text)
 
     def _app_sched_hangup(self, arg: str) -> None:
+        """sched_hangup_function: `sec = atol(argv[0] + 1)`; sec == 0 hangs up at once."""
         parts = arg.split()
         if not parts:
             return
-        when = self._sched_time(parts[0])
+        when = self._sched_when(parts[0])
         cause = str2cause(parts[1]) if len(parts) > 1 else "ALLOTTED_TIMEOUT"
+        if atol(parts[0][1:]) == 0:
+            self._hangup(cause, "sched_hangup")
+            raise _Hangup()
         self.switch.schedule_hangup(when, self.uuid, cause)
 
     def _app_sched_transfer(self, arg: str) -> None:
+        """sched_transfer_function: sets last_sched_id to the task id."""
         parts = arg.split()
         if len(parts) < 2:
             return
-        when = self._sched_time(parts[0])
-        self.switch.schedule_transfer(
+        when = self._sched_when(parts[0])
+        task = self.switch.schedule_transfer(
             when, self.uuid, parts[1], parts[2] if len(parts) > 2 else None, parts[3] if len(parts) > 3 else None
         )
+        self._setvar("last_sched_id", str(task.task_id))
 
     def _app_sched_broadcast(self, arg: str) -> None:
+        """sched_broadcast_function: `@N` absolute, `+N` relative; sets last_sched_id."""
         parts = arg.split()
         if len(parts) < 2:
             return
-        when = self._sched_time(parts[0])
-        self.switch.schedule_broadcast(when, self.uuid, parts[1], parts[2] if len(parts) > 2 else "aleg")
+        when = self._sched_when(parts[0], at_sign=True)
+        task = self.switch.schedule_broadcast(when, self.uuid, parts[1], parts[2] if len(parts) > 2 else "aleg")
+        self._setvar("last_sched_id", str(task.task_id))
 
     def _app_sched_cancel(self, arg: str) -> None:
         target = arg.strip() or self.uuid

@@ -295,7 +295,10 @@ class Listener(_CommandParser):
         self.sock = sock
         self.socket_open = True
         self._connected_perf = time.perf_counter()
-        self.rec.connected_us = self.clock.now_us()
+        now_us = self.clock.now_us()
+        if self.rec.connected_us is None:
+            self.rec.connected_us = now_us
+        self.rec.connects.append(now_us)
         self.greenlets.append(gevent.spawn(self._reader))
         self.greenlets.append(gevent.spawn(self._pump))
         return None
@@ -412,7 +415,7 @@ class Listener(_CommandParser):
         if not self.listener_done.is_set():
             self.listener_done.set()
             self.outq.put(_STOP)
-            self.inbox.put({"kind": "uncontrolled", "why": why})
+            self.inbox.put({"kind": "uncontrolled", "why": why, "listener": self})
 
     # ---- the listener: commands -----------------------------------------------------------
     def _reader(self) -> None:

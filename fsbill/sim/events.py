@@ -195,9 +195,11 @@ class ChannelEventData:
 
     def fire(self, name: str, **kwargs: Any) -> None:
         """switch_event_fire: sequence numbers are used whether or not the app listens; the
-        event reaches the socket's listener (mod_event_socket.c event_handler) and every
-        subscriber of this channel or of all channels (Switch.subscribe)."""
+        event reaches every listener still running for this channel (mod_event_socket.c
+        event_handler: an outbound listener gets its own session's events; a channel that
+        re-entered the socket may have two) and every subscriber (Switch.subscribe)."""
         headers = self._channel_headers(name, **kwargs)
-        if self.listener is not None:
-            self.listener.deliver(name, headers)
+        for listener in self.listeners:
+            if not listener.listener_done.is_set():
+                listener.deliver(name, headers)
         self.switch._deliver(self.uuid, name, headers)

@@ -40,8 +40,9 @@ class ScheduledTasks:
             if call is not None and not call.down:
                 call.inbox.put({"kind": "hangup", "cause": cause, "by": "sched_hangup", "at_us": task.fired_us})
 
-        self._record_scheduled(uuid, "sched_hangup", cause, when)
-        return self.scheduler.add(when, run, group=uuid, desc="hangup", kind="sched_hangup", arg=cause)
+        task = self.scheduler.add(when, run, group=uuid, desc="hangup", kind="sched_hangup", arg=cause)
+        self._record_scheduled(uuid, "sched_hangup", cause, task.runtime)
+        return task
 
     def schedule_transfer(self, when: int, uuid: str, ext: str, dp: str | None, ctx: str | None) -> Task:
         arg = " ".join(x for x in (ext, dp, ctx) if x)
@@ -58,8 +59,9 @@ class ScheduledTasks:
                     }
                 )
 
-        self._record_scheduled(uuid, "sched_transfer", arg, when)
-        return self.scheduler.add(when, run, group=uuid, desc="transfer", kind="sched_transfer", arg=arg)
+        task = self.scheduler.add(when, run, group=uuid, desc="transfer", kind="sched_transfer", arg=arg)
+        self._record_scheduled(uuid, "sched_transfer", arg, task.runtime)
+        return task
 
     def schedule_broadcast(self, when: int, uuid: str, path: str, leg: str = "aleg") -> Task:
         def run(task: Task) -> None:
@@ -67,8 +69,9 @@ class ScheduledTasks:
             if call is not None:
                 self.broadcast(call, path, leg)
 
-        self._record_scheduled(uuid, "sched_broadcast", f"{path} {leg}", when)
-        return self.scheduler.add(when, run, group=uuid, desc="broadcast", kind="sched_broadcast", arg=f"{path} {leg}")
+        task = self.scheduler.add(when, run, group=uuid, desc="broadcast", kind="sched_broadcast", arg=f"{path} {leg}")
+        self._record_scheduled(uuid, "sched_broadcast", f"{path} {leg}", task.runtime)
+        return task
 
     def broadcast(self, call: Session, path: str, leg: str) -> None:
         """switch_ivr_broadcast: queue `playback` (or `app::args`) to the A leg; a B-leg-only

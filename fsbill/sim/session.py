@@ -26,7 +26,8 @@ import gevent.queue
 
 from fsbill.sim.bridge import Bridge
 from fsbill.sim.causes import str2cause
-from fsbill.sim.channel import STATE_NUMBER, ChannelLife, _Hangup, _Transfer
+from fsbill.sim.channel import ChannelLife, _Hangup, _Transfer
+from fsbill.sim.dialplan import DialplanRunner
 from fsbill.sim.dptools import DialplanApps
 from fsbill.sim.event_socket import Listener
 from fsbill.sim.events import ChannelEventData
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fsbill.sim")
 
 
-class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge):
+class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunner):
     """One call: its channel, the session thread, and its outbound socket listener."""
 
     def __init__(self, switch: Switch, address: tuple[str, int], spec: CallSpec) -> None:
@@ -67,6 +68,7 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge):
         self.hungup_us = 0
         self.transfer_us = 0
         self._pinned_us: int | None = None
+        self._socket_returned = ""  # why the last socket app returned inside the dialplan
         self.report_hangup_time = False
         self.down = False
         self.hangup_cause: str | None = None
@@ -89,9 +91,11 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge):
         self._socket_app_done = False
         self._socket_app_uuid = str(uuidlib.uuid4())
         self._reported = False
-        self._init_variables()
         self.listeners: list[Listener] = []
         self.listener: Listener | None = None
+        self._init_variables()
+        if spec.answered_before_s is not None:
+            self._arrive_answered(spec.answered_before_s)
 
     # ---- the channel thread -------------------------------------------------------------------
     def run(self) -> CallRecord:
@@ -108,37 +112,54 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge):
 
     def _run(self) -> None:
         self.switch._calls[self.uuid] = self
-        self.listener = Listener(self, visit=len(self.listeners) + 1)
-        self.listeners.append(self.listener)
-        failed = self.listener.open(self.address)
+        outcome = self._socket_visit(self.address)
+        after = (self.spec.after_socket or "").strip()
+        self._continue_dialplan(outcome, [after] if after else [])
+        self._report()
+
+    def _socket_visit(self, address: tuple[str, int]) -> str:
+        """socket_function, once per time the channel enters the `socket` application: a new
+        listener (same channel uuid), wait for `connect`, park until the socket app returns.
+        Returns why it returned: "down", "transfer", "peer_closed" or "socket_failed"."""
+        lis = Listener(self, visit=len(self.listeners) + 1)
+        self.listeners.append(lis)
+        self.listener = lis
+        if len(self.listeners) > 1:
+            self._socket_app_done = False
+            self._socket_app_uuid = str(uuidlib.uuid4())
+        failed = lis.open(address)
         if failed:
-            self.rec.app_error = failed
-            self._after_socket("socket_failed")
-            self._report()
-            return
+            self.rec.app_error = self.rec.app_error or failed
+            return "socket_failed"
         # switch_ivr_park only once the app has sent `connect`
-        while not self.listener.connected_evt.is_set():
+        while not lis.connected_evt.is_set():
             msg = self.inbox.get()
             if msg["kind"] == "uncontrolled":
-                self._after_socket("peer_closed")
-                self._report()
-                return
+                if msg.get("listener", lis) is lis:
+                    return "peer_closed"
+                continue  # an earlier visit's socket closing: nothing is parked yet
             self._pre_connect(msg)
         gevent.sleep(self.switch.park_delay_s)  # the socket app notices CONNECTED, then parks
+        self.controlled = True  # switch_ivr_park sets CF_CONTROLLED
         self.fire("CHANNEL_PARK")
-        if self.mis.fault_after_s is None and self.listener.has_byte_fault():
+        if self.mis.fault_after_s is None and lis.has_byte_fault():
             gevent.sleep(0)
-            self.listener.inject_fault()
-        if self.spec.max_duration_s is not None:
-            self._timer(self.spec.max_duration_s, {"kind": "hangup", "cause": "NORMAL_CLEARING", "by": "caller"})
+            lis.inject_fault()
+        if len(self.listeners) == 1:
+            if self.spec.max_duration_s is not None:
+                self._timer(self.spec.max_duration_s, {"kind": "hangup", "cause": "NORMAL_CLEARING", "by": "caller"})
+            if self.spec.answered_before_s is not None:
+                self._answered_timers()
         try:
-            self._park_loop()
+            outcome = self._park_loop()
         except _Hangup:
-            pass
-        if not self.down:
+            outcome = "down"
+        if outcome == "down" and not self.down:
             self._hangup("NORMAL_CLEARING", "emulator")
+        if outcome == "transfer":
+            self._pinned_us = None  # the transfer is stamped; what follows runs in call time
         self._finish_socket_app()
-        self._report()
+        return outcome
 
     def _pre_connect(self, msg: dict) -> None:
         if msg["kind"] == "msg":
@@ -147,23 +168,23 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge):
             self._pin(msg)
             self._hangup(msg["cause"], msg["by"])
 
-    def _park_loop(self) -> None:
+    def _park_loop(self) -> str:
+        """switch_ivr_park's loop: runs while the channel is up, controlled and parked."""
         while not self.down:
             try:
                 if self.transfer_target is not None:
-                    self._run_transfer_target()
-                    return
+                    return "transfer"
                 if not self.controlled:
-                    # the listener is gone: park returns, the dialplan continues after `socket`
-                    self._finish_socket_app()
-                    self._after_socket("peer_closed")
-                    return
+                    # a listener is gone (listener_run clears CF_CONTROLLED): park returns,
+                    # the dialplan continues after `socket`
+                    return "peer_closed"
                 if self.pending:
                     self._handle_private(self.pending.pop(0))
                     continue
                 self._dispatch(self.inbox.get(), idle=True)
             except _Transfer:
                 continue
+        return "down"
 
     def _dispatch(self, msg: dict, idle: bool = False) -> None:
         """Handle a message wherever the channel is (parked, in an app, in a bridge)."""
@@ -313,48 +334,6 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge):
     def _socket_arg(self) -> str:
         s = self.spec
         return f"{self.address[0]}:{self.address[1]}" + (" async" if s.async_mode else "") + (" full" if s.full else "")
-
-    def _after_socket(self, by: str) -> None:
-        """The dialplan after the `socket` action (dialplan/fsbill_prepaid.xml: respond 503),
-        then the end of the dialplan hangs the channel up."""
-        if self.down:
-            return
-        self.rec.ended_by = self.rec.ended_by or by
-        action = (self.spec.after_socket or "").strip()
-        if action:
-            app, _, arg = action.partition(" ")
-            try:
-                self.execute(app, arg)
-            except _Hangup:
-                pass
-            except _Transfer:
-                self._run_transfer_target()
-                return
-        if not self.down:
-            self._hangup("NORMAL_CLEARING", by)
-
-    def _run_transfer_target(self) -> None:
-        """The channel leaves the socket app for the transfer target, emulated as an
-        announcement for `announce_s` then a hangup."""
-        self._pinned_us = None  # the transfer is stamped; what follows runs in call time
-        ext, dp, ctx = self.transfer_target
-        self.transfer_target = None
-        self._finish_socket_app()
-        self.transfer_us = self.clock.now_us()
-        self.profile_index += 1
-        self.profile_created_us = self.transfer_us
-        self.destination, self.dialplan, self.context = ext, dp or "XML", ctx or self.context
-        for state in ("CS_ROUTING", "CS_EXECUTE"):
-            self.state, self.state_number = state, STATE_NUMBER[state]
-            self.fire("CHANNEL_STATE", with_vars=False)
-        try:
-            if not self.answered_us:
-                self.execute("answer", "")
-            self.execute("playback", "ivr/ivr-call_cannot_be_completed_as_dialed.wav")
-            self._wait(max(0.0, self.switch.announce_s - self.switch.playback_s))
-            self.execute("hangup", self.switch.transfer_hangup_cause)
-        except (_Hangup, _Transfer):
-            pass
 
     def _drop(self) -> None:
         """The socket dies under the app (RST); with drop_kills_call the call vanishes too."""

@@ -40,6 +40,30 @@ class CallSpec:
     hangs up `callee_talk_s` after answer (None: never), which ends the bridge only.
     `after_socket` is the dialplan action after `socket` (run when the socket app returns
     with the channel still up), as in dialplan/fsbill_prepaid.xml.
+
+    `answered_before_s`: something before the socket (an IVR, a PIN prompt, a top-up menu)
+    answered the channel this many call-seconds before it reached the socket. It arrives
+    answered: the connect reply carries Caller-Channel-Answered-Time and
+    variable_answer_epoch / variable_answer_uepoch, Answer-State `answered`, and
+    execute_on_answer / api_on_answer set by the app never run for it
+    (switch_channel_perform_mark_answered does nothing on an answered channel; measured on
+    FreeSWITCH 1.10.12, ESL-NOTES.md). Its bridge comes up when the B leg answers
+    (`answer_after_s` after `bridge`): CHANNEL_BRIDGE, bridge_* variables; `talk_s` then
+    counts from the bridge, not from the IVR's answer.
+
+    `dialplan`: extensions the channel can be transferred to (by `transfer`,
+    `sched_transfer`, `uuid_transfer`), each a list of actions `app arg` run in order like
+    an XML extension's: any emulated application, plus `socket [host:port]`, which hands the
+    same channel (same uuid) to the outbound socket again - a new connection, Caller-Profile-
+    Index one higher. A transfer back to `destination_number`, unless scripted here, runs
+    `socket` then `after_socket` again. An extension not listed is the cut-off extension
+    (dialplan/fsbill_cutoff.xml): answer, an announcement of the Switch's `announce_s`, hangup.
+    Example, a top-up menu that sends the caller back to the billed extension:
+    `dialplan={"fsbill_cutoff": ["playback ivr/topup.wav", "transfer 4915112345678 XML public"]}`.
+
+    `failover_causes`: for a failover bridge `a|b|c`, the causes with which the first legs
+    fail in turn (each `leg_fail_after_s` after it was tried); the next leg then answers or
+    fails as described above. Empty: the first leg is the one that answers or fails.
     """
 
     uuid: str | None = None
@@ -60,6 +84,10 @@ class CallSpec:
     after_socket: str | None = "respond 503 Service Unavailable"
     max_duration_s: float | None = None  # the caller's patience; None = unlimited
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
+    answered_before_s: float | None = None
+    dialplan: dict[str, list[str]] = field(default_factory=dict)
+    failover_causes: list[str] = field(default_factory=list)
+    leg_fail_after_s: float = 0.5
 
 
 @dataclass
@@ -79,6 +107,11 @@ class CallRecord:
     ended_by: str | None = None
     responded: str | None = None
     transferred_to: str | None = None
+    transfers: list[tuple[int, str]] = field(default_factory=list)  # (at_us, extension) per transfer
+    connects: list[int] = field(default_factory=list)  # connected_us of each socket visit
+    hangup_by: str | None = None  # what finally hung the channel up (ended_by: what ended the billed part)
+    unbridges: list[tuple[int, int]] = field(default_factory=list)  # (bridged_us, unbridged_us) per bridge
+    nibblebill_debits: list[tuple[int, str, str]] = field(default_factory=list)  # (at_us, account, amount)
     broadcasts: list[tuple[int, str, str]] = field(default_factory=list)
     fired_tasks: list[tuple[str, str, int]] = field(default_factory=list)
     scheduled_tasks: list[tuple[str, str, int, int]] = field(default_factory=list)  # kind, arg, runtime_s, at_us
@@ -86,6 +119,8 @@ class CallRecord:
     socket_closed_us: int | None = None
     app_error: str | None = None
     bridge_failed: str | None = None
+    failed_legs: list[tuple[str, str]] = field(default_factory=list)  # (dial target, cause) per failed B leg
+    bridged_to: str | None = None  # the dial target of the B leg that answered
     setup_latency_s: float | None = None  # real seconds: TCP connected -> `bridge` received
     sent: list[bytes] = field(default_factory=list, repr=False)  # every frame written, in order
     done: gevent.event.Event = field(default_factory=gevent.event.Event, repr=False)
@@ -96,12 +131,15 @@ class CallRecord:
 
     @property
     def talk_us(self) -> int | None:
-        if self.answered_us is None:
+        """Answer (or, for a channel answered before the socket, the bridge) to the end of
+        the call or of the first bridge, whichever came first."""
+        start = self.bridged_us if self.spec.answered_before_s is not None else self.answered_us
+        if start is None:
             return None
         end = self.ended_us
         if self.unbridged_us is not None and (end is None or self.unbridged_us < end):
             end = self.unbridged_us
-        return None if end is None else end - self.answered_us
+        return None if end is None else end - start
 
     @property
     def talk_s(self) -> Fraction | None:

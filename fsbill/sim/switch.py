@@ -118,16 +118,19 @@ class Switch(ScheduledTasks, ApiCommands):
         *,
         scheduler_tick_s: float = 1.0,
         scheduler_poll_s: float = 0.5,
+        scheduler_late_s: float | None = None,
         playback_s: float = 0.2,
         announce_s: float = 3.0,
         transfer_hangup_cause: str = "NORMAL_CLEARING",
         park_delay_s: float = 0.001,
         bridge_teardown_s: float = 0.02,
         hostname: str = "fsbill-sim",
+        gateway_profiles: dict[str, str] | None = None,
     ) -> None:
         self.clock = clock
-        self.scheduler = Scheduler(clock, tick_s=scheduler_tick_s, poll_s=scheduler_poll_s)
+        self.scheduler = Scheduler(clock, tick_s=scheduler_tick_s, poll_s=scheduler_poll_s, late_s=scheduler_late_s)
         self.playback_s = playback_s
+        self.gateway_profiles = dict(gateway_profiles or {})  # sofia gateway -> its profile (default external)
         self.announce_s = announce_s
         self.transfer_hangup_cause = transfer_hangup_cause
         self.park_delay_s = park_delay_s  # real seconds
