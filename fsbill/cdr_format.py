@@ -16,8 +16,8 @@ Differences from FreeSWITCH, on purpose:
   `billed_s` is.
 
 Absent values: `null` in JSON/JSONL, an empty cell in CSV, the same for every row and field
-(a call refused before it was rated has no `prefix`, `rate`, increments; an unanswered one no
-`answer_stamp`; `cost`, `charged` and `uncollected` are always present, "0.00" when nothing was).
+(a call refused before it was rated has no `prefix`, `rate`, increments; a refused call no
+balance snapshots; one without a known payer no `account`; an unanswered one no `answer_stamp`; `cost`, `charged` and `uncollected` are always present, "0.00" when nothing was).
 
 `balance_when_authorized` is the account's balance when this call was authorized and
 `balance_after_settlement` its balance right after this call was settled. They are two
@@ -108,6 +108,7 @@ def record(cdr: CdrView) -> dict[str, Any]:
         return None if value is None else str(value)
 
     rated = bool(cdr.prefix)  # a call refused before a rate was found has none
+    refused = cdr.result == "rejected"
     duration = None if cdr.end_us is None else _seconds(cdr.end_us) - _seconds(cdr.start_us)
     return {
         "uuid": cdr.uuid,
@@ -147,8 +148,10 @@ def record(cdr: CdrView) -> dict[str, Any]:
         "cost": money(cdr.cost),
         "charged": money(cdr.charged),
         "uncollected": money(cdr.uncollected),
-        "balance_when_authorized": money(cdr.balance_before),
-        "balance_after_settlement": money(cdr.balance_after),
+        # a refused call was neither authorized nor settled: no balance snapshots, whatever
+        # the refusal (the database keeps the balance an admission refusal saw)
+        "balance_when_authorized": None if refused else money(cdr.balance_before),
+        "balance_after_settlement": None if refused else money(cdr.balance_after),
     }
 
 

@@ -177,7 +177,9 @@ class CallRun:
         except DatabaseUnavailable as exc:
             return self.database_down(ch, payer, exc)
         if account is None:
-            raise Rejected("unknown_account", f"{payer.source}={payer.value}", account=payer.value)
+            # no account: `account` stays empty (the caller id is in its own field, the log's
+            # detail says which variable named whom)
+            raise Rejected("unknown_account", f"{payer.source}={payer.value}")
         if account.status != "active":
             raise Rejected("suspended", "", account.code, account.currency)
         destination = destination_of(ch)

@@ -108,3 +108,40 @@ def test_cdr_export_speaks_freeswitch_names_in_csv_json_and_jsonl(rig, capsys):
     assert by_result["completed"]["cost"] == ok["cost"] and isinstance(by_result["completed"]["cost"], str)
     code, out, _ = run(capsys, "cdr", "export", "--json", "--config", str(rig.config))
     assert json.loads(out) == objects
+
+
+def test_rejected_cdrs_are_consistent_and_an_unknown_payer_leaves_account_empty(db_url, tmp_path, capsys):
+    """Issue 12 item 11: every refused call's CDR has the same fields absent, the same way."""
+    r = Rig(db_url, time_scale=25)
+    config = tmp_path / "cdr.yaml"
+    config.write_text(f"database: {db_url}\n")
+    try:
+        r.account("acme", "10.00")
+        r.account("poor", "0")
+        unknown = r.call(account="nobody", caller_id_number="15559990000")
+        by_cli = r.call(account=None, caller_id_number="15559990001")
+        no_rate = r.call(destination="8612345678")
+        broke = r.call(account="poor")
+        cdrs = {c.uuid: c for c in r.settled(4)}
+        assert cdrs[unknown.uuid].account == "" and cdrs[by_cli.uuid].account == ""
+        assert cdrs[unknown.uuid].caller == "15559990000"
+        code, out, _ = run(capsys, "cdr", "export", "--format", "jsonl", "--config", str(config))
+        assert code == 0
+        rows = {o["uuid"]: o for o in map(json.loads, out.splitlines())}
+        absent = ("prefix", "rate", "connect_fee", "initial_increment_s", "increment_s", "min_duration_s")
+        absent += ("answer_stamp", "balance_when_authorized", "balance_after_settlement", "bleg_uuid")
+        for rec in (unknown, by_cli, no_rate, broke):
+            row = rows[rec.uuid]
+            assert row["result"] == "rejected"
+            assert all(row[k] is None for k in absent), {k: row[k] for k in absent}
+            assert (row["cost"], row["charged"], row["uncollected"], row["billed_s"]) == ("0.00", "0.00", "0.00", 0)
+            assert row["answer_epoch"] == 0 and row["reason"]
+        assert rows[unknown.uuid]["account"] is None and rows[unknown.uuid]["caller_id_number"] == "15559990000"
+        assert rows[no_rate.uuid]["account"] == "acme" and rows[broke.uuid]["account"] == "poor"
+        code, out, _ = run(capsys, "cdr", "export", "--config", str(config))
+        cells = {row["uuid"]: row for row in csv.DictReader(io.StringIO(out))}
+        for rec in (unknown, by_cli, no_rate, broke):
+            assert all(cells[rec.uuid][k] == "" for k in absent)
+        assert cells[unknown.uuid]["account"] == ""
+    finally:
+        r.close()
