@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from fsbill.db.calls import CdrView
+from fsbill.db.calls import CdrView, LiveCallView
 from fsbill.instant import iso
 
 # FreeSWITCH's names (mod_cdr_csv / mod_xml_cdr channel variables), in FreeSWITCH's order.
@@ -155,6 +155,27 @@ def record(cdr: CdrView) -> dict[str, Any]:
     }
 
 
+def live_record(call: LiveCallView) -> dict[str, Any]:
+    """A live call (`fsbill calls --json`) in the same vocabulary as its CDR will have."""
+    return {
+        "uuid": call.uuid,
+        "visit": getattr(call, "visit", None),
+        "account": call.account or None,
+        "node": call.node or None,
+        "caller_id_number": call.caller or None,
+        "destination_number": call.destination or None,
+        "prefix": call.prefix or None,
+        "rate": str(call.rate),
+        "granted_s": call.granted_s,
+        "held": str(call.held),
+        "debited": str(call.debited),
+        "start_stamp": iso(call.created_us),
+        "answer_stamp": iso(call.answered_us),
+        "cutoff_stamp": iso(call.cutoff_us),
+        "lease_until_stamp": iso(call.lease_until_us),
+    }
+
+
 def csv_cells(cdr: CdrView) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in record(cdr).items()}
 
@@ -164,4 +185,4 @@ def records(cdrs: Iterable[CdrView]) -> Iterator[dict[str, Any]]:
         yield record(cdr)
 
 
-__all__ = ["BILLING_FIELDS", "FIELDS", "FREESWITCH_FIELDS", "csv_cells", "q850", "record", "records"]
+__all__ = ["BILLING_FIELDS", "FIELDS", "FREESWITCH_FIELDS", "csv_cells", "live_record", "q850", "record", "records"]

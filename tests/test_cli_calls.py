@@ -40,7 +40,8 @@ def test_calls_lists_what_live_calls_hold_and_cdr_export_writes_them(rig, capsys
     assert code == 0
     [live] = json.loads(out)
     assert live["account"] == "acme" and live["prefix"] == "49" and live["held"] == "2.00"
-    assert live["granted_s"] == 120 and live["answered"]
+    assert live["granted_s"] == 120 and live["answer_stamp"] and live["destination_number"] == "4930123456"
+    assert live["visit"] == 1 and live["caller_id_number"] and live["cutoff_stamp"]
     code, out, _ = run(capsys, "calls", "--config", str(rig.config))
     assert code == 0 and "acme" in out and "HELD" in out
     call.get(timeout=30)

@@ -47,7 +47,7 @@ def _calls(args: argparse.Namespace) -> int:
     live = dbcalls.live_calls(store, args.account)
     emit(
         args,
-        [c.as_json() for c in live],
+        [cdr_format.live_record(c) for c in live],
         lambda: (
             table(
                 [
