@@ -8,8 +8,13 @@ Format: a header line, then one rate per line.
     44,0.0050,,60,60,,UK nights and weekends,,,"6,7",,
     44,0.0080,,60,60,,UK weekday nights,,,1-5,22:00,06:00
 
+The separator is ',' as above, or ';', tab or '|': detected from the header line unless given
+(`delimiter`). With `decimal_comma` amounts are written '0,0125' (carriers' semicolon exports);
+it needs a separator other than ','. Refusals name the separator they read with.
+
 Columns (names are case-insensitive, any order; only `prefix` and `rate` are required, an
-empty cell takes the default):
+empty cell takes the default; `initial_increment_s`, `increment_s` and `min_duration_s` are
+accepted for the three increment columns, the names fsbill's outputs use):
 
 - prefix: ASCII digits only, 1-32 of them (no '+', no spaces: the deck is keyed by
   normalized numbers, see fsbill.core.rating.normalize_number).
