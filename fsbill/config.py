@@ -106,6 +106,7 @@ class Settings:
     route: str = ""  # dial string template, e.g. sofia/gateway/carrier/{destination}
     on_db_error: str = "reject"  # reject | allow
     db_error_grant_s: int = 60
+    on_suspend: str = "finish_grant"  # finish_grant | cut: what a suspension does to live calls
     rates_refresh_s: int = 5  # while the database is down: rate from the cached deck this long without asking
     shutdown_grace_s: int = 10
     cutoff: Cutoff = field(default_factory=Cutoff)
@@ -228,6 +229,8 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("lease_s", "must be 0 (three heartbeats) or positive")
         if obj.on_db_error not in ("reject", "allow"):
             bad("on_db_error", "must be reject or allow")
+        if obj.on_suspend not in ("finish_grant", "cut"):
+            bad("on_suspend", "must be finish_grant or cut")
         if obj.log_format not in ("keyvalue", "json"):
             bad("log_format", "must be keyvalue or json")
         if obj.log_level.lower() not in ("debug", "info", "warning", "error"):

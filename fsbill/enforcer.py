@@ -34,6 +34,7 @@ from fsbill.core.call import (
     nibble_rate_of,
     payer_of,
     result_of,
+    transfer_was_cutoff,
     warning_after_answer_s,
     warning_instant_us,
 )
@@ -46,6 +47,7 @@ from fsbill.db.rates import DeckCache
 from fsbill.errors import DatabaseUnavailable, FsbillError, MoneyError, NumberError
 from fsbill.esl import (
     Answered,
+    Bridged,
     BridgeEnded,
     CallControl,
     Disconnected,
@@ -56,6 +58,7 @@ from fsbill.esl import (
     Unbridged,
     channel_from,
     cutoff_mark,
+    nibblebill_variables,
 )
 from fsbill.logs import event as log_event
 from fsbill.metrics import Metrics, cdr_written
@@ -132,16 +135,26 @@ class CallRun:
         self.session = session
         self.accepted_perf = getattr(session, "accepted_perf", time.perf_counter())
         self.channel: Channel = channel_from(session.session_data)
-        self.control = CallControl(session, self.channel.uuid, enforcer.settings.cutoff)
+        self.control = CallControl(
+            session, self.channel.uuid, enforcer.settings.cutoff, strip=nibblebill_variables(self.channel)
+        )
         self.accepted: Accepted | None = None
         self.call: LiveCall | None = None  # THE record of this call while it lives
         self.unbridged_us: int | None = None
         self.hangup_cause = ""
+        self.settled = False  # this visit's leg is settled; the socket only waits for the end
+        self.cut_for_suspension = False
 
     # -- the whole call -------------------------------------------------------------------------
+    @property
+    def pre_answered(self) -> bool:
+        """Answered before it reached the socket (an IVR, a PIN prompt, a top-up menu, or an
+        earlier visit): billing starts when the bridge comes up, not at that answer."""
+        return self.channel.answered_us is not None
+
     def run(self) -> None:
         e = self.e
-        self.control.subscribe()
+        self.control.subscribe(bridge_events=self.pre_answered)
         try:
             self.accepted = self.authorize(self.channel)
         except Rejected as rejection:
@@ -329,7 +342,7 @@ class CallRun:
 
     # -- acceptance -----------------------------------------------------------------------------------
     def arm_and_bridge(self) -> None:
-        e, ch, acc, call = self.e, self.channel, self.accepted, self.call
+        e, acc, call = self.e, self.accepted, self.call
         assert acc is not None and call is not None
         offset = cutoff_offset_s(call.granted_s, e.policy.margin_s)
         variables = {
@@ -339,15 +352,17 @@ class CallRun:
             "fsbill_max_seconds": str(offset),
             "fsbill_result": "authorized",
         }
-        if ch.answered_us is None:
+        if not self.pre_answered:
             warning = warning_after_answer_s(call.granted_s, e.policy) if call.final else None
             self.control.arm(variables, offset, warning)
             if warning is not None:
                 self.call = replace(call, warned=True)
         else:
+            # FreeSWITCH never runs on-answer actions for an answered channel: arm the cut-off now, relative,
+            # bounded by the ring allowance plus the grant; it is moved to its real instant when
+            # the bridge comes up (on_answer via CHANNEL_BRIDGE).
             self.control.arm(variables, None, None)
-            # Already answered before it reached us (an IVR answered it): enforce from its answer.
-            self.on_answer(ch.answered_us)
+            self.control.arm_from_now(e.settings.max_ring_s + offset)
         self.control.bridge(acc.dial_string)
         e.metrics.setup_seconds.observe(time.perf_counter() - self.accepted_perf)
 
@@ -360,10 +375,20 @@ class CallRun:
             ev = self.session.next_event(max(0.0, next_beat - time.monotonic()))
             if ev is None:
                 next_beat += heartbeat_real_s
-                self.heartbeat()
+                if not self.settled:
+                    self.heartbeat()
+                continue
+            if self.settled:
+                # Transferred out of its bridge and settled: this socket stays connected (closing
+                # it would end a later visit's socket app) and sends nothing until the channel ends.
+                if isinstance(ev, (HangupComplete, SocketClosed)):
+                    return
                 continue
             if isinstance(ev, Answered):
-                if self.call is not None and self.call.answered_us is None:
+                if self.call is not None and self.call.answered_us is None and not self.pre_answered:
+                    self.on_answer(ev.at_us)
+            elif isinstance(ev, Bridged):
+                if self.call is not None and self.call.answered_us is None and self.pre_answered:
                     self.on_answer(ev.at_us)
             elif isinstance(ev, Unbridged):
                 if self.unbridged_us is None:
@@ -386,14 +411,18 @@ class CallRun:
         e, acc = self.e, self.accepted
         assert self.call is not None and acc is not None
         call = answer(self.call, answered_us, e.policy)
-        if self.channel.answered_us is not None:
+        if self.pre_answered:
+            # the bridge is up: the cut-off moves from its bound to its real instant
             warning = None
             if not call.warned and call.final and call.cutoff_us is not None:
                 warning = warning_instant_us(call.cutoff_us, e.policy.warning_s, e.clock.now_us())
                 if warning is not None:
                     call = replace(call, warned=True)
             assert call.cutoff_us is not None
-            self.control.move_cutoff(call.cutoff_us, warning, replace=False)
+            try:
+                self.control.move_cutoff(call.cutoff_us, warning)
+            except (FsbillError, OSError) as exc:
+                log_event(log, "reschedule_failed", uuid=self.channel.uuid, error=str(exc))
         self.call = call
         if call.warned:
             e.metrics.warnings.inc()
@@ -406,10 +435,15 @@ class CallRun:
             log_event(log, "answer_not_recorded", uuid=self.channel.uuid, error=str(exc))
 
     def on_bridge_done(self, ev: BridgeEnded) -> None:
-        # The bridge ended: either the B leg never answered, or it hung up after talking. In
-        # both cases this socket app owns the A leg and must end it (there is no dialplan
-        # `hangup_after_bridge` while the socket app is in control).
+        # The bridge ended: the B leg never answered, or it hung up after talking, or the
+        # channel was transferred out of it. In the first two cases this socket app owns the A
+        # leg and must end it (there is no dialplan `hangup_after_bridge` while the socket app
+        # is in control). A transfer (the transfer cut-off, a top-up menu) hands the caller to
+        # the dialplan: billing stops at the unbridge and nothing is sent that ends the call.
         answered = self.call is not None and self.call.answered_us is not None
+        if ev.transferred and answered:
+            self.transferred_out(self.unbridged_us or ev.at_us)
+            return
         try:
             self.control.end("" if answered else ev.failure_cause)
         except (FsbillError, OSError):
@@ -442,6 +476,15 @@ class CallRun:
             return
         call = result.call
         self.hold_changed(call.held - old.held)
+        if not result.account_active and s.on_suspend == "cut" and not self.cut_for_suspension:
+            # on_suspend: cut — the account was suspended: end its calls now, through their own
+            # socket (finish_grant, the default, lets them run to the end of what they hold)
+            self.cut_for_suspension = True
+            log_event(log, "suspended_cut", uuid=ch.uuid, visit=call.visit)
+            try:
+                self.control.kill(s.rejection("suspended").cause)
+            except (FsbillError, OSError) as exc:
+                log_event(log, "cut_failed", uuid=ch.uuid, error=str(exc))
         if call.answered_us is None or call.cutoff_us is None:
             self.call = call
             return
@@ -465,10 +508,43 @@ class CallRun:
             log_event(log, "reschedule_failed", uuid=ch.uuid, error=str(exc))
 
     # -- the end ------------------------------------------------------------------------------------------------
+    def transferred_out(self, unbridged_us: int) -> None:
+        """Settle this visit at once, billed up to the unbridge: its hold is released while the
+        caller is in the cut-off extension or a top-up menu (which may send the channel back
+        into the socket: a new visit, a new leg)."""
+        e, ch, acc, call = self.e, self.channel, self.accepted, self.call
+        assert acc is not None and call is not None and call.answered_us is not None
+        start, end = billing_window(call.answered_us, unbridged_us, unbridged_us)
+        ours = transfer_was_cutoff(unbridged_us, call.cutoff_us)
+        if ours:
+            e.metrics.cutoffs.labels("transfer").inc()
+        result = "cut_off" if ours else "completed"
+        call_end = dbcalls.CallEnd(
+            ch.uuid,
+            call.visit,
+            start,
+            end,
+            ch.created_us,
+            max(0, unbridged_us - call.answered_us) // US,
+            "BLIND_TRANSFER",
+            result,
+            e.clock.now_us(),
+        )
+        self.settled = True
+        log_event(log, "transferred", uuid=ch.uuid, visit=call.visit, cutoff=ours)
+        if not acc.reserved:
+            if e.pending is not None:
+                e.pending.add_unreserved(acc.payer, acc.destination, call_end)
+            return
+        self.settle(call_end)
+
     def finish(self, ev: HangupComplete) -> None:
         e, ch, acc, call = self.e, self.channel, self.accepted, self.call
         assert acc is not None and call is not None
-        answered = ev.answered_us if ev.answered_us else call.answered_us
+        if self.pre_answered:
+            answered = call.answered_us  # the bridge, not the IVR's answer
+        else:
+            answered = ev.answered_us if ev.answered_us else call.answered_us
         start, end = billing_window(answered, ev.end_us, self.unbridged_us)
         result = result_of(answered is not None, ev.cause or self.hangup_cause, ev.destination, e.mark)
         if result == "cut_off":

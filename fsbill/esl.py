@@ -104,10 +104,14 @@ class ExecuteComplete:
 @dataclass(frozen=True)
 class BridgeEnded:
     """The `bridge` application returned: the B leg never answered (`failure_cause` says why)
-    or the bridge ended after talking (`failure_cause` is empty)."""
+    or the bridge ended after talking (`failure_cause` is empty). `transferred`: it ended
+    because the channel was transferred out of it (a transfer cut-off, or any transfer):
+    switch_ivr_session_transfer (switch_ivr.c) hangs the B leg up with BLIND_TRANSFER and the
+    caller moves on in the dialplan; the socket stays connected."""
 
     failure_cause: str
     at_us: int
+    transferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,6 +235,7 @@ EVENT_FIELDS = (
     "Event-Name",
     "Event-Date-Timestamp",
     "Caller-Channel-Answered-Time",
+    "Caller-Channel-Bridged-Time",
     "Caller-Channel-Created-Time",
     "Caller-Destination-Number",
     "Hangup-Cause",
@@ -270,7 +275,7 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
     if name == "CHANNEL_ANSWER":
         return Answered(_us(headers.get("Caller-Channel-Answered-Time", "")) or at)
     if name == "CHANNEL_BRIDGE":
-        return Bridged(at)
+        return Bridged(_us(headers.get("Caller-Channel-Bridged-Time", "")) or at)
     if name == "CHANNEL_UNBRIDGE":
         return Unbridged(at)
     if name == "CHANNEL_HANGUP":
@@ -296,7 +301,11 @@ def translate_event(headers: dict[str, str]) -> CallEvent | None:
                 or headers.get("variable_last_bridge_hangup_cause", "")
             )
             # mod_dptools sets originate_disposition to SUCCESS/ANSWER when the B leg answered
-            return BridgeEnded("" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause, at)
+            return BridgeEnded(
+                "" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause,
+                at,
+                transferred=headers.get("variable_bridge_hangup_cause", "") == "BLIND_TRANSFER",
+            )
         return ExecuteComplete(
             application=headers.get("Application", "") or headers.get("variable_current_application", ""),
             data=headers.get("Application-Data", ""),
@@ -502,7 +511,8 @@ class EslSession(OutboundSession):
 # minus the ones enforcement never reads. Each event carries every channel variable (half the
 # bytes of a call), so they are dropped in FreeSWITCH with `nixevent` rather than parsed here.
 # The enforcer reads: CHANNEL_ANSWER, CHANNEL_UNBRIDGE, CHANNEL_HANGUP, CHANNEL_HANGUP_COMPLETE,
-# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices.
+# CHANNEL_EXECUTE_COMPLETE (of bridge), plus the linger/disconnect notices — and CHANNEL_BRIDGE
+# for a channel that arrived answered (its billing starts when the bridge comes up).
 IGNORED_EVENTS = (
     "CHANNEL_EXECUTE",
     "CHANNEL_PARK",
@@ -535,6 +545,15 @@ def multiset_arg(assignments: list[str]) -> str:
     raise ProtocolError("no multiset delimiter is free for these values")
 
 
+# The variables mod_nibblebill acts on (var_name_rate / var_name_account, default names).
+NIBBLEBILL_VARIABLES = ("nibble_rate", "nibble_account")
+
+
+def nibblebill_variables(channel: Channel) -> tuple[str, ...]:
+    """The mod_nibblebill variables this channel arrived with (fsbill removes them)."""
+    return tuple(name for name in NIBBLEBILL_VARIABLES if channel.var(name))
+
+
 def cutoff_mark(cutoff: Cutoff) -> CutoffMark:
     """How the core recognises a call its cut-off ended, for this cut-off configuration."""
     if cutoff.mode == "transfer":
@@ -557,14 +576,14 @@ def warning_on_answer(cutoff: Cutoff, offset_s: int) -> tuple[str, str]:
     return "sched_broadcast", f"+{offset_s} {cutoff.warning_prompt} {cutoff.warning_leg}"
 
 
-def cutoff_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
-    """API command moving the cut-off to an absolute epoch second."""
+def cutoff_api(cutoff: Cutoff, uuid: str, when: int | str) -> str:
+    """API command arming the cut-off at an absolute epoch second, or `+N` seconds from now."""
     if cutoff.mode == "transfer":
         return (
-            f"sched_transfer {epoch_s} {uuid} "
+            f"sched_transfer {when} {uuid} "
             f"{cutoff.transfer_extension} {cutoff.transfer_dialplan} {cutoff.transfer_context}"
         )
-    return f"sched_hangup {epoch_s} {uuid} {cutoff.hangup_cause}"
+    return f"sched_hangup {when} {uuid} {cutoff.hangup_cause}"
 
 
 def warning_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
@@ -575,15 +594,24 @@ class CallControl:
     """One call's session, in the enforcer's terms. Every FreeSWITCH command word fsbill sends
     during a call is composed here."""
 
-    def __init__(self, session: EslSession, uuid: str, cutoff: Cutoff) -> None:
+    def __init__(self, session: EslSession, uuid: str, cutoff: Cutoff, strip: tuple[str, ...] = ()) -> None:
         self.session = session
         self.uuid = uuid
         self.cutoff = cutoff
+        self.strip = strip  # channel variables to remove when the call is armed
 
-    def subscribe(self) -> None:
-        """One round trip: the call's events (see IGNORED_EVENTS), and linger so that the final
-        events still arrive after the hangup."""
-        self.session.expect_ok_many(["myevents", f"nixevent {' '.join(IGNORED_EVENTS)}", "linger"])
+    def subscribe(self, bridge_events: bool = False) -> None:
+        """One round trip: the call's events (see IGNORED_EVENTS; `bridge_events` keeps
+        CHANNEL_BRIDGE), and linger so that the final events still arrive after the hangup."""
+        ignored = [e for e in IGNORED_EVENTS if not (bridge_events and e == "CHANNEL_BRIDGE")]
+        self.session.expect_ok_many(["myevents", f"nixevent {' '.join(ignored)}", "linger"])
+
+    def arm_from_now(self, cutoff_after_s: int) -> None:
+        """Arm the cut-off `cutoff_after_s` from now, relative (`+N`): for a channel that is
+        already answered, whose billing start (the bridge) is not known yet. An absolute
+        instant already past would never fire (switch_scheduler.c takes it as relative to
+        now). Deletes the channel's earlier tasks first (a previous socket visit's)."""
+        self.session.api(f"sched_del {self.uuid}", cutoff_api(self.cutoff, self.uuid, f"+{max(1, cutoff_after_s)}"))
 
     def arm(
         self, variables: dict[str, str], cutoff_after_answer_s: int | None, warning_after_answer_s: int | None
@@ -592,6 +620,12 @@ class CallControl:
         cut-off (and the warning) itself the moment it answers: `execute_on_answer`, so the
         cut-off exists inside FreeSWITCH even if fsbill dies before the answer."""
         assignments = [f"{k}={v}" for k, v in variables.items()]
+        # mod_nibblebill (mod_nibblebill.c) bills any channel carrying nibble_rate and
+        # nibble_account when it looks: its SESSION_HEARTBEAT handler and its CS_HANGUP state
+        # handler (process_hangup) read them then. Unsetting them here, before answer, means
+        # a call fsbill enforces is never also billed by it (`name=` unsets: mod_dptools
+        # base_set treats an empty value as NULL).
+        assignments += [f"{name}=" for name in self.strip]
         if cutoff_after_answer_s is not None:
             app, arg = cutoff_on_answer(self.cutoff, cutoff_after_answer_s)
             assignments.append(f"execute_on_answer_fsbill_cutoff={app} {arg}")
@@ -628,6 +662,11 @@ class CallControl:
 
     def bridge(self, dial_string: str) -> None:
         self.session.execute("bridge", dial_string)
+
+    def kill(self, cause: str) -> None:
+        """End the channel now whatever runs on it (the bridge included): `uuid_kill` through
+        this call's own socket (an `api` command, allowed in `full` mode while the call lives)."""
+        self.session.api(f"uuid_kill {self.uuid} {cause or NORMAL_CLEARING}")
 
     def end(self, cause: str = "") -> None:
         """Hang the call up (the socket app owns the A leg while it runs)."""

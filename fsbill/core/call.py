@@ -147,6 +147,13 @@ def result_of(answered: bool, hangup_cause: str, transferred_to: str, mark: Cuto
     return "completed"
 
 
+def transfer_was_cutoff(unbridged_us: int, cutoff_us: int | None) -> bool:
+    """Whether a transfer out of the bridge at `unbridged_us` was the call's own cut-off
+    (FreeSWITCH's scheduler runs a task up to 1 s before its whole second, so any transfer from
+    then on is it) rather than a transfer somebody else made earlier."""
+    return cutoff_us is not None and unbridged_us >= cutoff_us - US
+
+
 def billing_window(
     answered_us: int | None, end_us: int | None, unbridged_us: int | None
 ) -> tuple[int | None, int | None]:
@@ -277,6 +284,7 @@ class Beat:
     debit: Money  # posted from the hold now
     extra_hold: Money  # newly held for an extension
     extended: bool
+    account_active: bool = True  # False: the account was suspended; the call gets no more time
 
 
 def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy, extend: bool) -> Beat:
@@ -309,7 +317,7 @@ def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy
             cutoff_instant_us(call.answered_us, granted_s, policy.margin_s) if call.answered_us is not None else None
         ),
     )
-    return Beat(new, debit, extra, granted_s > call.granted_s)
+    return Beat(new, debit, extra, granted_s > call.granted_s, account.status == "active")
 
 
 # -- the end ------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from operator import itemgetter
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fsbill.core.money import Money, RoundingRule
@@ -87,10 +88,10 @@ ROW_FIELDS = (
     "time_from_min",
     "time_to_min",
 )
-Row = tuple  # (str, int, int, int, int, int, str, int|None, int|None, str|None, int|None, int|None)
+Row = tuple[Any, ...]  # (str, int, int, int, int, int, str, int|None, int|None, str|None, int|None, int|None)
 
 
-class ParsedDeck(list):
+class ParsedDeck(list[Any]):
     """The rates (or rows) of a deck file in file order; `lines[i]` is the line of item i."""
 
     def __init__(self) -> None:
@@ -212,8 +213,8 @@ class DeckRows:
         self.tail_ids = array("I")  # index into self.tails
         self.lines = array("I")
         self.texts: list[str] = [""]
-        self.tails: list[tuple[tuple, tuple]] = []
-        self.order: array | None = None  # row indices in prefix order (set by parse_rows)
+        self.tails: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
+        self.order: array[int] | None = None  # row indices in prefix order (set by parse_rows)
         self.delimiter = ","
 
     def __len__(self) -> int:
@@ -237,7 +238,7 @@ class DeckRows:
             yield self[i]
 
 
-def _prefix_order(prefixes: list[str]) -> array:
+def _prefix_order(prefixes: list[str]) -> array[int]:
     return array("I", sorted(range(len(prefixes)), key=prefixes.__getitem__))
 
 
@@ -307,7 +308,8 @@ def parse_rows(
 def _duplicate_groups(deck: DeckRows) -> list[list[int]]:
     """Row indices sharing a prefix, in file order; groups ordered by where their first
     repeat is in the file (so the error names the earliest bad line)."""
-    prefixes, order = deck.prefixes, deck.order
+    prefixes = deck.prefixes
+    order = deck.order if deck.order is not None else _prefix_order(prefixes)
     groups: list[list[int]] = []
     i = 0
     n = len(order)
@@ -507,7 +509,7 @@ class _RowParser:
         deck.tail_ids.append(tail_id)
         deck.lines.append(line)
 
-    def _tail(self, row: list[str], line: int) -> tuple[tuple, tuple]:
+    def _tail(self, row: list[str], line: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The optional cells other than the description, checked."""
         values: dict[str, str] = {}
         for name, position in self.tail:

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fsbill.core.money import SCALE, Money, RoundingMethod, RoundingRule
@@ -103,10 +104,10 @@ class Rate:
 
 
 _new = object.__new__
-_SETTERS = tuple(getattr(Rate, name).__set__ for name in Rate.__slots__)  # type: ignore[attr-defined]
+_SETTERS = tuple(getattr(Rate, name).__set__ for name in Rate.__slots__)
 
 
-def rate_from_values(values: tuple) -> Rate:
+def rate_from_values(values: tuple[Any, ...]) -> Rate:
     """A Rate from its 13 field values in declaration order, without re-validating them.
 
     For rows that were validated when they were stored (loading a deck of a million rows
@@ -251,7 +252,9 @@ class RateDeck:
         index: dict[str, Rate | tuple[Rate, ...]] = {}
         for prefix, entry in grouped.items():
             index[prefix] = tuple(sorted(entry, key=_specificity)) if isinstance(entry, list) else entry
-        self._index = index
+        # Any: a Rate or a tuple of Rates, told apart with `type(entry) is tuple` in lookup (its
+        # hottest test), which mypy does not narrow on
+        self._index: dict[str, Any] = index
         self._lengths = tuple(sorted({len(p) for p in index}, reverse=True))
         self._count = count
         self._local_cache: tuple[int, int, int] = (-1, 0, 0)  # (epoch second, weekday, minute)
@@ -261,7 +264,7 @@ class RateDeck:
 
     def rates(self) -> Iterator[Rate]:
         for entry in self._index.values():
-            if type(entry) is tuple:
+            if isinstance(entry, tuple):
                 yield from entry
             else:
                 yield entry
@@ -300,7 +303,8 @@ class RateDeck:
                         local = self.local_time(at_us)
                     if not rate.in_band(local[0], local[1]):
                         continue
-                return rate
+                found: Rate = rate
+                return found
         return None
 
 

@@ -31,6 +31,7 @@ import gevent
 
 from fsbill.sim.causes import DIALSTATUS, str2cause
 from fsbill.sim.channel import _Hangup, _Transfer
+from fsbill.sim.state import SessionState
 
 # mod_sofia sofia_outgoing_channel: refused before a channel exists (`goto error`)
 NO_CHANNEL_CAUSES = frozenset(
@@ -60,7 +61,7 @@ def bridge_targets(arg: str) -> list[str]:
     return out or [""]
 
 
-class Bridge:
+class Bridge(SessionState):
     """Mixin of the emulated session: originate the B legs and bridge the one that answers."""
 
     def _push_var(self, name: str, value: str) -> None:
@@ -124,6 +125,7 @@ class Bridge:
             "progress_media_us": 0,
             "target": target,
         }
+        legs = self.bridge_legs
         self._push_var("originated_legs", f"{b_uuid};Outbound Call;{dest}")
         self.signals = [s for s in self.signals if s["kind"] not in ("b_answer", "b_fail")]
         if fail_cause is not None:
@@ -138,7 +140,7 @@ class Bridge:
             # ringing or early media from the B leg, passed to the A leg
             if spec.early_media:
                 self.progress_media_us = self.progress_media_us or self.clock.now_us()
-                self.bridge_legs["progress_media_us"] = self.progress_media_us
+                legs["progress_media_us"] = self.progress_media_us
                 self.answer_state = "early"
                 self._setvar("endpoint_disposition", "EARLY MEDIA")
                 self.fire("CHANNEL_PROGRESS_MEDIA")
@@ -147,6 +149,7 @@ class Bridge:
                 self.fire("CHANNEL_PROGRESS")
             self.call_state = "EARLY" if spec.early_media else "RINGING"
         outcome = self._wait_signal(("b_answer", "b_fail"))
+        assert outcome is not None  # only pending_breaks returns None
         if outcome["kind"] == "b_fail":
             cause = outcome["cause"]
             self.rec.bridge_failed = cause
@@ -155,7 +158,7 @@ class Bridge:
             self._attempt_failed(cause)
             return False
         self.rec.bridge_failed = None
-        self.bridge_legs["answered_us"] = self.clock.now_us()
+        legs["answered_us"] = self.clock.now_us()
         self._setvar("originate_signal_bond", b_uuid)
         return True
 
@@ -163,11 +166,13 @@ class Bridge:
         """The B leg answered: the A leg is answered with it (if it was not already), then the
         bridge comes up (switch_ivr_multi_threaded_bridge)."""
         spec = self.spec
-        b_uuid = self.bridge_legs["uuid"]
+        legs = self.bridge_legs
+        assert legs is not None
+        b_uuid = legs["uuid"]
         self._answer()
         self.bridged_us = self.clock.now_us()
         self.rec.bridged_us = self.rec.bridged_us or self.bridged_us
-        self.rec.bridged_to = self.bridge_legs["target"]
+        self.rec.bridged_to = legs["target"]
         self.call_state = "ACTIVE"
         self.was_bridged = True
         self._setvar("originate_disposition", "SUCCESS")
@@ -179,10 +184,10 @@ class Bridge:
         self.fire("CHANNEL_BRIDGE", pre=bridge_ids)
         self._setvar("bridge_to", b_uuid)
         self._setvar("last_bridge_to", b_uuid)
-        self._setvar("bridge_channel", self.bridge_legs["channel_name"])
+        self._setvar("bridge_channel", legs["channel_name"])
         self._setvar("bridge_uuid", b_uuid)
         self._setvar("last_sent_callee_id_name", "Outbound Call")
-        self._setvar("last_sent_callee_id_number", self.bridge_legs["destination"])
+        self._setvar("last_sent_callee_id_number", legs["destination"])
         if spec.talk_s is not None:
             # the caller talks talk_s from the answer; from the bridge if an IVR answered
             start = self.bridged_us if spec.answered_before_s is not None else self.answered_us

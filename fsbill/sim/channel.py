@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from datetime import datetime, timezone
+from typing import Any
 
 import gevent
 
 from fsbill.sim.causes import q850
+from fsbill.sim.state import SessionState
 
 STATE_NUMBER = {
     "CS_NEW": 0,
@@ -53,7 +55,17 @@ class _Transfer(Exception):
     """Unwinds the running apps when the channel is transferred out of the socket app."""
 
 
-class ChannelLife:
+CALLING_SCHED_HEARTBEAT = ("switch_core_session.c", "sch_heartbeat_callback", 1632)
+CALLING_READ_HEARTBEAT = ("switch_core_io.c", "switch_core_session_read_frame", 157)
+
+
+def _true(value: str | None) -> bool:
+    """switch_true."""
+    text = (value or "").lower()
+    return text in ("yes", "on", "true", "t", "enabled", "active", "allow") or (text.isdigit() and int(text) != 0)
+
+
+class ChannelLife(SessionState):
     """Mixin of the emulated session: variables, answer, hangup, reporting, destroy."""
 
     def _init_variables(self) -> None:
@@ -75,6 +87,11 @@ class ChannelLife:
         v["read_rate"] = "8000"
         v["write_codec"] = "PCMU"
         v["write_rate"] = "8000"
+        for name, value in s.directory_variables.items():
+            self._setvar(name, str(value))
+        # the channel went CS_ROUTING → CS_EXECUTE before the extension's actions ran
+        self._state_handlers("CS_ROUTING")
+        self._state_handlers("CS_EXECUTE")
         for name, value in s.variables.items():
             self._setvar(name, str(value))
         v.pop("call_uuid", None)
@@ -108,6 +125,11 @@ class ChannelLife:
             self.call_state = "ACTIVE" if not self.in_bridge else self.call_state
         self._setvar("endpoint_disposition", "ANSWER")
         self._answered_timers()
+        hb = self.variables.get("enable_heartbeat_events")
+        if hb is not None:  # switch_channel_perform_mark_answered, before execute_on_answer
+            seconds = (int(hb) if int(hb) > 0 else 60) if hb.isdigit() else (60 if _true(hb) else 0)
+            if seconds:
+                self.enable_heartbeat(seconds)
         # switch_channel_execute_on(ANSWER) then api_on_answer
         for name, value in list(self.variables.items()):
             if name.startswith("execute_on_answer"):
@@ -120,6 +142,71 @@ class ChannelLife:
             if name.startswith("api_on_answer"):
                 api_cmd, _, api_arg = value.strip().partition(" ")
                 self.switch.api(api_cmd, api_arg or None, caller=self)
+
+    def _state_handlers(self, state: str) -> None:
+        """switch_core_state_machine.c: the global state handlers (switch_core_add_state_handler)
+        run as the channel enters a state; mod_nibblebill is the one the emulator knows."""
+        nb = self.switch.nibblebill
+        if nb is None:
+            return
+        handler = {"CS_ROUTING": nb.on_routing, "CS_EXECUTE": nb.on_execute, "CS_HANGUP": nb.on_hangup}.get(state)
+        if handler is not None:
+            handler(self)
+
+    # ---- session heartbeat (switch_core_session.c) --------------------------------------
+    def enable_heartbeat(self, seconds: int) -> None:
+        """switch_core_session_enable_heartbeat: with no media yet (or heartbeat_use_scheduler)
+        a scheduler task in the channel's group (sched_del <uuid> removes it, as it removes
+        the cut-off); with media, counted in read frames (switch_core_session_read_frame)."""
+        seconds = seconds or 60
+        self.track_duration = seconds
+        self._unsched_heartbeat()
+        if self._media_heartbeat is not None:
+            self._media_heartbeat.kill(block=False)
+            self._media_heartbeat = None
+        fire_on_set = _true(self.variables.get("heartbeat_fire_on_set"))
+        media_ready = bool(self.answered_us or self.progress_media_us)
+        if not media_ready or _true(self.variables.get("heartbeat_use_scheduler")):
+            sched = self.switch.scheduler
+            when = sched.now() + (0 if fire_on_set else seconds)
+
+            def callback(task: Any) -> None:  # sch_heartbeat_callback
+                if self.switch._calls.get(self.uuid) is self:
+                    self._heartbeat(CALLING_SCHED_HEARTBEAT, task.fired_us)
+                    task.runtime = sched._second(task.fired_us) + self.track_duration
+
+            task = sched.add(
+                when, callback, group=self.uuid, desc="switch_core_session_sched_heartbeat", kind="heartbeat"
+            )
+            self._heartbeat_task_id = task.task_id
+            return
+
+        def frames() -> None:
+            delay = 0.0 if fire_on_set else float(seconds)
+            while not self.down:
+                self.clock.sleep(delay)
+                if self.down:
+                    return
+                self._heartbeat(CALLING_READ_HEARTBEAT, None)
+                delay = float(self.track_duration)
+
+        self._media_heartbeat = gevent.spawn(frames)
+        self.greenlets.append(self._media_heartbeat)
+
+    def _unsched_heartbeat(self) -> None:
+        if self._heartbeat_task_id:
+            self.switch.scheduler.del_id(self._heartbeat_task_id)
+            self._heartbeat_task_id = 0
+
+    def _heartbeat(self, calling: tuple[str, str, int], at_us: int | None) -> None:
+        pinned = self._pinned_us
+        if at_us is not None:
+            self._pinned_us = min(at_us, self.clock.now_us())
+        try:
+            self.rec.heartbeats.append(self._now())
+            self.fire("SESSION_HEARTBEAT", calling=calling)
+        finally:
+            self._pinned_us = pinned
 
     def _answered_timers(self) -> None:
         """Misbehaviour timed from the answer (not FreeSWITCH: fault injection)."""
@@ -185,6 +272,7 @@ class ChannelLife:
             self._hangup("NORMAL_CLEARING", "emulator")
         self.state, self.state_number = "CS_HANGUP", 10
         self.fire("CHANNEL_STATE", with_vars=False)
+        self._state_handlers("CS_HANGUP")
         self.state, self.state_number = "CS_REPORTING", 11
         self.call_state = "HANGUP"
         self.report_hangup_time = True
@@ -192,6 +280,8 @@ class ChannelLife:
         self._set_hangup_variables()
         self.fire("CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", self.hangup_cause or "NONE")])
         self.rec.variables = dict(self.variables)
+        for hook in self.switch.reporting_hooks:  # CS_REPORTING state handlers (mod_json_cdr)
+            hook(self)
         self._wake_listener()
 
     def _set_hangup_variables(self) -> None:

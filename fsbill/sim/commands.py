@@ -8,19 +8,36 @@ uuid_getvar (`_undef_` when unset), uuid_exists, uuid_broadcast, uuid_transfer, 
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
+from fsbill.sim import wire
 from fsbill.sim.causes import str2cause
 from fsbill.sim.dptools import atol
 
 if TYPE_CHECKING:
+    from fsbill.clock import Clock
+    from fsbill.sim.scheduler import Scheduler, Task
     from fsbill.sim.session import Session
+    from fsbill.sim.state import SessionState
 
 
 class ApiCommands:
     """Mixin of the Switch: `api`/`bgapi` commands."""
 
-    def api(self, command: str, arg: str | None, caller: Session | None = None) -> str:
+    if TYPE_CHECKING:  # the Switch's
+        clock: Clock
+        scheduler: Scheduler
+        _calls: dict[str, Session]
+        sessions_started: int
+        started_us: int
+
+        def schedule_hangup(self, when: int, uuid: str, cause: str) -> Task: ...
+        def schedule_transfer(self, when: int, uuid: str, ext: str, dp: str | None, ctx: str | None) -> Task: ...
+        def schedule_broadcast(self, when: int, uuid: str, path: str, leg: str = "aleg") -> Task: ...
+        def broadcast(self, call: Session, path: str, leg: str) -> None: ...
+
+    def api(self, command: str, arg: str | None, caller: SessionState | None = None) -> str:
         """switch_api_execute as mod_commands answers it (the api/response body)."""
         name = command.strip()
         handler = getattr(self, f"_api_{name}", None)
@@ -117,6 +134,23 @@ class ApiCommands:
         if call is None:
             return "-ERR No such channel!\n"
         return call.variables.get(argv[1], "_undef_")
+
+    def _api_uuid_dump(self, arg: str) -> str:
+        """mod_commands.c uuid_dump_function: the CHANNEL_DATA event of the channel, serialized
+        (url-encoded unless the format is `plain`)."""
+        argv = arg.split()
+        if not argv:
+            return "-USAGE: <uuid> [format]\n"
+        call = self._calls.get(argv[0])
+        if call is None:
+            return "-ERR No such channel!\n"
+        fmt = argv[1] if len(argv) > 1 else "txt"
+        headers = call._channel_headers("CHANNEL_DATA")
+        if fmt.lower() == "json":
+            return json.dumps(dict(headers))
+        if fmt.lower() == "plain":
+            return "".join(f"{k}: {v}\n" for k, v in headers) + "\n"
+        return wire.serialize_event(headers).decode("utf-8")
 
     def _api_uuid_exists(self, arg: str) -> str:
         call = self._calls.get(arg)

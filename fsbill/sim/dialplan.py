@@ -21,9 +21,10 @@ the extension it was transferred to.
 from __future__ import annotations
 
 from fsbill.sim.channel import STATE_NUMBER, _Hangup, _Transfer
+from fsbill.sim.state import SessionState
 
 
-class DialplanRunner:
+class DialplanRunner(SessionState):
     """Mixin of the emulated session: the dialplan around the `socket` application."""
 
     def _continue_dialplan(self, outcome: str, rest: list[str]) -> None:
@@ -50,6 +51,7 @@ class DialplanRunner:
         """switch_ivr_session_transfer: the new caller profile, CS_ROUTING, CS_EXECUTE.
         Returns the target extension's actions (None: the cut-off extension)."""
         self._pinned_us = None
+        assert self.transfer_target is not None
         ext, dp, ctx = self.transfer_target
         self.transfer_target = None
         self.transfer_us = self.clock.now_us()
@@ -64,6 +66,7 @@ class DialplanRunner:
         for state in ("CS_ROUTING", "CS_EXECUTE"):
             self.state, self.state_number = state, STATE_NUMBER[state]
             self.fire("CHANNEL_STATE", with_vars=False)
+            self._state_handlers(state)
         return self._extension(ext)
 
     def _extension(self, ext: str) -> list[str] | None:

@@ -18,6 +18,7 @@ import re
 
 from fsbill.sim.causes import sip_to_cause, str2cause
 from fsbill.sim.channel import _Hangup, _Transfer
+from fsbill.sim.state import SessionState
 
 
 def atol(text: str) -> int:
@@ -26,7 +27,7 @@ def atol(text: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-class DialplanApps:
+class DialplanApps(SessionState):
     """Mixin of the emulated session: the mod_dptools applications (bridge aside)."""
 
     def _app_set(self, arg: str) -> None:

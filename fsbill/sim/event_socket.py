@@ -84,7 +84,50 @@ _WAKE = object()
 _STOP = object()
 
 
-class _CommandParser:
+class _ListenerState:
+    """listener_t: the connection, its flags (LFLAG_*), its event subscriptions and filters."""
+
+    def __init__(self, channel: Session, visit: int = 1) -> None:
+        self.channel = channel
+        self.visit = visit
+        self.uuid = channel.uuid
+        self.channel_name = channel.channel_name
+        self.rec = channel.rec
+        self.clock = channel.clock
+        self.mis = channel.mis
+        self.spec = channel.spec
+        self.switch = channel.switch
+        self.inbox = channel.inbox
+        self.sock: gsocket.socket | None = None
+        self.send_lock = gevent.lock.RLock()
+        self.outq: gevent.queue.Queue = gevent.queue.Queue()
+        self.greenlets: list[gevent.Greenlet] = []
+        # listener flags (LFLAG_*)
+        self.connected = False
+        self.connected_evt = gevent.event.Event()
+        self.events_on = False
+        self.myevents = False
+        self.event_names: set[str] = set()
+        self.event_all = False
+        self.filters: list[tuple[str, str]] = []
+        self.linger = False
+        self.linger_time = -1
+        self.resume = False
+        self.handle_disco = False
+        self.listener_done = gevent.event.Event()
+        self.socket_open = False
+        self.silent = False
+        self.write_closed = False
+        self.closed_by_app = False
+        self._linger_deadline: int | None = None
+        self._connected_perf = time.perf_counter()
+
+    if TYPE_CHECKING:  # the Listener's
+
+        def _reply(self, data: bytes) -> None: ...
+
+
+class _CommandParser(_ListenerState):
     """Mixin of the Listener: parse_command() of mod_event_socket.c, one reply per command."""
 
     def _parse_command(self, headers: dict[str, str], body: bytes | None) -> bool:
@@ -158,8 +201,9 @@ class _CommandParser:
             rest = cmd[6:]
             if rest.startswith(" ") and rest[1:]:
                 try:
-                    self.linger_time = int(re.match(r"\s*(-?\d*)", rest).group(1) or 0)
-                except (AttributeError, ValueError):
+                    m = re.match(r"\s*(-?\d*)", rest)
+                    self.linger_time = int(m.group(1) or 0) if m else 0
+                except ValueError:
                     self.linger_time = 0
                 reply = f"+OK will linger {self.linger_time} seconds"
             else:
@@ -245,41 +289,6 @@ class _CommandParser:
 
 class Listener(_CommandParser):
     """One outbound event-socket connection of one channel visit (listener_t)."""
-
-    def __init__(self, channel: Session, visit: int = 1) -> None:
-        self.channel = channel
-        self.visit = visit
-        self.uuid = channel.uuid
-        self.channel_name = channel.channel_name
-        self.rec = channel.rec
-        self.clock = channel.clock
-        self.mis = channel.mis
-        self.spec = channel.spec
-        self.switch = channel.switch
-        self.inbox = channel.inbox
-        self.sock: gsocket.socket | None = None
-        self.send_lock = gevent.lock.RLock()
-        self.outq: gevent.queue.Queue = gevent.queue.Queue()
-        self.greenlets: list[gevent.Greenlet] = []
-        # listener flags (LFLAG_*)
-        self.connected = False
-        self.connected_evt = gevent.event.Event()
-        self.events_on = False
-        self.myevents = False
-        self.event_names: set[str] = set()
-        self.event_all = False
-        self.filters: list[tuple[str, str]] = []
-        self.linger = False
-        self.linger_time = -1
-        self.resume = False
-        self.handle_disco = False
-        self.listener_done = gevent.event.Event()
-        self.socket_open = False
-        self.silent = False
-        self.write_closed = False
-        self.closed_by_app = False
-        self._linger_deadline: int | None = None
-        self._connected_perf = time.perf_counter()
 
     def open(self, address: tuple[str, int]) -> str | None:
         """socket_function's connect: returns None once connected, else why it failed."""
@@ -399,6 +408,14 @@ class Listener(_CommandParser):
                 self.sock.shutdown(pysocket.SHUT_RDWR)
         except OSError:
             pass
+        if rst:
+            # The reader's makefile() holds a reference, so close() alone would keep the
+            # descriptor (and the connection) open until the channel is destroyed and send no
+            # RST: close the descriptor now (gevent's own close path, watchers cancelled).
+            try:
+                self.sock._real_close()  # type: ignore[attr-defined]
+            except (OSError, AttributeError):
+                pass
         try:
             self.sock.close()
         except OSError:
@@ -419,6 +436,7 @@ class Listener(_CommandParser):
 
     # ---- the listener: commands -----------------------------------------------------------
     def _reader(self) -> None:
+        assert self.sock is not None
         stream = self.sock.makefile("rb")
         first = True
         try:
@@ -521,7 +539,8 @@ class Listener(_CommandParser):
             def shut() -> None:
                 with self.send_lock:
                     try:
-                        self.sock.shutdown(pysocket.SHUT_WR)
+                        if self.sock is not None:
+                            self.sock.shutdown(pysocket.SHUT_WR)
                     except OSError:
                         pass
                     self.write_closed = True

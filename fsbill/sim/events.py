@@ -12,9 +12,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Any
+
+from fsbill.sim.state import SessionState
 
 # Where each event is fired from (Event-Calling-File/Function/Line-Number, as captured).
 CALLING = {
@@ -32,10 +35,11 @@ CALLING = {
     "CHANNEL_STATE": ("switch_channel.c", "switch_channel_perform_set_running_state", 2408),
     "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943),
     "BACKGROUND_JOB": ("mod_event_socket.c", "api_exec", 1580),
+    "SESSION_HEARTBEAT": ("switch_core_session.c", "sch_heartbeat_callback", 1632),
 }
 
 
-class ChannelEventData:
+class ChannelEventData(SessionState):
     """Mixin of the emulated session: the headers of the events its channel fires."""
 
     def _profile(self, prefix: str) -> list[tuple[str, str]]:
@@ -123,10 +127,10 @@ class ChannelEventData:
             ("Other-Leg-Privacy-Hide-Number", "false"),
         ]
 
-    def _core(self, name: str, now_us: int) -> list[tuple[str, str]]:
+    def _core(self, name: str, now_us: int, calling: tuple[str, str, int] | None = None) -> list[tuple[str, str]]:
         sw = self.switch
         local = datetime.fromtimestamp(now_us / 1_000_000, tz=timezone.utc)
-        file, func, line = CALLING.get(name, ("switch_channel.c", "switch_channel_event_set_data", 0))
+        file, func, line = calling or CALLING.get(name, ("switch_channel.c", "switch_channel_event_set_data", 0))
         return [
             ("Event-Name", name),
             ("Core-UUID", sw.core_uuid),
@@ -144,10 +148,17 @@ class ChannelEventData:
         ]
 
     def _channel_headers(
-        self, name: str, *, with_vars: bool = True, pre: list = (), post: list = (), channel_profile: bool = False
+        self,
+        name: str,
+        *,
+        with_vars: bool = True,
+        pre: Sequence[tuple[str, str]] = (),
+        post: Sequence[tuple[str, str]] = (),
+        channel_profile: bool = False,
+        calling: tuple[str, str, int] | None = None,
     ) -> list[tuple[str, str]]:
         now = self._now()
-        h = self._core(name, now)
+        h = self._core(name, now, calling)
         h += list(pre)
         if channel_profile:
             h += self._profile("Channel")
@@ -203,3 +214,5 @@ class ChannelEventData:
             if not listener.listener_done.is_set():
                 listener.deliver(name, headers)
         self.switch._deliver(self.uuid, name, headers)
+        for server in self.switch.event_listeners:  # inbound event sockets (fsbill.sim.inbound)
+            server.fire(name, headers)

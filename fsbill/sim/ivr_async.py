@@ -17,11 +17,18 @@ from typing import TYPE_CHECKING
 from fsbill.sim.scheduler import Task
 
 if TYPE_CHECKING:
+    from fsbill.clock import Clock
+    from fsbill.sim.scheduler import Scheduler
     from fsbill.sim.session import Session
 
 
 class ScheduledTasks:
     """Mixin of the Switch: the switch_ivr_schedule_* tasks."""
+
+    if TYPE_CHECKING:  # the Switch's
+        clock: Clock
+        scheduler: Scheduler
+        _calls: dict[str, Session]
 
     def _record_scheduled(self, uuid: str, kind: str, arg: str, runtime: int) -> None:
         call = self._calls.get(uuid)

@@ -29,6 +29,7 @@ epoch second (0 <= late_s < poll_s; 0.499 is the worst case FreeSWITCH shows).
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 from collections.abc import Callable
@@ -73,7 +74,11 @@ class Scheduler:
         self.late_s = late_s
         self._tick_us = int(tick_s * 1_000_000)
         self._poll_us = int(poll_s * 1_000_000)
-        self._tasks: list[Task] = []
+        # the task list, kept as FreeSWITCH's (insertion order) plus two indexes: by group
+        # (sched_del <uuid>) and a heap by runtime (a pass touches only the tasks that are due)
+        self._tasks: dict[int, Task] = {}
+        self._groups: dict[str, dict[int, Task]] = {}
+        self._heap: list[tuple[int, int]] = []  # (runtime, task_id); stale entries are skipped
         self._ids = itertools.count(1)
         self._greenlet: gevent.Greenlet | None = None
         self._closed = False
@@ -112,24 +117,41 @@ class Scheduler:
             created_us=now_us,
             repeat=repeat,
         )
-        self._tasks.append(task)
+        self._tasks[task.task_id] = task
+        self._groups.setdefault(task.group, {})[task.task_id] = task
+        heapq.heappush(self._heap, (task.runtime, task.task_id))
         self._events_us.append(now_us)  # ADD_SCHEDULE wakes the task thread
         self._wake.set()
         self._ensure_running()
         return task
 
+    def _remove(self, task: Task) -> None:
+        self._tasks.pop(task.task_id, None)
+        group = self._groups.get(task.group)
+        if group is not None:
+            group.pop(task.task_id, None)
+            if not group:
+                del self._groups[task.group]
+
     def del_id(self, task_id: int) -> int:
-        before = len(self._tasks)
-        self._tasks = [t for t in self._tasks if t.task_id != task_id]
-        return before - len(self._tasks)
+        """switch_scheduler_del_task_id."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return 0
+        self._remove(task)
+        return 1
 
     def del_group(self, group: str) -> int:
-        before = len(self._tasks)
-        self._tasks = [t for t in self._tasks if t.group != group]
-        return before - len(self._tasks)
+        """switch_scheduler_del_task_group."""
+        tasks = self._groups.pop(group, {})
+        for task_id in tasks:
+            self._tasks.pop(task_id, None)
+        return len(tasks)
 
     def tasks(self, group: str | None = None) -> list[Task]:
-        return [t for t in self._tasks if group is None or t.group == group]
+        if group is None:
+            return list(self._tasks.values())
+        return list(self._groups.get(group, {}).values())
 
     def _ensure_running(self) -> None:
         if not self._closed and (self._greenlet is None or self._greenlet.dead):
@@ -148,13 +170,27 @@ class Scheduler:
 
     def _pass(self, at_us: int) -> None:
         """task_thread_loop(0) as it ran at `at_us`: every task that existed then and whose
-        runtime has come runs (switch_scheduler_execute); afterwards a repeating task is put
-        back at now + repeat, a task whose callback moved its runtime later stays (the
-        session heartbeat does that), and the others are done."""
+        runtime has come runs, in the task list's order (switch_scheduler_execute); afterwards
+        a repeating task is put back at now + repeat, a task whose callback moved its runtime
+        later stays (the session heartbeat does that), and the others are done."""
         self.passes += 1
         now = self._second(at_us)
-        for task in [t for t in self._tasks if now >= t.runtime and t.created_us <= at_us]:
-            if task not in self._tasks:  # deleted by an earlier task of this pass
+        due: list[Task] = []
+        later: list[tuple[int, int]] = []
+        while self._heap and self._heap[0][0] <= now:
+            runtime, task_id = heapq.heappop(self._heap)
+            task = self._tasks.get(task_id)
+            if task is None or task.runtime != runtime:
+                continue  # deleted, or moved (it has its own entry)
+            if task.created_us > at_us:
+                later.append((runtime, task_id))  # added after this pass ran
+                continue
+            due.append(task)
+        for entry in later:
+            heapq.heappush(self._heap, entry)
+        due.sort(key=lambda t: t.task_id)
+        for task in due:
+            if task.task_id not in self._tasks:  # deleted by an earlier task of this pass
                 continue
             task.fired_us = at_us
             try:
@@ -163,8 +199,11 @@ class Scheduler:
                 log.exception("scheduled task %s failed", task.desc)
             if task.repeat:
                 task.runtime = now + task.repeat
-            if task.runtime <= now and task in self._tasks:
-                self._tasks.remove(task)
+            if task.task_id in self._tasks:
+                if task.runtime <= now:
+                    self._remove(task)
+                else:
+                    heapq.heappush(self._heap, (task.runtime, task.task_id))
 
     def _run(self) -> None:
         if self._last_pass_us is None:
@@ -187,6 +226,8 @@ class Scheduler:
         if self._greenlet is not None:
             self._greenlet.kill(block=False)
         self._tasks.clear()
+        self._groups.clear()
+        self._heap.clear()
 
 
 __all__ = ["Scheduler", "Task"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid as uuidlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gevent
 import gevent.queue
@@ -39,60 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("fsbill.sim")
 
 
-class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunner):
+class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunner):  # all SessionState
     """One call: its channel, the session thread, and its outbound socket listener."""
 
     def __init__(self, switch: Switch, address: tuple[str, int], spec: CallSpec) -> None:
-        self.switch = switch
-        self.clock = switch.clock
-        self.address = address
-        self.spec = spec
-        self.mis = spec.misbehaviour
-        self.uuid = spec.uuid or str(uuidlib.uuid4())
-        self.rec = CallRecord(uuid=self.uuid, spec=spec)
-        self.inbox: gevent.queue.Queue = gevent.queue.Queue()
-        self.pending: list[dict[str, Any]] = []  # queued private events (sendmsg, broadcast)
-        self.greenlets: list[gevent.Greenlet] = []
-        # channel
-        now = self.clock.now_us()
-        self.created_us = now
-        self.rec.created_us = now
-        self.state = "CS_EXECUTE"
-        self.state_number = 4
-        self.call_state = "RINGING"
-        self.answer_state = "ringing"
-        self.answered_us = 0
-        self.progress_us = 0
-        self.progress_media_us = 0
-        self.bridged_us = 0
-        self.hungup_us = 0
-        self.transfer_us = 0
-        self._pinned_us: int | None = None
-        self._socket_returned = ""  # why the last socket app returned inside the dialplan
-        self.report_hangup_time = False
-        self.down = False
-        self.hangup_cause: str | None = None
-        self.controlled = True  # CF_CONTROLLED: the socket app is in charge
-        self.in_bridge = False
-        self.bridge_legs: dict[str, Any] | None = None  # the B leg once originated
-        self.was_bridged = False
-        self.profile_index = 1
-        self.profile_created_us = now
-        self.destination = spec.destination_number
-        self.context = spec.context
-        self.dialplan = "XML"
-        self.channel_name = f"sofia/internal/{spec.caller_id_number}@{spec.network_addr}"
-        self.transfer_target: tuple[str, str, str] | None = None
-        self.last_app = ""
-        self.last_arg = ""
-        self.app_stack: list[str] = []
-        self.signals: list[dict] = []
-        self.variables: dict[str, str] = {}
-        self._socket_app_done = False
-        self._socket_app_uuid = str(uuidlib.uuid4())
-        self._reported = False
-        self.listeners: list[Listener] = []
-        self.listener: Listener | None = None
+        super().__init__(switch, address, spec)
         self._init_variables()
         if spec.answered_before_s is not None:
             self._arrive_answered(spec.answered_before_s)

@@ -61,6 +61,11 @@ class CallSpec:
     Example, a top-up menu that sends the caller back to the billed extension:
     `dialplan={"fsbill_cutoff": ["playback ivr/topup.wav", "transfer 4915112345678 XML public"]}`.
 
+    `directory_variables`: variables the channel had before its dialplan ran (the user
+    directory, the SIP profile, origination variables); `variables` are what the dialplan
+    set before `socket`. The difference matters to mod_nibblebill, whose CS_EXECUTE handler
+    runs before the extension's actions (see nibblebill.py).
+
     `failover_causes`: for a failover bridge `a|b|c`, the causes with which the first legs
     fail in turn (each `leg_fail_after_s` after it was tried); the next leg then answers or
     fails as described above. Empty: the first leg is the one that answers or fails.
@@ -85,6 +90,7 @@ class CallSpec:
     max_duration_s: float | None = None  # the caller's patience; None = unlimited
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
     answered_before_s: float | None = None
+    directory_variables: dict[str, str] = field(default_factory=dict)
     dialplan: dict[str, list[str]] = field(default_factory=dict)
     failover_causes: list[str] = field(default_factory=list)
     leg_fail_after_s: float = 0.5
@@ -112,6 +118,8 @@ class CallRecord:
     hangup_by: str | None = None  # what finally hung the channel up (ended_by: what ended the billed part)
     unbridges: list[tuple[int, int]] = field(default_factory=list)  # (bridged_us, unbridged_us) per bridge
     nibblebill_debits: list[tuple[int, str, str]] = field(default_factory=list)  # (at_us, account, amount)
+    nibblebill_actions: list[tuple[int, str, str]] = field(default_factory=list)  # (at_us, lowbal|nobal, action)
+    heartbeats: list[int] = field(default_factory=list)  # SESSION_HEARTBEAT instants
     broadcasts: list[tuple[int, str, str]] = field(default_factory=list)
     fired_tasks: list[tuple[str, str, int]] = field(default_factory=list)
     scheduled_tasks: list[tuple[str, str, int, int]] = field(default_factory=list)  # kind, arg, runtime_s, at_us

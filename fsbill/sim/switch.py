@@ -39,13 +39,16 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gevent
 import gevent.pool
 
 from fsbill.clock import Clock
 from fsbill.sim.commands import ApiCommands
+from fsbill.sim.event_socket import MYEVENTS
 from fsbill.sim.ivr_async import ScheduledTasks
+from fsbill.sim.nibblebill import Nibblebill
 from fsbill.sim.scheduler import Scheduler
 from fsbill.sim.session import Session
 from fsbill.sim.spec import CallRecord, CallSpec, Misbehaviour
@@ -110,7 +113,16 @@ class Subscription:
 
 # -- the switch ---------------------------------------------------------------------------------------
 class Switch(ScheduledTasks, ApiCommands):
-    """An emulated FreeSWITCH placing calls into an outbound-socket app."""
+    """An emulated FreeSWITCH placing calls into an outbound-socket app.
+
+    Knobs: `scheduler_late_s` fixes where the scheduler's passes fall (every task runs exactly
+    that long after its epoch second; None: as FreeSWITCH, 0.5 s apart from the last add);
+    `playback_s` / `announce_s` how long a playback / the cut-off extension's announcement
+    lasts; `transfer_hangup_cause` the cut-off extension's hangup; `gateway_profiles` the
+    sofia profile of each gateway (B-leg channel names; default `external`); `nibblebill` a
+    loaded mod_nibblebill (nibblebill.py). `park_delay_s` and `bridge_teardown_s` are real
+    seconds (the socket app noticing `connect`, the bridge thread noticing a hangup).
+    """
 
     def __init__(
         self,
@@ -126,6 +138,7 @@ class Switch(ScheduledTasks, ApiCommands):
         bridge_teardown_s: float = 0.02,
         hostname: str = "fsbill-sim",
         gateway_profiles: dict[str, str] | None = None,
+        nibblebill: Nibblebill | None = None,
     ) -> None:
         self.clock = clock
         self.scheduler = Scheduler(clock, tick_s=scheduler_tick_s, poll_s=scheduler_poll_s, late_s=scheduler_late_s)
@@ -147,6 +160,11 @@ class Switch(ScheduledTasks, ApiCommands):
         self.started_us = clock.now_us()
         self.records: list[CallRecord] = []
         self._subscriptions: list[Subscription] = []
+        self.event_listeners: list[Any] = []  # fsbill.sim.inbound.InboundServer: .fire(name, headers)
+        self.reporting_hooks: list[Callable[[Any], None]] = []  # run at CS_REPORTING
+        self.nibblebill = nibblebill
+        if nibblebill is not None:  # mod_nibblebill_load: switch_event_bind(SESSION_HEARTBEAT)
+            self.subscribe(self._nibblebill_heartbeat)
 
     def _next_sequence(self) -> int:
         return next(self._sequence)
@@ -173,7 +191,7 @@ class Switch(ScheduledTasks, ApiCommands):
 
     def run_load(
         self, address: tuple[str, int], specs: list[CallSpec], concurrency: int = 10, cps: float | None = None
-    ) -> list[CallRecord]:
+    ) -> list[CallRecord | None]:
         """Place `specs` with at most `concurrency` calls up at once and at most `cps` new
         calls per real second; returns the records in the order of `specs`."""
         pool = gevent.pool.Pool(max(1, concurrency))
@@ -231,6 +249,11 @@ class Switch(ScheduledTasks, ApiCommands):
         call.inbox.put({"kind": "msg", "headers": {k.lower(): v for k, v in headers.items()}, "body": body})
         return True
 
+    def _nibblebill_heartbeat(self, uuid: str, name: str, headers: list[tuple[str, str]]) -> None:
+        call = self._calls.get(uuid)
+        if name == "SESSION_HEARTBEAT" and call is not None and self.nibblebill is not None:
+            self.nibblebill.on_heartbeat(call)
+
     def _deliver(self, uuid: str, name: str, headers: list[tuple[str, str]]) -> None:
         for sub in list(self._subscriptions):
             if sub.uuid is None or sub.uuid == uuid:
@@ -240,4 +263,6 @@ class Switch(ScheduledTasks, ApiCommands):
                     log.exception("event subscriber failed on %s", name)
 
 
-__all__ = ["CallRecord", "CallSpec", "ChannelView", "Misbehaviour", "Subscription", "Switch"]
+_Call = Session  # the name of the session class before the split (fsbill.sim.inbound uses it)
+
+__all__ = ["MYEVENTS", "CallRecord", "CallSpec", "ChannelView", "Misbehaviour", "Subscription", "Switch"]

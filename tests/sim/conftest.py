@@ -24,7 +24,10 @@ def clock():
 
 @pytest.fixture
 def switch(clock):
-    sw = Switch(clock)
+    # park_delay_s: the real time between `connect` and CHANNEL_PARK. The app sends `myevents`
+    # right after the connect reply; on a machine this loaded (2 cores shared by many test
+    # runs) 1 ms was sometimes not enough for it to arrive first, losing CHANNEL_PARK.
+    sw = Switch(clock, park_delay_s=0.01)
     yield sw
     sw.close()
 

@@ -306,3 +306,140 @@ def test_failover_bridge_that_fails_everywhere(switch, app_factory):
     assert done.ev("variable_originate_disposition") == "NO_ANSWER" and done.ev("variable_DIALSTATUS") == "NOANSWER"
     assert done.ev("variable_originate_failed_cause") == "NO_ANSWER"
     assert record.answered_us is None and record.bridge_failed == "NO_ANSWER"
+
+
+# -- e. mod_nibblebill next to fsbill ------------------------------------------------------------------
+def nibble_switch(clock, **config):
+    from fsbill.sim.nibblebill import Nibblebill
+
+    return Switch(clock, nibblebill=Nibblebill(balances={"acme": 10.0}, **config))
+
+
+NIBBLE = {"nibble_rate": "6.00", "nibble_account": "acme"}
+
+
+def test_nibblebill_bills_a_channel_that_still_carries_its_variables_at_hangup(clock, app_factory):
+    """mod_nibblebill.c: the variables were set by the dialplan (after the CS_EXECUTE state
+    handler ran sched_billing), so no heartbeat; process_hangup (on_hangup) bills the call
+    from times->answered in doubles, then bills the rounding excess (0 here)."""
+    switch = nibble_switch(clock, global_heartbeat=1)
+
+    def script(c):
+        start(c, BRIDGE)
+        hangup_and_exit(c)
+
+    try:
+        record, _ = run(switch, app_factory, script, variables=dict(NIBBLE), talk_s=2.0)
+    finally:
+        switch.close()
+    assert not record.heartbeats
+    (at_us, account, amount), (_, _, excess) = record.nibblebill_debits
+    assert account == "acme" and excess == "0.000000"
+    expected = 6.0 / 1_000_000 / 60 * (record.ended_us - record.answered_us)
+    assert amount == f"{expected:f}" and record.variables["nibble_total_billed"] == amount
+    assert abs(switch.nibblebill.balances["acme"] - (10.0 - expected)) < 1e-9
+    assert record.variables["nibble_current_balance"] == f"{10.0 - expected:f}"
+
+
+def test_nibblebill_heartbeat_bills_until_the_variables_go(clock, app_factory):
+    """Variables present before the dialplan (directory): on_execute → sched_billing →
+    switch_core_session_enable_heartbeat; with no media yet that is a scheduler task in the
+    channel's group (switch_core_session_sched_heartbeat), whose SESSION_HEARTBEAT the module's
+    event_handler bills (do_billing) once the channel is answered. Unsetting the variables
+    stops it: later heartbeats and the hangup bill nothing."""
+    switch = nibble_switch(clock, global_heartbeat=1)
+
+    def script(c):
+        start(c, BRIDGE)
+        c.wait_event("CHANNEL_BRIDGE")
+        clock.sleep(3)
+        c.execute("unset", "nibble_rate")
+        c.strip_us = clock.now_us()
+        clock.sleep(2)
+        c.command("sendmsg\ncall-command: hangup\nhangup-cause: NORMAL_CLEARING")
+        hangup_and_exit(c)
+
+    try:
+        record, (conn,) = run(switch, app_factory, script, directory_variables=dict(NIBBLE))
+    finally:
+        switch.close()
+    debits = record.nibblebill_debits
+    assert len(record.heartbeats) >= 5 and 2 <= len(debits) <= 4
+    assert all(at <= conn.strip_us for at, _, _ in debits)  # nothing after the variables went
+    assert all(hb >= record.heartbeats[0] for hb in record.heartbeats)
+    total = sum(float(a) for _, _, a in debits)
+    assert record.variables["nibble_total_billed"] == f"{total:f}"
+
+
+def test_nibblebill_never_bills_a_channel_stripped_before_answer(clock, app_factory):
+    """The same channel with its nibble_* variables removed before the bridge answers (what
+    fsbill must do): heartbeats still fire, do_billing finds no variables, nothing is billed.
+    `sched_del <uuid>` (fsbill's way of moving a cut-off) also deletes the heartbeat task, as
+    switch_scheduler_del_task_group removes every task of the group."""
+    switch = nibble_switch(clock, global_heartbeat=1)
+
+    def script(c):
+        start(c, "sendmsg\ncall-command: execute\nexecute-app-name: unset\nexecute-app-arg: nibble_rate")
+        c.command("sendmsg\ncall-command: execute\nexecute-app-name: unset\nexecute-app-arg: nibble_account")
+        c.command(BRIDGE)
+        c.wait_event("CHANNEL_BRIDGE")
+        clock.sleep(2.5)
+        assert c.command(f"api sched_del {c.uuid}").body == b"+OK Deleted: 1\n"
+        c.deleted_us = clock.now_us()
+        clock.sleep(2)
+        c.command("sendmsg\ncall-command: hangup\nhangup-cause: NORMAL_CLEARING")
+        hangup_and_exit(c)
+
+    try:
+        record, (conn,) = run(switch, app_factory, script, directory_variables=dict(NIBBLE))
+    finally:
+        switch.close()
+    assert record.nibblebill_debits == [] and switch.nibblebill.balances["acme"] == 10.0
+    assert len(record.heartbeats) >= 2 and all(hb <= conn.deleted_us for hb in record.heartbeats)
+
+
+# -- the Switch's live-channel API (for an inbound event socket) ----------------------------------------
+def test_live_channel_api_and_a_channel_outliving_its_socket(switch, app_factory, clock):
+    """mod_event_socket.c listener_run: a closed outbound socket only clears CF_CONTROLLED;
+    a bridged channel goes on (fs-wire/drop.txt). Through the Switch a test (or an inbound
+    socket) still sees it (live_channel), gets its events (subscribe, as switch_event_bind)
+    and can end it (sendmsg, as `sendmsg <uuid>` on any socket)."""
+    seen = []
+    sub = switch.subscribe(lambda uuid, name, headers: seen.append((uuid, name)))
+
+    def script(c):
+        start(c, BRIDGE)
+        c.wait_event("CHANNEL_BRIDGE")
+        view = switch.live_channel(c.uuid)
+        assert view.up and view.in_bridge and view.socket_connected and view.bridged_us and view.visits == 1
+        assert view.bridge_uuid == view.variables["bridge_uuid"] and c.uuid in switch.live_uuids()
+        c.close()  # abruptly, no resume, no linger left to honour
+
+    app = app_factory(script)
+    greenlet = switch.start_call(app.address, CallSpec(answer_after_s=0.4))
+    assert app_conns_done(app)
+    uuid = app.conns[0].uuid
+    for _ in range(100):
+        view = switch.live_channel(uuid)
+        if view is not None and not view.socket_connected:
+            break
+        clock.sleep(0.1)
+    assert view.up and view.in_bridge and not view.socket_connected  # the call goes on
+    assert switch.sendmsg(uuid, {"call-command": "hangup", "hangup-cause": "MANAGER_REQUEST"})
+    record = greenlet.get(timeout=10)
+    sub.cancel()
+    assert record.hangup_cause == "MANAGER_REQUEST" and record.socket_closed_by_app_us is not None
+    assert switch.live_channel(uuid) is None and not switch.sendmsg(uuid, {"call-command": "hangup"})
+    names = [name for u, name in seen if u == uuid]
+    assert names.index("CHANNEL_BRIDGE") < names.index("CHANNEL_HANGUP") < names.index("CHANNEL_HANGUP_COMPLETE")
+
+
+def app_conns_done(app, timeout=10.0):
+    import gevent
+
+    with gevent.Timeout(timeout, False):
+        while not app.conns:
+            gevent.sleep(0.01)
+        app.conns[0].done.wait()
+        return app.conns[0].error is None
+    return False
