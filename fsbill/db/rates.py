@@ -281,6 +281,7 @@ class DeckCache:
         self._decks: dict[int, tuple[RateDeck, int]] = {}  # tariff id -> (deck, version)
         self._down_until_us: dict[int, int] = {}  # tariff id -> no version query before this
         self._reloads: dict[int, gevent.Greenlet] = {}
+        self._version_sql: str | None = None
 
     def get(self, tariff_id: int, now_us: int) -> RateDeck | IndexedDeck:
         cached = self._decks.get(tariff_id)
@@ -356,9 +357,15 @@ class DeckCache:
         return total
 
     def _version(self, tariff_id: int) -> int:
-        m = self.store.models
-        with self.store.reading():
-            version = m.Tariff.select(m.Tariff.deck_version).where(m.Tariff.id == tariff_id).scalar()
+        # Asked before every call is rated: hand-written SQL (peewee's query building costs
+        # more than the indexed lookup itself).
+        store = self.store
+        with store.reading() as db:
+            if self._version_sql is None:
+                table = store.models.Tariff._meta.table_name
+                self._version_sql = f'SELECT deck_version FROM "{table}" WHERE id = {db.param}'
+            found = db.execute_sql(self._version_sql, (tariff_id,)).fetchone()
+        version = None if found is None else found[0]
         if version is None:
             raise NotFound(f"no tariff with id {tariff_id}")
         return int(version)
