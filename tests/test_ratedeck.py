@@ -206,3 +206,25 @@ def test_rows_come_in_prefix_order_for_the_insert_and_duplicates_name_the_earlie
     with pytest.raises(RateDeckError) as info:
         parse_rows(io.StringIO("prefix,rate\n9,1\n5,1\n7,1\n7,2\n5,2\n"), "UTC")
     assert info.value.line == 5 and "duplicates line 4" in str(info.value)
+
+
+def test_validated_rows_are_held_compactly():
+    """What keeps a 1,000,000-row import under 300 MB (measured: 243 MB peak RSS, README):
+    rows held by column. Python heap per row while parsing a wholesale-shaped deck, traced."""
+    import random
+    import tracemalloc
+
+    rng = random.Random(3)
+    lines = ["prefix,rate,connect_fee,initial_increment,increment,min_duration,description\n"]
+    lines += [
+        f"{p},{rng.randrange(1, 20000) / 10000:.4f},0,{rng.choice((1, 30, 60))},{rng.choice((1, 6, 60))},0,Country {p % 250}\n"
+        for p in rng.sample(range(10**6, 10**8), 50_000)
+    ]
+    tracemalloc.start()
+    try:
+        rows = parse_rows(lines, "UTC")
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 50_000
+    assert kept / len(rows) < 130 and peak / len(rows) < 250, (kept / len(rows), peak / len(rows))  # tuples: 252 / 346
