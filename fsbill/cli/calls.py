@@ -11,6 +11,7 @@ from fsbill import cdr_format
 from fsbill.cli.common import emit, load, open_store, parse_instant, table
 from fsbill.db import calls as dbcalls
 from fsbill.db import ledger
+from fsbill.db.cdr_export import iter_cdrs
 from fsbill.errors import InvalidInput
 from fsbill.instant import iso
 
@@ -96,11 +97,13 @@ def _export(args: argparse.Namespace) -> int:
         args.format = "json"
     store = open_store(load(args))
     _known_account(store, args.account)
-    rows = dbcalls.cdrs(store, account=args.account, since_us=args.since, until_us=args.until)
+    rows = iter_cdrs(store, account=args.account, since_us=args.since, until_us=args.until)
     out = sys.stdout
-    if args.format == "json":
-        json.dump(list(cdr_format.records(rows)), out, indent=2)
-        out.write("\n")
+    if args.format == "json":  # one array, written as it is read
+        out.write("[")
+        for n, data in enumerate(cdr_format.records(rows)):
+            out.write(("," if n else "") + "\n  " + json.dumps(data))
+        out.write("\n]\n")
     elif args.format == "jsonl":
         for data in cdr_format.records(rows):
             out.write(json.dumps(data, separators=(",", ":")) + "\n")
