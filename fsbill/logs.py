@@ -84,3 +84,18 @@ def configure(level: str, fmt: str, stream=None) -> None:
     top = logging.getLogger()
     top.handlers[:] = [handler]
     top.setLevel(logging.WARNING)
+    _log_greenlet_errors()
+
+
+def _log_greenlet_errors() -> None:
+    """A greenlet that dies of an exception is reported by gevent's hub, which prints the
+    traceback to stderr line by line (gevent/hub.py Hub.print_exception): make it one
+    `greenlet_failed` event in the configured format instead."""
+    import gevent
+
+    failures = logging.getLogger("fsbill.greenlet")
+
+    def print_exception(context: object, kind: type, value: BaseException, tb: object) -> None:
+        failures.error(render("greenlet_failed", {"greenlet": str(context)}), exc_info=(kind, value, tb))
+
+    gevent.get_hub().print_exception = print_exception

@@ -26,6 +26,9 @@ def restore_logging():
     saved = [(lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     fmt = dict(logs._FORMAT)
     yield
+    import gevent
+
+    gevent.get_hub().__dict__.pop("print_exception", None)
     for lg, (handlers, level, propagate) in zip(loggers, saved, strict=True):
         lg.handlers[:] = handlers
         lg.setLevel(level)
@@ -55,6 +58,22 @@ def test_a_traceback_stays_one_event(fmt, restore_logging):
         assert 'msg="settlement failed"' in lines[0] and "exception=" in lines[0] and "RuntimeError" in lines[0]
         assert "event=deck_reloaded tariff_id=1 rates=3" in lines[1]
         assert "logger=greenswitch" in lines[2]
+
+
+@pytest.mark.parametrize("fmt", ["keyvalue", "json"])
+def test_a_greenlet_dying_is_one_event(fmt, restore_logging):
+    import gevent
+
+    out = io.StringIO()
+    configure("info", fmt, out)
+
+    def boom():
+        raise ValueError("first\nsecond")
+
+    gevent.spawn(boom).join()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    assert "greenlet_failed" in lines[0] and "ValueError" in lines[0]
 
 
 def _serve(config: Path, cwd: Path) -> subprocess.Popen:
