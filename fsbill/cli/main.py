@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from fsbill import __version__
 from fsbill.errors import DatabaseUnavailable, FsbillError, NotFound
@@ -69,7 +70,7 @@ def exit_code(exc: FsbillError) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, as for every other bad input
+    def error(self, message: str) -> NoReturn:  # one line, as for every other bad input
         raise SystemExit(fail(f"{message} (see '{self.prog} --help')", EXIT_USAGE))
 
 
