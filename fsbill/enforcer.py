@@ -420,7 +420,7 @@ class CallRun:
                     call = replace(call, warned=True)
             assert call.cutoff_us is not None
             try:
-                self.control.move_cutoff(call.cutoff_us, warning)
+                self.control.move_cutoff(call.cutoff_us, warning, now_us=e.clock.now_us())
             except (FsbillError, OSError) as exc:
                 log_event(log, "reschedule_failed", uuid=self.channel.uuid, error=str(exc))
         self.call = call
@@ -501,9 +501,9 @@ class CallRun:
         self.call = call
         try:
             if result.extended:
-                self.control.move_cutoff(call.cutoff_us, warning)
+                self.control.move_cutoff(call.cutoff_us, warning, now_us=now_us)
             elif warning is not None:
-                self.control.warn_at(warning)
+                self.control.warn_at(warning, now_us=now_us)
         except (FsbillError, OSError) as exc:
             log_event(log, "reschedule_failed", uuid=ch.uuid, error=str(exc))
 

@@ -586,8 +586,21 @@ def cutoff_api(cutoff: Cutoff, uuid: str, when: int | str) -> str:
     return f"sched_hangup {when} {uuid} {cutoff.hangup_cause}"
 
 
-def warning_api(cutoff: Cutoff, uuid: str, epoch_s: int) -> str:
-    return f"sched_broadcast {epoch_s} {uuid} {cutoff.warning_prompt} {cutoff.warning_leg}"
+def warning_api(cutoff: Cutoff, uuid: str, when: int | str) -> str:
+    return f"sched_broadcast {when} {uuid} {cutoff.warning_prompt} {cutoff.warning_leg}"
+
+
+# An absolute instant closer than this to now is sent relative (`+N`): by the time the command
+# reaches FreeSWITCH its whole second may have passed, and switch_scheduler.c takes a past
+# runtime as relative to now (`runtime += now`): a task that never fires in the call's life.
+_ABSOLUTE_MARGIN_US = 5 * US
+
+
+def _when(at_us: int, now_us: int) -> int | str:
+    """The time argument of a sched_* API command for the instant `at_us`, decided at `now_us`."""
+    if at_us - now_us >= _ABSOLUTE_MARGIN_US:
+        return at_us // US
+    return f"+{max(1, -(-(at_us - now_us) // US))}"
 
 
 class CallControl:
@@ -634,18 +647,18 @@ class CallControl:
             assignments.append(f"execute_on_answer_fsbill_warning={wapp} {warg}")
         self.session.execute("multiset", multiset_arg(assignments))
 
-    def move_cutoff(self, cutoff_us: int, warning_us: int | None = None, *, replace: bool = True) -> None:
-        """Move the cut-off (and the warning) to absolute instants. `replace`: first delete every
+    def move_cutoff(self, cutoff_us: int, warning_us: int | None = None, *, now_us: int, replace: bool = True) -> None:
+        """Move the cut-off (and the warning) to their instants. `replace`: first delete every
         task of the call (the old cut-off and any warning): several sched_hangups stack and the
         earliest fires. One write; FreeSWITCH runs the commands back to back."""
         commands = [f"sched_del {self.uuid}"] if replace else []
-        commands.append(cutoff_api(self.cutoff, self.uuid, cutoff_us // US))
+        commands.append(cutoff_api(self.cutoff, self.uuid, _when(cutoff_us, now_us)))
         if warning_us is not None:
-            commands.append(warning_api(self.cutoff, self.uuid, warning_us // US))
+            commands.append(warning_api(self.cutoff, self.uuid, _when(warning_us, now_us)))
         self.session.api(*commands)
 
-    def warn_at(self, warning_us: int) -> None:
-        self.session.api(warning_api(self.cutoff, self.uuid, warning_us // US))
+    def warn_at(self, warning_us: int, *, now_us: int) -> None:
+        self.session.api(warning_api(self.cutoff, self.uuid, _when(warning_us, now_us)))
 
     def reject(self, reason: str, rule: Rejection) -> bool:
         """Refuse the call as configured; True when FreeSWITCH was told to answer it with a SIP

@@ -114,3 +114,15 @@ def test_billing_window_stops_at_the_end_of_the_bridge():
 def test_multiset_argument_uses_a_delimiter_no_value_contains():
     assert multiset_arg(["a=1", "b=sched_hangup +29 ALLOTTED_TIMEOUT"]) == "^^|a=1|b=sched_hangup +29 ALLOTTED_TIMEOUT"
     assert multiset_arg(["a=x|y", "b=2"]) == "^^~a=x|y~b=2"
+
+
+def test_an_instant_too_close_to_now_is_sent_relative():
+    """switch_scheduler.c takes a runtime already past as relative to now (it never fires), so an
+    instant the command might reach FreeSWITCH after is sent as `+N` instead."""
+    from fsbill.esl import _when
+
+    now = 1_000_000_000 * 1_000_000 + 400_000
+    assert _when(now + 60_000_000, now) == 1_000_000_060
+    assert _when(now + 1_600_000, now) == "+2"
+    assert _when(now + 100, now) == "+1"
+    assert _when(now - 5_000_000, now) == "+1"
