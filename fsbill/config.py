@@ -62,6 +62,20 @@ DEFAULT_REJECTIONS: dict[str, Rejection] = {
 }
 
 
+# How late FreeSWITCH ends a call after the instant it was scheduled for, and so the smallest
+# `cutoff.margin_s` that keeps a cut-off call inside what was reserved. A task's runtime is a
+# whole epoch second (switch_scheduler.c switch_scheduler_add_task_ex: `runtime` is a time_t,
+# `sched_hangup +N` is switch_epoch_time_now() + N, the current second floored), and the task
+# thread runs it on its first pass at or after that second; between passes it waits up to
+# 0.5 s for new tasks (task_thread_loop: switch_queue_pop_timeout(..., 500000)). So a call
+# answered at `a` and cut `N` s later ends by floor(a) + N + 0.5 <= a + N + 0.5: with
+# N = grant - margin_s it ends at most 0.5 - margin_s after its grant, which is never past
+# the grant only if margin_s >= 0.5, i.e. 1 in whole seconds. Billing counts every started
+# second, so such a call bills at most grant - margin_s + 1 <= grant seconds: all reserved.
+SCHEDULER_LATENESS_S = 0.5
+MIN_MARGIN_S = 1
+
+
 @dataclass(frozen=True)
 class Cutoff:
     mode: str = "hangup"  # hangup | transfer
@@ -69,8 +83,8 @@ class Cutoff:
     transfer_extension: str = "fsbill_cutoff"
     transfer_dialplan: str = "XML"
     transfer_context: str = "default"
-    # FreeSWITCH's scheduler fires on whole seconds and can run ~0.1 s late; cutting this
-    # many seconds before the end of the grant keeps the billed time inside what was reserved.
+    # The cut-off is scheduled this many seconds before the grant ends; at least
+    # MIN_MARGIN_S (see there for the arithmetic).
     margin_s: int = 1
     warning_s: int = 60
     warning_prompt: str = "tone_stream://%(200,100,440,480);loops=3"
@@ -124,7 +138,7 @@ class Settings:
     on_db_error: str = "reject"  # reject | allow
     db_error_grant_s: int = 60
     on_suspend: str = "finish_grant"  # finish_grant | cut: what a suspension does to live calls
-    rates_refresh_s: int = 5
+    rates_refresh_s: int = 5  # while the database is down: rate from the cached deck this long without asking
     shutdown_grace_s: int = 10
     cutoff: Cutoff = field(default_factory=Cutoff)
     rejections: Mapping[str, Rejection] = field(default_factory=lambda: dict(DEFAULT_REJECTIONS))
@@ -137,6 +151,10 @@ class Settings:
     time_scale: float = 1.0  # tests and demos only: see fsbill.clock
     switches: tuple[SwitchConfig, ...] = ()
     cdr_intake: CdrIntake = field(default_factory=CdrIntake)
+    # mod_nibblebill dialplans: honour `nibble_account` (who pays) and `nibble_rate` (the price,
+    # instead of the deck). Off by default: any channel could otherwise name its own price.
+    nibblebill_compat: bool = False
+    nibblebill_allow_zero_rate: bool = False  # with nibblebill_compat: accept nibble_rate 0 (free calls)
 
     @property
     def lease_effective_s(self) -> int:
@@ -281,6 +299,8 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("time_scale", "must be positive")
         if not obj.international_prefix.isdigit() and obj.international_prefix != "":
             bad("international_prefix", "must be digits")
+        if obj.nibblebill_allow_zero_rate and not obj.nibblebill_compat:
+            bad("nibblebill_allow_zero_rate", "only applies with nibblebill_compat: true")
         if not obj.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
             bad("database", "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
         obj.listen_address()
@@ -301,8 +321,15 @@ def _validate(obj: Any, prefix: str) -> None:
     elif isinstance(obj, Cutoff):
         if obj.mode not in ("hangup", "transfer"):
             bad("mode", "must be hangup or transfer")
-        if obj.margin_s < 0 or obj.warning_s < 0:
-            bad("margin_s" if obj.margin_s < 0 else "warning_s", "must not be negative")
+        if obj.margin_s < MIN_MARGIN_S:
+            bad(
+                "margin_s",
+                f"must be at least {MIN_MARGIN_S}: FreeSWITCH schedules the cut-off on whole seconds and runs it "
+                f"up to {SCHEDULER_LATENESS_S} s late, so a smaller margin lets a call talk past the money "
+                f"reserved for it",
+            )
+        if obj.warning_s < 0:
+            bad("warning_s", "must not be negative")
         if obj.warning_leg not in ("aleg", "bleg", "both"):
             bad("warning_leg", "must be aleg, bleg or both")
     elif isinstance(obj, Rejection):
@@ -322,6 +349,14 @@ def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None =
                 loaded = yaml.safe_load(fh)
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
+        except IsADirectoryError:
+            raise ConfigError(
+                f"config file {path} is a directory: give the YAML file, e.g. {path}/fsbill.yaml"
+            ) from None
+        except PermissionError:
+            raise ConfigError(f"config file {path} cannot be read (permission denied)") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

@@ -194,7 +194,7 @@ class CallRun:
     def authorize(self, ch: Channel) -> Accepted:
         e, s = self.e, self.e.settings
         now_us = e.clock.now_us()
-        payer = payer_of(ch)
+        payer = payer_of(ch, s.nibblebill_compat)
         if payer is None:
             raise Rejected("unknown_account", "no account variable and no caller id")
         try:
@@ -203,7 +203,9 @@ class CallRun:
         except DatabaseUnavailable as exc:
             return self.database_down(ch, payer, exc)
         if account is None:
-            raise Rejected("unknown_account", f"{payer.source}={payer.value}", account=payer.value)
+            # no account: `account` stays empty (the caller id is in its own field, the log's
+            # detail says which variable named whom)
+            raise Rejected("unknown_account", f"{payer.source}={payer.value}")
         if account.status != "active":
             raise Rejected("suspended", "", account.code, account.currency)
         destination = destination_of(ch)
@@ -212,7 +214,7 @@ class CallRun:
         except NumberError as exc:
             raise Rejected("invalid_number", str(exc), account.code, account.currency) from None
         try:
-            nibble = nibble_rate_of(ch)
+            nibble = nibble_rate_of(ch, s.nibblebill_compat, s.nibblebill_allow_zero_rate)
         except MoneyError as exc:
             raise Rejected("no_rate", f"bad nibble_rate: {exc}", account.code, account.currency) from None
         if nibble is not None:

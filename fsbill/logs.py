@@ -66,7 +66,8 @@ class _Formatter(logging.Formatter):
         line = f"{stamp} level={record.levelname.lower()} logger={record.name} "
         line += message if message.startswith("event=") else f"msg={json.dumps(message)}"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            # one event per line, whatever the format: the traceback is a quoted field
+            line += f" exception={json.dumps(self.formatException(record.exc_info))}"
         return line
 
 
@@ -79,3 +80,22 @@ def configure(level: str, fmt: str, stream=None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    # Libraries' warnings (greenswitch, peewee, gevent) in the same format, one line each.
+    top = logging.getLogger()
+    top.handlers[:] = [handler]
+    top.setLevel(logging.WARNING)
+    _log_greenlet_errors()
+
+
+def _log_greenlet_errors() -> None:
+    """A greenlet that dies of an exception is reported by gevent's hub, which prints the
+    traceback to stderr line by line (gevent/hub.py Hub.print_exception): make it one
+    `greenlet_failed` event in the configured format instead."""
+    import gevent
+
+    failures = logging.getLogger("fsbill.greenlet")
+
+    def print_exception(context: object, kind: type, value: BaseException, tb: object) -> None:
+        failures.error(render("greenlet_failed", {"greenlet": str(context)}), exc_info=(kind, value, tb))
+
+    gevent.get_hub().print_exception = print_exception

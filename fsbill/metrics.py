@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fsbill.metrics")
 
+CUTOFF_KINDS = ("hangup", "transfer")  # cutoff.mode
+CDR_RESULTS = ("completed", "cut_off", "unanswered", "rejected", "recovered")
+ESL_REFUSALS = ("not_allowed", "capacity")  # fsbill.esl: a peer outside allow_peers, too many sockets
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -86,6 +89,23 @@ class Metrics:
         self.build = Info("fsbill_build", "fsbill version", registry=r)
         self.build.info({"version": __version__})
         self._reserved_by_currency: dict[str, int] = {}
+        self._preinitialise()
+
+    def _preinitialise(self) -> None:
+        """Every labelled series whose label values are known in advance exists from the start
+        at 0, so dashboards and `rate()` show 0 rather than nothing until the first event."""
+        from fsbill.config import REJECT_REASONS
+
+        self.calls.labels("accepted", "")
+        self.calls.labels("accepted", "db_error_allowed")
+        for reason in REJECT_REASONS:
+            self.calls.labels("rejected", reason)
+        for kind in CUTOFF_KINDS:
+            self.cutoffs.labels(kind)
+        for result in CDR_RESULTS:
+            self.cdrs.labels(result)
+        for reason in ESL_REFUSALS:
+            self.esl_refused.labels(reason)
 
     def hold_changed(self, currency: str, delta: Money) -> None:
         micros = self._reserved_by_currency.get(currency, 0) + delta.micros
@@ -140,8 +160,8 @@ def cdr_written(metrics: Metrics, cdr: CdrView) -> None:
         cost=cdr.cost,
         charged=cdr.charged,
         uncollected=cdr.uncollected,
-        balance_after=cdr.balance_after,
-        cause=cdr.hangup_cause,
+        balance_after_settlement=cdr.balance_after,
+        hangup_cause=cdr.hangup_cause,
         vendor=cdr.vendor or None,
         vendor_cost=cdr.vendor_cost,
         margin=cdr.margin,
@@ -155,17 +175,19 @@ def serve_metrics(
     healthy: Callable[[], bool],
     switches: Callable[[], list[dict]] | None = None,
 ):
-    """/metrics and /healthz on their own address, served by a gevent WSGI server. /healthz
-    is 503 only when the database is unreachable; it lists each switch connection, and
-    `/healthz?format=json` gives the same as JSON."""
+    """/metrics (prometheus_client's own WSGI app: OpenMetrics when the scraper asks for it,
+    gzip when it accepts it) and /healthz, on their own address, served by a gevent WSGI
+    server. /healthz is 503 only when the database is unreachable; it lists each switch
+    connection, and `/healthz?format=json` gives the same as JSON."""
     from gevent.pywsgi import WSGIServer
+    from prometheus_client import make_wsgi_app
+
+    exposition = make_wsgi_app(metrics.registry)
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            body = metrics.render()
-            start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")])
-            return [body]
+            return exposition(environ, start_response)
         if path == "/healthz":
             ok = healthy()
             status = "200 OK" if ok else "503 Service Unavailable"

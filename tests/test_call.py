@@ -32,8 +32,15 @@ def channel(caller="15551230000", destination="4915112345678", **variables):
     ],
 )
 def test_payer_precedence(variables, caller, expected):
-    payer = payer_of(channel(caller=caller, **variables))
+    payer = payer_of(channel(caller=caller, **variables), nibblebill_compat=True)
     assert (payer and (payer.by, payer.value, payer.source)) == expected
+
+
+def test_nibble_account_is_ignored_without_nibblebill_compat():
+    payer = payer_of(channel(nibble_account="b", accountcode="c"))
+    assert (payer.by, payer.value, payer.source) == ("code", "c", "accountcode")
+    payer = payer_of(channel(caller="+1555", nibble_account="b"))
+    assert (payer.by, payer.value) == ("cli", "1555")
 
 
 def test_destination_variable_overrides_dialled_number():
@@ -51,11 +58,21 @@ def test_dial_string_from_dialplan_else_route_template():
 
 
 def test_nibble_rate():
-    assert nibble_rate_of(channel()) is None
-    assert nibble_rate_of(channel(nibble_rate="0.05")) == Money.parse("0.05")
+    assert nibble_rate_of(channel(), True) is None
+    assert nibble_rate_of(channel(nibble_rate="0.05"), True) == Money.parse("0.05")
     for bad in ("-1", "1e3", "abc"):
         with pytest.raises(MoneyError):
-            nibble_rate_of(channel(nibble_rate=bad))
+            nibble_rate_of(channel(nibble_rate=bad), True)
+
+
+def test_nibble_rate_is_trusted_only_with_compat_and_zero_only_when_allowed():
+    assert nibble_rate_of(channel(nibble_rate="0.05")) is None  # default: the deck's price
+    assert nibble_rate_of(channel(nibble_rate="abc")) is None  # not even read
+    with pytest.raises(MoneyError, match="nibblebill_allow_zero_rate"):
+        nibble_rate_of(channel(nibble_rate="0"), True)
+    with pytest.raises(MoneyError, match="nibblebill_allow_zero_rate"):
+        nibble_rate_of(channel(nibble_rate="0.000"), True)
+    assert nibble_rate_of(channel(nibble_rate="0"), True, allow_zero=True) == Money(0)
 
 
 def test_cutoff_commands_hangup_mode():

@@ -259,8 +259,15 @@ def test_money_taken_from_under_live_calls_gives_them_no_more_time(rig):
 
 
 # -- item 8: never billed by mod_nibblebill as well ------------------------------------------------------
+@pytest.fixture
+def compat_rig(db_url):
+    r = Rig(db_url, time_scale=25, nibblebill_compat=True)  # the compat dialplan's setting
+    yield r
+    r.close()
+
+
 @pytest.mark.parametrize("before_dialplan", [False, True])
-def test_a_call_fsbill_enforces_is_never_also_billed_by_mod_nibblebill(rig, before_dialplan):
+def test_a_call_fsbill_enforces_is_never_also_billed_by_mod_nibblebill(compat_rig, before_dialplan):
     """dialplan/nibblebill_compat.xml with mod_nibblebill still loaded (heartbeat 1 s): fsbill
     bills the call (nibble_rate, nibble_account honoured) and removes the variables before
     answer, so mod_nibblebill's heartbeats and its hangup handler find nothing to bill.
@@ -268,6 +275,7 @@ def test_a_call_fsbill_enforces_is_never_also_billed_by_mod_nibblebill(rig, befo
     armed at CS_EXECUTE before fsbill ever sees the channel."""
     from fsbill.sim import Nibblebill, Switch
 
+    rig = compat_rig
     rig.switch.close()
     rig.switch = Switch(rig.clock, nibblebill=Nibblebill(global_heartbeat=1, balances={"acme": 10.0}))
     rig.account("acme", "10.00")
@@ -279,4 +287,19 @@ def test_a_call_fsbill_enforces_is_never_also_billed_by_mod_nibblebill(rig, befo
     assert cdr.charged == Money.parse("0.15")  # 30 s at 0.30/min, once, by fsbill
     assert rec.nibblebill_debits == [] and rig.switch.nibblebill.balances["acme"] == 10.0
     assert "nibble_rate" not in rec.variables and "nibble_account" not in rec.variables
+    books_balance(rig, "acme")
+
+
+def test_without_nibblebill_compat_mod_nibblebill_still_bills_nothing(rig):
+    """nibblebill_compat: false (the default): fsbill ignores nibble_account / nibble_rate and
+    bills from its deck, and still strips them so mod_nibblebill bills nothing beside it."""
+    from fsbill.sim import Nibblebill, Switch
+
+    rig.switch.close()
+    rig.switch = Switch(rig.clock, nibblebill=Nibblebill(global_heartbeat=1, balances={"acme": 10.0}))
+    rig.account("acme", "10.00")
+    rec = rig.call(talk_s=30, variables={"fsbill_account": "acme", "nibble_account": "acme", "nibble_rate": "0"})
+    [cdr] = rig.settled(1)
+    assert rec.answered_us is not None and cdr.rate == Money.parse("1.00")  # the deck, not nibble_rate 0
+    assert rec.nibblebill_debits == [] and rig.switch.nibblebill.balances["acme"] == 10.0
     books_balance(rig, "acme")

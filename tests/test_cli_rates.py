@@ -81,15 +81,15 @@ def test_missing_file_and_unknown_tariff(env, capsys):
     capsys.readouterr()
     assert run("rates", "import", "retail", str(tmp / "nope.csv")) == 2
     assert "cannot read" in capsys.readouterr().err
-    assert run("rates", "import", "wholesale", str(tmp / "deck.csv")) == 2
+    assert run("rates", "import", "wholesale", str(tmp / "deck.csv")) == 3
     assert "no tariff named 'wholesale'" in capsys.readouterr().err
 
 
-def test_lookup_without_rate_exits_1_with_one_line(env, capsys):
+def test_lookup_without_rate_exits_3_with_one_line(env, capsys):
     run, tmp, _ = env
     run("rates", "import", "retail", str(tmp / "deck.csv"))
     capsys.readouterr()
-    assert run("rates", "lookup", "retail", "331234") == 1
+    assert run("rates", "lookup", "retail", "331234") == 3
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.strip().splitlines()) == 1 and "no rate for 331234" in captured.err
 
@@ -110,7 +110,7 @@ def test_lookup_at_a_time(env, capsys):
     dated.write_text("prefix,rate,effective_from\n49,0.50,2030-01-01\n", encoding="utf-8")
     run("rates", "import", "retail", str(dated))
     capsys.readouterr()
-    assert run("rates", "lookup", "retail", "4930", "--at", "2029-06-01T00:00:00Z") == 1
+    assert run("rates", "lookup", "retail", "4930", "--at", "2029-06-01T00:00:00Z") == 3
     assert run("rates", "lookup", "retail", "4930", "--at", "2030-06-01T00:00:00Z", "--json") == 0
     assert json.loads(capsys.readouterr().out)["effective_from"] == "2030-01-01T00:00:00Z"
 
@@ -124,12 +124,12 @@ def test_quote(env, capsys):
     assert run("rates", "quote", "alice", "4915123456", "--seconds", "61", "--json") == 0
     data = json.loads(capsys.readouterr().out)
     # 61 s at 30/6 bills 66 s: 0.10 + 66 x 0.60 / 60 = 0.76; 1.00 buys 0.10 + 90 s (0.90)
-    assert data["billed_seconds"] == 66 and data["cost"] == "0.76" and data["available"] == "1.00"
+    assert data["billed_s"] == 66 and data["cost"] == "0.76" and data["available"] == "1.00"
     assert data["max_seconds"] == 90
     assert run("rates", "quote", "alice", "4930", "--seconds", "30") == 0
     out = capsys.readouterr().out
     assert "costs 0.50 EUR" in out and "lasts 60 s" in out
-    assert run("rates", "quote", "bob", "4930", "--seconds", "30") == 2
+    assert run("rates", "quote", "bob", "4930", "--seconds", "30") == 3
     with pytest.raises(SystemExit) as info:  # --seconds is required
         run("rates", "quote", "alice", "4930")
     assert info.value.code == 2
@@ -158,3 +158,57 @@ def test_bench_rating_small(env, capsys, tmp_path):
     assert figures["lookups"] == 200 and figures["lookups_matched"] > 0
     for key in ("import_s", "load_s", "lookup_median_us", "lookup_p99_us", "decisions_per_s"):
         assert figures[key] is not None
+
+
+def test_header_only_replace_is_refused_unless_allow_empty(env, capsys):
+    run, tmp, url = env
+    run("rates", "import", "retail", str(tmp / "deck.csv"))
+    empty = tmp / "empty.csv"
+    empty.write_text("prefix,rate\n", encoding="utf-8")
+    capsys.readouterr()
+    assert run("rates", "import", "retail", str(empty), "--replace") == 2
+    err = capsys.readouterr().err
+    assert "no rates" in err and "--allow-empty" in err and "(2 rates)" in err
+    assert rate_count(url) == 2
+    assert run("rates", "import", "retail", str(empty), "--replace", "--allow-empty") == 0
+    assert rate_count(url) == 0
+
+
+def test_semicolon_deck_with_decimal_commas(env, capsys):
+    run, tmp, url = env
+    deck = tmp / "carrier.csv"
+    deck.write_text("prefix;rate;initial_increment;increment\n49;0,0125;60;60\n33;0,5;1;1\n", encoding="utf-8")
+    capsys.readouterr()
+    assert run("rates", "import", "retail", str(deck)) == 2
+    assert "--decimal-comma" in capsys.readouterr().err and rate_count(url) == 0
+    assert run("rates", "import", "retail", str(deck), "--decimal-comma") == 0
+    capsys.readouterr()
+    assert run("rates", "lookup", "retail", "4930", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rate"] == "0.0125" and data["initial_increment_s"] == 60 and data["increment_s"] == 60
+    assert run("rates", "import", "retail", str(deck), "--delimiter", ",", "--replace") == 2
+    assert "separated by ','" in capsys.readouterr().err
+
+
+def test_import_reads_standard_input(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("fsbill")
+    config = tmp_path / "fsbill.yaml"
+    config.write_text(f"database: sqlite:///{tmp_path}/fsbill.db\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "FSBILL_CONFIG"}
+
+    def run(*argv, stdin=None):
+        return subprocess.run(
+            [str(script), *argv, "--config", str(config)], input=stdin, capture_output=True, text=True, env=env
+        )
+
+    assert run("tariff", "add", "retail").returncode == 0
+    p = run("rates", "import", "retail", "-", "--json", stdin=DECK)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout) == {"tariff": "retail", "imported": 2, "replaced": False}
+    bad = run("rates", "import", "retail", "-", stdin="prefix,rate\n4x,1\n")
+    assert bad.returncode == 2 and "line 2" in bad.stderr

@@ -134,6 +134,9 @@ BAD_VALUES = [
     ("cutoff: {mode: drop}", "cutoff.mode"),
     ("cutoff: {modus: hangup}", "cutoff.modus"),
     ("cutoff: {margin_s: -1}", "cutoff.margin_s"),
+    ("cutoff: {margin_s: 0}", "cutoff.margin_s"),  # FreeSWITCH runs the cut-off up to 0.5 s late
+    ("nibblebill_compat: maybe", "nibblebill_compat"),
+    ("nibblebill_allow_zero_rate: true", "nibblebill_allow_zero_rate"),  # without nibblebill_compat
     ("cutoff: {warning_s: -10}", "cutoff.warning_s"),
     ("cutoff: {warning_s: soon}", "cutoff.warning_s"),
     ("cutoff: {warning_leg: cleg}", "cutoff.warning_leg"),
@@ -236,3 +239,16 @@ def test_store_accepts_configured_sqlite(tmp_path):
         assert store.kind == "sqlite" and store.ping()
     finally:
         store.close()
+
+
+def test_margin_refusal_explains_the_lateness_and_nibblebill_defaults_off():
+    from fsbill.config import MIN_MARGIN_S, load_settings
+    from fsbill.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"cutoff": {"margin_s": 0}})
+    assert "cutoff.margin_s" in str(info.value) and "0.5 s late" in str(info.value) and MIN_MARGIN_S == 1
+    s = load_settings(None, {})
+    assert s.nibblebill_compat is False and s.nibblebill_allow_zero_rate is False
+    s = load_settings(None, {"nibblebill_compat": True, "nibblebill_allow_zero_rate": True})
+    assert s.nibblebill_compat and s.nibblebill_allow_zero_rate

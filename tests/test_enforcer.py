@@ -113,7 +113,15 @@ def test_unanswered_call_costs_nothing_and_holds_nothing(rig):
     assert rig.live() == []
 
 
-def test_nibblebill_dialplan_is_enforced(rig):
+@pytest.fixture
+def compat_rig(db_url):
+    r = Rig(db_url, time_scale=25, nibblebill_compat=True)
+    yield r
+    r.close()
+
+
+def test_nibblebill_dialplan_is_enforced(compat_rig):
+    rig = compat_rig
     rig.account("acme", "0.50")
     # nibble_rate 0.30/min, billed per second: 0.50 buys 100 s
     rec = rig.call(account=None, variables={"nibble_account": "acme", "nibble_rate": "0.30"}, talk_s=None)
@@ -123,6 +131,35 @@ def test_nibblebill_dialplan_is_enforced(rig):
     assert 98 <= cdr.billed_s <= 100
     assert cdr.charged <= Money.parse("0.50")
     books_balance(rig, "acme")
+
+
+def test_nibble_variables_are_not_trusted_without_nibblebill_compat(rig):
+    rig.account("acme", "10.00")
+    # nibble_rate 0 would be free; without nibblebill_compat the deck's 1.00/min applies
+    priced = rig.call(variables={"nibble_rate": "0"}, talk_s=6)
+    # nibble_account names nobody fsbill trusts: the caller id does not map either
+    nobody = rig.call(account=None, variables={"nibble_account": "acme"}, talk_s=6)
+    cdrs = {c.uuid: c for c in rig.settled(2)}
+    assert cdrs[priced.uuid].rate == Money.parse("1.00") and cdrs[priced.uuid].charged > Money(0)
+    assert cdrs[nobody.uuid].result == "rejected" and cdrs[nobody.uuid].reason.startswith("unknown_account")
+    books_balance(rig, "acme")
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_nibblebill_compat_refuses_a_zero_rate_unless_allowed(db_url, allow):
+    rig = Rig(db_url, time_scale=25, nibblebill_compat=True, nibblebill_allow_zero_rate=allow)
+    try:
+        rig.account("acme", "10.00")
+        rec = rig.call(variables={"nibble_rate": "0"}, talk_s=4)
+        [cdr] = rig.settled(1)
+        assert cdr.uuid == rec.uuid and cdr.charged == Money(0)
+        if allow:
+            assert cdr.result == "completed" and cdr.billed_s >= 3
+        else:
+            assert cdr.result == "rejected" and cdr.reason == "no_rate"  # the log line names the option
+        books_balance(rig, "acme")
+    finally:
+        rig.close()
 
 
 def test_accountcode_and_caller_id_identify_the_payer(rig):

@@ -509,3 +509,26 @@ def test_two_stores_on_one_database_see_each_others_writes(db_url):
     finally:
         first.close()
         second.close()
+
+
+def test_a_balance_past_int64_micro_units_is_refused_never_approximated(store):
+    """Ten top-ups of 999999999999: the first fits, the second would pass the largest exact
+    balance, and is refused with a clear message (no REAL on SQLite, no 'bigint out of range'
+    on PostgreSQL); the balance stays exact and equal to the ledger."""
+    ledger.create_tariff(store, "big", "EUR", 1)
+    ledger.create_account(store, "whale", "big", 1)
+    huge = Money.parse("999999999999")
+    ledger.topup(store, "whale", huge, 2, reference="t0")
+    refused = 0
+    for i in range(1, 10):
+        with pytest.raises(InvalidInput, match="beyond the largest balance fsbill keeps exact"):
+            ledger.topup(store, "whale", huge, 2 + i, reference=f"t{i}")
+        refused += 1
+    shown = ledger.get_account(store, "whale")
+    assert refused == 9 and str(shown.balance) == "999999999999.00"
+    assert isinstance(shown.balance.micros, int) and ledger.ledger_sum(store, "whale") == huge
+    with pytest.raises(InvalidInput):
+        ledger.adjust(store, "whale", huge, "bonus", 20)
+    ledger.adjust(store, "whale", -huge, "back to zero", 21)
+    assert ledger.get_account(store, "whale").balance == Money(0)
+    assert [e.reference for e in ledger.ledger(store, "whale") if e.kind == "topup"] == ["t0"]

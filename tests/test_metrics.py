@@ -90,3 +90,31 @@ def test_healthz_is_ok_with_the_database_up(rig):
     with pytest.raises(HTTPError) as err:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing", timeout=5)
     assert err.value.code == 404
+
+
+def test_labelled_series_exist_at_zero_before_any_call(rig):
+    m = scrape(rig.node.metrics_server.server_port)
+    for kind in ("hangup", "transfer"):
+        assert (("fsbill_cutoffs_total", (("kind", kind),))) in m
+    for reason in ("insufficient_funds", "channel_limit", "no_rate", "unknown_account", "db_error"):
+        assert ("fsbill_calls_total", (("reason", reason), ("result", "rejected"))) in m
+    for result in ("completed", "cut_off", "unanswered", "rejected", "recovered"):
+        assert ("fsbill_cdrs_written_total", (("result", result),)) in m
+    assert ("fsbill_esl_refused_total", (("reason", "not_allowed"),)) in m
+    assert value(m, "fsbill_cutoffs_total", kind="hangup") == 0
+
+
+def test_metrics_speak_openmetrics_and_gzip_when_asked(rig):
+    import gzip
+
+    url = f"http://127.0.0.1:{rig.node.metrics_server.server_port}/metrics"
+    plain = urllib.request.urlopen(url, timeout=5)
+    assert plain.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    asked = urllib.request.Request(url, headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    om = urllib.request.urlopen(asked, timeout=5)
+    body = om.read().decode()
+    assert om.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF") and "fsbill_cutoffs_total" in body
+    zipped = urllib.request.urlopen(urllib.request.Request(url, headers={"Accept-Encoding": "gzip"}), timeout=5)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert b"fsbill_live_calls" in gzip.decompress(zipped.read())

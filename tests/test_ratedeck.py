@@ -61,10 +61,10 @@ def test_byte_order_mark_and_blank_lines_are_ignored():
     assert len(deck) == 1 and deck.lines == [3]
 
 
-def test_progress_reports_lines():
+def test_progress_reports_rows():
     seen = []
     parse_deck(io.StringIO("prefix,rate\n" + "".join(f"{i},1\n" for i in range(1, 25_001))), RULE, "UTC", seen.append)
-    assert seen[:2] == [10_000, 20_000] and seen[-1] == 25_001
+    assert seen[:2] == [10_000, 20_000] and seen[-1] == 25_000  # rows, not lines: the header does not count
 
 
 def test_rows_are_storage_tuples():
@@ -162,3 +162,69 @@ def test_check_against_existing_rows():
     with pytest.raises(RateDeckError) as info:
         check_against(existing, clashing)
     assert info.value.line == 3 and "--replace" in info.value.reason
+
+
+# -- files as carriers send them --------------------------------------------------------------
+def test_semicolon_deck_is_detected_and_decimal_commas_read_exactly():
+    text = "prefix;rate;connect_fee;description\n49;0,0125;0,05;Germany, fixed\n"
+    (rate,) = parse_deck(io.StringIO(text), RULE, "UTC", decimal_comma=True)
+    assert (rate.prefix, str(rate.rate), str(rate.connect_fee)) == ("49", "0.0125", "0.05")
+    assert rate.description == "Germany, fixed"
+    tabbed = parse_deck(io.StringIO("prefix\trate\n44\t0.5\n"), RULE, "UTC")
+    assert tabbed[0].prefix == "44"
+
+
+def test_a_decimal_comma_without_the_option_names_it():
+    with pytest.raises(RateDeckError) as info:
+        parse_rows(io.StringIO("prefix;rate\n49;0,0125\n"), "UTC")
+    assert info.value.line == 2 and "--decimal-comma" in str(info.value)
+
+
+def test_decimal_comma_with_a_comma_separator_is_refused():
+    with pytest.raises(RateDeckError) as info:
+        parse_rows(io.StringIO("prefix,rate\n49,1\n"), "UTC", decimal_comma=True)
+    assert "separator other than ','" in str(info.value)
+
+
+def test_a_refusal_names_the_separator_it_read_with():
+    with pytest.raises(RateDeckError) as info:
+        parse_rows(io.StringIO("prefix;rate\n49;1\n"), "UTC", delimiter=",")
+    assert "separated by ','" in str(info.value) and info.value.line == 1
+    with pytest.raises(RateDeckError) as info:
+        parse_rows(io.StringIO("prefix;rate\n49;1;2\n"), "UTC")
+    assert "separated by ';'" in str(info.value) and info.value.line == 2
+
+
+def test_unit_suffixed_column_names_are_aliases():
+    (rate,) = parse("prefix,rate,initial_increment_s,increment_s,min_duration_s\n49,1,30,6,10\n")
+    assert (rate.initial_increment_s, rate.increment_s, rate.min_duration_s) == (30, 6, 10)
+
+
+def test_rows_come_in_prefix_order_for_the_insert_and_duplicates_name_the_earliest_line():
+    rows = parse_rows(io.StringIO("prefix,rate,effective_until\n5,1,\n3,2,2026-01-01\n4,3,\n"), "UTC")
+    assert [r[0] for r in rows.in_prefix_order()] == ["3", "4", "5"] and list(rows.lines) == [2, 3, 4]
+    with pytest.raises(RateDeckError) as info:
+        parse_rows(io.StringIO("prefix,rate\n9,1\n5,1\n7,1\n7,2\n5,2\n"), "UTC")
+    assert info.value.line == 5 and "duplicates line 4" in str(info.value)
+
+
+def test_validated_rows_are_held_compactly():
+    """What keeps a 1,000,000-row import under 300 MB (measured: 243 MB peak RSS, README):
+    rows held by column. Python heap per row while parsing a wholesale-shaped deck, traced."""
+    import random
+    import tracemalloc
+
+    rng = random.Random(3)
+    lines = ["prefix,rate,connect_fee,initial_increment,increment,min_duration,description\n"]
+    lines += [
+        f"{p},{rng.randrange(1, 20000) / 10000:.4f},0,{rng.choice((1, 30, 60))},{rng.choice((1, 6, 60))},0,Country {p % 250}\n"
+        for p in rng.sample(range(10**6, 10**8), 50_000)
+    ]
+    tracemalloc.start()
+    try:
+        rows = parse_rows(lines, "UTC")
+        kept, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(rows) == 50_000
+    assert kept / len(rows) < 130 and peak / len(rows) < 250, (kept / len(rows), peak / len(rows))  # tuples: 252 / 346

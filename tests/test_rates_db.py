@@ -7,7 +7,7 @@ import pytest
 
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.db import ledger
-from fsbill.db.rates import DeckCache, import_deck, list_rates, load_deck, lookup_rate
+from fsbill.db.rates import DeckCache, IndexedDeck, import_deck, list_rates, load_deck, lookup_rate
 from fsbill.errors import DatabaseUnavailable, NotFound, RateDeckError
 
 NOW = 1_795_375_769_000_000  # 2026-11-22T19:29:29Z, a Sunday
@@ -142,11 +142,12 @@ def test_deck_cache_reloads_after_a_reimport(store, tariff):
     cache = DeckCache(store, refresh_s=10)
     first = cache.get(tariff.id, NOW)
     assert first.lookup("4930", NOW).rate == Money.parse("0.01")
+    assert cache.get(tariff.id, NOW + 1) is first  # version unchanged: same deck
     import_deck(store, "retail", csv("prefix,rate\n49,0.02\n"), replace=True)
-    assert cache.get(tariff.id, NOW + 5_000_000) is first  # within refresh_s: no query at all
-    fresh = cache.get(tariff.id, NOW + 10_000_000)
+    # the very next call after the import committed sees the new deck, whatever refresh_s says
+    fresh = cache.get(tariff.id, NOW + 2)
     assert fresh is not first and fresh.lookup("4930", NOW).rate == Money.parse("0.02")
-    assert cache.get(tariff.id, NOW + 30_000_000) is fresh  # version unchanged: same deck
+    assert cache.get(tariff.id, NOW + 30_000_000) is fresh
 
 
 def test_deck_cache_invalidate(store, tariff):
@@ -180,14 +181,19 @@ def test_deck_cache_serves_the_cached_deck_while_the_database_is_down(store, tar
         cache.get(tariff.id + 1, NOW)  # nothing cached for that tariff
 
 
-def test_deck_cache_reloads_in_the_background_and_serves_the_old_deck_meanwhile(store, tariff):
+def test_deck_cache_rates_from_the_prefix_index_while_the_new_deck_loads(store, tariff):
     import_deck(store, "retail", csv(DECK))
     ledger.create_account(store, "acme", "retail", NOW)
     cache = DeckCache(store, refresh_s=10, background=True)
     assert cache.preload(NOW) == 4  # decks of tariffs in use
     first = cache.get(tariff.id, NOW)
+    assert first.lookup("4930", NOW).rate == Money.parse("0.01")
     import_deck(store, "retail", csv("prefix,rate\n49,0.02\n"), replace=True)
-    assert cache.get(tariff.id, NOW + 10_000_000) is first  # the reload runs on its own greenlet
+    meanwhile = cache.get(tariff.id, NOW + 1)  # the reload runs on its own greenlet ...
+    assert isinstance(meanwhile, IndexedDeck)  # ... and nobody waits for it
+    assert meanwhile.lookup("4930", NOW).rate == Money.parse("0.02")  # never the old price
+    assert meanwhile.lookup("4915123", NOW).rate == Money.parse("0.02")  # the old 4915 row is gone
     cache.wait_reloads(timeout=30)
-    fresh = cache.get(tariff.id, NOW + 10_000_001)
-    assert fresh is not first and fresh.lookup("4930", NOW).rate == Money.parse("0.02")
+    fresh = cache.get(tariff.id, NOW + 2)
+    assert fresh is not first and not isinstance(fresh, IndexedDeck)
+    assert fresh.lookup("4930", NOW).rate == Money.parse("0.02") and len(fresh) == 1

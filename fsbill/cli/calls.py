@@ -7,8 +7,11 @@ import csv
 import json
 import sys
 
+from fsbill import cdr_format
 from fsbill.cli.common import emit, load, open_store, parse_instant, table
 from fsbill.db import calls as dbcalls
+from fsbill.db import ledger
+from fsbill.db.cdr_export import iter_cdrs
 from fsbill.errors import InvalidInput
 from fsbill.instant import iso
 
@@ -24,15 +27,28 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     export.add_argument("--account")
     export.add_argument("--since", type=parse_instant, metavar="ISO8601", help="calls that started at or after")
     export.add_argument("--until", type=parse_instant, metavar="ISO8601", help="calls that started before")
-    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument(
+        "--format",
+        choices=("csv", "json", "jsonl"),
+        help="csv (default), json (one array) or jsonl (one object per line, streamed); "
+        "--json means json and conflicts with any other --format",
+    )
     export.set_defaults(func=_export)
 
 
+def _known_account(store: object, code: str | None) -> None:
+    """An unknown --account is 'not found' (exit 3), as in `ledger`, not an empty result."""
+    if code:
+        ledger.get_account(store, code)  # type: ignore[arg-type]
+
+
 def _calls(args: argparse.Namespace) -> int:
-    live = dbcalls.live_calls(open_store(load(args)), args.account)
+    store = open_store(load(args))
+    _known_account(store, args.account)
+    live = dbcalls.live_calls(store, args.account)
     emit(
         args,
-        [c.as_json() for c in live],
+        [cdr_format.live_record(c) for c in live],
         lambda: (
             table(
                 [
@@ -75,13 +91,25 @@ def _calls(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     if args.since is not None and args.until is not None and args.until <= args.since:
         raise InvalidInput("--until must be after --since")
-    rows = dbcalls.cdrs(open_store(load(args)), account=args.account, since_us=args.since, until_us=args.until)
-    if args.format == "json" or getattr(args, "json", False):
-        json.dump([r.as_json() for r in rows], sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(dbcalls.CdrView.FIELDS), lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: "" if v is None else v for k, v in r.as_json().items()})
+    if getattr(args, "json", False):
+        if args.format not in (None, "json"):
+            raise InvalidInput(f"--json conflicts with --format {args.format} (use one of them)")
+        args.format = "json"
+    store = open_store(load(args))
+    _known_account(store, args.account)
+    rows = iter_cdrs(store, account=args.account, since_us=args.since, until_us=args.until)
+    out = sys.stdout
+    if args.format == "json":  # one array, written as it is read
+        out.write("[")
+        for n, data in enumerate(cdr_format.records(rows)):
+            out.write(("," if n else "") + "\n  " + json.dumps(data))
+        out.write("\n]\n")
+    elif args.format == "jsonl":
+        for data in cdr_format.records(rows):
+            out.write(json.dumps(data, separators=(",", ":")) + "\n")
+    else:
+        writer = csv.DictWriter(out, fieldnames=list(cdr_format.FIELDS), lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow(cdr_format.csv_cells(r))
     return 0

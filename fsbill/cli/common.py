@@ -69,8 +69,12 @@ def non_negative_int(text: str) -> int:
 
 
 def parse_instant(text: str) -> int:
-    """ISO 8601 (naive = UTC) or a date, as epoch microseconds."""
-    return parse_iso(text)
+    """argparse type: ISO 8601 (naive = UTC) or a date, as epoch microseconds. fsbill's own
+    message (argparse would say only "invalid parse_instant value")."""
+    try:
+        return parse_iso(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def table(rows: list[list[str]], headers: list[str]) -> str:

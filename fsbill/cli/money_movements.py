@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.common import amount, emit, load, open_store, parse_instant, table
+from fsbill.cli.common import amount, emit, load, open_store, parse_instant, positive_int, table
 from fsbill.clock import Clock
 from fsbill.db import ledger
 from fsbill.instant import iso
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     led = subparsers.add_parser("ledger", parents=[parent], help="an account's balance movements")
     led.add_argument("code")
     led.add_argument("--since", type=parse_instant, metavar="ISO8601")
-    led.add_argument("--limit", type=int)
+    led.add_argument("--limit", type=positive_int, help="the latest N movements")
     led.set_defaults(func=_ledger)
 
 

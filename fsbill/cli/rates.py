@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -11,10 +12,11 @@ from fsbill.cli.common import emit, load, open_store, parse_instant, positive_in
 from fsbill.clock import Clock
 from fsbill.core.grant import affordable_s
 from fsbill.core.money import Money
+from fsbill.core.ratedeck import DELIMITERS
 from fsbill.core.rating import FOREVER_S, Rate, billed_seconds, cost, normalize_number
 from fsbill.db import ledger
 from fsbill.db import rates as dbrates
-from fsbill.errors import InvalidInput
+from fsbill.errors import InvalidInput, NotFound
 from fsbill.instant import iso
 
 
@@ -25,8 +27,22 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
     imp = sub.add_parser("import", parents=[parent], help="import a CSV rate deck into a tariff (all or nothing)")
     imp.add_argument("tariff")
-    imp.add_argument("file", help="CSV with a header; required columns prefix,rate (see docs)")
+    imp.add_argument("file", help="CSV with a header; required columns prefix,rate (see docs); '-' reads stdin")
     imp.add_argument("--replace", action="store_true", help="replace the tariff's whole deck instead of adding to it")
+    imp.add_argument(
+        "--allow-empty", action="store_true", help="with --replace: accept a file without rates (empties the deck)"
+    )
+    imp.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        metavar="CHAR",
+        help="column separator: ',' ';' '|' or 'tab' (default: detected from the header)",
+    )
+    imp.add_argument(
+        "--decimal-comma",
+        action="store_true",
+        help="amounts use a decimal comma (0,0125); needs a separator other than ','",
+    )
     imp.set_defaults(func=_import)
 
     lookup = sub.add_parser("lookup", parents=[parent], help="the rate a number gets in a tariff")
@@ -52,21 +68,34 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 # -- import -------------------------------------------------------------------------------------
-class _ProgressBar:
-    """A one-line progress bar on stderr (only used when stderr is a terminal)."""
+def _delimiter(text: str) -> str:
+    named = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
+    value = named.get(text.lower(), text)
+    if value not in DELIMITERS:
+        raise argparse.ArgumentTypeError(f"expected one of , ; | tab, got {text!r}")
+    return value
 
-    def __init__(self, total_lines: int) -> None:
-        self.total = max(1, total_lines)
+
+class _ProgressBar:
+    """A one-line progress bar on stderr (only used when stderr is a terminal). It counts
+    rows; without a known total (a deck read from standard input) it shows the count alone."""
+
+    def __init__(self, total_rows: int | None) -> None:
+        self.total = None if total_rows is None else max(1, total_rows)
         self.last_draw = 0.0
 
     def __call__(self, phase: str, done: int) -> None:
         now = time.monotonic()
-        if now - self.last_draw < 0.1 and done < self.total:
+        total = self.total
+        if now - self.last_draw < 0.1 and (total is None or done < total):
             return
         self.last_draw = now
-        share = min(done, self.total) * 30 // self.total
         label = "reading" if phase == "parse" else "storing"
-        sys.stderr.write(f"\r{label} [{'#' * share}{'.' * (30 - share)}] {done:,}/{self.total:,}")
+        if total is None or phase == "store" and done > total:
+            sys.stderr.write(f"\r{label} {done:,} rows")
+        else:
+            share = min(done, total) * 30 // total
+            sys.stderr.write(f"\r{label} [{'#' * share}{'.' * (30 - share)}] {done:,}/{total:,} rows")
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -74,20 +103,35 @@ class _ProgressBar:
         sys.stderr.flush()
 
 
-def _count_lines(path: str) -> int:
+def _count_rows(path: str) -> int:
+    """Lines after the header: the rows the bar counts (blank lines aside)."""
     try:
         with open(path, "rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
     except OSError:
         return 0
+    return max(0, lines - 1)
 
 
 def _import(args: argparse.Namespace) -> int:
     store = open_store(load(args))
-    bar: _ProgressBar | None = _ProgressBar(_count_lines(args.file)) if sys.stderr.isatty() else None
+    stdin = args.file == "-"
+    bar: _ProgressBar | None = None
+    if sys.stderr.isatty():
+        bar = _ProgressBar(None if stdin else _count_rows(args.file))
     progress: Callable[[str, int], None] | None = bar
+    source = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="") if stdin else args.file
     try:
-        result = dbrates.import_deck(store, args.tariff, args.file, replace=args.replace, progress=progress)
+        result = dbrates.import_deck(
+            store,
+            args.tariff,
+            source,
+            replace=args.replace,
+            progress=progress,
+            delimiter=args.delimiter,
+            decimal_comma=args.decimal_comma,
+            allow_empty=args.allow_empty,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -119,9 +163,9 @@ def _rate_json(rate: Rate) -> dict:
         "prefix": rate.prefix,
         "rate": str(rate.rate),
         "connect_fee": str(rate.connect_fee),
-        "initial_increment": rate.initial_increment_s,
-        "increment": rate.increment_s,
-        "min_duration": rate.min_duration_s,
+        "initial_increment_s": rate.initial_increment_s,
+        "increment_s": rate.increment_s,
+        "min_duration_s": rate.min_duration_s,
         "description": rate.description,
         "effective_from": iso(rate.effective_from_us),
         "effective_until": iso(rate.effective_until_us),
@@ -137,9 +181,8 @@ def _find(
 
 
 def _no_rate(number: str, tariff: str, at_us: int) -> int:
-    """'No rate' is an answer, not a failure of the command: exit 1 with one line."""
-    sys.stderr.write(f"no rate for {number} in tariff {tariff} at {iso(at_us)}\n")
-    return 1
+    """No rate for the number: 'not found', like an unknown account or tariff (exit 3)."""
+    raise NotFound(f"no rate for {number} in tariff {tariff} at {iso(at_us)}")
 
 
 def _lookup(args: argparse.Namespace) -> int:
@@ -180,7 +223,7 @@ def _quote(args: argparse.Namespace) -> int:
         "prefix": rate.prefix,
         "rate": str(rate.rate),
         "seconds": args.seconds,
-        "billed_seconds": billed_seconds(rate, args.seconds),
+        "billed_s": billed_seconds(rate, args.seconds),
         "cost": str(price),
         "available": str(available),
         "max_seconds": None if unlimited else lasts_s,
@@ -188,7 +231,7 @@ def _quote(args: argparse.Namespace) -> int:
     lasts = "without limit (free destination)" if unlimited else f"{lasts_s} s ({_clock(lasts_s)})"
     text = (
         f"{number} via prefix {rate.prefix} at {rate.rate}/min ({_increments(rate)}): "
-        f"{args.seconds} s bills {data['billed_seconds']} s, costs {price} {account.currency}\n"
+        f"{args.seconds} s bills {data['billed_s']} s, costs {price} {account.currency}\n"
         f"available {available} {account.currency} lasts {lasts}"
     )
     emit(args, data, text)

@@ -24,7 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Act as FreeSWITCH's `socket` application (async full): place calls into "
         "`fsbill serve` over the outbound event socket and report what happened to each.",
     )
-    sim.add_argument("--server", metavar="HOST:PORT", default="127.0.0.1:8084", help="fsbill's listen address")
+    sim.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="fsbill's listen address (default: `listen` of the config; printed before dialling)",
+    )
     sim.add_argument("--calls", type=_positive_int, default=1, metavar="N", help="calls to place (default 1)")
     sim.add_argument("--concurrency", type=_positive_int, default=1, metavar="C", help="calls up at once")
     sim.add_argument(
@@ -104,6 +108,24 @@ def _address(text: str) -> tuple[str, int]:
     return parse_hostport(text, "--server", connect=True)
 
 
+def _server(args: argparse.Namespace) -> tuple[str, int]:
+    """--server, else the configured `listen` (what `fsbill serve` with the same config binds;
+    a wildcard host is dialled on loopback). Says where it dials: whoever listens there gets
+    the calls."""
+    if args.server:
+        return _address(args.server)
+    from fsbill.config import load_settings
+
+    host, port = load_settings(getattr(args, "config", None)).listen_address()
+    if port == 0:
+        raise FsbillError("the configured listen port is 0 (any free port): give --server HOST:PORT")
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1" if host != "::" else "::1"
+    sys.stderr.write(f"dialling fsbill at {host}:{port} (the configured `listen`; --server to change)\n")
+    sys.stderr.flush()
+    return host, port
+
+
 def _time_scale(args: argparse.Namespace) -> float:
     if args.time_scale is not None:
         return args.time_scale
@@ -170,7 +192,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from fsbill.clock import Clock
     from fsbill.sim import CallSpec, Switch
 
-    address = _address(args.server)
+    address = _server(args)
     scale = _time_scale(args)
     clock = Clock(scale)
     switch = Switch(clock)

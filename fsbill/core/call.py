@@ -77,10 +77,14 @@ class Payer:
     source: str  # which variable or header it came from (logged, put in the CDR reason)
 
 
-def payer_of(channel: Channel) -> Payer | None:
-    """fsbill_account, else nibble_account (mod_nibblebill dialplans), else accountcode,
-    else the caller id number looked up in the account caller-id map."""
-    for name in ("fsbill_account", "nibble_account", "accountcode"):
+def payer_of(channel: Channel, nibblebill_compat: bool = False) -> Payer | None:
+    """fsbill_account, else nibble_account (mod_nibblebill dialplans, only with
+    `nibblebill_compat`), else accountcode, else the caller id number looked up in the
+    account caller-id map."""
+    names = (
+        ("fsbill_account", "nibble_account", "accountcode") if nibblebill_compat else ("fsbill_account", "accountcode")
+    )
+    for name in names:
         value = channel.var(name)
         if value:
             return Payer("code", value, name)
@@ -104,15 +108,21 @@ def dial_string_of(channel: Channel, route_template: str, destination: str) -> s
     return None
 
 
-def nibble_rate_of(channel: Channel) -> Money | None:
-    """mod_nibblebill's `nibble_rate` (price per minute), when the dialplan sets one.
-    Raises MoneyError for a value that is not an exact non-negative amount."""
+def nibble_rate_of(channel: Channel, nibblebill_compat: bool = False, allow_zero: bool = False) -> Money | None:
+    """mod_nibblebill's `nibble_rate` (price per minute), when the dialplan sets one and
+    `nibblebill_compat` is on (otherwise the channel's price is the deck's, whatever it says).
+    Raises MoneyError for a value that is not an exact non-negative amount, and for 0 unless
+    `allow_zero` (`nibblebill_allow_zero_rate`): a zero price makes every call free."""
+    if not nibblebill_compat:
+        return None
     raw = channel.var("nibble_rate")
     if not raw:
         return None
     rate = Money.parse(raw)
     if rate.is_negative():
         raise MoneyError(f"nibble_rate must not be negative, got {raw!r}")
+    if not rate and not allow_zero:
+        raise MoneyError("nibble_rate 0 would make the call free: set nibblebill_allow_zero_rate: true to allow it")
     return rate
 
 

@@ -8,8 +8,13 @@ Format: a header line, then one rate per line.
     44,0.0050,,60,60,,UK nights and weekends,,,"6,7",,
     44,0.0080,,60,60,,UK weekday nights,,,1-5,22:00,06:00
 
+The separator is ',' as above, or ';', tab or '|': detected from the header line unless given
+(`delimiter`). With `decimal_comma` amounts are written '0,0125' (carriers' semicolon exports);
+it needs a separator other than ','. Refusals name the separator they read with.
+
 Columns (names are case-insensitive, any order; only `prefix` and `rate` are required, an
-empty cell takes the default):
+empty cell takes the default; `initial_increment_s`, `increment_s` and `min_duration_s` are
+accepted for the three increment columns, the names fsbill's outputs use):
 
 - prefix: ASCII digits only, 1-32 of them (no '+', no spaces: the deck is keyed by
   normalized numbers, see fsbill.core.rating.normalize_number).
@@ -37,7 +42,9 @@ Every error is a RateDeckError carrying the 1-based physical line number of the 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterable
+import itertools
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -155,66 +162,168 @@ def parse_deck(
     rounding: RoundingRule,
     timezone: str,
     progress: Callable[[int], None] | None = None,
+    *,
+    delimiter: str | None = None,
+    decimal_comma: bool = False,
 ) -> ParsedDeck:
     """Every rate of a deck file, or a RateDeckError for its first bad line.
 
     `lines` is a text file or any iterable of lines; `progress(n)` is called with the number of
-    lines read so far every PROGRESS_EVERY lines and at the end.
+    rows (not lines: the header and blank lines do not count) read so far, every
+    PROGRESS_EVERY rows and at the end. See `parse_rows` for `delimiter` and `decimal_comma`.
     """
-    rows = parse_rows(lines, timezone, progress)
+    rows = parse_rows(lines, timezone, progress, delimiter=delimiter, decimal_comma=decimal_comma)
     build = RateBuilder(rounding)
     deck = ParsedDeck()
     deck.extend(build(row) for row in rows)
-    deck.lines = rows.lines
+    deck.lines = list(rows.lines)
     return deck
 
 
-def parse_rows(lines: Iterable[str], timezone: str, progress: Callable[[int], None] | None = None) -> ParsedDeck:
-    """`parse_deck` without building Rate objects: validated rows as stored (ROW_FIELDS)."""
+DELIMITERS = (",", ";", "\t", "|")
+_DELIMITER_NAMES = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}
+
+
+def delimiter_name(delimiter: str) -> str:
+    return _DELIMITER_NAMES.get(delimiter, repr(delimiter))
+
+
+def sniff_delimiter(header: str) -> str:
+    """The column separator of a deck, from its header line: the first of DELIMITERS that
+    splits it into cells naming both required columns; ',' when none does (the error then
+    names the separator it tried)."""
+    for candidate in DELIMITERS:
+        names = {cell.strip().strip('"').lstrip("\ufeff").strip().lower() for cell in header.split(candidate)}
+        names = {_ALIASES.get(n, n) for n in names}
+        if all(c in names for c in REQUIRED_COLUMNS):
+            return candidate
+    return ","
+
+
+class DeckRows:
+    """The validated rows of a deck file, stored by column: a million rows as tuples of twelve
+    Python objects are ~400 MB; as columns (the few distinct increment/validity/band
+    combinations and descriptions stored once) they are ~100 MB. Indexing gives a Row tuple
+    (ROW_FIELDS order); `lines[i]` is the 1-based file line of row i."""
+
+    def __init__(self) -> None:
+        self.prefixes: list[str] = []
+        self.rates = array("q")
+        self.descriptions = array("I")  # index into self.texts
+        self.tail_ids = array("I")  # index into self.tails
+        self.lines = array("I")
+        self.texts: list[str] = [""]
+        self.tails: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
+        self.order: array[int] | None = None  # row indices in prefix order (set by parse_rows)
+        self.delimiter = ","
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+    def __bool__(self) -> bool:
+        return bool(self.prefixes)
+
+    def __getitem__(self, i: int) -> Row:
+        head, tail = self.tails[self.tail_ids[i]]
+        return (self.prefixes[i], self.rates[i]) + head + (self.texts[self.descriptions[i]],) + tail
+
+    def __iter__(self) -> Iterator[Row]:
+        for i in range(len(self.prefixes)):
+            yield self[i]
+
+    def in_prefix_order(self) -> Iterator[Row]:
+        """The rows sorted by prefix (file order among equal prefixes)."""
+        order = self.order if self.order is not None else _prefix_order(self.prefixes)
+        for i in order:
+            yield self[i]
+
+
+def _prefix_order(prefixes: list[str]) -> array[int]:
+    return array("I", sorted(range(len(prefixes)), key=prefixes.__getitem__))
+
+
+def parse_rows(
+    lines: Iterable[str],
+    timezone: str,
+    progress: Callable[[int], None] | None = None,
+    *,
+    delimiter: str | None = None,
+    decimal_comma: bool = False,
+) -> DeckRows:
+    """`parse_deck` without building Rate objects: validated rows as stored (ROW_FIELDS).
+
+    `delimiter`: the column separator; None detects it from the header (`sniff_delimiter`:
+    ',', ';', tab or '|'). `decimal_comma`: amounts are written with a decimal comma
+    ('0,0125', as carriers' semicolon-separated exports do); it needs a separator other than
+    ','. Without it an amount with a comma is refused, naming the option.
+    """
     zone = ZoneInfo(timezone)
-    reader = csv.reader(lines, strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise RateDeckError(1, f"unreadable CSV: {exc}") from None
-    while header is not None and not any(cell.strip() for cell in header):
-        header = next(reader, None)  # leading blank lines
-    if header is None:
+    source = iter(lines)
+    skipped = 0
+    first = None
+    for text in source:
+        if text.strip():
+            first = text
+            break
+        skipped += 1  # leading blank lines
+    if first is None:
         raise RateDeckError(1, f"empty deck: a header line with at least {','.join(REQUIRED_COLUMNS)} is required")
-    header_line = reader.line_num
-    columns = _columns(header, header_line)
-    row_parser = _RowParser(columns, zone)
-    deck = ParsedDeck()
+    if delimiter is None:
+        delimiter = sniff_delimiter(first)
+    if delimiter == "," and decimal_comma:
+        raise RateDeckError(
+            skipped + 1, "decimal commas need a column separator other than ',' (the header is separated by ',')"
+        )
+    reader = csv.reader(itertools.chain([first], source), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise RateDeckError(skipped + 1, f"unreadable CSV: {exc}") from None
+    header_line = skipped + reader.line_num
+    columns = _columns(header, header_line, delimiter)
+    row_parser = _RowParser(columns, zone, delimiter, decimal_comma)
+    deck = DeckRows()
+    deck.delimiter = delimiter
     previous_end = reader.line_num
-    seen: dict[str, int | list[int]] = {}  # prefix -> index in the deck, or the indexes of its rows
-    clashes = []
+    count = 0
     try:
         for row in reader:
-            line = previous_end + 1
+            line = skipped + previous_end + 1
             previous_end = reader.line_num
-            if progress is not None and previous_end % PROGRESS_EVERY == 0:
-                progress(previous_end)
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # a blank line
-            parsed = row_parser.parse(row, line)
-            deck.append(parsed)
-            deck.lines.append(line)
-            prefix = parsed[0]
-            earlier = seen.get(prefix)
-            if earlier is None:
-                seen[prefix] = len(deck) - 1
-            else:
-                clashes.append(prefix)
-                if isinstance(earlier, int):
-                    seen[prefix] = [earlier, len(deck) - 1]
-                else:
-                    earlier.append(len(deck) - 1)
+            row_parser.parse_into(deck, row, line)
+            count += 1
+            if progress is not None and count % PROGRESS_EVERY == 0:
+                progress(count)
     except csv.Error as exc:
-        raise RateDeckError(reader.line_num, f"unreadable CSV: {exc}") from None
+        raise RateDeckError(skipped + reader.line_num, f"unreadable CSV: {exc}") from None
     if progress is not None:
-        progress(previous_end)
-    _check_duplicates(deck, [group for p in dict.fromkeys(clashes) if isinstance(group := seen[p], list)])
+        progress(count)
+    deck.order = _prefix_order(deck.prefixes)
+    _check_duplicates(deck, _duplicate_groups(deck))
     return deck
+
+
+def _duplicate_groups(deck: DeckRows) -> list[list[int]]:
+    """Row indices sharing a prefix, in file order; groups ordered by where their first
+    repeat is in the file (so the error names the earliest bad line)."""
+    prefixes = deck.prefixes
+    order = deck.order if deck.order is not None else _prefix_order(prefixes)
+    groups: list[list[int]] = []
+    i = 0
+    n = len(order)
+    while i < n - 1:
+        if prefixes[order[i]] != prefixes[order[i + 1]]:
+            i += 1
+            continue
+        j = i + 1
+        while j < n and prefixes[order[j]] == prefixes[order[i]]:
+            j += 1
+        groups.append(list(order[i:j]))
+        i = j
+    groups.sort(key=lambda g: g[1])
+    return groups
 
 
 def check_against(existing: Iterable[Rate], new: list[Rate]) -> None:
@@ -289,7 +398,7 @@ def _hhmm(minutes: int) -> str:
     return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def _check_duplicates(deck: ParsedDeck, groups: list[list[int]]) -> None:
+def _check_duplicates(deck: DeckRows, groups: list[list[int]]) -> None:
     build = RateBuilder(RoundingRule())
     for group in groups:
         rates = {i: build(deck[i]) for i in group}
@@ -304,18 +413,33 @@ def _check_duplicates(deck: ParsedDeck, groups: list[list[int]]) -> None:
                     )
 
 
-def _columns(header: list[str], line: int) -> dict[str, int]:
+# Other names accepted for columns (fsbill's outputs put the unit last: `increment_s`).
+_ALIASES = {
+    "initial_increment_s": "initial_increment",
+    "increment_s": "increment",
+    "min_duration_s": "min_duration",
+}
+
+
+def _columns(header: list[str], line: int, delimiter: str = ",") -> dict[str, int]:
     columns: dict[str, int] = {}
     for position, raw in enumerate(header):
         name = raw.strip().lstrip("\ufeff").strip().lower()
+        name = _ALIASES.get(name, name)
         if name not in COLUMNS:
-            raise RateDeckError(line, f"unknown column {raw.strip()!r} (known: {','.join(COLUMNS)})")
+            raise RateDeckError(
+                line,
+                f"unknown column {raw.strip()!r} (columns separated by {delimiter_name(delimiter)}; "
+                f"known: {','.join(COLUMNS)})",
+            )
         if name in columns:
             raise RateDeckError(line, f"column {name!r} appears twice")
         columns[name] = position
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise RateDeckError(line, f"missing required column(s) {','.join(missing)}")
+        raise RateDeckError(
+            line, f"missing required column(s) {','.join(missing)} (columns separated by {delimiter_name(delimiter)})"
+        )
     return columns
 
 
@@ -331,7 +455,9 @@ class _RowParser:
     remembered by their raw text, and only a new combination goes through the checks.
     """
 
-    def __init__(self, columns: dict[str, int], zone: ZoneInfo) -> None:
+    def __init__(
+        self, columns: dict[str, int], zone: ZoneInfo, delimiter: str = ",", decimal_comma: bool = False
+    ) -> None:
         self.width = len(columns)
         self.tail = [(c, columns[c]) for c in _TAIL_COLUMNS if c in columns]
         positions = [at for _, at in self.tail]
@@ -340,13 +466,20 @@ class _RowParser:
         self.rate_at = columns["rate"]
         self.description_at = columns.get("description")
         self.zone = zone
+        self.delimiter = delimiter
+        self.decimal_comma = decimal_comma
         self.amounts: dict[str, int] = {}
-        self.texts: dict[str, str] = {}
-        self.tails: dict[object, tuple[tuple[Any, ...], tuple[Any, ...]]] = {}
+        self.text_ids: dict[str, int] = {"": 0}
+        self.tail_ids: dict[object, int] = {}
 
-    def parse(self, row: list[str], line: int) -> Row:
+    def parse_into(self, deck: DeckRows, row: list[str], line: int) -> None:
+        """Validate one CSV row and append it to `deck`."""
         if len(row) != self.width:
-            raise RateDeckError(line, f"expected {self.width} fields as in the header, found {len(row)}")
+            raise RateDeckError(
+                line,
+                f"expected {self.width} fields as in the header, found {len(row)} "
+                f"(columns separated by {delimiter_name(self.delimiter)})",
+            )
         prefix = row[self.prefix_at].strip()
         if not (prefix.isdigit() and prefix.isascii() and len(prefix) <= MAX_NUMBER_DIGITS):
             raise RateDeckError(
@@ -356,17 +489,25 @@ class _RowParser:
         if rate is None:
             rate = self._amount(row[self.rate_at], "rate", line, required=True)
         key = self.tail_key(row)
-        tail = self.tails.get(key)
-        if tail is None:
-            tail = self._tail(row, line)
-            if len(self.tails) < _CACHE_LIMIT:
-                self.tails[key] = tail
-        description = ""
+        tail_id = self.tail_ids.get(key)
+        if tail_id is None:
+            tail_id = len(deck.tails)
+            deck.tails.append(self._tail(row, line))
+            if len(self.tail_ids) < _CACHE_LIMIT:
+                self.tail_ids[key] = tail_id
+        text_id = 0
         if self.description_at is not None:
             description = row[self.description_at].strip()
             if description:
-                description = self.texts.setdefault(description, description)
-        return (prefix, rate) + tail[0] + (description,) + tail[1]
+                text_id = self.text_ids.get(description, -1)
+                if text_id < 0:
+                    text_id = self.text_ids[description] = len(deck.texts)
+                    deck.texts.append(description)
+        deck.prefixes.append(prefix)
+        deck.rates.append(rate)
+        deck.descriptions.append(text_id)
+        deck.tail_ids.append(tail_id)
+        deck.lines.append(line)
 
     def _tail(self, row: list[str], line: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The optional cells other than the description, checked."""
@@ -404,10 +545,19 @@ class _RowParser:
             if required:
                 raise RateDeckError(line, f"{name} is empty")
             return 0
+        written = text
+        if self.decimal_comma:
+            if "." in text:
+                raise RateDeckError(line, f"{name} {text!r}: decimal commas were asked for, like 0,0125 (no '.')")
+            text = text.replace(",", ".")
         try:
             amount = Money.parse(text)
         except MoneyError:
-            raise RateDeckError(line, f"{name} {text!r} is not an exact decimal amount like 0.0125") from None
+            hint = (
+                " (a decimal comma? import with --decimal-comma)" if "," in written and not self.decimal_comma else ""
+            )
+            like = "0,0125" if self.decimal_comma else "0.0125"
+            raise RateDeckError(line, f"{name} {written!r} is not an exact decimal amount like {like}{hint}") from None
         if amount.is_negative():
             raise RateDeckError(line, f"{name} {text!r} must not be negative")
         if len(self.amounts) < _CACHE_LIMIT:
@@ -483,11 +633,14 @@ def _is_day(text: str) -> bool:
 
 __all__ = [
     "COLUMNS",
+    "DELIMITERS",
     "ROW_FIELDS",
+    "DeckRows",
     "ParsedDeck",
     "RateBuilder",
     "check_against",
     "overlaps",
     "parse_deck",
     "parse_rows",
+    "sniff_delimiter",
 ]

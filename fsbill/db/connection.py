@@ -38,6 +38,20 @@ log = logging.getLogger("fsbill.db")
 _DRIVER_ERRORS = (peewee.OperationalError, peewee.InterfaceError, peewee.InternalError)
 
 
+def require_driver(url: str) -> None:
+    """PostgreSQL's driver is an extra (`fsbill[postgresql]`): a clear error naming it when a
+    postgresql:// URL is configured without it, instead of peewee's 'psycopg2 not installed'."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is None:
+        raise ConfigError(
+            "database: a postgresql:// URL needs PostgreSQL's driver, which is not installed: "
+            "pip install 'fsbill[postgresql]' (psycopg 3)"
+        )
+
+
 def migrations_dir() -> Path:
     return Path(str(resources.files("fsbill.migrations")))
 
@@ -81,6 +95,7 @@ class Store:
         elif parsed.scheme in ("postgresql", "postgres"):
             if not parsed.path.strip("/"):
                 raise ConfigError(f"database: {url!r} names no database")
+            require_driver(url)
             self.kind = "postgresql"
             self.path = ""
             self.db = PooledPostgresqlDatabase(

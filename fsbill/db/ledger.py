@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import peewee
 
 from fsbill.core.grant import available as available_of
-from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.money import MAX_MICROS, Money, RoundingMethod, RoundingRule
 from fsbill.db.connection import Store
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
@@ -116,11 +116,27 @@ def post(
     if found is None:
         raise NotFound(f"account id {account_id} vanished")
     balance_after = found[0]
+    if not isinstance(balance_after, int) or abs(balance_after) > MAX_MICROS:
+        # Every amount and every balance stays within MAX_MICROS (10^18 - 1 micro-units), so
+        # balance + amount never leaves int64 (no REAL on SQLite, no 'bigint out of range' on
+        # PostgreSQL); a movement that would take the balance past it is refused, and the
+        # caller's transaction (this UPDATE with it) rolls back.
+        raise InvalidInput(
+            f"this movement would take the balance to {_exact(balance_after)}, beyond the largest balance "
+            f"fsbill keeps exact ({Money(MAX_MICROS)}): refused, nothing was changed"
+        )
     entry_id = db.execute_sql(
         q.insert_ledger,
         (account_id, amount.micros, kind, reference, call_uuid, balance_after, note, now_us),
     ).fetchone()[0]
     return entry_id, balance_after
+
+
+def _exact(micros: object) -> str:
+    if isinstance(micros, int):
+        sign, digits = ("-" if micros < 0 else ""), str(abs(micros)).rjust(7, "0")
+        return f"{sign}{digits[:-6]}.{digits[-6:]}"
+    return str(micros)
 
 
 # -- tariffs -------------------------------------------------------------------------------------

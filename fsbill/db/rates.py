@@ -3,34 +3,39 @@ the in-process index the call path uses, and keeping that index fresh.
 
 Importing parses and validates the whole file before touching the database (a bad line
 stores nothing), then replaces or extends the tariff's rates and bumps `Tariff.deck_version`
-in one transaction. Every node watches that version (`DeckCache`) and reloads a deck when it
-changes, so a call never costs a database round trip per prefix.
+in one transaction. Every node checks that version before rating a call (`DeckCache`): a call
+is rated from the in-process index while it is current, from the database's prefix index while
+a changed deck is reloaded in the background, and never from a replaced deck.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import TextIO
 
 import gevent
 import peewee
 
 from fsbill.core.money import RoundingMethod, RoundingRule
-from fsbill.core.ratedeck import ROW_FIELDS, ParsedDeck, RateBuilder, Row, check_against, parse_rows
+from fsbill.core.ratedeck import ROW_FIELDS, DeckRows, ParsedDeck, RateBuilder, Row, check_against, parse_rows
 from fsbill.core.rating import Rate, RateDeck
 from fsbill.db.connection import Store
 from fsbill.errors import DatabaseUnavailable, InvalidInput, NotFound
+from fsbill.logs import event, render
 
 log = logging.getLogger("fsbill.rates")
 
 # Rows per INSERT statement: 12 bound values each, 6,000 a statement, under SQLite's 32,766
 # and PostgreSQL's 65,535. Measured on SQLite: 100 rows 6.4 s, 500 rows 5.9 s per million.
 BATCH_ROWS = 500
+# SQLite's page cache while a big deck goes in. Dirty pages of the open transaction stay in it
+# until it is full and they spill to the WAL: a bigger cache is faster but is all resident.
+IMPORT_CACHE_KIB = 262_144
 
 Progress = Callable[[str, int], None]  # (phase 'parse' | 'store', rows or lines done)
 
@@ -64,13 +69,20 @@ def import_deck(
     source: str | os.PathLike | TextIO | Iterable[str],
     replace: bool = False,
     progress: Progress | None = None,
+    *,
+    delimiter: str | None = None,
+    decimal_comma: bool = False,
+    allow_empty: bool = False,
 ) -> ImportResult:
     """Import a CSV rate deck into a tariff, all or nothing.
 
-    `source` is a path or an open text file. Without `replace` the new rows are added to the
-    tariff's deck and must not overlap its existing rows; with it they replace the deck.
-    `progress(phase, done)` reports lines parsed ('parse') then rows stored ('store').
+    `source` is a path or an open text file (e.g. standard input). Without `replace` the new
+    rows are added to the tariff's deck and must not overlap its existing rows; with it they
+    replace the deck — a file without a single rate then empties the deck, which is refused
+    unless `allow_empty`. `delimiter` / `decimal_comma`: see fsbill.core.ratedeck.parse_rows.
+    `progress(phase, done)` reports rows parsed ('parse') then rows stored ('store').
     """
+    options = {"delimiter": delimiter, "decimal_comma": decimal_comma}
     with store.reading():
         tariff = _tariff_row(store, tariff_name)
     parse_progress = (lambda n: progress("parse", n)) if progress is not None else None
@@ -79,13 +91,23 @@ def import_deck(
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, encoding="utf-8-sig", newline="") as handle:
-                rows = parse_rows(handle, tariff.timezone, parse_progress)
+                rows = parse_rows(handle, tariff.timezone, parse_progress, **options)
         except OSError as exc:
             raise InvalidInput(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"{os.fspath(source)} is not UTF-8 text ({exc.reason})") from None
     else:
-        rows = parse_rows(source, tariff.timezone, parse_progress)
+        try:
+            rows = parse_rows(source, tariff.timezone, parse_progress, **options)
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"the deck is not UTF-8 text ({exc.reason})") from None
+    if replace and not rows and not allow_empty:
+        with store.reading():
+            stored = store.models.Rate.select().where(store.models.Rate.tariff == tariff.id).count()
+        raise InvalidInput(
+            f"the file has a header but no rates: replacing would empty the deck of tariff {tariff_name!r} "
+            f"({stored} rates); pass --allow-empty to do that"
+        )
     if not replace and rows:
         _check_existing(store, tariff.id, rows)
     if progress is not None:
@@ -93,19 +115,20 @@ def import_deck(
     tid = tariff.id
     # In prefix order: the (tariff, prefix) index then grows at one end instead of at random
     # pages, which is what keeps a million-row import on SQLite within seconds.
-    ordered = sorted(rows, key=itemgetter(0))
     m = store.models
     with store.transaction() as db:
         if replace:
             m.Rate.delete().where(m.Rate.tariff == tid).execute()
-        _insert_rows(store, db, tid, ordered, progress)
+        _insert_rows(store, db, tid, rows.in_prefix_order(), len(rows), progress)
         m.Tariff.update(deck_version=m.Tariff.deck_version + 1).where(m.Tariff.id == tid).execute()
         version = m.Tariff.select(m.Tariff.deck_version).where(m.Tariff.id == tid).scalar()
-    log.info("imported %d rates into tariff %s (deck version %d)", len(rows), tariff_name, version)
+    event(log, "deck_imported", tariff=tariff_name, rates=len(rows), replaced=replace, version=int(version))
     return ImportResult(tariff_name, len(rows), replace, int(version))
 
 
-def _insert_rows(store: Store, db: peewee.Database, tariff_id: int, rows: list[Row], progress: Progress | None) -> None:
+def _insert_rows(
+    store: Store, db: peewee.Database, tariff_id: int, rows: Iterable[Row], count: int, progress: Progress | None
+) -> None:
     """Bulk insert inside the caller's transaction: multi-row INSERT statements on the raw
     cursor. Measured on 1,000,000 rows (SQLite): peewee's insert_many spends most of its time
     building and converting values in Python, and DB-API executemany (one statement per row)
@@ -116,25 +139,30 @@ def _insert_rows(store: Store, db: peewee.Database, tariff_id: int, rows: list[R
     full_sql = head + ", ".join([one] * BATCH_ROWS)
     cursor = db.cursor()
     cache_pages = None
-    if store.kind == "sqlite" and len(rows) > 10 * BATCH_ROWS:
+    if store.kind == "sqlite" and count > 10 * BATCH_ROWS:
         # A bigger page cache while the rows go in (negative = KiB), then back to normal.
         cache_pages = db.execute_sql("PRAGMA cache_size").fetchone()[0]
-        db.execute_sql("PRAGMA cache_size = -262144")
+        db.execute_sql(f"PRAGMA cache_size = -{IMPORT_CACHE_KIB}")
+    rows = iter(rows)
+    done = 0
     try:
-        for number, start in enumerate(range(0, len(rows), BATCH_ROWS)):
-            batch = rows[start : start + BATCH_ROWS]
+        for number in itertools.count():
+            batch = list(itertools.islice(rows, BATCH_ROWS))
+            if not batch:
+                break
             sql = full_sql if len(batch) == BATCH_ROWS else head + ", ".join([one] * len(batch))
             cursor.execute(sql, [value for row in batch for value in row])
+            done += len(batch)
             if progress is not None and number % 20 == 19:
-                progress("store", start + len(batch))
+                progress("store", done)
     finally:
         if cache_pages is not None:
             db.execute_sql(f"PRAGMA cache_size = {int(cache_pages)}")
     if progress is not None:
-        progress("store", len(rows))
+        progress("store", done)
 
 
-def _check_existing(store: Store, tariff_id: int, rows: ParsedDeck) -> None:
+def _check_existing(store: Store, tariff_id: int, rows: DeckRows) -> None:
     """Refuse new rows that overlap rows already in the tariff (an import without --replace)."""
     m = store.models
     with store.reading():
@@ -208,50 +236,82 @@ def _yielding(items: list) -> Iterator:
         yield item
 
 
+class IndexedDeck:
+    """A tariff's deck answered from the database's (tariff, prefix) index, one query per
+    lookup: what calls are rated with while a changed deck is being reloaded into memory, so
+    that no call waits for a million-row reload and none is rated from the replaced deck."""
+
+    def __init__(self, store: Store, tariff_id: int) -> None:
+        self.store = store
+        self.tariff_id = tariff_id
+
+    def lookup(self, number: str, at_us: int) -> Rate | None:
+        m = self.store.models
+        prefixes = [number[:n] for n in range(1, len(number) + 1)]
+        with self.store.reading():
+            tariff = m.Tariff.get_or_none(m.Tariff.id == self.tariff_id)
+            if tariff is None:
+                raise NotFound(f"no tariff with id {self.tariff_id}")
+            query = _rate_query(self.store, self.tariff_id).where(m.Rate.prefix.in_(prefixes))
+            rates = _rates(self.store, query, _rounding(tariff))
+        return RateDeck(rates, tariff.timezone).lookup(number, at_us)
+
+
 class DeckCache:
-    """Decks per tariff, reloaded when their `deck_version` changes.
+    """Decks per tariff, rated from memory and never from a replaced deck.
 
-    `get` answers from memory; at most once per `refresh_s` (of the caller's clock) per tariff
-    it asks the database for the tariff's version (one small query) and reloads the deck if
-    an import changed it. While the database is unavailable a cached deck keeps being served.
+    Every `get` first asks the database for the tariff's `deck_version` (one small query by
+    primary key; an import bumps it in the transaction that stores the rows). The same version
+    as the deck in memory: that deck. A different one (an import has committed): with
+    `background=True` (what `fsbill serve` uses) the new deck is loaded by a greenlet of its
+    own, on a connection of its own, yielding as it goes, and until it is complete calls are
+    rated by an `IndexedDeck` (the database's prefix index, i.e. the committed rows); without
+    it, the deck is reloaded there and then. `preload` loads every deck in use before the node
+    accepts its first call.
 
-    With `background=True` (what `fsbill serve` uses) a changed deck is reloaded by a greenlet
-    of its own, on a connection of its own, yielding as it goes, while calls keep being rated
-    with the previous deck until the new one is complete; `preload` loads every deck in use
-    before the node accepts its first call.
+    While the database is unavailable a cached deck keeps being served; the version is asked
+    again only after `refresh_s` (of the caller's clock), so calls do not each wait for the
+    database to time out.
     """
 
     def __init__(self, store: Store, refresh_s: float = 5.0, background: bool = False) -> None:
         self.store = store
         self.refresh_us = int(refresh_s * 1_000_000)
         self.background = background
-        self._decks: dict[int, tuple[RateDeck, int, int]] = {}  # tariff id -> (deck, version, checked_us)
+        self._decks: dict[int, tuple[RateDeck, int]] = {}  # tariff id -> (deck, version)
+        self._down_until_us: dict[int, int] = {}  # tariff id -> no version query before this
         self._reloads: dict[int, gevent.Greenlet] = {}
+        self._version_sql: str | None = None
 
-    def get(self, tariff_id: int, now_us: int) -> RateDeck:
+    def get(self, tariff_id: int, now_us: int) -> RateDeck | IndexedDeck:
         cached = self._decks.get(tariff_id)
-        if cached is not None and now_us - cached[2] < self.refresh_us:
+        if cached is not None and now_us < self._down_until_us.get(tariff_id, 0):
             return cached[0]
-        if cached is None:
-            deck, version = _load(self.store, tariff_id)
-            self._decks[tariff_id] = (deck, version, now_us)
-            return deck
-        deck, version, _ = cached
-        self._decks[tariff_id] = (deck, version, now_us)
         try:
             current = self._version(tariff_id)
         except DatabaseUnavailable:
-            log.warning("database unavailable: rating with the cached deck of tariff %d", tariff_id)
-            return deck  # checked again after refresh_s, not on every call, while it is down
-        if current == version:
-            return deck
-        if self.background:
-            if tariff_id not in self._reloads:
-                self._reloads[tariff_id] = gevent.spawn(self._reload, tariff_id, now_us)
-            return deck
-        return self._reload(tariff_id, now_us) or deck
+            if cached is None:
+                raise
+            self._down_until_us[tariff_id] = now_us + self.refresh_us
+            event(log, "deck_cached", tariff_id=tariff_id, version=cached[1], why="database unavailable")
+            return cached[0]
+        self._down_until_us.pop(tariff_id, None)
+        if cached is not None and cached[1] == current:
+            return cached[0]
+        if not self.background:
+            return self._reload(tariff_id) or (cached[0] if cached is not None else IndexedDeck(self.store, tariff_id))
+        if tariff_id not in self._reloads:
+            event(
+                log,
+                "deck_reload_started",
+                tariff_id=tariff_id,
+                version=current,
+                previous=None if cached is None else cached[1],
+            )
+            self._reloads[tariff_id] = gevent.spawn(self._reload, tariff_id)
+        return IndexedDeck(self.store, tariff_id)
 
-    def _reload(self, tariff_id: int, now_us: int) -> RateDeck | None:
+    def _reload(self, tariff_id: int) -> RateDeck | None:
         started = time.perf_counter()
         try:
             if self.background:
@@ -263,17 +323,20 @@ class DeckCache:
             else:
                 deck, version = _load(self.store, tariff_id)
         except (DatabaseUnavailable, NotFound) as exc:
-            log.warning("reloading the rate deck of tariff %d failed: %s", tariff_id, exc)
+            log.warning(render("deck_reload_failed", {"tariff_id": tariff_id, "error": str(exc)}))
             return None
         finally:
             self._reloads.pop(tariff_id, None)
-        self._decks[tariff_id] = (deck, version, now_us)
-        log.info(
-            "reloaded rate deck of tariff %d (version %d, %d rates, %.1f s)",
-            tariff_id,
-            version,
-            len(deck),
-            time.perf_counter() - started,
+        cached = self._decks.get(tariff_id)
+        if cached is None or cached[1] <= version:  # a slower, older reload never wins
+            self._decks[tariff_id] = (deck, version)
+        event(
+            log,
+            "deck_reloaded",
+            tariff_id=tariff_id,
+            version=version,
+            rates=len(deck),
+            seconds=round(time.perf_counter() - started, 3),
         )
         return deck
 
@@ -281,19 +344,28 @@ class DeckCache:
         gevent.joinall(list(self._reloads.values()), timeout=timeout)
 
     def preload(self, now_us: int) -> int:
-        """Load the deck of every tariff an account uses; returns how many rates were loaded."""
+        """Load the deck of every tariff an account uses, here and now (before the node takes
+        calls); returns how many rates were loaded."""
         m = self.store.models
         with self.store.reading():
             ids = [row[0] for row in m.Account.select(m.Account.tariff).distinct().tuples()]
         total = 0
         for tariff_id in ids:
-            total += len(self.get(tariff_id, now_us))
+            deck, version = _load(self.store, tariff_id)
+            self._decks[tariff_id] = (deck, version)
+            total += len(deck)
         return total
 
     def _version(self, tariff_id: int) -> int:
-        m = self.store.models
-        with self.store.reading():
-            version = m.Tariff.select(m.Tariff.deck_version).where(m.Tariff.id == tariff_id).scalar()
+        # Asked before every call is rated: hand-written SQL (peewee's query building costs
+        # more than the indexed lookup itself).
+        store = self.store
+        with store.reading() as db:
+            if self._version_sql is None:
+                table = store.models.Tariff._meta.table_name
+                self._version_sql = f'SELECT deck_version FROM "{table}" WHERE id = {db.param}'
+            found = db.execute_sql(self._version_sql, (tariff_id,)).fetchone()
+        version = None if found is None else found[0]
         if version is None:
             raise NotFound(f"no tariff with id {tariff_id}")
         return int(version)
@@ -337,4 +409,4 @@ def list_rates(
         return _rates(store, query, _rounding(tariff))
 
 
-__all__ = ["DeckCache", "ImportResult", "import_deck", "list_rates", "load_deck", "lookup_rate"]
+__all__ = ["DeckCache", "ImportResult", "IndexedDeck", "import_deck", "list_rates", "load_deck", "lookup_rate"]

@@ -1,0 +1,47 @@
+"""CDRs read for export in pages, so `fsbill cdr export` streams millions of them in bounded
+memory and never holds the database (or the SQLite connection every call shares) for the whole
+export: each page is its own short read, continuing after the last row of the previous page
+(keyset pagination on the export order, start then id)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fsbill.db.calls import CdrView, _cdr_view
+from fsbill.db.connection import Store
+
+PAGE_ROWS = 5000
+
+
+def iter_cdrs(
+    store: Store,
+    *,
+    account: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    page_rows: int = PAGE_ROWS,
+) -> Iterator[CdrView]:
+    """The same rows, in the same order, as `fsbill.db.calls.cdrs`, a page at a time."""
+    m = store.models
+    after: tuple[int, int] | None = None
+    while True:
+        with store.reading():
+            q = m.Cdr.select()
+            if account:
+                q = q.where(m.Cdr.account_code == account)
+            if since_us is not None:
+                q = q.where(m.Cdr.start_us >= since_us)
+            if until_us is not None:
+                q = q.where(m.Cdr.start_us < until_us)
+            if after is not None:
+                start, row_id = after
+                q = q.where((m.Cdr.start_us > start) | ((m.Cdr.start_us == start) & (m.Cdr.id > row_id)))
+            rows = list(q.order_by(m.Cdr.start_us, m.Cdr.id).limit(page_rows))
+        for row in rows:
+            yield _cdr_view(row)
+        if len(rows) < page_rows:
+            return
+        after = (rows[-1].start_us, rows[-1].id)
+
+
+__all__ = ["PAGE_ROWS", "iter_cdrs"]

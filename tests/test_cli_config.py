@@ -1,0 +1,93 @@
+"""`fsbill config check`, config files that are not files, `fsbill simulate`'s default server,
+and the packaging an operator meets first (LICENSE, the version, PostgreSQL as an extra)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+import yaml
+
+import fsbill
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = Path(sys.executable).with_name("fsbill")
+
+
+def run(*argv: str, cwd: Path | None = None, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "FSBILL_CONFIG"}
+    env.update(env_extra or {})
+    return subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, env=env, timeout=60, cwd=cwd)
+
+
+def test_config_check_prints_every_effective_setting(tmp_path):
+    config = tmp_path / "fsbill.yaml"
+    config.write_text("heartbeat_s: 5\ncutoff: {mode: transfer}\n", encoding="utf-8")
+    p = run("config", "check", "--config", str(config))
+    assert p.returncode == 0, p.stderr
+    first, _, body = p.stdout.partition("\n")
+    assert first == f"# {config}: valid"
+    shown = yaml.safe_load(body)
+    assert shown["heartbeat_s"] == 5 and shown["cutoff"]["mode"] == "transfer"
+    assert shown["slice_s"] == 120 and shown["rejections"]["insufficient_funds"]["code"] == 402
+    assert shown["nibblebill_compat"] is False
+    data = json.loads(run("config", "check", "--config", str(config), "--json").stdout)
+    assert data["valid"] is True and data["settings"]["cutoff"]["margin_s"] == 1
+
+
+def test_config_check_refuses_a_bad_key_in_one_line(tmp_path):
+    config = tmp_path / "fsbill.yaml"
+    config.write_text("cutoff: {margin_s: 0}\n", encoding="utf-8")
+    p = run("config", "check", "--config", str(config))
+    assert p.returncode == 2 and p.stdout == "" and len(p.stderr.splitlines()) == 1
+    assert "cutoff.margin_s" in p.stderr
+
+
+def test_config_on_a_directory_is_a_clean_error(tmp_path):
+    p = run("config", "check", "--config", str(tmp_path))
+    assert p.returncode == 2 and "is a directory" in p.stderr and "Traceback" not in p.stderr
+    p = run("account", "list", "--config", str(tmp_path), "--json")
+    assert p.returncode == 2 and "is a directory" in json.loads(p.stderr)["error"]
+
+
+def test_the_systemd_unit_checks_with_config_check():
+    unit = (ROOT / "deploy" / "fsbill.service").read_text(encoding="utf-8")
+    [pre] = [line for line in unit.splitlines() if line.startswith("ExecStartPre=")]
+    assert pre == "ExecStartPre=/opt/fsbill/venv/bin/fsbill config check --config /etc/fsbill/fsbill.yaml"
+
+
+def test_shipped_example_config_passes_config_check():
+    p = run("config", "check", "--config", str(ROOT / "deploy" / "fsbill.yaml"))
+    assert p.returncode == 0, p.stderr
+
+
+def test_simulate_without_server_dials_the_configured_listen_and_says_so(tmp_path):
+    config = tmp_path / "fsbill.yaml"
+    config.write_text("listen: 127.0.0.1:1\n", encoding="utf-8")  # nobody listens on port 1
+    p = run("simulate", "--config", str(config), "--calls", "1", "--talk", "1")
+    assert "dialling fsbill at 127.0.0.1:1" in p.stderr
+    assert p.returncode == 1 and "Connection refused" in p.stdout
+
+
+def test_postgresql_without_its_driver_names_the_extra(tmp_path):
+    config = tmp_path / "pg.yaml"
+    config.write_text("database: postgresql://fsbill@127.0.0.1:5432/fsbill\n", encoding="utf-8")
+    code = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg2'] = None\n"
+        "from fsbill.cli.main import main\n"
+        f"raise SystemExit(main(['config', 'check', '--config', {str(config)!r}]))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "fsbill[postgresql]" in p.stderr and len(p.stderr.splitlines()) == 1
+
+
+def test_license_version_and_extras():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert meta["license"] == "MIT" and "MIT License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "version" not in meta and meta["dynamic"] == ["version"]
+    assert run("--version").stdout.strip() == f"fsbill {fsbill.__version__}"
+    assert not any("psycopg" in d for d in meta["dependencies"])
+    assert any("psycopg" in d for d in meta["optional-dependencies"]["postgresql"])
+    assert "fsbill[postgresql]" in meta["optional-dependencies"]["test"]
