@@ -77,6 +77,9 @@ BILLING_FIELDS = (
     "uncollected",
     "balance_when_authorized",
     "balance_after_settlement",
+    "vendor",
+    "vendor_cost",
+    "margin",
 )
 FIELDS = FREESWITCH_FIELDS + BILLING_FIELDS
 
@@ -152,6 +155,10 @@ def record(cdr: CdrView) -> dict[str, Any]:
         # the refusal (the database keeps the balance an admission refusal saw)
         "balance_when_authorized": None if refused else money(cdr.balance_before),
         "balance_after_settlement": None if refused else money(cdr.balance_after),
+        # least-cost routing: the carrier FreeSWITCH reports, its cost over the same window, the margin
+        "vendor": cdr.vendor or None,
+        "vendor_cost": money(cdr.vendor_cost),
+        "margin": money(cdr.margin),
     }
 
 

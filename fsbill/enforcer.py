@@ -467,6 +467,7 @@ class CallRun:
         self.call = call
         if call.warned:
             e.metrics.warnings.inc()
+            self.log_warning(call)
         if not acc.reserved:
             return
         try:
@@ -551,6 +552,7 @@ class CallRun:
             if warning is not None:
                 call = replace(call, warned=True)
                 e.metrics.warnings.inc()
+                self.log_warning(call)
         self.call = call
         try:
             if result.extended:
@@ -559,6 +561,17 @@ class CallRun:
                 self.control.warn_at(warning, now_us=now_us)
         except (FsbillError, OSError) as exc:
             log_event(log, "reschedule_failed", uuid=ch.uuid, error=str(exc))
+
+    def log_warning(self, call: LiveCall) -> None:
+        assert call.cutoff_us is not None
+        log_event(
+            log,
+            "warning_scheduled",
+            uuid=call.uuid,
+            visit=call.visit,
+            warning_s=self.e.policy.warning_s,
+            cutoff_epoch=call.cutoff_us // US,
+        )
 
     # -- the end ------------------------------------------------------------------------------------------------
     def transferred_out(self, unbridged_us: int, bridge: dbvendors.BridgeOutcome) -> None:

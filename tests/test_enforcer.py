@@ -5,6 +5,7 @@ Assertions are about what FreeSWITCH did (when and why each call ended, what it 
 play) and what the books say (CDRs, ledger, balances), never about which commands were sent.
 """
 
+import logging
 import random
 
 import pytest
@@ -91,7 +92,8 @@ def test_topup_during_a_call_extends_it_and_cancels_the_warning(rig):
     assert not rec.broadcasts
 
 
-def test_warning_is_played_before_the_final_cutoff(rig):
+def test_warning_is_played_before_the_final_cutoff(rig, caplog):
+    caplog.set_level(logging.INFO, logger="fsbill.call")
     rig.account("acme", "3.00")  # 180 s
     rec = rig.call(talk_s=None)
     [cdr] = rig.settled(1)
@@ -100,6 +102,9 @@ def test_warning_is_played_before_the_final_cutoff(rig):
     warned_at = rec.broadcasts[0][0]
     assert rec.ended_us - 62_000_000 <= warned_at <= rec.ended_us - 57_000_000
     assert 178 <= cdr.billed_s <= 180
+    # the operator sees it in the log: one structured line per warning scheduled
+    lines = [r.getMessage() for r in caplog.records if "event=warning_scheduled" in r.getMessage()]
+    assert len(lines) == 1 and f"uuid={rec.uuid}" in lines[0] and "warning_s=60" in lines[0]
 
 
 def test_unanswered_call_costs_nothing_and_holds_nothing(rig):

@@ -85,6 +85,11 @@ def test_cheapest_vendor_carries_the_call_with_the_others_as_failover(rig):
     assert vendor_counts(rig.store) == {"cheap": 0, "mid": 0, "dear": 0}
     text = rig.node.metrics.render().decode()
     assert 'fsbill_vendor_attempts_total{result="answered",vendor="cheap"} 1.0' in text
+    # the exported CDR (csv/json/jsonl) carries the vendor side too
+    from fsbill import cdr_format
+
+    exported = cdr_format.record(cdr)
+    assert (exported["vendor"], exported["vendor_cost"], exported["margin"]) == ("cheap", "0.2033", "0.8134")
 
 
 def test_failover_to_the_second_vendor_when_the_first_fails(rig):
