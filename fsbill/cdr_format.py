@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from fsbill.causes import q850
 from fsbill.db.calls import CdrView, LiveCallView
 from fsbill.instant import iso
 
@@ -82,22 +83,6 @@ BILLING_FIELDS = (
     "margin",
 )
 FIELDS = FREESWITCH_FIELDS + BILLING_FIELDS
-
-# FreeSWITCH's cause codes (switch_types.h switch_call_cause_t; the table lives with the
-# emulator, which also speaks them). hangup_cause_q850 follows switch_channel.c
-# switch_channel_cause_q850: a cause above SWITCH_CAUSE_INTERWORKING (127), such as
-# ALLOTTED_TIMEOUT (602), is reported as NORMAL_CLEARING (16).
-_INTERWORKING = 127
-_NORMAL_CLEARING = 16
-
-
-def q850(cause: str) -> int | None:
-    from fsbill.sim.causes import CAUSES
-
-    code = CAUSES.get(cause)
-    if code is None:
-        return None
-    return code if code <= _INTERWORKING else _NORMAL_CLEARING
 
 
 def _seconds(us: int | None) -> int:
