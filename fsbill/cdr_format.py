@@ -100,13 +100,13 @@ def record(cdr: CdrView) -> dict[str, Any]:
     duration = None if cdr.end_us is None else _seconds(cdr.end_us) - _seconds(cdr.start_us)
     return {
         "uuid": cdr.uuid,
-        # Not captured from the channel yet (see README "CDRs"): absent, never guessed.
-        "bleg_uuid": getattr(cdr, "bleg_uuid", None) or None,
-        "accountcode": getattr(cdr, "accountcode", None) or None,
-        "caller_id_name": getattr(cdr, "caller_id_name", None) or None,
+        # captured from the channel (connect reply, last_bridge_to); absent when FreeSWITCH had none
+        "bleg_uuid": cdr.bleg_uuid or None,
+        "accountcode": cdr.accountcode or None,
+        "caller_id_name": cdr.caller_id_name or None,
         "caller_id_number": cdr.caller or None,
         "destination_number": cdr.destination or None,
-        "context": getattr(cdr, "context", None) or None,
+        "context": cdr.context or None,
         "start_stamp": iso(cdr.start_us),
         "answer_stamp": iso(cdr.answer_us),
         "end_stamp": iso(cdr.end_us),

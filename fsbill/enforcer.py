@@ -266,6 +266,9 @@ class CallRun:
                     max_ring_s=s.max_ring_s,
                     vendor_legs=legs,
                     instance=e.instance,
+                    accountcode=ch.var("accountcode"),
+                    caller_id_name=ch.caller_id_name,
+                    context=ch.context,
                 )
         except DatabaseUnavailable as exc:
             return self.database_down(ch, payer, exc, account.code)
@@ -351,6 +354,9 @@ class CallRun:
             reason=r.reason,
             hangup_cause=cause,
             balance=r.balance,
+            accountcode=ch.var("accountcode"),
+            caller_id_name=ch.caller_id_name,
+            context=ch.context,
         )
         self.write_rejection(cdr)
 
@@ -596,6 +602,7 @@ class CallRun:
             result,
             e.clock.now_us(),
             bridge if acc.legs else None,
+            bridge.answered_leg,
         )
         self.settled = True
         log_event(log, "transferred", uuid=ch.uuid, visit=call.visit, cutoff=ours)
@@ -627,6 +634,7 @@ class CallRun:
             result,
             e.clock.now_us(),
             dbvendors.BridgeOutcome(ev.bridged_to, ev.leg_causes) if acc.legs else None,
+            ev.bridged_to,
         )
         if not acc.reserved:
             if e.pending is not None:

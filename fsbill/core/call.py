@@ -62,6 +62,8 @@ class Channel:
     created_us: int
     answered_us: int | None = None
     variables: Mapping[str, str] = field(default_factory=dict)
+    caller_id_name: str = ""  # FreeSWITCH's caller_id_name, for the CDR
+    context: str = ""  # the dialplan context the call was routed in, for the CDR
 
     def var(self, name: str) -> str:
         value = self.variables.get(name, "")

@@ -70,6 +70,11 @@ class CdrView:
     vendor_cost: Money | None = None
     margin: Money | None = None
     attempts: tuple[Attempt, ...] = ()  # vendors tried, when this view comes from the settlement
+    # FreeSWITCH's CDR fields (the B leg, the accountcode variable, caller id name, context)
+    bleg_uuid: str = ""
+    accountcode: str = ""
+    caller_id_name: str = ""
+    context: str = ""
 
     FIELDS = (
         "uuid",
@@ -174,6 +179,10 @@ def _cdr_view(row: object) -> CdrView:
         vendor=getattr(row, "vendor", "") or "",
         vendor_cost=opt(getattr(row, "vendor_cost_micros", None)),
         margin=opt(getattr(row, "margin_micros", None)),
+        bleg_uuid=getattr(row, "bleg_uuid", "") or "",
+        accountcode=getattr(row, "accountcode", "") or "",
+        caller_id_name=getattr(row, "caller_id_name", "") or "",
+        context=getattr(row, "context", "") or "",
     )
 
 
@@ -263,6 +272,9 @@ def reserve(
     max_ring_s: int,
     vendor_legs: Sequence[Leg] = (),
     instance: str = "",
+    accountcode: str = "",
+    caller_id_name: str = "",
+    context: str = "",
 ) -> Authorization:
     """Authorize a new call: read the account under its lock, ask the core (admit), hold the
     first grant and write the live-call row, in one transaction. With `vendor_legs` (least-cost
@@ -312,6 +324,10 @@ def reserve(
                 lease_until_us,
                 call.hold_until_us,
                 instance,
+                "",
+                accountcode[:255],
+                caller_id_name[:255],
+                context[:255],
             ),
         )
     return Authorization("", call, Money(acc.balance_micros), refused)
@@ -392,6 +408,7 @@ class CallEnd:
     result: str
     now_us: int
     bridge: BridgeOutcome | None = None  # what FreeSWITCH reported about a least-cost bridge
+    bleg_uuid: str = ""  # the B leg FreeSWITCH bridged this call to (last_bridge_to), "" if none
 
 
 def settle_call(store: Store, end: CallEnd) -> CdrView | None:
@@ -463,6 +480,10 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
         result="recovered" if recovered else end.result,
         reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
         created_us=end.now_us,
+        bleg_uuid=(end.bleg_uuid or getattr(lc, "bleg_uuid", "") or "")[:255],
+        accountcode=getattr(lc, "accountcode", "") or "",
+        caller_id_name=getattr(lc, "caller_id_name", "") or "",
+        context=getattr(lc, "context", "") or "",
     )
     db.execute_sql(q.insert_cdr, cdr_values(**fields))
     view = _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
@@ -523,6 +544,9 @@ def write_rejection(
     hangup_cause: str = "",
     balance: Money | None = None,
     result: str = "rejected",
+    accountcode: str = "",
+    caller_id_name: str = "",
+    context: str = "",
 ) -> CdrView | None:
     """A CDR with cost 0 for a refused call: the channel's next visit (unique per uuid and visit)."""
     m = store.models
@@ -543,6 +567,9 @@ def write_rejection(
                 created_us=now_us,
                 balance_before_micros=None if balance is None else balance.micros,
                 balance_after_micros=None if balance is None else balance.micros,
+                accountcode=accountcode[:255],
+                caller_id_name=caller_id_name[:255],
+                context=context[:255],
             )
             return _cdr_view(row)
     except peewee.IntegrityError:
@@ -581,6 +608,7 @@ def settle_unreserved(
                 result=end.result,
                 created_us=end.now_us,
                 reason="db_error_allowed: " + ("unknown account" if acc is None else "no rate"),
+                bleg_uuid=end.bleg_uuid[:255],
             )
             return _cdr_view(row)
         charge = unreserved(rate, end.answered_us, end.end_us, _account_state(acc))
@@ -622,6 +650,7 @@ def settle_unreserved(
             result=end.result,
             reason="db_error_allowed",
             created_us=end.now_us,
+            bleg_uuid=end.bleg_uuid[:255],
         )
         return _cdr_view(row)
 

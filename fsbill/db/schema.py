@@ -109,6 +109,11 @@ def build_models(database: Database) -> SimpleNamespace:
         lease_until_us = BigIntegerField()
         hold_until_us = BigIntegerField()
         instance = CharField(default="")  # the process enforcing it (migrations/0005_restart.py)
+        # FreeSWITCH's CDR fields (migrations/0003_cdr_channel_fields.py)
+        bleg_uuid = CharField(default="")
+        accountcode = CharField(default="")
+        caller_id_name = CharField(default="")
+        context = CharField(default="")
 
         class Meta:
             primary_key = CompositeKey("uuid", "visit")
@@ -144,6 +149,11 @@ def build_models(database: Database) -> SimpleNamespace:
         vendor = CharField(default="")  # the vendor that carried the call (migrations/0004)
         vendor_cost_micros = BigIntegerField(null=True)
         margin_micros = BigIntegerField(null=True)
+        # FreeSWITCH's CDR fields (migrations/0003_cdr_channel_fields.py)
+        bleg_uuid = CharField(default="")
+        accountcode = CharField(default="")
+        caller_id_name = CharField(default="")
+        context = CharField(default="")
 
     class Vendor(Base):
         name = CharField(unique=True)

@@ -49,6 +49,10 @@ LIVE_CALL_COLUMNS = (
     "lease_until_us",
     "hold_until_us",
     "instance",
+    "bleg_uuid",
+    "accountcode",
+    "caller_id_name",
+    "context",
 )
 CDR_COLUMNS = (
     "uuid",
@@ -81,6 +85,10 @@ CDR_COLUMNS = (
     "vendor",
     "vendor_cost_micros",
     "margin_micros",
+    "bleg_uuid",
+    "accountcode",
+    "caller_id_name",
+    "context",
 )
 LEDGER_COLUMNS = (
     "account_id",
@@ -183,6 +191,10 @@ def cdr_values(**fields: Any) -> list[Any]:
         "vendor": "",
         "vendor_cost_micros": None,
         "margin_micros": None,
+        "bleg_uuid": "",
+        "accountcode": "",
+        "caller_id_name": "",
+        "context": "",
         "visit": 1,
     }
     unknown = set(fields) - set(CDR_COLUMNS)
