@@ -392,7 +392,7 @@ def channel_from(headers: dict[str, str]) -> Channel:
         created_us=_us(headers.get("Caller-Channel-Created-Time", "")) or 0,
         answered_us=_us(headers.get("Caller-Channel-Answered-Time", "")),
         variables=variables,
-        # switch_channel.c switch_caller_profile_event_set_data: the caller profile's fields
+        # switch_caller.c switch_caller_profile_event_set_data: the caller profile (each header only when set)
         caller_id_name=headers.get("Caller-Caller-ID-Name", "") or headers.get("Channel-Caller-ID-Name", ""),
         context=headers.get("Caller-Context", "") or headers.get("Channel-Context", ""),
     )
