@@ -65,7 +65,7 @@ DEFAULT_REJECTIONS: dict[str, Rejection] = {
 # How late FreeSWITCH ends a call after the instant it was scheduled for, and so the smallest
 # `cutoff.margin_s` that keeps a cut-off call inside what was reserved. A task's runtime is a
 # whole epoch second (switch_scheduler.c switch_scheduler_add_task_ex: `runtime` is a time_t,
-# `sched_hangup +N` is switch_epoch_time_now() + N, the current second floored), and the task
+# a relative cut-off "+N" is switch_epoch_time_now() + N, the current second floored), and the task
 # thread runs it on its first pass at or after that second; between passes it waits up to
 # 0.5 s for new tasks (task_thread_loop: switch_queue_pop_timeout(..., 500000)). So a call
 # answered at `a` and cut `N` s later ends by floor(a) + N + 0.5 <= a + N + 0.5: with
