@@ -16,6 +16,7 @@ earlier (then FreeSWITCH's posted CDR settles it, else the reaper, as before).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import gevent
@@ -41,7 +42,7 @@ class Switches:
 
     def __init__(self, configs: tuple[SwitchConfig, ...], metrics: Metrics, command_timeout_s: float = 5.0) -> None:
         self.metrics = metrics
-        self.on_up = None
+        self.on_up: Callable[[SwitchConnection], object] | None = None
         self.connections = [
             SwitchConnection(c, on_change=self._changed, on_up=self._up, command_timeout_s=command_timeout_s)
             for c in configs
@@ -201,7 +202,9 @@ class Adopter:
     ) -> None:
         e = self.e
         call = taken.call
-        run = CallRun(e, session)  # the channel as the switch dumped it: the data of a connect reply
+        # The ignore below: FollowedSession carries the EslSession verbs an adopted call uses; not
+        # subscribe (expect_ok_many), which is never sent for it: its events come by follow.
+        run = CallRun(e, session)  # type: ignore[arg-type]  # the channel as the switch dumped it
         # Its cut-off is already inside FreeSWITCH (armed on answer by the process that took
         # the call): an answer seen from here must not arm another one.
         run.channel = replace(run.channel, answered_us=None, caller=taken.caller or run.channel.caller)

@@ -18,12 +18,16 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
 
 from fsbill.db import Store
 from fsbill.db.recovery import Applied, PostedCdr, apply_stored, store_post
 from fsbill.errors import DatabaseUnavailable
 from fsbill.logs import event as log_event
+
+if TYPE_CHECKING:
+    from gevent.pywsgi import WSGIServer
 
 log = logging.getLogger("fsbill.cdr_intake")
 
@@ -102,15 +106,18 @@ class CdrIntake:
         self.now_us = now_us
         self.result_of = result_of
         self.on_applied = on_applied
-        self.server = None
+        self.server: WSGIServer | None = None
         self.received = 0
 
     def start(self) -> int:
         from gevent.pywsgi import WSGIServer
 
-        self.server = WSGIServer((self.host, self.port), self.app, log=None, error_log=log)
-        self.server.start()
-        self.port = self.server.server_port
+        server = WSGIServer((self.host, self.port), self.app, log=None, error_log=log)
+        self.server = server
+        server.start()
+        port = server.server_port
+        assert port is not None  # start() has bound the socket
+        self.port = port
         return self.port
 
     def stop(self) -> None:

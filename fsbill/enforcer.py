@@ -20,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import Literal
 
 from fsbill.clock import Clock
 from fsbill.config import Settings
@@ -133,7 +134,7 @@ class _DbTimer:
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    ) -> Literal[False]:
         self.metrics.db_seconds.labels(self.op).observe(time.perf_counter() - self.start)
         if exc_type is not None and issubclass(exc_type, DatabaseUnavailable):
             self.metrics.db_errors.labels(self.op).inc()
@@ -175,6 +176,7 @@ class CallRun:
             return
         e.metrics.calls.labels("accepted", "").inc()
         e.metrics.live_calls.inc()
+        assert self.call is not None  # authorize() recorded the live call before accepting
         leg = (self.call.uuid, self.call.visit)
         e.following.add(leg)
         self.hold_changed(self.call.held)
@@ -293,7 +295,9 @@ class CallRun:
             final=auth.call.final,
             vendors=",".join(leg.vendor for leg in legs) or None,
         )
-        return Accepted(account, payer, number, dial, True, legs)
+        # dial is a str here: the dialplan or route gave one, or the vendor plan's legs made one (a plan
+        # without legs is not expected from the router; typing it would need a runtime check).
+        return Accepted(account, payer, number, dial, True, legs)  # type: ignore[arg-type]
 
     def database_down(self, ch: Channel, payer: Payer, exc: Exception, code: str = "") -> Accepted:
         s = self.e.settings
@@ -548,13 +552,14 @@ class CallRun:
         if call.answered_us is None or call.cutoff_us is None:
             self.call = call
             return
+        cutoff_us = call.cutoff_us  # replace() below keeps it
         if result.extended:
             call = replace(call, warned=False)
             e.metrics.extensions.inc()
-            log_event(log, "extended", uuid=ch.uuid, granted_s=call.granted_s, cutoff_epoch=call.cutoff_us // US)
+            log_event(log, "extended", uuid=ch.uuid, granted_s=call.granted_s, cutoff_epoch=cutoff_us // US)
         warning = None
         if call.final and not call.warned:
-            warning = warning_instant_us(call.cutoff_us, e.policy.warning_s, now_us)
+            warning = warning_instant_us(cutoff_us, e.policy.warning_s, now_us)
             if warning is not None:
                 call = replace(call, warned=True)
                 e.metrics.warnings.inc()
@@ -562,7 +567,7 @@ class CallRun:
         self.call = call
         try:
             if result.extended:
-                self.control.move_cutoff(call.cutoff_us, warning, now_us=now_us)
+                self.control.move_cutoff(cutoff_us, warning, now_us=now_us)
             elif warning is not None:
                 self.control.warn_at(warning, now_us=now_us)
         except (FsbillError, OSError) as exc:

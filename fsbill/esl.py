@@ -409,6 +409,8 @@ def _safe_arg(text: str) -> str:
 class EslSession(OutboundSession):
     """One call's outbound socket, with the fixes listed in the module docstring."""
 
+    _lingering: bool  # set by greenswitch's ESLProtocol.__init__ (greenswitch ships no types)
+
     def __init__(
         self,
         client_address: tuple,
@@ -486,7 +488,7 @@ class EslSession(OutboundSession):
         self.events.put(SocketClosed(reason))
 
     # -- commands ------------------------------------------------------------------------------------
-    def send(self, data: str) -> Frame:  # type: ignore[override]
+    def send(self, data: str) -> Frame:
         return self.send_many([data])[-1]
 
     def send_many(self, commands: list[str], *, already_sent: bool = False) -> list[Frame]:
@@ -495,10 +497,10 @@ class EslSession(OutboundSession):
         written before this session existed (see EslServer.listen); only wait."""
         if not self.connected:
             raise NotConnectedError()
-        waiters = []
+        waiters: list[gevent.event.AsyncResult[Frame]] = []
         payload = b""
         for command in commands:
-            waiter = gevent.event.AsyncResult()
+            waiter: gevent.event.AsyncResult[Frame] = gevent.event.AsyncResult()
             waiters.append(waiter)
             self._commands_sent.append(waiter)
             payload += (command + "\n\n").encode("utf-8")
@@ -508,10 +510,12 @@ class EslSession(OutboundSession):
         except OSError as exc:
             self._shutdown(f"socket error: {exc}")
             raise OutboundSessionHasGoneAway() from None
-        replies = []
+        replies: list[Frame] = []
         for command, waiter in zip(commands, waiters, strict=False):
             try:
-                replies.append(waiter.get(timeout=self.command_timeout_s))
+                reply = waiter.get(timeout=self.command_timeout_s)
+                assert reply is not None  # a blocking get raises Timeout; it never returns None
+                replies.append(reply)
             except gevent.Timeout:
                 message = f"no reply to {command.split(chr(10))[0][:40]!r} within {self.command_timeout_s:g} s"
                 log.warning("esl peer dropped: %s", message)
@@ -528,7 +532,7 @@ class EslSession(OutboundSession):
             command += f"\nexecute-app-arg: {_safe_arg(arg)}"
         return self.send(command)
 
-    def hangup(self, cause: str = "NORMAL_CLEARING") -> Frame:  # type: ignore[override]
+    def hangup(self, cause: str = "NORMAL_CLEARING") -> Frame:
         return self.send(f"sendmsg\ncall-command: hangup\nhangup-cause: {_safe_arg(cause)}")
 
     def api(self, *commands: str) -> list[str]:
@@ -541,7 +545,7 @@ class EslSession(OutboundSession):
             if not frame.data.startswith("+OK"):
                 raise ProtocolError(f"{command.split()[0]!r} refused: {frame.data.strip()[:80]}")
 
-    def connect(self, already_sent: bool = False) -> dict[str, str]:  # type: ignore[override]
+    def connect(self, already_sent: bool = False) -> dict[str, str]:
         reply = self.send_many(["connect"], already_sent=already_sent)[-1]
         if not reply.headers.get("Reply-Text", "").startswith("+OK"):
             raise ProtocolError("connect refused")
@@ -756,6 +760,8 @@ class CallControl:
 # -- the server -------------------------------------------------------------------------------------------
 class EslServer(OutboundESLServer):
     """Accepts FreeSWITCH's outbound-socket connections and runs `handler(session)` per call."""
+
+    bind_address: str  # set by greenswitch's OutboundESLServer.__init__ (greenswitch ships no types)
 
     def __init__(
         self,

@@ -245,7 +245,7 @@ class SwitchConnection:
         sock = self._sock
         if sock is None:
             raise SwitchUnavailable(f"switch {self.name} is not connected")
-        waiter = gevent.event.AsyncResult()
+        waiter: gevent.event.AsyncResult[Frame] = gevent.event.AsyncResult()
         with self._send_lock:
             self._waiters.append(waiter)
             try:
@@ -254,7 +254,9 @@ class SwitchConnection:
                 self._close(f"send failed: {exc}")
                 raise SwitchUnavailable(f"switch {self.name}: send failed: {exc}") from None
         try:
-            return waiter.get(timeout=self.command_timeout_s)
+            reply = waiter.get(timeout=self.command_timeout_s)
+            assert reply is not None  # a blocking get raises Timeout; it never returns None
+            return reply
         except gevent.Timeout:
             # replies are matched in order: a missing one poisons the connection
             self._close(f"no reply to {command.split()[0]!r} within {self.command_timeout_s:g} s")

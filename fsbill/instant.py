@@ -4,6 +4,7 @@ people read and write them (ISO 8601, UTC)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import overload
 
 from fsbill.errors import InvalidInput
 
@@ -19,6 +20,12 @@ def parse_iso(text: str) -> int:
     return int(moment.timestamp()) * 1_000_000 + moment.microsecond
 
 
+@overload
+def iso(us: int) -> str: ...
+@overload
+def iso(us: None) -> None: ...
+@overload
+def iso(us: int | None) -> str | None: ...
 def iso(us: int | None) -> str | None:
     if us is None:
         return None

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from types import TracebackType
 from typing import Any
 
 from fsbill.core.money import Money
@@ -95,7 +96,10 @@ def _log_greenlet_errors() -> None:
 
     failures = logging.getLogger("fsbill.greenlet")
 
-    def print_exception(context: object, kind: type, value: BaseException, tb: object) -> None:
+    def print_exception(
+        context: object, kind: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
         failures.error(render("greenlet_failed", {"greenlet": str(context)}), exc_info=(kind, value, tb))
 
-    gevent.get_hub().print_exception = print_exception
+    # The hub calls this attribute; gevent's stubs type it as a method, which may not be replaced.
+    gevent.get_hub().print_exception = print_exception  # type: ignore[method-assign,assignment]

@@ -11,6 +11,7 @@ FreeSWITCH.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ class PendingWrites:
                         item.payer,
                         item.end,
                         e.node,
-                        lambda tariff_id, item=item: self._rate(tariff_id, item.destination, item.end.start_us),
+                        functools.partial(self._rate, destination=item.destination, started_us=item.end.start_us),
                         item.destination,
                     )
             except DatabaseUnavailable:

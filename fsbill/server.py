@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import uuid as uuidlib
+from typing import TYPE_CHECKING
 
 import gevent
 import gevent.event
@@ -24,6 +25,10 @@ from fsbill.esl import EslServer
 from fsbill.logs import event as log_event
 from fsbill.metrics import Metrics, cdr_written, serve_metrics
 from fsbill.pending import PendingWrites
+
+if TYPE_CHECKING:  # imported where used, at start: only a node with switches / CDR intake loads them
+    from fsbill.adoption import Adopter, Switches
+    from fsbill.cdr_intake import CdrIntake
 
 log = logging.getLogger("fsbill.server")
 
@@ -59,9 +64,9 @@ class Node:
             on_refused=lambda reason: self.metrics.esl_refused.labels(reason).inc(),
         )
         self.started_us = 0
-        self.switches = None
-        self.adopter = None
-        self.cdr_intake = None
+        self.switches: Switches | None = None
+        self.adopter: Adopter | None = None
+        self.cdr_intake: CdrIntake | None = None
         self._ledger_mark: int | None = None
         self.port = 0
         self.metrics_server = None
@@ -86,9 +91,10 @@ class Node:
         if s.switches:
             from fsbill.adoption import Adopter, Switches
 
-            self.switches = Switches(s.switches, self.metrics, s.esl_command_timeout_s)
-            self.adopter = Adopter(self.enforcer, self.switches, self.started_us)
-            self.switches.start()
+            switches = Switches(s.switches, self.metrics, s.esl_command_timeout_s)
+            self.switches = switches
+            self.adopter = Adopter(self.enforcer, switches, self.started_us)
+            switches.start()
         if s.cdr_intake.listen:
             self._start_cdr_intake()
         address = s.metrics_address()
@@ -118,8 +124,10 @@ class Node:
         from fsbill.core.call import result_of
 
         c = self.settings.cdr_intake
-        host, port = c.address()
-        self.cdr_intake = CdrIntake(
+        address = c.address()
+        assert address is not None  # started only when cdr_intake.listen is set
+        host, port = address
+        intake = CdrIntake(
             self.store,
             host,
             port,
@@ -129,7 +137,8 @@ class Node:
             lambda answered, cause, dest: result_of(answered, cause, dest, self.enforcer.mark),
             on_applied=self._cdr_post_applied,
         )
-        self.cdr_intake.start()
+        self.cdr_intake = intake
+        intake.start()
 
     def _cdr_post_applied(self, applied) -> None:
         self.metrics.cdr_posts.labels(applied.outcome).inc()
@@ -165,11 +174,11 @@ class Node:
         """FreeSWITCH may have posted these calls' CDRs before they were reaped: correct them."""
         from fsbill.db import recovery as dbrecovery
 
+        intake = self.cdr_intake
+        assert intake is not None  # called only when the CDR intake runs
         try:
             for uuid in dbrecovery.stored_uuids(self.store, uuids):
-                for applied in dbrecovery.apply_stored(
-                    self.store, uuid, self.clock.now_us(), self.cdr_intake.result_of
-                ):
+                for applied in dbrecovery.apply_stored(self.store, uuid, self.clock.now_us(), intake.result_of):
                     self._cdr_post_applied(applied)
         except DatabaseUnavailable as exc:
             log_event(log, "cdr_correction_failed", error=str(exc))

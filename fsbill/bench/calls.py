@@ -41,8 +41,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.request import urlopen
+
+if TYPE_CHECKING:  # imported where used: the emulator loads only for a run
+    from fsbill.sim import Switch
 
 import gevent
 import yaml
@@ -162,6 +165,7 @@ class Server:
 
     @property
     def pid(self) -> int:
+        assert self.proc is not None, "the server was not started"
         return self.proc.pid
 
     def cpu_s(self) -> float:
@@ -281,8 +285,8 @@ class CallBench:
         self.progress = progress or (lambda _msg: None)
         self.rng = random.Random(options.seed)
         self.report = Report()
-        self.server: Server | None = None
-        self.switch = None
+        self.server: Server | None = None  # see `running`
+        self.switch: Switch | None = None
         self.address: tuple[str, int] = ("127.0.0.1", 0)
         # calls for the setup figures talk 0.1 real seconds, whatever the time scale
         self.short_talk_s = SHORT_TALK_REAL_S * options.time_scale
@@ -300,6 +304,12 @@ class CallBench:
             talk_s=talk_s,
         )
 
+    @property
+    def running(self) -> Server:
+        """The server of this run, once started."""
+        assert self.server is not None, "the server was not started"
+        return self.server
+
     def new_switch(self):
         from fsbill.clock import Clock
         from fsbill.sim import Switch
@@ -315,7 +325,7 @@ class CallBench:
         deadline = time.monotonic() + timeout_s
         last, still_since = -1.0, time.monotonic()
         while True:
-            scrape = self.server.scrape()
+            scrape = self.running.scrape()
             cdrs, live = scrape.total("fsbill_cdrs_written_total"), scrape.value("fsbill_live_calls")
             if live == 0 and cdrs >= expected_cdrs:
                 return scrape
@@ -341,10 +351,10 @@ class CallBench:
     def throughput(self) -> None:
         o = self.o
         switch = self.new_switch()
-        cdrs0 = self.server.scrape().total("fsbill_cdrs_written_total")
+        cdrs0 = self.running.scrape().total("fsbill_cdrs_written_total")
         self.progress(f"sustained setups: {o.setups} calls, {o.concurrency} in flight")
         specs = [self.spec(talk_s=self.short_talk_s) for _ in range(o.setups)]
-        cpu0, emu0, t0 = self.server.cpu_s(), self_cpu_s(), time.perf_counter()
+        cpu0, emu0, t0 = self.running.cpu_s(), self_cpu_s(), time.perf_counter()
         wall0 = time.time()
         records = switch.run_load(self.address, specs, concurrency=o.concurrency)
         t_end = time.perf_counter()
@@ -353,9 +363,9 @@ class CallBench:
         # when the last `bridge` arrived, in real time (the record holds scaled call time)
         last_bridge = max((self._bridge_real(r) for r in bridged), default=wall0)
         wall = max(1e-6, last_bridge - wall0)
-        cpu_setup = self.server.cpu_s() - cpu0
+        cpu_setup = self.running.cpu_s() - cpu0
         self.wait_settled(cdrs0 + len(specs))
-        cpu1 = self.server.cpu_s()
+        cpu1 = self.running.cpu_s()
         f = self.report.figures
         f["setups"] = len(specs)
         f["concurrency"] = o.concurrency
@@ -404,8 +414,8 @@ class CallBench:
         n = max(1, int(round(rate * duration_s)))
         backlog_limit = o.overload_backlog or max(50, int(rate / 2))
         self.progress(f"setup latency: up to {n} calls at {rate:g}/s (Poisson arrivals, {duration_s:g} s)")
-        before = self.server.scrape()
-        cpu0, emu0 = self.server.cpu_s(), self_cpu_s()
+        before = self.running.scrape()
+        cpu0, emu0 = self.running.cpu_s(), self_cpu_s()
         greenlets = []
         waiting: collections.deque = collections.deque()
         start = time.perf_counter()
@@ -430,7 +440,7 @@ class CallBench:
         emu1 = self_cpu_s()
         records = [g.value if g.successful() else None for g in greenlets]
         after = self.wait_settled(before.total("fsbill_cdrs_written_total") + placed)
-        cpu1 = self.server.cpu_s()
+        cpu1 = self.running.cpu_s()
         busy_s = max(offered_s, time.perf_counter() - start)  # an overloaded offer is worked off after it stops
         lat = [r.setup_latency_s for r in records if r is not None and r.setup_latency_s is not None]
         switch.records.clear()
@@ -459,7 +469,7 @@ class CallBench:
         switch = self.new_switch()
         f = self.report.figures
         gevent.sleep(0.5)
-        idle = self.server.rss()
+        idle = self.running.rss()
         f["rss_idle_bytes"] = idle
         f["live"] = {}
         up: list = []
@@ -534,20 +544,20 @@ class CallBench:
         return True, ""
 
     def _server_util(self, window_s: float = 0.5) -> float:
-        c0 = self.server.cpu_s()
+        c0 = self.running.cpu_s()
         gevent.sleep(window_s)
-        return (self.server.cpu_s() - c0) / window_s
+        return (self.running.cpu_s() - c0) / window_s
 
     def _measure_live(self, n: int, idle: int) -> dict[str, Any]:
         o = self.o
         gevent.sleep(1.0)  # let the last setups finish their database writes
-        before = self.server.scrape()
-        cpu0, t0 = self.server.cpu_s(), time.perf_counter()
+        before = self.running.scrape()
+        cpu0, t0 = self.running.cpu_s(), time.perf_counter()
         window = max(o.heartbeat_window_s, 1.0)
         gevent.sleep(window)
-        cpu1, t1 = self.server.cpu_s(), time.perf_counter()
-        after = self.server.scrape()
-        rss = self.server.rss()
+        cpu1, t1 = self.running.cpu_s(), time.perf_counter()
+        after = self.running.scrape()
+        rss = self.running.rss()
         count = after.value("fsbill_db_seconds_count", op="heartbeat") - before.value(
             "fsbill_db_seconds_count", op="heartbeat"
         )
@@ -606,7 +616,7 @@ class CallBench:
             self.address = ("127.0.0.1", self.server.start())
             f["server_pid"] = self.server.pid
             gevent.sleep(0.3)
-            f["rss_started_bytes"] = self.server.rss()
+            f["rss_started_bytes"] = self.running.rss()
             if o.warmup:
                 # imports, the deck cache and SQLite's pages warm up before anything is measured
                 self.progress(f"warm-up: {o.warmup} calls")

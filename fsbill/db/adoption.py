@@ -87,7 +87,9 @@ def claim(store: Store, orphan: Orphan, *, node: str, instance: str, lease_until
         if changed != 1:
             return None
         row = one(db, q.live_call, (orphan.uuid, orphan.visit), LIVE_CALL_COLUMNS)
+        assert row is not None  # the UPDATE above just changed this row, under the transaction
         acc = one(db, q.account_by_id, (row.account_id,), ACCOUNT_COLUMNS)
+        assert acc is not None  # live_call.account_id references account(id): the row exists
     return Adopted(
         call=_live_call(row),
         account=PayerAccount(acc.id, acc.code, acc.tariff_id, acc.currency, acc.status),

@@ -23,7 +23,8 @@ from fsbill.core.rating import Rate
 from fsbill.core.routing import Attempt
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
-from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, cdr_values, one
+from fsbill.db.rows import DbRow
+from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
 from fsbill.db.vendors import BridgeOutcome, Leg, settle_vendors, take_channels
 from fsbill.instant import iso
@@ -145,7 +146,7 @@ class CdrView:
         }
 
 
-def _cdr_view(row: object) -> CdrView:
+def _cdr_view(row: DbRow) -> CdrView:
     def opt(v: int | None) -> Money | None:
         return None if v is None else Money(v)
 
@@ -186,11 +187,11 @@ def _cdr_view(row: object) -> CdrView:
     )
 
 
-def _locked(store: Store, query: peewee.ModelSelect) -> peewee.ModelSelect:
+def _locked(store: Store, query: peewee.ModelSelect[DbRow]) -> peewee.ModelSelect[DbRow]:
     return query.for_update() if store.kind == "postgresql" else query
 
 
-def rate_of(row: object) -> Rate:
+def rate_of(row: DbRow) -> Rate:
     """The rate a live call was authorized at (frozen on the row so that a deck change or a
     crash cannot change what an ongoing call costs)."""
     return Rate(
@@ -216,7 +217,7 @@ def find_payer(store: Store, payer: Payer) -> PayerAccount | None:
 
 
 # -- reading what a decision needs, under the lock --------------------------------------------------
-def _account_state(acc: object) -> AccountState:
+def _account_state(acc: DbRow) -> AccountState:
     return AccountState(
         status=acc.status,
         balance=Money(acc.balance_micros),
@@ -227,7 +228,7 @@ def _account_state(acc: object) -> AccountState:
     )
 
 
-def _live_call(lc: object) -> LiveCall:
+def _live_call(lc: DbRow) -> LiveCall:
     return LiveCall(
         uuid=lc.uuid,
         visit=lc.visit,
@@ -242,9 +243,9 @@ def _live_call(lc: object) -> LiveCall:
     )
 
 
-def _next_visit(db: peewee.Database, q: object, uuid: str) -> int:
+def _next_visit(db: peewee.Database, q: Statements, uuid: str) -> int:
     """The number of a channel's next socket visit: one more than any leg it already has."""
-    last = db.execute_sql(q.last_visit, (uuid, uuid)).fetchone()[0]  # type: ignore[attr-defined]
+    last = db.execute_sql(q.last_visit, (uuid, uuid)).fetchone()[0]
     return (last or 0) + 1
 
 
@@ -361,6 +362,7 @@ def heartbeat(
         if lc is None:
             return None
         acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
+        assert acc is not None  # live_call.account_id references account(id): the row exists
         call = _live_call(lc)
         if known is not None:  # what the row does not keep: is the grant final, is the warning armed
             call = replace(call, final=known.final, warned=known.warned)
@@ -426,11 +428,12 @@ def settle_call(store: Store, end: CallEnd) -> CdrView | None:
         return _settle_locked(store, lc, end, recovered=False)
 
 
-def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> CdrView:
+def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> CdrView:
     """Read the account under the lock, ask the core (settlement or recovered), write the
     ledger entry, void the hold, delete the live row and insert the CDR."""
     q, db = store.sql, store.db
     acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
+    assert acc is not None  # live_call.account_id references account(id): the row exists
     call = _live_call(lc)
     if recovered:
         charge = recovered_charge(call)
@@ -511,7 +514,7 @@ def _settle_locked(store: Store, lc: object, end: CallEnd, recovered: bool) -> C
     return view
 
 
-def record_recovery(store: Store, lc: object, now_us: int) -> None:
+def record_recovery(store: Store, lc: DbRow, now_us: int) -> None:
     """Before settling a visit nobody saw end: keep the grant it held (the most a correction
     from FreeSWITCH's CDR may ever charge it, fsbill.db.recovery) and its rounding rule."""
     m = store.models

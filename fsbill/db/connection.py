@@ -156,7 +156,8 @@ class Store:
     def _discard_connection(self) -> None:
         try:
             if self.kind == "postgresql" and not self.db.is_closed():
-                self.db.manual_close()
+                pooled: PooledPostgresqlDatabase = self.db  # kind "postgresql" is always the pool
+                pooled.manual_close()
         except Exception:  # the connection is already broken; nothing more to do
             log.debug("discarding a broken connection failed", exc_info=True)
 
@@ -171,7 +172,8 @@ class Store:
     def close(self) -> None:
         try:
             if self.kind == "postgresql":
-                self.db.close_all()
+                pooled: PooledPostgresqlDatabase = self.db  # kind "postgresql" is always the pool
+                pooled.close_all()
             elif not self.db.is_closed():
                 self.db.close()
         except Exception:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import peewee
 
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import MAX_MICROS, Money, RoundingMethod, RoundingRule
 from fsbill.db.connection import Store
+from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
 
@@ -180,7 +182,7 @@ def create_tariff(
     return _tariff_view(row, 0)
 
 
-def _tariff_view(row: object, rate_count: int) -> TariffView:
+def _tariff_view(row: DbRow, rate_count: int) -> TariffView:
     return TariffView(
         id=row.id,
         name=row.name,
@@ -264,7 +266,7 @@ def _valid_cli(number: str) -> str:
     return number
 
 
-def _account_view(m: object, row: object) -> AccountView:
+def _account_view(m: SimpleNamespace, row: DbRow) -> AccountView:
     clis = tuple(
         c.number for c in m.AccountCli.select().where(m.AccountCli.account == row.id).order_by(m.AccountCli.number)
     )
@@ -396,7 +398,7 @@ def adjust(
         raise Conflict(f"reference {reference!r} was already used on account {code!r}") from None
 
 
-def _ledger_view(row: object, code: str) -> LedgerView:
+def _ledger_view(row: DbRow, code: str) -> LedgerView:
     return LedgerView(
         id=row.id,
         account=code,

@@ -25,6 +25,7 @@ from fsbill.core.money import RoundingMethod, RoundingRule
 from fsbill.core.ratedeck import ROW_FIELDS, DeckRows, ParsedDeck, RateBuilder, Row, check_against, parse_rows
 from fsbill.core.rating import Rate, RateDeck
 from fsbill.db.connection import Store
+from fsbill.db.rows import DbRow
 from fsbill.errors import DatabaseUnavailable, InvalidInput, NotFound
 from fsbill.logs import event, render
 
@@ -51,7 +52,7 @@ class ImportResult:
         return {"tariff": self.tariff, "imported": self.imported, "replaced": self.replaced}
 
 
-def _tariff_row(store: Store, name: str) -> object:
+def _tariff_row(store: Store, name: str) -> DbRow:
     m = store.models
     row = m.Tariff.get_or_none(m.Tariff.name == name)
     if row is None:
@@ -59,7 +60,7 @@ def _tariff_row(store: Store, name: str) -> object:
     return row
 
 
-def _rounding(row: object) -> RoundingRule:
+def _rounding(row: DbRow) -> RoundingRule:
     return RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method))
 
 
@@ -82,7 +83,6 @@ def import_deck(
     unless `allow_empty`. `delimiter` / `decimal_comma`: see fsbill.core.ratedeck.parse_rows.
     `progress(phase, done)` reports rows parsed ('parse') then rows stored ('store').
     """
-    options = {"delimiter": delimiter, "decimal_comma": decimal_comma}
     with store.reading():
         tariff = _tariff_row(store, tariff_name)
     parse_progress = (lambda n: progress("parse", n)) if progress is not None else None
@@ -91,14 +91,16 @@ def import_deck(
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, encoding="utf-8-sig", newline="") as handle:
-                rows = parse_rows(handle, tariff.timezone, parse_progress, **options)
+                rows = parse_rows(
+                    handle, tariff.timezone, parse_progress, delimiter=delimiter, decimal_comma=decimal_comma
+                )
         except OSError as exc:
             raise InvalidInput(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"{os.fspath(source)} is not UTF-8 text ({exc.reason})") from None
     else:
         try:
-            rows = parse_rows(source, tariff.timezone, parse_progress, **options)
+            rows = parse_rows(source, tariff.timezone, parse_progress, delimiter=delimiter, decimal_comma=decimal_comma)
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"the deck is not UTF-8 text ({exc.reason})") from None
     if replace and not rows and not allow_empty:
@@ -184,12 +186,12 @@ def _check_existing(store: Store, tariff_id: int, rows: DeckRows) -> None:
     check_against((build(row) for row in existing), new)
 
 
-def _rate_query(store: Store, tariff_id: int) -> peewee.ModelSelect:
+def _rate_query(store: Store, tariff_id: int) -> peewee.ModelSelect[DbRow]:
     m = store.models
     return m.Rate.select(*[getattr(m.Rate, f) for f in ROW_FIELDS]).where(m.Rate.tariff == tariff_id)
 
 
-def _rates(store: Store, query: peewee.ModelSelect, rounding: RoundingRule) -> list[Rate]:
+def _rates(store: Store, query: peewee.ModelSelect[DbRow], rounding: RoundingRule) -> list[Rate]:
     """Run a `_rate_query` (inside a unit of work) and build its rates. The raw cursor:
     peewee's per-column conversion would triple the load time of a big deck."""
     build = RateBuilder(rounding)

@@ -27,6 +27,7 @@ from fsbill.db import calls as dbcalls
 from fsbill.db.calls import CdrView, _locked
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
+from fsbill.db.rows import DbRow
 from fsbill.db.statements import ACCOUNT_COLUMNS, one
 
 CORRECTED_REASON = "corrected from FreeSWITCH's CDR (mod_json_cdr)"
@@ -139,7 +140,7 @@ def _mark(store: Store, uuid: str, applied: str) -> None:
     m.SwitchCdr.update(applied=applied).where(m.SwitchCdr.uuid == uuid).execute()
 
 
-def _correct_locked(store: Store, cdr: object, posted: PostedCdr, until_us: int | None, now_us: int) -> Applied:
+def _correct_locked(store: Store, cdr: DbRow, posted: PostedCdr, until_us: int | None, now_us: int) -> Applied:
     m = store.models
     q, db = store.sql, store.db
     leg = (m.Recovery.uuid == cdr.uuid) & (m.Recovery.visit == cdr.visit)
@@ -159,6 +160,7 @@ def _correct_locked(store: Store, cdr: object, posted: PostedCdr, until_us: int 
         rounding=RoundingRule(recovery.rounding_decimals, RoundingMethod(recovery.rounding_method)),
     )
     acc = one(db, q.account_by_id, (recovery.account_id,), ACCOUNT_COLUMNS)
+    assert acc is not None  # the recovery row copies a live call's account id; accounts are never deleted
     available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
     charged = Money(cdr.charged_micros)
     fix = correct(rate, start, end, charged, Money(recovery.grant_micros), available)

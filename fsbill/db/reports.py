@@ -13,6 +13,7 @@ import peewee
 
 from fsbill.core.money import Money
 from fsbill.db.connection import Store
+from fsbill.db.rows import DbRow
 
 MARGIN_GROUPS = ("vendor", "account", "prefix")
 
@@ -39,7 +40,7 @@ class MarginRow:
         }
 
 
-def _window(query: peewee.ModelSelect, field: peewee.Field, since_us: int | None, until_us: int | None):
+def _window(query: peewee.ModelSelect[DbRow], field: peewee.Field, since_us: int | None, until_us: int | None):
     if since_us is not None:
         query = query.where(field >= since_us)
     if until_us is not None:

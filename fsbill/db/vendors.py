@@ -19,6 +19,7 @@ import os
 import uuid as uuidlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TextIO
 
 import peewee
@@ -31,6 +32,7 @@ from fsbill.core.routing import attempts as attempts_of
 from fsbill.db import rates as dbrates
 from fsbill.db.connection import Store
 from fsbill.db.ledger import _valid_currency
+from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 
 DECK_PREFIX = "vendor:"
@@ -142,12 +144,12 @@ def create_vendor(
     return get_vendor(store, name)
 
 
-def _query(store: Store) -> peewee.ModelSelect:
+def _query(store: Store) -> peewee.ModelSelect[DbRow]:
     m = store.models
     return m.Vendor.select(m.Vendor, m.Tariff).join(m.Tariff, on=(m.Vendor.deck == m.Tariff.id))
 
 
-def _view(row: object, rate_count: int) -> VendorView:
+def _view(row: DbRow, rate_count: int) -> VendorView:
     t = row.deck
     return VendorView(
         id=row.id,
@@ -322,11 +324,11 @@ def drop_channels(store: Store, call_uuid: str, visit: int) -> None:
     m.LiveCallVendor.delete().where(_leg(m, call_uuid, visit)).execute()
 
 
-def _leg(m: object, call_uuid: str, visit: int) -> peewee.Expression:
+def _leg(m: SimpleNamespace, call_uuid: str, visit: int) -> peewee.Expression:
     return (m.LiveCallVendor.call_uuid == call_uuid) & (m.LiveCallVendor.visit == visit)
 
 
-def _release(store: Store, rows: Sequence[object]) -> None:
+def _release(store: Store, rows: Sequence[DbRow]) -> None:
     """Give back the channels of `rows` still held (in vendor id order, see take_channels)."""
     m = store.models
     for row in sorted(rows, key=lambda r: r.vendor_id):

@@ -442,7 +442,7 @@ class Listener(_CommandParser):
         try:
             while self.socket_open:
                 if first:
-                    with gevent.Timeout(self.clock.real_seconds(FIRST_COMMAND_TIMEOUT_S), False):
+                    with gevent.Timeout(self.clock.real_seconds(FIRST_COMMAND_TIMEOUT_S), False):  # type: ignore[arg-type]  # False: a silent timeout (gevent/timeout.py Timeout), which its stubs omit
                         command = self._read_command(stream)
                         first = False
                     if first:

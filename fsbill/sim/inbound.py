@@ -177,7 +177,7 @@ class _Listener:
             while self.running and not self.server.closing:
                 timeout = None if self.authed else self.switch.clock.real_seconds(AUTH_TIMEOUT_S)
                 command = None
-                with gevent.Timeout(timeout, False):
+                with gevent.Timeout(timeout, False):  # type: ignore[arg-type]  # False: a silent timeout (gevent/timeout.py Timeout), which its stubs omit
                     command = _read_command(stream)
                 if command is None:
                     break
@@ -617,7 +617,7 @@ class JsonCdrPoster:
         if self.cred:
             headers["Authorization"] = "Basic " + base64.b64encode(self.cred.encode("utf-8")).decode("ascii")
         try:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout_s)
+            conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout_s)  # type: ignore[arg-type]  # a URL without a host fails at connect, as before
             try:
                 conn.request("POST", parts.path + ("?" + parts.query if parts.query else ""), body, headers)
                 response = conn.getresponse()
