@@ -30,7 +30,7 @@ from fsbill.db import recovery as dbrecovery
 from fsbill.enforcer import Accepted, CallRun, Enforcer
 from fsbill.errors import DatabaseUnavailable, FsbillError
 from fsbill.esl import HangupComplete
-from fsbill.esl_inbound import FollowedSession, SwitchConnection, SwitchUnavailable
+from fsbill.esl.inbound import FollowedSession, SwitchConnection, SwitchUnavailable
 from fsbill.logs import event as log_event
 from fsbill.metrics import Metrics, cdr_written
 

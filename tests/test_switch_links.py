@@ -20,7 +20,7 @@ from fsbill.db import Store, ledger
 from fsbill.db import adoption as dbadoption
 from fsbill.db import calls as dbcalls
 from fsbill.errors import ConfigError
-from fsbill.esl_inbound import SwitchConnection
+from fsbill.esl.inbound import SwitchConnection
 from fsbill.sim import Switch
 from fsbill.sim.inbound import InboundServer
 

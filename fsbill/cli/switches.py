@@ -27,7 +27,7 @@ def probe(config: SwitchConfig, timeout_s: float) -> dict:
     """Connect, authenticate, ask `status`; what an operator needs to know about the link."""
     import gevent
 
-    from fsbill.esl_inbound import SwitchConnection
+    from fsbill.esl.inbound import SwitchConnection
 
     conn = SwitchConnection(config, command_timeout_s=timeout_s, connect_timeout_s=timeout_s)
     conn.start()
