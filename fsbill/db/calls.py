@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import peewee
 
-from fsbill.core.call import AccountState, Beat, LiveCall, Payer, admit, beat, settlement, unreserved
+from fsbill.core.call import AccountState, Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
 from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
@@ -413,6 +414,42 @@ class CallEnd:
     bleg_uuid: str = ""  # the B leg FreeSWITCH bridged this call to (last_bridge_to), "" if none
 
 
+# -- CDR columns, by where they come from ----------------------------------------------------------------
+def _rate_fields(rate: Rate) -> dict[str, Any]:
+    """The rate the call was charged at."""
+    return dict(
+        prefix=rate.prefix,
+        rate_micros=rate.rate.micros,
+        connect_fee_micros=rate.connect_fee.micros,
+        initial_increment_s=rate.initial_increment_s,
+        increment_s=rate.increment_s,
+        min_duration_s=rate.min_duration_s,
+    )
+
+
+def _end_fields(end: CallEnd) -> dict[str, Any]:
+    """What FreeSWITCH told of the call's end (and when fsbill wrote it down)."""
+    return dict(
+        start_us=end.start_us,
+        answer_us=end.answered_us,
+        end_us=end.end_us,
+        billsec=end.billsec,
+        hangup_cause=end.hangup_cause,
+        created_us=end.now_us,
+        bleg_uuid=end.bleg_uuid[:255],
+    )
+
+
+def _charge_fields(charge: Charge) -> dict[str, Any]:
+    """What the core decided the call costs and what was collected."""
+    return dict(
+        billed_s=charge.billed_s,
+        cost_micros=charge.cost.micros,
+        charged_micros=charge.charged.micros,
+        uncollected_micros=charge.uncollected.micros,
+    )
+
+
 def settle_call(store: Store, end: CallEnd) -> CdrView | None:
     """Rate the call from FreeSWITCH's times, post the rest, void the hold, write the CDR.
     Exactly once: a second call for the same uuid returns the first CDR and changes nothing.
@@ -455,38 +492,30 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         db.execute_sql(q.hold, (-charge.release.micros, 0, acc.id))
     db.execute_sql(q.hold, (0, -1, acc.id))
     db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
-    fields = dict(
-        uuid=lc.uuid,
-        visit=lc.visit,
-        account_code=acc.code,
-        node=lc.node,
-        caller=lc.caller,
-        destination=lc.destination,
-        prefix=lc.prefix,
-        currency=acc.currency,
-        rate_micros=lc.rate_micros,
-        connect_fee_micros=lc.connect_fee_micros,
-        initial_increment_s=lc.initial_increment_s,
-        increment_s=lc.increment_s,
-        min_duration_s=lc.min_duration_s,
-        start_us=end.start_us or lc.created_us,
-        answer_us=end.answered_us if not recovered else lc.answered_us,
-        end_us=end.end_us,
-        billsec=end.billsec,
-        billed_s=charge.billed_s,
-        cost_micros=charge.cost.micros,
-        charged_micros=charge.charged.micros,
-        uncollected_micros=charge.uncollected.micros,
-        balance_before_micros=lc.balance_before_micros,
-        balance_after_micros=balance_after,
-        hangup_cause=end.hangup_cause,
-        result="recovered" if recovered else end.result,
-        reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
-        created_us=end.now_us,
-        bleg_uuid=(end.bleg_uuid or getattr(lc, "bleg_uuid", "") or "")[:255],
-        accountcode=getattr(lc, "accountcode", "") or "",
-        caller_id_name=getattr(lc, "caller_id_name", "") or "",
-        context=getattr(lc, "context", "") or "",
+    fields = (
+        _rate_fields(rate_of(lc))
+        | _end_fields(end)
+        | _charge_fields(charge)
+        | dict(
+            uuid=lc.uuid,
+            visit=lc.visit,
+            account_code=acc.code,
+            node=lc.node,
+            caller=lc.caller,
+            destination=lc.destination,
+            currency=acc.currency,
+            # the leg's own start when FreeSWITCH gave none; a recovered visit keeps the answer fsbill saw
+            start_us=end.start_us or lc.created_us,
+            answer_us=end.answered_us if not recovered else lc.answered_us,
+            balance_before_micros=lc.balance_before_micros,
+            balance_after_micros=balance_after,
+            result="recovered" if recovered else end.result,
+            reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
+            bleg_uuid=(end.bleg_uuid or getattr(lc, "bleg_uuid", "") or "")[:255],
+            accountcode=getattr(lc, "accountcode", "") or "",
+            caller_id_name=getattr(lc, "caller_id_name", "") or "",
+            context=getattr(lc, "context", "") or "",
+        )
     )
     db.execute_sql(q.insert_cdr, cdr_values(**fields))
     view = _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
@@ -603,15 +632,9 @@ def settle_unreserved(
                 account_code=acc.code if acc is not None else "",
                 node=node,
                 destination=destination,
-                start_us=end.start_us,
-                answer_us=end.answered_us,
-                end_us=end.end_us,
-                billsec=end.billsec,
-                hangup_cause=end.hangup_cause,
+                **_end_fields(end),
                 result=end.result,
-                created_us=end.now_us,
                 reason="db_error_allowed: " + ("unknown account" if acc is None else "no rate"),
-                bleg_uuid=end.bleg_uuid[:255],
             )
             return _cdr_view(row)
         charge = unreserved(rate, end.answered_us, end.end_us, _account_state(acc))
@@ -632,28 +655,14 @@ def settle_unreserved(
             account_code=acc.code,
             node=node,
             destination=destination,
-            prefix=rate.prefix,
             currency=acc.currency,
-            rate_micros=rate.rate.micros,
-            connect_fee_micros=rate.connect_fee.micros,
-            initial_increment_s=rate.initial_increment_s,
-            increment_s=rate.increment_s,
-            min_duration_s=rate.min_duration_s,
-            start_us=end.start_us,
-            answer_us=end.answered_us,
-            end_us=end.end_us,
-            billsec=end.billsec,
-            billed_s=charge.billed_s,
-            cost_micros=charge.cost.micros,
-            charged_micros=charge.charged.micros,
-            uncollected_micros=charge.uncollected.micros,
+            **_rate_fields(rate),
+            **_end_fields(end),
+            **_charge_fields(charge),
             balance_before_micros=acc.balance_micros,
             balance_after_micros=balance_after,
-            hangup_cause=end.hangup_cause,
             result=end.result,
             reason="db_error_allowed",
-            created_us=end.now_us,
-            bleg_uuid=end.bleg_uuid[:255],
         )
         return _cdr_view(row)
 
