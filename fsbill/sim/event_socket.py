@@ -36,6 +36,7 @@ import gevent.queue
 import gevent.socket as gsocket
 
 from fsbill.sim import wire
+from fsbill.sim.wire import read_command
 
 if TYPE_CHECKING:
     from fsbill.sim.session import Session
@@ -443,13 +444,13 @@ class Listener(_CommandParser):
             while self.socket_open:
                 if first:
                     with gevent.Timeout(self.clock.real_seconds(FIRST_COMMAND_TIMEOUT_S), False):  # type: ignore[arg-type]  # False: a silent timeout (gevent/timeout.py Timeout), which its stubs omit
-                        command = self._read_command(stream)
+                        command = read_command(stream)
                         first = False
                     if first:
                         self._end_listener("no command within 25 s")
                         return
                 else:
-                    command = self._read_command(stream)
+                    command = read_command(stream)
                 if command is None:
                     if self.socket_open:
                         self.closed_by_app = True
@@ -480,33 +481,6 @@ class Listener(_CommandParser):
                 stream.close()
             except OSError:
                 pass
-
-    def _read_command(self, stream) -> tuple[str, dict[str, str], bytes | None] | None:
-        lines: list[str] = []
-        total = 0
-        while True:
-            raw = stream.readline(10_485_760)
-            if not raw:
-                return None
-            total += len(raw)
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if not text:
-                if not lines:
-                    continue
-                break
-            lines.append(text)
-            if total >= 10_485_760:
-                break
-        headers: dict[str, str] = {"command": lines[0]}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        body = None
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > 0:
-            body = stream.read(int(length))
-        return "\n".join(lines), headers, body
 
     def _reply(self, data: bytes) -> None:
         if self.mis.reply_delay_s:

@@ -47,6 +47,7 @@ import gevent.socket as gsocket
 
 from fsbill.sim import wire
 from fsbill.sim.event_socket import MYEVENTS  # parse_command `myevents`: the outbound socket's list
+from fsbill.sim.wire import read_command
 
 if TYPE_CHECKING:
     from fsbill.sim.session import Session
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fsbill.sim.inbound")
 
 AUTH_TIMEOUT_S = 25.0  # listener_run: read_packet(listener, &event, 25) until authed
-MAX_COMMAND_BYTES = 10_485_760
 
 # switch_name_event: the event type names fsbill and the tests use (ALL included)
 EVENT_NAMES = frozenset(
@@ -178,10 +178,10 @@ class _Listener:
                 timeout = None if self.authed else self.switch.clock.real_seconds(AUTH_TIMEOUT_S)
                 command = None
                 with gevent.Timeout(timeout, False):  # type: ignore[arg-type]  # False: a silent timeout (gevent/timeout.py Timeout), which its stubs omit
-                    command = _read_command(stream)
+                    command = read_command(stream)
                 if command is None:
                     break
-                reply = self._parse(*command)
+                reply = self._parse(command.headers["command"], command.headers, command.body)
                 if reply is not None:
                     self.outq.put(wire.command_reply(reply))
         except (OSError, ValueError):
@@ -386,35 +386,6 @@ class _Reader:
                 break
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
-
-
-def _read_command(stream) -> tuple[str, dict[str, str], bytes | None] | None:
-    """read_packet: header lines up to a blank line, then Content-Length bytes."""
-    lines: list[str] = []
-    total = 0
-    while True:
-        raw = stream.readline(MAX_COMMAND_BYTES)
-        if not raw:
-            return None
-        total += len(raw)
-        text = raw.decode("utf-8", "replace").rstrip("\r\n")
-        if not text:
-            if not lines:
-                continue
-            break
-        lines.append(text)
-        if total >= MAX_COMMAND_BYTES:
-            break
-    headers: dict[str, str] = {"command": lines[0]}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    body = None
-    length = headers.get("content-length", "")
-    if length.isdigit() and int(length) > 0:
-        body = stream.read(int(length))
-    return lines[0], headers, body
 
 
 def _close(sock: gsocket.socket, rst: bool = False) -> None:

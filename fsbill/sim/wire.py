@@ -8,13 +8,15 @@ Everything here mirrors mod_event_socket.c / switch_event.c of FreeSWITCH 1.10:
   an empty value written `_undef_`, then a blank line (or `Content-Length` + body);
 - `event_frame` is the listener's `Content-Length: N\\nContent-Type: text/event-plain\\n\\n` + body;
 - `command_reply`, `api_response`, `linger_notice`, `disconnect_notice` are the reply and notice
-  frames exactly as listener_run / api_exec / read_packet / send_disconnect write them.
+  frames exactly as listener_run / api_exec / read_packet / send_disconnect write them;
+- `read_command` is read_packet's reading of what a client sends (outbound and inbound alike).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple, Protocol
 
 URL_UNSAFE = b'\r\n #%&+:;<=>?@[\\]^`{|}"'
 _HEX = b"0123456789ABCDEF"
@@ -143,3 +145,50 @@ __all__ = [
     "serialize_event",
     "url_encode",
 ]
+
+
+# The emulator's own bound on one packet, so that a hostile client in a test cannot grow it without end.
+MAX_COMMAND_BYTES = 10_485_760
+
+
+class Stream(Protocol):
+    """What read_command reads from: a socket file, or the inbound server's own reader."""
+
+    def readline(self, limit: int, /) -> bytes: ...
+    def read(self, size: int, /) -> bytes: ...
+
+
+class Command(NamedTuple):
+    text: str  # every header line, joined by newlines (the first is the command itself)
+    headers: dict[str, str]  # "command" is the first line; the rest by lower-cased name
+    body: bytes | None  # Content-Length bytes after the blank line, if any
+
+
+def read_command(stream: Stream) -> Command | None:
+    """mod_event_socket.c read_packet: header lines up to a blank line (blank lines before the
+    first are skipped), then Content-Length bytes. None when the client closed the socket."""
+    lines: list[str] = []
+    total = 0
+    while True:
+        raw = stream.readline(MAX_COMMAND_BYTES)
+        if not raw:
+            return None
+        total += len(raw)
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not text:
+            if not lines:
+                continue
+            break
+        lines.append(text)
+        if total >= MAX_COMMAND_BYTES:
+            break
+    headers: dict[str, str] = {"command": lines[0]}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    body = None
+    length = headers.get("content-length", "")
+    if length.isdigit() and int(length) > 0:
+        body = stream.read(int(length))
+    return Command("\n".join(lines), headers, body)
