@@ -18,7 +18,7 @@ import hmac
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from fsbill.db import Store
@@ -99,8 +99,10 @@ class CdrIntake:
         now_us: Callable[[], int],
         result_of: Callable[[bool, str, str], str],
         on_applied: Callable[[Applied], None] | None = None,
+        listener_fd: int | None = None,
     ) -> None:
         self.store = store
+        self.listener_fd = listener_fd  # already bound and listening (a worker's, fsbill.workers)
         self.host, self.port = host, port
         self._expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
         self.now_us = now_us
@@ -112,7 +114,13 @@ class CdrIntake:
     def start(self) -> int:
         from gevent.pywsgi import WSGIServer
 
-        server = WSGIServer((self.host, self.port), self.app, log=None, error_log=log)
+        if self.listener_fd is not None:
+            import socket
+
+            listener: Any = socket.socket(fileno=self.listener_fd)
+        else:
+            listener = (self.host, self.port)
+        server = WSGIServer(listener, self.app, log=None, error_log=log)
         self.server = server
         server.start()
         port = server.server_port

@@ -140,6 +140,7 @@ class Settings:
     on_suspend: str = "finish_grant"  # finish_grant | cut: what a suspension does to live calls
     rates_refresh_s: int = 5  # while the database is down: rate from the cached deck this long without asking
     shutdown_grace_s: int = 10
+    workers: int = 1  # serving processes sharing the listening sockets (fsbill.workers)
     cutoff: Cutoff = field(default_factory=Cutoff)
     rejections: Mapping[str, Rejection] = field(default_factory=lambda: dict(DEFAULT_REJECTIONS))
     esl_command_timeout_s: float = 5.0
@@ -177,6 +178,9 @@ class Settings:
 
     def rejection(self, reason: str) -> Rejection:
         return self.rejections.get(reason) or DEFAULT_REJECTIONS[reason]
+
+
+MAX_WORKERS = 64  # `workers`: more processes than this would only contend for the same cores
 
 
 def parse_hostport(value: str, key: str, connect: bool = False) -> tuple[str, int]:
@@ -281,6 +285,8 @@ def _validate(obj: Any, prefix: str) -> None:
         for key in ("heartbeat_s", "slice_s", "max_call_s", "max_ring_s", "pool_size", "esl_max_connections"):
             if getattr(obj, key) <= 0:
                 bad(key, "must be positive")
+        if not 1 <= obj.workers <= MAX_WORKERS:
+            bad("workers", f"must be 1 to {MAX_WORKERS} (one process per core is the most that helps)")
         if obj.lease_s < 0:
             bad("lease_s", "must be 0 (three heartbeats) or positive")
         if obj.routing not in ("template", "lcr"):

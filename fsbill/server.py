@@ -127,6 +127,9 @@ class Node:
         address = c.address()
         assert address is not None  # started only when cdr_intake.listen is set
         host, port = address
+        from fsbill.workers import ENV_CDR_INTAKE_FD, take_inherited_fd
+
+        fd = take_inherited_fd(ENV_CDR_INTAKE_FD)  # a worker shares its supervisor's
         intake = CdrIntake(
             self.store,
             host,
@@ -136,6 +139,7 @@ class Node:
             self.clock.now_us,
             lambda answered, cause, dest: result_of(answered, cause, dest, self.enforcer.mark),
             on_applied=self._cdr_post_applied,
+            listener_fd=fd,
         )
         self.cdr_intake = intake
         intake.start()
@@ -245,11 +249,9 @@ class Node:
         self.stop()
 
 
-def inherited_listener():
+def inherited_fd() -> int | None:
     """The listening socket systemd passed us (sd_listen_fds: LISTEN_PID = us, LISTEN_FDS >= 1,
     the first one at fd 3), or None. The variables are removed so children do not inherit them."""
-    import socket
-
     if os.environ.get("LISTEN_PID") != str(os.getpid()):
         return None
     count = os.environ.get("LISTEN_FDS", "")
@@ -257,9 +259,25 @@ def inherited_listener():
         os.environ.pop(name, None)
     if not count.isdigit() or int(count) < 1:
         return None
-    sock = socket.socket(fileno=3)
+    return 3
+
+
+def inherited_listener():
+    """The event-socket listener this process was handed: by its supervisor (fsbill.workers) or
+    by systemd's socket activation. None: bind `listen` ourselves."""
+    import socket
+
+    from fsbill.workers import ENV_LISTEN_FD, take_inherited_fd
+
+    fd = take_inherited_fd(ENV_LISTEN_FD)
+    origin = "the supervisor"
+    if fd is None:
+        fd, origin = inherited_fd(), "systemd"
+    if fd is None:
+        return None
+    sock = socket.socket(fileno=fd)
     if sock.type != socket.SOCK_STREAM:
-        raise FsbillError("the socket passed by systemd (fd 3) is not a stream socket: check deploy/fsbill.socket")
+        raise FsbillError(f"the socket passed by {origin} (fd {fd}) is not a stream socket: check deploy/fsbill.socket")
     return sock
 
 

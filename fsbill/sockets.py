@@ -4,6 +4,22 @@ from __future__ import annotations
 
 import socket
 
+from fsbill.errors import FsbillError
+
+
+def listening_socket(host: str, port: int, what: str = "listen", backlog: int = 1024) -> socket.socket:
+    """A TCP socket bound to host:port and listening (port 0: any free port). `what` names the
+    setting in the error an operator sees when the address is taken or not ours."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise FsbillError(f"{what}: cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(backlog)
+    return sock
+
 
 def close_socket(sock: socket.socket, reset: bool = False) -> None:
     """Shut the socket down, then close it. shutdown comes first because a reader's makefile()

@@ -41,7 +41,7 @@ from fsbill.config import Cutoff, Rejection
 from fsbill.core.call import READ_VARIABLES, Channel, CutoffMark
 from fsbill.core.grant import US
 from fsbill.errors import FsbillError, ProtocolError
-from fsbill.sockets import close_socket
+from fsbill.sockets import close_socket, listening_socket
 
 log = logging.getLogger("fsbill.esl")
 
@@ -789,14 +789,7 @@ class EslServer(OutboundESLServer):
         self.started = gevent.event.Event()
 
     def bind(self) -> int:
-        self.server = gsocket.socket(gsocket.AF_INET6 if ":" in self.bind_address else gsocket.AF_INET)
-        self.server.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_REUSEADDR, 1)
-        try:
-            self.server.bind((self.bind_address, self.bind_port[0]))
-        except OSError as exc:
-            self.server.close()
-            raise FsbillError(f"cannot listen on {self.bind_address}:{self.bind_port[0]}: {exc.strerror}") from None
-        self.server.listen(1024)
+        self.server = listening_socket(self.bind_address, self.bind_port[0])
         self.bound_port = self.server.getsockname()[1]
         return self.bound_port
 
