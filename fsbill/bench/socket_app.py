@@ -7,7 +7,10 @@ until CHANNEL_HANGUP_COMPLETE and says `exit`. No database, no rating, no cut-of
 difference between this and a plain bridge is the design's floor; the difference between this
 and fsbill is fsbill's own.
 
-    python -m fsbill.bench.socket_app 127.0.0.1:18085 loopback/fsbill_bench_echo/bench
+    python -m fsbill.bench.socket_app 127.0.0.1:18085 'loopback/fsbill_bench_echo/{context}'
+
+`{context}` is the channel's dialplan context (the connect reply's Caller-Context), as the
+fsbill extension's `${context}`: the echo extension is found wherever the bench dialplan was put.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def _serve(sock: socket.socket, dial_string: str) -> None:
         if reply is None:
             return
         uuid = reply[0].get(b"Unique-ID", b"").decode()
+        context = reply[0].get(b"Caller-Context", b"default").decode()
+        dial_string = dial_string.replace("{context}", context)
         sock.sendall(
             f"filter Unique-ID {uuid}\n\nevent plain {EVENTS}\n\nlinger\n\n"
             f"sendmsg\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: {dial_string}\n\n".encode()

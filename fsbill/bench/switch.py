@@ -69,7 +69,7 @@ class Options:
     fsbill_pid: int | None = None  # use an fsbill already listening there instead of starting one
     fsbill_like_switch: bool = False  # give fsbill (and the socket app) the switch's CPU scheduling class
     socket_app_listen: str = "127.0.0.1:18085"  # the minimal socket app (mode `socket`)
-    socket_dial_string: str = "loopback/fsbill_bench_echo/bench"
+    socket_dial_string: str = "loopback/fsbill_bench_echo/{context}"  # socket_app fills in the context
     sqlite_synchronous: str = "full"
     log_level: str = "info"
     sipp: str = "sipp"
