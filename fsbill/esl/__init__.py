@@ -27,7 +27,7 @@ import errno
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -236,8 +236,9 @@ def parse_event_body(body: bytes) -> dict[str, str]:
 
 
 # The headers translate_event reads. Events carry every channel variable (hundreds of lines);
-# picking these out with one regex pass instead of splitting and decoding every line halved
-# the reader's CPU.
+# the enforcer reads a few of each. EventFields finds each one when it is asked for (str.find
+# runs in C); one regex pass over every line for all of these cost 150 µs per event from a
+# real FreeSWITCH, the largest part of fsbill's CPU per call (docs/BENCHMARKS.md).
 EVENT_FIELDS = (
     "Event-Name",
     "Event-Date-Timestamp",
@@ -263,24 +264,56 @@ EVENT_FIELDS = (
     "variable_bridge_channel",
     "variable_originate_causes",
 )
-_EVENT_FIELD_RE = re.compile(r"^({}): ?(.*)$".format("|".join(re.escape(f) for f in EVENT_FIELDS)), re.M)
 
 
-def event_fields(body: bytes) -> dict[str, str]:
-    """The EVENT_FIELDS of a text/event-plain body (first occurrence wins, values decoded)."""
-    head = _decode(body).partition("\n\n")[0]
-    fields: dict[str, str] = {}
-    for name, value in _EVENT_FIELD_RE.findall(head):
-        if name not in fields:
-            fields[name] = unquote(value) if "%" in value else value
-    return fields
+def _is_bridge_completion(body: bytes) -> bool:
+    """Whether a CHANNEL_EXECUTE_COMPLETE is the bridge's (switch_core_session.c
+    switch_core_session_exec sets `Application` on it; without one, read it all to be sure)."""
+    return b"\nApplication: bridge\n" in body or b"\nApplication: " not in body
+
+
+class EventFields:
+    """The headers of a text/event-plain body, each looked up when first asked for: the first
+    `Name:` line wins (one optional space after the colon), its value url-decoded. Agrees with
+    parse_event_body on every header it is asked for (tests/test_esl_fuzz.py)."""
+
+    __slots__ = ("_text", "_seen")
+
+    def __init__(self, body: bytes) -> None:
+        # the whole head is decoded once (C speed): invalid UTF-8 anywhere still drops the peer
+        self._text = "\n" + _decode(body).partition("\n\n")[0]
+        self._seen: dict[str, str | None] = {}
+
+    def _find(self, name: str) -> str | None:
+        text = self._text
+        key = "\n" + name + ":"
+        start = text.find(key)
+        if start < 0:
+            return None
+        start += len(key)
+        end = text.find("\n", start)
+        value = text[start:] if end < 0 else text[start:end]
+        if value.startswith(" "):
+            value = value[1:]
+        return unquote(value) if "%" in value else value
+
+    def get(self, name: str, default: str = "") -> str:
+        if name not in self._seen:
+            self._seen[name] = self._find(name)
+        value = self._seen[name]
+        return default if value is None else value
+
+
+def event_fields(body: bytes) -> EventFields:
+    """The headers of a text/event-plain body, for translate_event."""
+    return EventFields(body)
 
 
 def _us(value: str) -> int | None:
     return int(value) if value and value.isdigit() and int(value) > 0 else None
 
 
-def translate_event(headers: dict[str, str]) -> CallEvent | None:
+def translate_event(headers: Mapping[str, str] | EventFields) -> CallEvent | None:
     name = headers.get("Event-Name", "")
     at = _us(headers.get("Event-Date-Timestamp", "")) or 0
     if name == "CHANNEL_ANSWER":
@@ -458,8 +491,12 @@ class EslSession(OutboundSession):
             self._commands_sent.pop(0).set(frame)
         elif ctype == "text/event-plain":
             body = frame.body or b""
-            if body.startswith(b"Event-Name: ") and body[12 : body.find(b"\n")] not in _TRANSLATED:
-                return  # parsing every header of an event nobody reads was a third of the CPU
+            if body.startswith(b"Event-Name: "):
+                name = body[12 : body.find(b"\n")]
+                if name not in _TRANSLATED:
+                    return  # parsing every header of an event nobody reads was a third of the CPU
+                if name == b"CHANNEL_EXECUTE_COMPLETE" and not _is_bridge_completion(body):
+                    return  # every application raises one (multiset, the on-answer cut-off...): only bridge's is read
             headers = event_fields(body)
             event = translate_event(headers)
             if event is not None:
@@ -527,10 +564,17 @@ class EslSession(OutboundSession):
 
     def execute(self, app: str, arg: str = "") -> Frame:
         """`sendmsg` execute; in async mode FreeSWITCH queues it and replies +OK at once."""
-        command = f"sendmsg\ncall-command: execute\nexecute-app-name: {_safe_arg(app)}"
-        if arg:
-            command += f"\nexecute-app-arg: {_safe_arg(arg)}"
-        return self.send(command)
+        return self.execute_many([(app, arg)])[-1]
+
+    def execute_many(self, apps: list[tuple[str, str]]) -> list[Frame]:
+        """Several `sendmsg` executes in one write: FreeSWITCH queues them in order."""
+        commands = []
+        for app, arg in apps:
+            command = f"sendmsg\ncall-command: execute\nexecute-app-name: {_safe_arg(app)}"
+            if arg:
+                command += f"\nexecute-app-arg: {_safe_arg(arg)}"
+            commands.append(command)
+        return self.send_many(commands)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> Frame:
         return self.send(f"sendmsg\ncall-command: hangup\nhangup-cause: {_safe_arg(cause)}")
@@ -698,11 +742,17 @@ class CallControl:
         self.session.api(f"sched_del {self.uuid}", cutoff_api(self.cutoff, self.uuid, f"+{max(1, cutoff_after_s)}"))
 
     def arm(
-        self, variables: dict[str, str], cutoff_after_answer_s: int | None, warning_after_answer_s: int | None
+        self,
+        variables: dict[str, str],
+        cutoff_after_answer_s: int | None,
+        warning_after_answer_s: int | None,
+        *,
+        then_bridge: str | None = None,
     ) -> None:
         """Set the call's variables and, for a call not answered yet, have FreeSWITCH arm the
         cut-off (and the warning) itself the moment it answers: `execute_on_answer`, so the
-        cut-off exists inside FreeSWITCH even if fsbill dies before the answer."""
+        cut-off exists inside FreeSWITCH even if fsbill dies before the answer. `then_bridge`:
+        the bridge goes out in the same write (one round trip less before the call rings)."""
         assignments = [f"{k}={v}" for k, v in variables.items()]
         # mod_nibblebill (mod_nibblebill.c) bills any channel carrying nibble_rate and
         # nibble_account when it looks: its SESSION_HEARTBEAT handler and its CS_HANGUP state
@@ -716,7 +766,10 @@ class CallControl:
         if warning_after_answer_s is not None:
             wapp, warg = warning_on_answer(self.cutoff, warning_after_answer_s)
             assignments.append(f"execute_on_answer_fsbill_warning={wapp} {warg}")
-        self.session.execute("multiset", multiset_arg(assignments))
+        apps = [("multiset", multiset_arg(assignments))]
+        if then_bridge is not None:
+            apps.append(("bridge", then_bridge))
+        self.session.execute_many(apps)
 
     def move_cutoff(self, cutoff_us: int, warning_us: int | None = None, *, now_us: int, replace: bool = True) -> None:
         """Move the cut-off (and the warning) to their instants. `replace`: first delete every
