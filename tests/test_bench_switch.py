@@ -290,3 +290,37 @@ def test_without_sipp_the_command_says_so_in_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0
     assert len(err) == 1 and "sipp not found" in err[0]
+
+
+def test_worker_metrics_urls_follow_the_workers_ports():
+    from fsbill.bench.switch import worker_metrics_url
+
+    assert worker_metrics_url("http://127.0.0.1:9184/metrics", 0) == "http://127.0.0.1:9184/metrics"
+    assert worker_metrics_url("http://127.0.0.1:9184/metrics", 2) == "http://127.0.0.1:9186/metrics"
+
+
+def test_the_cpu_of_a_process_tree_counts_its_children():
+    import subprocess
+    import sys
+
+    from fsbill.bench.switch import proc_cpu_s, tree_cpu_s
+
+    burn = "import time\nt=time.process_time()\nwhile time.process_time()-t<0.3: pass\ntime.sleep(30)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess,sys,time\nsubprocess.Popen([sys.executable,'-c',{burn!r}])\ntime.sleep(30)",
+        ]
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 20
+        while tree_cpu_s(parent.pid) - proc_cpu_s(parent.pid) < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert tree_cpu_s(parent.pid) - proc_cpu_s(parent.pid) >= 0.25
+    finally:
+        subprocess.run(["pkill", "-P", str(parent.pid)])
+        parent.kill()
+        parent.wait()

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.request import urlopen
 
 from fsbill.errors import FsbillError
 
@@ -67,6 +68,7 @@ class Options:
     switch_password: str = "ClueCon"
     fsbill_listen: str = "127.0.0.1:18084"  # where the dialplan's `socket` connects
     fsbill_pid: int | None = None  # use an fsbill already listening there instead of starting one
+    fsbill_workers: int = 1  # `workers` of the started fsbill (its CPU is the supervisor's and its workers')
     fsbill_like_switch: bool = False  # give fsbill (and the socket app) the switch's CPU scheduling class
     socket_app_listen: str = "127.0.0.1:18085"  # the minimal socket app (mode `socket`)
     socket_dial_string: str = "loopback/fsbill_bench_echo/{context}"  # socket_app fills in the context
@@ -342,6 +344,36 @@ def proc_cpu_s(pid: int) -> float:
         return parse_proc_stat(fh.read())
 
 
+def tree_cpu_s(pid: int) -> float:
+    """A process's CPU and that of its children alive now (fsbill's workers, fsbill.workers)."""
+    total = proc_cpu_s(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            children = [int(c) for c in fh.read().split()]
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            total += proc_cpu_s(child)
+        except OSError:
+            pass  # it ended between the two reads
+    return total
+
+
+def worker_metrics_url(url: str, index: int) -> str:
+    """Worker `index`'s /metrics: the metrics port + index (fsbill.workers.worker_settings)."""
+    head, _, rest = url.rpartition(":")
+    port, _, path = rest.partition("/")
+    return f"{head}:{int(port) + index}/{path}"
+
+
+def scrape_worker(url: str, index: int) -> float:
+    from fsbill.bench.calls import Scrape
+
+    with urlopen(worker_metrics_url(url, index), timeout=30) as response:
+        return Scrape.parse(response.read().decode("utf-8")).value("fsbill_live_calls")
+
+
 def find_switch_pid() -> int | None:
     """The one local process named `freeswitch`, if there is exactly one."""
     found = []
@@ -459,12 +491,12 @@ class SwitchBench:
     def _util(self, pid: int | None, window_s: float = 1.0) -> float:
         if pid is None:
             return 0.0
-        a = proc_cpu_s(pid)
+        a = tree_cpu_s(pid)
         time.sleep(window_s)
-        return (proc_cpu_s(pid) - a) / window_s
+        return (tree_cpu_s(pid) - a) / window_s
 
     def _cpu(self, pid: int | None) -> float:
-        return proc_cpu_s(pid) if pid is not None else 0.0
+        return tree_cpu_s(pid) if pid is not None else 0.0
 
     def wait_quiet(self) -> int:
         """Until the switch has no channel and is back to its idle CPU rate, and fsbill has no
@@ -474,7 +506,7 @@ class SwitchBench:
         while time.monotonic() < deadline:
             live = 0.0
             if self.server is not None:
-                live = self.server.scrape().value("fsbill_live_calls")
+                live = sum(scrape_worker(self.server.metrics_url, i) for i in range(self.o.fsbill_workers))
             channels = self.console.channels() if self.console is not None else 0
             util = self._util(self.switch_pid, 0.5)
             if live == 0 and channels == 0 and util <= self.switch_idle + 0.03:
@@ -503,6 +535,7 @@ class SwitchBench:
                 log_level=self.o.log_level,
                 sqlite_synchronous=self.o.sqlite_synchronous,
                 shutdown_grace_s=0,
+                workers=self.o.fsbill_workers,
             ),
         )
         self.server = server

@@ -229,6 +229,13 @@ def _add_switch(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         help="measure an fsbill already listening there (with account `bench`) instead of starting one",
     )
     switch.add_argument(
+        "--fsbill-workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="start fsbill with `workers: N` (its CPU per call then counts every worker; default 1)",
+    )
+    switch.add_argument(
         "--fsbill-like-switch",
         action="store_true",
         help="give the started fsbill the switch's CPU scheduling class (FreeSWITCH runs realtime by default)",
@@ -297,6 +304,7 @@ def _switch(args: argparse.Namespace) -> int:
         fsbill_listen=args.fsbill_listen,
         fsbill_pid=args.fsbill_pid,
         fsbill_like_switch=args.fsbill_like_switch,
+        fsbill_workers=args.fsbill_workers,
         p99_limit_ms=args.p99_limit_ms,
         sipp=args.sipp,
         warmup=args.warmup,
