@@ -403,7 +403,7 @@ class CallRun:
         }
         if not self.pre_answered:
             warning = warning_after_answer_s(call.granted_s, e.policy) if call.final else None
-            self.control.arm(variables, offset, warning, then_bridge=acc.dial_string)
+            self.control.arm(variables, offset, warning)
             if warning is not None:
                 self.call = replace(call, warned=True)
         else:
@@ -412,7 +412,7 @@ class CallRun:
             # the bridge comes up (on_answer via CHANNEL_BRIDGE).
             self.control.arm(variables, None, None)
             self.control.arm_from_now(e.settings.max_ring_s + offset)
-            self.control.bridge(acc.dial_string)
+        self.control.bridge(acc.dial_string)
         e.metrics.setup_seconds.observe(time.perf_counter() - self.accepted_perf)
 
     # -- while it lives -------------------------------------------------------------------------------------

@@ -189,43 +189,92 @@ def parse_header_lines(lines: Iterable[str], decode_values: bool) -> dict[str, s
     return headers
 
 
-def read_frame(stream, max_body: int) -> Frame | None:
-    """One frame from FreeSWITCH: header lines, a blank line, then Content-Length bytes.
-    None on a clean end of stream between frames; ProtocolError on anything malformed."""
-    lines: list[str] = []
-    while True:
-        raw = stream.readline(MAX_HEADER_LINE + 1)
-        if not raw:
-            if lines:
-                raise ProtocolError("peer closed the socket mid-frame")
+MAX_HEADER_BLOCK = 1_048_576  # a connect reply (every channel variable) is ~10 KB
+_CHUNK = 65_536
+
+
+class FrameReader:
+    """Frames from FreeSWITCH: header lines, a blank line, then Content-Length bytes.
+
+    `read(n)` returns up to n bytes, b"" at the end (socket.recv, BytesIO.read). The bytes are
+    read in large chunks, one serving several frames, and a header block is split in one pass:
+    reading a connect reply (~200 lines) a line at a time was a fifth of fsbill's CPU per call
+    against a real FreeSWITCH (docs/BENCHMARKS.md)."""
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self._read = read
+        self._buf = bytearray()
+        self._pos = 0
+
+    def _more(self) -> bool:
+        data = self._read(_CHUNK)
+        if not data:
+            return False
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+        return True
+
+    def _skip_blank_lines(self) -> None:
+        """Stray blank lines between frames are harmless."""
+        buf, p, n = self._buf, self._pos, len(self._buf)
+        while p < n:
+            if buf[p] == 10:
+                p += 1
+            elif buf[p] == 13 and p + 1 < n and buf[p + 1] == 10:
+                p += 2
+            else:
+                break
+        self._pos = p
+
+    def _header_block(self) -> tuple[int, int] | None:
+        """(start, end) of the next header block, and moves past its blank line; None at a
+        clean end of stream between frames."""
+        while True:
+            self._skip_blank_lines()
+            buf, start = self._buf, self._pos
+            ends = [i for i in (buf.find(b"\n\n", start), buf.find(b"\n\r\n", start)) if i >= 0]
+            if ends:
+                end = min(ends)
+                self._pos = end + (2 if buf[end + 1] == 10 else 3)
+                return start, end + 1
+            if len(buf) - start > MAX_HEADER_BLOCK:
+                raise ProtocolError("header block too long")
+            if not self._more():
+                if self._pos < len(self._buf):
+                    raise ProtocolError("peer closed the socket mid-frame")
+                return None
+
+    def frame(self, max_body: int) -> Frame | None:
+        """The next frame; None on a clean end of stream between frames; ProtocolError on
+        anything malformed."""
+        block = self._header_block()
+        if block is None:
             return None
-        if len(raw) > MAX_HEADER_LINE:
-            raise ProtocolError("header line too long")
-        if raw in (b"\n", b"\r\n"):
-            if not lines:
-                continue  # stray blank lines between frames are harmless
-            break
-        lines.append(_decode(raw).rstrip("\r\n"))
-        if len(lines) > MAX_HEADERS:
+        lines = _decode(bytes(self._buf[block[0] : block[1]])).split("\n")
+        if len(lines) > MAX_HEADERS + 1:  # +1: the block ends with its line's newline
             raise ProtocolError("too many headers")
-    # The connect reply carries the channel data url-encoded in its outer headers; other
-    # replies ("+OK Events Enabled") contain nothing encoded, so decoding them is harmless.
-    headers = parse_header_lines(lines, decode_values=True)
-    length_text = headers.get("Content-Length")
-    body = None
-    if length_text is not None:
-        if not length_text.isdigit():
-            raise ProtocolError(f"bad Content-Length {length_text[:20]!r}")
-        length = int(length_text)
-        if length > max_body:
-            raise ProtocolError(f"Content-Length {length} exceeds the {max_body}-byte limit")
-        body = b""
-        while len(body) < length:
-            chunk = stream.read(length - len(body))
-            if not chunk:
-                raise ProtocolError("peer closed the socket mid-body")
-            body += chunk
-    return Frame(headers, body)
+        for line in lines:
+            if len(line) > MAX_HEADER_LINE:
+                raise ProtocolError("header line too long")
+        # The connect reply carries the channel data url-encoded in its outer headers; other
+        # replies ("+OK Events Enabled") contain nothing encoded, so decoding them is harmless.
+        headers = parse_header_lines((line.rstrip("\r") for line in lines), decode_values=True)
+        length_text = headers.get("Content-Length")
+        body = None
+        if length_text is not None:
+            if not length_text.isdigit():
+                raise ProtocolError(f"bad Content-Length {length_text[:20]!r}")
+            length = int(length_text)
+            if length > max_body:
+                raise ProtocolError(f"Content-Length {length} exceeds the {max_body}-byte limit")
+            while len(self._buf) - self._pos < length:
+                if not self._more():
+                    raise ProtocolError("peer closed the socket mid-body")
+            body = bytes(self._buf[self._pos : self._pos + length])
+            self._pos += length
+        return Frame(headers, body)
 
 
 def parse_event_body(body: bytes) -> dict[str, str]:
@@ -467,9 +516,10 @@ class EslSession(OutboundSession):
 
     def receive_events(self) -> None:
         reason = "peer closed the socket"
+        frames = FrameReader(self.sock.recv)
         try:
             while self._run:
-                frame = read_frame(self.sock_file, self.max_frame_bytes)
+                frame = frames.frame(self.max_frame_bytes)
                 if frame is None:
                     break
                 self._dispatch(frame)
@@ -564,17 +614,10 @@ class EslSession(OutboundSession):
 
     def execute(self, app: str, arg: str = "") -> Frame:
         """`sendmsg` execute; in async mode FreeSWITCH queues it and replies +OK at once."""
-        return self.execute_many([(app, arg)])[-1]
-
-    def execute_many(self, apps: list[tuple[str, str]]) -> list[Frame]:
-        """Several `sendmsg` executes in one write: FreeSWITCH queues them in order."""
-        commands = []
-        for app, arg in apps:
-            command = f"sendmsg\ncall-command: execute\nexecute-app-name: {_safe_arg(app)}"
-            if arg:
-                command += f"\nexecute-app-arg: {_safe_arg(arg)}"
-            commands.append(command)
-        return self.send_many(commands)
+        command = f"sendmsg\ncall-command: execute\nexecute-app-name: {_safe_arg(app)}"
+        if arg:
+            command += f"\nexecute-app-arg: {_safe_arg(arg)}"
+        return self.send(command)
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> Frame:
         return self.send(f"sendmsg\ncall-command: hangup\nhangup-cause: {_safe_arg(cause)}")
@@ -742,17 +785,13 @@ class CallControl:
         self.session.api(f"sched_del {self.uuid}", cutoff_api(self.cutoff, self.uuid, f"+{max(1, cutoff_after_s)}"))
 
     def arm(
-        self,
-        variables: dict[str, str],
-        cutoff_after_answer_s: int | None,
-        warning_after_answer_s: int | None,
-        *,
-        then_bridge: str | None = None,
+        self, variables: dict[str, str], cutoff_after_answer_s: int | None, warning_after_answer_s: int | None
     ) -> None:
         """Set the call's variables and, for a call not answered yet, have FreeSWITCH arm the
         cut-off (and the warning) itself the moment it answers: `execute_on_answer`, so the
-        cut-off exists inside FreeSWITCH even if fsbill dies before the answer. `then_bridge`:
-        the bridge goes out in the same write (one round trip less before the call rings)."""
+        cut-off exists inside FreeSWITCH even if fsbill dies before the answer. Its reply is
+        awaited before the bridge is sent: a call is never bridged on a socket fsbill has lost
+        (pipelining the two let a half-closed peer's call talk until its cut-off, unfollowed)."""
         assignments = [f"{k}={v}" for k, v in variables.items()]
         # mod_nibblebill (mod_nibblebill.c) bills any channel carrying nibble_rate and
         # nibble_account when it looks: its SESSION_HEARTBEAT handler and its CS_HANGUP state
@@ -766,10 +805,7 @@ class CallControl:
         if warning_after_answer_s is not None:
             wapp, warg = warning_on_answer(self.cutoff, warning_after_answer_s)
             assignments.append(f"execute_on_answer_fsbill_warning={wapp} {warg}")
-        apps = [("multiset", multiset_arg(assignments))]
-        if then_bridge is not None:
-            apps.append(("bridge", then_bridge))
-        self.session.execute_many(apps)
+        self.session.execute("multiset", multiset_arg(assignments))
 
     def move_cutoff(self, cutoff_us: int, warning_us: int | None = None, *, now_us: int, replace: bool = True) -> None:
         """Move the cut-off (and the warning) to their instants. `replace`: first delete every
