@@ -1,0 +1,89 @@
+"""Run the whole suite as several pytest processes at once, one test file per process.
+
+Why not pytest-xdist: its workers talk to the controller over execnet threads, which the
+suite's gevent monkey-patching (conftest.py: the sockets, the PostgreSQL driver and the
+emulator all run on gevent) breaks inside the worker. Whole files per process also keep each
+file's fixtures, ports and timing assumptions exactly as in a plain `pytest` run.
+
+Many tests wait on a scaled real-time clock (restarts, leases, calls of several seconds), so
+files run side by side even on two cores: the longest start first (what we measured, below),
+then the rest by size. `FSBILL_TEST_JOBS` sets how many run at once (default 3). Extra
+arguments go to every pytest (e.g. `-x`, `-k pattern`). Exit status: 0 only if every file
+passed; each failing file's output is printed whole.
+
+    .venv/bin/python tests/parallel.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Seconds each took alone in a serial run (2 cores, 2026-12): longest first keeps the last
+# process from starting a four-minute file when the others are done.
+MEASURED_S = {
+    "tests/test_restart.py": 240,
+    "tests/test_multinode.py": 110,
+    "tests/test_call_flows.py": 100,
+    "tests/test_books.py": 90,
+    "tests/test_enforcer.py": 60,
+    "tests/test_workers.py": 40,
+    "tests/test_hostile_peers.py": 30,
+    "tests/test_readme.py": 28,
+}
+
+
+def suite_files() -> list[str]:
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py"))
+    return sorted(files, key=lambda f: (-MEASURED_S.get(f, 0), -(ROOT / f).stat().st_size))
+
+
+def main(argv: list[str]) -> int:
+    jobs = int(os.environ.get("FSBILL_TEST_JOBS", "3"))
+    queue = suite_files()
+    running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
+    results: list[tuple[str, int, float, str]] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fsbill-tests-") as tmp:
+        while queue or running:
+            while queue and len(running) < jobs:
+                name = queue.pop(0)
+                log = Path(tmp) / (name.replace("/", "_") + ".log")
+                with open(log, "wb") as out:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "pytest", "-q", name, *argv],
+                        cwd=ROOT,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                running[name] = (proc, log, time.monotonic())
+            time.sleep(0.2)
+            for name, (proc, log, t0) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del running[name]
+                output = log.read_text(errors="replace")
+                summary = output.strip().splitlines()[-1] if output.strip() else "(no output)"
+                elapsed = time.monotonic() - t0
+                results.append((name, code, elapsed, output))
+                print(f"{'ok  ' if code == 0 else 'FAIL'} {name:<45} {elapsed:6.1f} s  {summary}", flush=True)
+    failed = [(name, output) for name, code, _, output in results if code != 0]
+    for name, output in failed:
+        print(f"\n===== {name} =====\n{output}", flush=True)
+    print(
+        f"\n{len(results) - len(failed)} of {len(results)} test files passed in {time.monotonic() - started:.0f} s"
+        f" ({jobs} at a time)",
+        flush=True,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
