@@ -189,92 +189,43 @@ def parse_header_lines(lines: Iterable[str], decode_values: bool) -> dict[str, s
     return headers
 
 
-MAX_HEADER_BLOCK = 1_048_576  # a connect reply (every channel variable) is ~10 KB
-_CHUNK = 65_536
-
-
-class FrameReader:
-    """Frames from FreeSWITCH: header lines, a blank line, then Content-Length bytes.
-
-    `read(n)` returns up to n bytes, b"" at the end (socket.recv, BytesIO.read). The bytes are
-    read in large chunks, one serving several frames, and a header block is split in one pass:
-    reading a connect reply (~200 lines) a line at a time was a fifth of fsbill's CPU per call
-    against a real FreeSWITCH (docs/BENCHMARKS.md)."""
-
-    def __init__(self, read: Callable[[int], bytes]) -> None:
-        self._read = read
-        self._buf = bytearray()
-        self._pos = 0
-
-    def _more(self) -> bool:
-        data = self._read(_CHUNK)
-        if not data:
-            return False
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
-        return True
-
-    def _skip_blank_lines(self) -> None:
-        """Stray blank lines between frames are harmless."""
-        buf, p, n = self._buf, self._pos, len(self._buf)
-        while p < n:
-            if buf[p] == 10:
-                p += 1
-            elif buf[p] == 13 and p + 1 < n and buf[p + 1] == 10:
-                p += 2
-            else:
-                break
-        self._pos = p
-
-    def _header_block(self) -> tuple[int, int] | None:
-        """(start, end) of the next header block, and moves past its blank line; None at a
-        clean end of stream between frames."""
-        while True:
-            self._skip_blank_lines()
-            buf, start = self._buf, self._pos
-            ends = [i for i in (buf.find(b"\n\n", start), buf.find(b"\n\r\n", start)) if i >= 0]
-            if ends:
-                end = min(ends)
-                self._pos = end + (2 if buf[end + 1] == 10 else 3)
-                return start, end + 1
-            if len(buf) - start > MAX_HEADER_BLOCK:
-                raise ProtocolError("header block too long")
-            if not self._more():
-                if self._pos < len(self._buf):
-                    raise ProtocolError("peer closed the socket mid-frame")
-                return None
-
-    def frame(self, max_body: int) -> Frame | None:
-        """The next frame; None on a clean end of stream between frames; ProtocolError on
-        anything malformed."""
-        block = self._header_block()
-        if block is None:
+def read_frame(stream, max_body: int) -> Frame | None:
+    """One frame from FreeSWITCH: header lines, a blank line, then Content-Length bytes.
+    None on a clean end of stream between frames; ProtocolError on anything malformed."""
+    lines: list[str] = []
+    while True:
+        raw = stream.readline(MAX_HEADER_LINE + 1)
+        if not raw:
+            if lines:
+                raise ProtocolError("peer closed the socket mid-frame")
             return None
-        lines = _decode(bytes(self._buf[block[0] : block[1]])).split("\n")
-        if len(lines) > MAX_HEADERS + 1:  # +1: the block ends with its line's newline
+        if len(raw) > MAX_HEADER_LINE:
+            raise ProtocolError("header line too long")
+        if raw in (b"\n", b"\r\n"):
+            if not lines:
+                continue  # stray blank lines between frames are harmless
+            break
+        lines.append(_decode(raw).rstrip("\r\n"))
+        if len(lines) > MAX_HEADERS:
             raise ProtocolError("too many headers")
-        for line in lines:
-            if len(line) > MAX_HEADER_LINE:
-                raise ProtocolError("header line too long")
-        # The connect reply carries the channel data url-encoded in its outer headers; other
-        # replies ("+OK Events Enabled") contain nothing encoded, so decoding them is harmless.
-        headers = parse_header_lines((line.rstrip("\r") for line in lines), decode_values=True)
-        length_text = headers.get("Content-Length")
-        body = None
-        if length_text is not None:
-            if not length_text.isdigit():
-                raise ProtocolError(f"bad Content-Length {length_text[:20]!r}")
-            length = int(length_text)
-            if length > max_body:
-                raise ProtocolError(f"Content-Length {length} exceeds the {max_body}-byte limit")
-            while len(self._buf) - self._pos < length:
-                if not self._more():
-                    raise ProtocolError("peer closed the socket mid-body")
-            body = bytes(self._buf[self._pos : self._pos + length])
-            self._pos += length
-        return Frame(headers, body)
+    # The connect reply carries the channel data url-encoded in its outer headers; other
+    # replies ("+OK Events Enabled") contain nothing encoded, so decoding them is harmless.
+    headers = parse_header_lines(lines, decode_values=True)
+    length_text = headers.get("Content-Length")
+    body = None
+    if length_text is not None:
+        if not length_text.isdigit():
+            raise ProtocolError(f"bad Content-Length {length_text[:20]!r}")
+        length = int(length_text)
+        if length > max_body:
+            raise ProtocolError(f"Content-Length {length} exceeds the {max_body}-byte limit")
+        body = b""
+        while len(body) < length:
+            chunk = stream.read(length - len(body))
+            if not chunk:
+                raise ProtocolError("peer closed the socket mid-body")
+            body += chunk
+    return Frame(headers, body)
 
 
 def parse_event_body(body: bytes) -> dict[str, str]:
@@ -516,10 +467,9 @@ class EslSession(OutboundSession):
 
     def receive_events(self) -> None:
         reason = "peer closed the socket"
-        frames = FrameReader(self.sock.recv)
         try:
             while self._run:
-                frame = frames.frame(self.max_frame_bytes)
+                frame = read_frame(self.sock_file, self.max_frame_bytes)
                 if frame is None:
                     break
                 self._dispatch(frame)

@@ -33,7 +33,7 @@ import gevent.socket as gsocket
 
 from fsbill.config import SwitchConfig
 from fsbill.errors import FsbillError, ProtocolError
-from fsbill.esl import CallEvent, Frame, FrameReader, SocketClosed, _safe_arg, event_fields, translate_event
+from fsbill.esl import CallEvent, Frame, SocketClosed, _safe_arg, event_fields, read_frame, translate_event
 
 log = logging.getLogger("fsbill.switch")
 
@@ -127,10 +127,10 @@ class SwitchConnection:
         sock.settimeout(None)
         sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
         self._sock = sock
-        stream = FrameReader(sock.recv)
+        stream = sock.makefile("rb")
         try:
             with gevent.Timeout(self.connect_timeout_s, ProtocolError("no auth/request from the switch")):
-                first = stream.frame(self.max_frame_bytes)
+                first = read_frame(stream, self.max_frame_bytes)
             if first is None or first.headers.get("Content-Type") != "auth/request":
                 raise ProtocolError("the switch did not ask for authentication")
             reader = gevent.spawn(self._read_loop, stream)
@@ -154,12 +154,16 @@ class SwitchConnection:
                 reader.kill(block=False)
         finally:
             self._close("connection ended")
+            try:
+                stream.close()
+            except OSError:
+                pass
 
-    def _read_loop(self, stream: FrameReader) -> str:
+    def _read_loop(self, stream) -> str:
         reason = "the switch closed the connection"
         try:
             while True:
-                frame = stream.frame(self.max_frame_bytes)
+                frame = read_frame(stream, self.max_frame_bytes)
                 if frame is None:
                     break
                 ctype = frame.headers.get("Content-Type", "")
