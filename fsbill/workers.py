@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import gevent
@@ -116,7 +116,9 @@ class Supervisor:
         env = {**os.environ, ENV_WORKER: str(index), **{k: str(v) for k, v in self._fds.items()}}
         for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):  # systemd's claim is the supervisor's
             env.pop(name, None)
-        proc = subprocess.Popen(self.worker_argv, env=env, pass_fds=tuple(self._fds.values()))
+        proc = subprocess.Popen(
+            self.worker_argv, env=env, pass_fds=tuple(self._fds.values()), preexec_fn=_die_with(os.getpid())
+        )
         self.procs[index] = proc
         self.starts[index] = self.starts.get(index, 0) + 1
         log_event(log, "worker_started", worker=index, pid=proc.pid, start=self.starts[index])
@@ -158,6 +160,25 @@ class Supervisor:
         for sock in self._sockets:
             sock.close()
         return 0
+
+
+def _die_with(supervisor: int) -> Callable[[], None]:
+    """In the forked child, before exec: SIGTERM when the supervisor dies (prctl
+    PR_SET_PDEATHSIG), so a supervisor killed with SIGKILL leaves no worker holding the
+    listening socket; a worker whose supervisor is already gone exits at once."""
+
+    def arm() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != supervisor:
+            os._exit(1)
+
+    return arm
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def worker_argv(config: str | None, overrides: dict[str, str | None]) -> list[str]:

@@ -280,3 +280,28 @@ def _free_port_pair() -> int:
             except OSError:
                 continue
     raise AssertionError("no two consecutive free ports")
+
+
+def test_workers_do_not_outlive_a_supervisor_killed_with_sigkill(sqlite_url, tmp_path):
+    """kill -9 of the supervisor: its workers get SIGTERM from the kernel (PR_SET_PDEATHSIG)
+    and stop, so nothing is left holding the listening socket and a new supervisor can bind it."""
+    seed(sqlite_url, "5.00").close()
+    server = ServeProcess(tmp_path, "acme-edge", dict(database=sqlite_url, workers=2, time_scale=SCALE))
+    server.start()
+    pids = workers_ready(server, 2)
+    port = server.port
+    server.kill9()
+    wait_until(lambda: not any(Path(f"/proc/{p}").exists() and _running(p) for p in pids), 30, "workers gone")
+    again = ServeProcess(tmp_path, "acme-edge-2", dict(database=sqlite_url, workers=2, listen=f"127.0.0.1:{port}"))
+    try:
+        assert again.start() == port
+    finally:
+        assert again.terminate() == 0, again.output()[-3000:]
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
