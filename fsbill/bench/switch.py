@@ -344,15 +344,18 @@ def proc_cpu_s(pid: int) -> float:
         return parse_proc_stat(fh.read())
 
 
+def children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(c) for c in fh.read().split()]
+    except OSError:
+        return []
+
+
 def tree_cpu_s(pid: int) -> float:
     """A process's CPU and that of its children alive now (fsbill's workers, fsbill.workers)."""
     total = proc_cpu_s(pid)
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            children = [int(c) for c in fh.read().split()]
-    except OSError:
-        children = []
-    for child in children:
+    for child in children_of(pid):
         try:
             total += proc_cpu_s(child)
         except OSError:
@@ -523,6 +526,8 @@ class SwitchBench:
         from fsbill.bench.calls import Server, free_port, seed_database
 
         db = workdir / "bench.db"
+        for stale in workdir.glob("bench.db*"):  # a kept --workdir from an earlier run: start afresh
+            stale.unlink()
         url = f"sqlite:///{db}"
         seed_database(url, 1.0)
         server = Server(
@@ -544,6 +549,17 @@ class SwitchBench:
         except RuntimeError as exc:
             raise BenchError(f"fsbill serve did not start on {self.o.fsbill_listen}: {exc}") from None
         self.fsbill_pid = server.pid
+        if self.o.fsbill_workers > 1:  # the supervisor's banner comes first: wait for every worker's metrics
+            deadline = time.monotonic() + 60
+            for index in range(self.o.fsbill_workers):
+                while True:
+                    try:
+                        scrape_worker(server.metrics_url, index)
+                        break
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise BenchError(f"fsbill worker {index} did not start: see serve.log") from None
+                        time.sleep(0.1)
 
     def start_socket_app(self, workdir: Path) -> None:
         import sys
@@ -643,7 +659,10 @@ class SwitchBench:
                 self.start_socket_app(workdir)
             if o.fsbill_like_switch and self.switch_pid is not None:
                 policy, priority = sched_of(self.switch_pid)
-                for pid in (self.fsbill_pid, self.socket_app.pid if self.socket_app else None):
+                pids = [self.fsbill_pid, self.socket_app.pid if self.socket_app else None]
+                if self.fsbill_pid is not None:
+                    pids += children_of(self.fsbill_pid)  # fsbill's workers, when it has them
+                for pid in pids:
                     if pid is not None:
                         set_sched(pid, policy, priority)
             for name, pid in (("switch", self.switch_pid), ("fsbill", self.fsbill_pid)):
