@@ -24,7 +24,7 @@ from fsbill.core.rating import Rate
 from fsbill.core.routing import Attempt
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
-from fsbill.db.rows import DbRow
+from fsbill.db.rows import DbRow, rate_columns
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
 from fsbill.db.vendors import BridgeOutcome, Leg, settle_vendors, take_channels
@@ -415,18 +415,6 @@ class CallEnd:
 
 
 # -- CDR columns, by where they come from ----------------------------------------------------------------
-def _rate_fields(rate: Rate) -> dict[str, Any]:
-    """The rate the call was charged at."""
-    return dict(
-        prefix=rate.prefix,
-        rate_micros=rate.rate.micros,
-        connect_fee_micros=rate.connect_fee.micros,
-        initial_increment_s=rate.initial_increment_s,
-        increment_s=rate.increment_s,
-        min_duration_s=rate.min_duration_s,
-    )
-
-
 def _end_fields(end: CallEnd) -> dict[str, Any]:
     """What FreeSWITCH told of the call's end (and when fsbill wrote it down)."""
     return dict(
@@ -493,7 +481,7 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
     db.execute_sql(q.hold, (0, -1, acc.id))
     db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
     fields = (
-        _rate_fields(rate_of(lc))
+        rate_columns(rate_of(lc))
         | _end_fields(end)
         | _charge_fields(charge)
         | dict(
@@ -656,7 +644,7 @@ def settle_unreserved(
             node=node,
             destination=destination,
             currency=acc.currency,
-            **_rate_fields(rate),
+            **rate_columns(rate),
             **_end_fields(end),
             **_charge_fields(charge),
             balance_before_micros=acc.balance_micros,

@@ -8,4 +8,18 @@ in signatures so a reader sees "a row of the database" rather than ``object``.
 
 from typing import Any, TypeAlias
 
+from fsbill.core.rating import Rate
+
 DbRow: TypeAlias = Any
+
+
+def rate_columns(rate: Rate) -> dict[str, Any]:
+    """A rate as the columns every table that freezes one holds (cdr, live_call_vendor)."""
+    return dict(
+        prefix=rate.prefix,
+        rate_micros=rate.rate.micros,
+        connect_fee_micros=rate.connect_fee.micros,
+        initial_increment_s=rate.initial_increment_s,
+        increment_s=rate.increment_s,
+        min_duration_s=rate.min_duration_s,
+    )

@@ -32,7 +32,7 @@ from fsbill.core.routing import attempts as attempts_of
 from fsbill.db import rates as dbrates
 from fsbill.db.connection import Store
 from fsbill.db.ledger import _valid_currency
-from fsbill.db.rows import DbRow
+from fsbill.db.rows import DbRow, rate_columns
 from fsbill.errors import Conflict, InvalidInput, NotFound
 
 DECK_PREFIX = "vendor:"
@@ -294,12 +294,7 @@ def take_channels(store: Store, call_uuid: str, visit: int, legs: Sequence[Leg])
             vendor=leg.vendor_id,
             position=position,
             leg_uuid=leg.leg_uuid,
-            prefix=r.prefix,
-            rate_micros=r.rate.micros,
-            connect_fee_micros=r.connect_fee.micros,
-            initial_increment_s=r.initial_increment_s,
-            increment_s=r.increment_s,
-            min_duration_s=r.min_duration_s,
+            **rate_columns(r),
             rounding_decimals=r.rounding.decimals,
             rounding_method=r.rounding.method.value,
         ).execute()
