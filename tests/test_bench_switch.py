@@ -324,3 +324,43 @@ def test_the_cpu_of_a_process_tree_counts_its_children():
         subprocess.run(["pkill", "-P", str(parent.pid)])
         parent.kill()
         parent.wait()
+
+
+def test_a_fresh_postgresql_database_per_run_is_created_seeded_and_dropped():
+    import psycopg
+    from conftest import PG_ADMIN_URL, require_pg
+
+    from fsbill.bench.calls import ACCOUNT, seed_database
+    from fsbill.bench.switch import fresh_postgresql
+    from fsbill.db import Store, ledger
+
+    require_pg()
+    url, drop = fresh_postgresql(PG_ADMIN_URL)
+    name = url.rsplit("/", 1)[1]
+    assert name.startswith("fsbill_bench_") and url != PG_ADMIN_URL
+    try:
+        seed_database(url, 1.0)  # what start_fsbill does with it
+        store = Store(url)
+        try:
+            assert ledger.get_account(store, ACCOUNT).balance.micros > 0
+        finally:
+            store.close()
+    finally:
+        drop()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
+
+
+def test_a_database_url_that_is_not_postgresql_is_refused_with_a_message(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "fsbill", "bench", "switch", "--fsbill-database", "sqlite:///x.db", "--sipp", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "postgresql://" in out.stderr and "Traceback" not in out.stderr

@@ -73,6 +73,7 @@ class Options:
     socket_app_listen: str = "127.0.0.1:18085"  # the minimal socket app (mode `socket`)
     socket_dial_string: str = "loopback/fsbill_bench_echo/{context}"  # socket_app fills in the context
     sqlite_synchronous: str = "full"
+    fsbill_database: str = ""  # a postgresql:// server to create a fresh database on; default a fresh SQLite file
     log_level: str = "info"
     sipp: str = "sipp"
     p99_limit_ms: float = TARGET_P99_MS
@@ -344,6 +345,29 @@ def proc_cpu_s(pid: int) -> float:
         return parse_proc_stat(fh.read())
 
 
+def fresh_postgresql(url: str) -> tuple[str, Callable[[], None]]:
+    """A new, empty database on the PostgreSQL server `url` reaches (through its database), and
+    how to drop it again: every run starts from the same seeded books."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"fsbill_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise BenchError(f"--fsbill-database: cannot create a database on {url}: {exc}") from None
+
+    def drop() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}")), drop
+
+
 def children_of(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as fh:
@@ -490,6 +514,7 @@ class SwitchBench:
         self.fsbill_idle = 0.0
         self.console: SwitchConsole | None = None
         self.socket_app: subprocess.Popen | None = None
+        self.drop_database: Callable[[], None] | None = None
 
     def _util(self, pid: int | None, window_s: float = 1.0) -> float:
         if pid is None:
@@ -525,10 +550,13 @@ class SwitchBench:
     def start_fsbill(self, workdir: Path) -> None:
         from fsbill.bench.calls import Server, free_port, seed_database
 
-        db = workdir / "bench.db"
-        for stale in workdir.glob("bench.db*"):  # a kept --workdir from an earlier run: start afresh
-            stale.unlink()
-        url = f"sqlite:///{db}"
+        if self.o.fsbill_database:
+            url, self.drop_database = fresh_postgresql(self.o.fsbill_database)
+        else:
+            db = workdir / "bench.db"
+            for stale in workdir.glob("bench.db*"):  # a kept --workdir from an earlier run: start afresh
+                stale.unlink()
+            url = f"sqlite:///{db}"
         seed_database(url, 1.0)
         server = Server(
             workdir,
@@ -631,6 +659,8 @@ class SwitchBench:
         from fsbill.bench.calls import machine
 
         o = self.o
+        if o.fsbill_database and not o.fsbill_database.startswith("postgresql://"):
+            raise BenchError("--fsbill-database: give a postgresql:// URL (the default is a fresh SQLite file)")
         if shutil.which(o.sipp) is None:
             raise BenchError(f"sipp not found ({o.sipp!r}): install sip-tester or pass --sipp PATH")
         host = o.target.rsplit(":", 1)[0].strip("[]")
@@ -684,6 +714,8 @@ class SwitchBench:
                 self.socket_app.wait(timeout=10)
             if self.server is not None:
                 self.server.stop()
+            if self.drop_database is not None:
+                self.drop_database()
             if self.console is not None:
                 self.console.close()
             if not o.keep_dir:

@@ -229,6 +229,13 @@ def _add_switch(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
         help="measure an fsbill already listening there (with account `bench`) instead of starting one",
     )
     switch.add_argument(
+        "--fsbill-database",
+        default="",
+        metavar="URL",
+        help="a postgresql:// URL: the started fsbill gets a fresh database created there (and dropped "
+        "after); default a fresh SQLite file",
+    )
+    switch.add_argument(
         "--fsbill-workers",
         type=positive_int,
         default=1,
@@ -305,6 +312,7 @@ def _switch(args: argparse.Namespace) -> int:
         fsbill_pid=args.fsbill_pid,
         fsbill_like_switch=args.fsbill_like_switch,
         fsbill_workers=args.fsbill_workers,
+        fsbill_database=args.fsbill_database,
         p99_limit_ms=args.p99_limit_ms,
         sipp=args.sipp,
         warmup=args.warmup,
