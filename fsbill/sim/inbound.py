@@ -48,6 +48,7 @@ import gevent.socket as gsocket
 from fsbill.sim import wire
 from fsbill.sim.event_socket import MYEVENTS  # parse_command `myevents`: the outbound socket's list
 from fsbill.sim.wire import read_command
+from fsbill.sockets import close_socket
 
 if TYPE_CHECKING:
     from fsbill.sim.session import Session
@@ -193,7 +194,7 @@ class _Listener:
             self.outq.put(None)
             pump.join(timeout=2)
             pump.kill(block=False)
-            _close(self.sock)
+            close_socket(self.sock)
             self.server._listeners.discard(self)
             self.closed.set()
 
@@ -388,20 +389,6 @@ class _Reader:
         return data
 
 
-def _close(sock: gsocket.socket, rst: bool = False) -> None:
-    try:
-        if rst:
-            sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        else:
-            sock.shutdown(pysocket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
-        sock.close()
-    except OSError:
-        pass
-
-
 class InboundServer:
     """The switch's event socket (`event_socket.conf.xml`: listen-ip, listen-port, password).
 
@@ -460,7 +447,7 @@ class InboundServer:
             self._accept.kill(block=False)
             self._accept = None
         if self._sock is not None:
-            _close(self._sock)
+            close_socket(self._sock)
             self._sock = None
         self.drop(rst=rst)
 
@@ -468,7 +455,7 @@ class InboundServer:
         self.dropped = rst
         for listener in list(self._listeners):
             listener.running = False
-            _close(listener.sock, rst=rst)
+            close_socket(listener.sock, reset=rst)
 
     def close(self) -> None:
         self.closing = True
