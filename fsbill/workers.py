@@ -89,6 +89,7 @@ class Supervisor:
         self.procs: dict[int, subprocess.Popen] = {}
         self.starts: dict[int, int] = {}
         self.stopping = False
+        self._stopped = gevent.event.Event()
         self._fds: dict[str, int] = {}
         self._sockets: list = []
 
@@ -130,33 +131,37 @@ class Supervisor:
         while not self.stopping:
             started = time.monotonic()
             proc = self._spawn(index)
+            if self.stopping:  # the stop came while this worker was being started
+                proc.send_signal(signal.SIGTERM)
             code = proc.wait()
             if self.stopping:
                 return
             lived = time.monotonic() - started
             wait_s = backoff_s(wait_s, lived)
             log.error(render("worker_died", dict(worker=index, pid=proc.pid, code=code, lived_s=round(lived, 1))))
-            gevent.sleep(wait_s)
+            if self._stopped.wait(wait_s):
+                return
 
     def run(self, stop: gevent.event.Event) -> int:
         """Until `stop` is set; then SIGTERM to every worker, which settles what it can within
-        shutdown_grace_s, and SIGKILL to any still running well after that."""
+        shutdown_grace_s, and SIGKILL to any still running well after that.
+
+        Each keeper sees its own worker out (a worker being started when the stop comes is
+        signalled by its keeper once it exists), so the stop never races a start."""
         keepers = [gevent.spawn(self._keep, i) for i in range(self.settings.workers)]
         stop.wait()
         self.stopping = True
+        self._stopped.set()
         log_event(log, "stopping_workers", workers=len(self.procs))
-        for proc in self.procs.values():
+        for proc in list(self.procs.values()):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace_s + 15
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+        gevent.joinall(keepers, timeout=self.settings.shutdown_grace_s + 15)
+        for proc in list(self.procs.values()):
+            if proc.poll() is None:
                 log.error(render("worker_killed", dict(pid=proc.pid)))
                 proc.kill()
-                proc.wait()
-        gevent.killall(keepers)
+        gevent.joinall(keepers)
         for sock in self._sockets:
             sock.close()
         return 0

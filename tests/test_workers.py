@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import gevent
+import gevent.event
 import pytest
 from nodes import ServeProcess
 from rig import DECK, charged_total
@@ -31,7 +32,7 @@ from fsbill.db import calls as dbcalls
 from fsbill.db.rates import import_deck
 from fsbill.errors import ConfigError
 from fsbill.sim import CallSpec, Switch
-from fsbill.workers import backoff_s, worker_argv, worker_settings
+from fsbill.workers import Supervisor, backoff_s, worker_argv, worker_settings
 
 SCALE = 10
 
@@ -92,6 +93,27 @@ def test_a_worker_dying_young_waits_longer_each_time_up_to_a_ceiling():
         waits.append(wait)
     assert waits[0] == 0.5 and waits == sorted(waits) and waits[-1] == 30.0
     assert backoff_s(30.0, lived_s=600) == 0.5  # one crash after a long life: start again at once
+
+
+@pytest.mark.parametrize("stop_after_s", [0.0, 0.0005, 0.002, 0.01, 0.05])
+def test_a_stop_that_comes_while_workers_are_being_started_stops_them_all(stop_after_s):
+    """CI once saw `dictionary changed size during iteration`: the stop walked the workers
+    while a keeper was still starting one. Whatever the moment, every started worker gets its
+    SIGTERM and the supervisor returns."""
+    sleeper = [
+        sys.executable,
+        "-c",
+        "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(60)",
+    ]
+    supervisor = Supervisor(Settings(workers=4, shutdown_grace_s=1), sleeper)
+    stop = gevent.event.Event()
+    gevent.spawn_later(stop_after_s, stop.set)
+    runner = gevent.spawn(supervisor.run, stop)
+    assert runner.get(timeout=30) == 0
+    assert all(proc.poll() is not None for proc in supervisor.procs.values())
+    # Stopped by the SIGTERM (before or after its handler was installed), never SIGKILLed.
+    codes = [proc.returncode for proc in supervisor.procs.values()]
+    assert all(code in (0, -signal.SIGTERM) for code in codes), codes
 
 
 def test_the_worker_command_line_keeps_the_config_and_overrides_but_not_the_count(tmp_path):
