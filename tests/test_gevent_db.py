@@ -148,3 +148,40 @@ def test_sqlite_transaction_is_released_when_a_greenlet_fails_inside_it(sqlite_s
     assert isinstance(bad.exception, RuntimeError)
     assert all(g.successful() for g in good)
     assert sorted(t.name for t in ledger.list_tariffs(store)) == ["retail", "t0", "t1", "t2", "t3", "t4"]
+
+
+@pytest.mark.timeout(60)
+def test_sqlite_waits_for_another_writer_without_stopping_the_hub(sqlite_store):
+    """Another process's write lock (a worker, the CLI) makes BEGIN IMMEDIATE wait, as an fsync
+    makes COMMIT wait: that wait runs off the hub, so every other call of the process goes on.
+    On the hub, sqlite's busy handler would stop everything, including the greenlet below that
+    releases the lock, and the top-up would fail 'database is locked' after the busy timeout."""
+    import sqlite3
+
+    store = sqlite_store
+    ledger.create_tariff(store, "retail", "EUR", T0)
+    ledger.create_account(store, "A", "retail", T0)
+    other = sqlite3.connect(store.path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other writer holds SQLite's one write lock
+    try:
+        ticks: list[float] = []
+
+        def ticker() -> None:
+            for _ in range(20):
+                gevent.sleep(0.01)
+                ticks.append(time.monotonic())
+
+        def release_later() -> None:
+            gevent.sleep(0.3)
+            ticks_at_release.append(len(ticks))
+            other.execute("COMMIT")
+
+        ticks_at_release: list[int] = []
+        waiting = gevent.spawn(ledger.topup, store, "A", Money(10_000), T0, reference="while-locked")
+        helpers = [gevent.spawn(ticker), gevent.spawn(release_later)]
+        waiting.get(timeout=20)
+        gevent.joinall(helpers, timeout=5, raise_error=True)
+        assert ticks_at_release and ticks_at_release[0] >= 10, "the hub stood still while SQLite waited"
+        assert ledger.get_account(store, "A").balance == Money(10_000)
+    finally:
+        other.close()

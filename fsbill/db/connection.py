@@ -2,10 +2,12 @@
 
 Under gevent every call is a greenlet in one OS thread, so:
 - SQLite: one shared connection (its calls block the hub for their duration, so
-  transactions are kept short, never yield inside, and are serialized behind a gevent lock;
-  `BEGIN IMMEDIATE` takes the write lock up front so a transaction never fails half-way on a
-  lock upgrade; WAL lets readers in other processes proceed; a busy timeout covers writers in
-  other processes on the same host).
+  transactions are kept short and are serialized behind a gevent lock; `BEGIN IMMEDIATE` takes
+  the write lock up front so a transaction never fails half-way on a lock upgrade; WAL lets
+  readers in other processes proceed; a busy timeout covers writers in other processes on the
+  same host). The two statements that can wait, `BEGIN IMMEDIATE` (on another process's write
+  lock, up to the busy timeout) and `COMMIT` (its fsync under `synchronous=full`), run on a
+  thread of their own (`_OffHubSqlite`), so every other call of the process goes on meanwhile.
 - PostgreSQL: psycopg 3 made cooperative by `gevent.monkey.patch_all()` before it is imported
   (fsbill's entry point patches first); a pool of connections, one per greenlet for the length
   of a unit of work, bounded by a gevent semaphore so greenlets queue instead of failing.
@@ -22,9 +24,11 @@ import os
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import gevent.lock
+import gevent.threadpool
 import peewee
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase
@@ -56,6 +60,53 @@ def migrations_dir() -> Path:
     return Path(str(resources.files("fsbill.migrations")))
 
 
+class _OffHubSqlite(peewee.SqliteDatabase):
+    """SQLite whose BEGIN and COMMIT run on one native thread instead of the gevent hub.
+
+    Under `synchronous=full` every COMMIT fsyncs the WAL, and a BEGIN IMMEDIATE waits out
+    another process's write lock (a worker, the CLI) for up to the busy timeout: on the hub
+    either stops every call of the process for that long. sqlite3 releases the GIL inside the
+    statement, so on a thread the hub keeps serving events while the disk works. Nothing else
+    touches the connection meanwhile: the Store's gate is held for the whole unit of work."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiter = gevent.threadpool.ThreadPool(1)
+
+    def begin(self, lock_type: str | None = None) -> None:
+        lock_type = lock_type or vars(self).get("_lock_type")
+        self._off_hub(f"BEGIN {lock_type}" if lock_type else "BEGIN")
+
+    def commit(self) -> None:
+        if self.is_closed():
+            raise peewee.InterfaceError("Cannot commit, database connection not open.")
+        self._off_hub("COMMIT")
+
+    def _off_hub(self, statement: str) -> None:
+        cursor = self.cursor()
+        done = self._waiter.spawn(_execute, cursor, statement)
+        try:
+            done.get()
+        except BaseException:
+            # Interrupted (a greenlet killed at shutdown) while the statement still runs: its
+            # outcome is the database's, so the connection is not used again before it ends.
+            while not done.ready():
+                with contextlib.suppress(BaseException):
+                    done.wait()
+            raise
+
+    def stop_waiter(self) -> None:
+        self._waiter.kill()
+
+
+def _execute(cursor: Any, statement: str) -> None:
+    with _PEEWEE_ERRORS:  # sqlite3's errors as peewee's, as peewee's own begin/commit do
+        cursor.execute(statement)
+
+
+_PEEWEE_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]  # not in the stubs
+
+
 class Store:
     """A database plus its models and the discipline for using it under gevent."""
 
@@ -80,7 +131,7 @@ class Store:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise ConfigError(f"database: directory {parent} does not exist")
-            self.db: peewee.Database = peewee.SqliteDatabase(
+            self.db: peewee.Database = _OffHubSqlite(
                 path,
                 thread_safe=False,  # one connection shared by all greenlets, see module doc
                 check_same_thread=False,
@@ -174,8 +225,11 @@ class Store:
             if self.kind == "postgresql":
                 pooled: PooledPostgresqlDatabase = self.db  # kind "postgresql" is always the pool
                 pooled.close_all()
-            elif not self.db.is_closed():
-                self.db.close()
+            else:
+                if not self.db.is_closed():
+                    self.db.close()
+                if isinstance(self.db, _OffHubSqlite):
+                    self.db.stop_waiter()
         except Exception:
             log.debug("closing the database failed", exc_info=True)
 
