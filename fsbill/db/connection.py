@@ -5,9 +5,8 @@ Under gevent every call is a greenlet in one OS thread, so:
   transactions are kept short and are serialized behind a gevent lock; `BEGIN IMMEDIATE` takes
   the write lock up front so a transaction never fails half-way on a lock upgrade; WAL lets
   readers in other processes proceed; a busy timeout covers writers in other processes on the
-  same host). The two statements that can wait, `BEGIN IMMEDIATE` (on another process's write
-  lock, up to the busy timeout) and `COMMIT` (its fsync under `synchronous=full`), run on a
-  thread of their own (`_OffHubSqlite`), so every other call of the process goes on meanwhile.
+  same host). A `BEGIN IMMEDIATE` that must wait for another process's write lock waits on a
+  thread of its own (`_OffHubSqlite`), so every other call of the process goes on meanwhile.
 - PostgreSQL: psycopg 3 made cooperative by `gevent.monkey.patch_all()` before it is imported
   (fsbill's entry point patches first); a pool of connections, one per greenlet for the length
   of a unit of work, bounded by a gevent semaphore so greenlets queue instead of failing.
@@ -21,6 +20,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -61,30 +61,45 @@ def migrations_dir() -> Path:
 
 
 class _OffHubSqlite(peewee.SqliteDatabase):
-    """SQLite whose BEGIN and COMMIT run on one native thread instead of the gevent hub.
+    """SQLite whose wait for another process's write lock runs on a native thread.
 
-    Under `synchronous=full` every COMMIT fsyncs the WAL, and a BEGIN IMMEDIATE waits out
-    another process's write lock (a worker, the CLI) for up to the busy timeout: on the hub
-    either stops every call of the process for that long. sqlite3 releases the GIL inside the
-    statement, so on a thread the hub keeps serving events while the disk works. Nothing else
-    touches the connection meanwhile: the Store's gate is held for the whole unit of work."""
+    A BEGIN IMMEDIATE waits out another process's write lock (a sibling worker of
+    `serve --workers N`, the CLI) for up to the busy timeout, and on the hub that wait stops
+    every call of the process. So the BEGIN is tried first without waiting (busy timeout 0),
+    which is what almost every transaction needs; only when the lock is taken is it repeated
+    with the busy timeout on a thread of its own (sqlite3 releases the GIL while it waits), and
+    the hub goes on serving events. Nothing else touches the connection meanwhile: the Store's
+    gate is held for the whole unit of work.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    COMMIT stays on the hub. With it on the thread too, `fsbill bench switch` at 40-60 cps was
+    no better (its fsync is 0.3-1 ms here) and each call cost 1-1.5 ms more of fsbill's CPU
+    for the six thread hand-offs (docs/BENCHMARKS.md)."""
+
+    def __init__(self, *args: Any, busy_timeout_ms: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._waiter = gevent.threadpool.ThreadPool(1)
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        self._waiter: gevent.threadpool.ThreadPool | None = None
 
     def begin(self, lock_type: str | None = None) -> None:
         lock_type = lock_type or vars(self).get("_lock_type")
-        self._off_hub(f"BEGIN {lock_type}" if lock_type else "BEGIN")
+        statement = f"BEGIN {lock_type}" if lock_type else "BEGIN"
+        conn = self.connection()
+        with _PEEWEE_ERRORS:  # sqlite3's errors as peewee's, as peewee's own begin does
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            self._off_hub(conn, statement)
 
-    def commit(self) -> None:
-        if self.is_closed():
-            raise peewee.InterfaceError("Cannot commit, database connection not open.")
-        self._off_hub("COMMIT")
-
-    def _off_hub(self, statement: str) -> None:
-        cursor = self.cursor()
-        done = self._waiter.spawn(_execute, cursor, statement)
+    def _off_hub(self, conn: sqlite3.Connection, statement: str) -> None:
+        if self._waiter is None:
+            self._waiter = gevent.threadpool.ThreadPool(1)
+        done = self._waiter.spawn(conn.execute, statement)
         try:
             done.get()
         except BaseException:
@@ -96,12 +111,17 @@ class _OffHubSqlite(peewee.SqliteDatabase):
             raise
 
     def stop_waiter(self) -> None:
-        self._waiter.kill()
+        if self._waiter is not None:
+            self._waiter.kill()
+            self._waiter = None
 
 
-def _execute(cursor: Any, statement: str) -> None:
-    with _PEEWEE_ERRORS:  # sqlite3's errors as peewee's, as peewee's own begin/commit do
-        cursor.execute(statement)
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    return code & 0xFF == _SQLITE_BUSY if code is not None else "database is locked" in str(exc)
+
+
+_SQLITE_BUSY = 5  # sqlite3.h; the low byte of an extended result code
 
 
 _PEEWEE_ERRORS = peewee.__exception_wrapper__  # type: ignore[attr-defined]  # not in the stubs
@@ -133,6 +153,7 @@ class Store:
                 raise ConfigError(f"database: directory {parent} does not exist")
             self.db: peewee.Database = _OffHubSqlite(
                 path,
+                busy_timeout_ms=busy_timeout_ms,
                 thread_safe=False,  # one connection shared by all greenlets, see module doc
                 check_same_thread=False,
                 pragmas={
