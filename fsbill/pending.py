@@ -15,20 +15,20 @@ import functools
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import gevent
 
+from fsbill.clock import Clock
+from fsbill.config import Settings
 from fsbill.core.call import Payer
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, normalize_number
+from fsbill.db import Store
 from fsbill.db import calls as dbcalls
+from fsbill.db.rates import DeckCache
 from fsbill.errors import DatabaseUnavailable, NumberError
 from fsbill.logs import event as log_event
-from fsbill.metrics import cdr_written
-
-if TYPE_CHECKING:
-    from fsbill.enforcer import Enforcer
+from fsbill.metrics import Metrics, cdr_written
 
 log = logging.getLogger("fsbill.pending")
 
@@ -53,8 +53,12 @@ class _Unreserved:
 
 
 class PendingWrites:
-    def __init__(self, enforcer: Enforcer, limit: int = 100_000) -> None:
-        self.e = enforcer
+    def __init__(
+        self, store: Store, clock: Clock, metrics: Metrics, decks: DeckCache, settings: Settings, limit: int = 100_000
+    ) -> None:
+        self.store, self.clock, self.metrics, self.decks = store, clock, metrics, decks
+        self.node = settings.node
+        self.international_prefix = settings.international_prefix
         self.limit = limit
         self.items: deque[_Settlement | _Rejection | _Unreserved] = deque()
 
@@ -63,7 +67,7 @@ class PendingWrites:
             log_event(log, "pending_overflow", kind=type(item).__name__.strip("_").lower())
             return
         self.items.append(item)
-        self.e.metrics.pending_cdrs.set(len(self.items))
+        self.metrics.pending_cdrs.set(len(self.items))
 
     def add_settlement(self, call_end: dbcalls.CallEnd, currency: str, held: Money) -> None:
         self._add(_Settlement(call_end, currency, held))
@@ -76,45 +80,43 @@ class PendingWrites:
 
     def flush(self) -> int:
         """Write what waits, oldest first, until the queue is empty or the database fails again."""
-        e = self.e
         done = 0
         while self.items:
             item = self.items[0]
             try:
                 if isinstance(item, _Settlement):
-                    cdr = dbcalls.settle_call(e.store, item.end)
-                    e.metrics.hold_changed(item.currency, -item.held)
+                    cdr = dbcalls.settle_call(self.store, item.end)
+                    self.metrics.hold_changed(item.currency, -item.held)
                     if cdr is not None and cdr.result == "recovered":
                         cdr = None  # a reaper settled it first, and counted it
                 elif isinstance(item, _Rejection):
-                    cdr = dbcalls.write_rejection(e.store, now_us=e.clock.now_us(), **item.cdr)  # type: ignore[arg-type]
+                    cdr = dbcalls.write_rejection(self.store, now_us=self.clock.now_us(), **item.cdr)  # type: ignore[arg-type]
                 else:
                     cdr = dbcalls.settle_unreserved(
-                        e.store,
+                        self.store,
                         item.payer,
                         item.end,
-                        e.node,
+                        self.node,
                         functools.partial(self._rate, destination=item.destination, started_us=item.end.start_us),
                         item.destination,
                     )
             except DatabaseUnavailable:
                 break
             if cdr is not None:
-                cdr_written(e.metrics, cdr)
+                cdr_written(self.metrics, cdr)
             self.items.popleft()
             done += 1
-        e.metrics.pending_cdrs.set(len(self.items))
+        self.metrics.pending_cdrs.set(len(self.items))
         return done
 
     def _rate(self, tariff_id: int, destination: str, started_us: int) -> Rate | None:
         """The rate of the call's start, as authorize would have chosen it (effective dates and
         time bands are those of the start, not of the moment the database came back)."""
-        e = self.e
         try:
-            number = normalize_number(destination, e.settings.international_prefix)
+            number = normalize_number(destination, self.international_prefix)
         except NumberError:
             return None
-        return e.decks.get(tariff_id, e.clock.now_us()).lookup(number, started_us)
+        return self.decks.get(tariff_id, self.clock.now_us()).lookup(number, started_us)
 
     def run(self, interval_s: float = 1.0) -> None:
         while True:

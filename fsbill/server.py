@@ -49,7 +49,7 @@ class Node:
         # This process, told apart from an earlier or a sibling one of the same node.
         self.instance = f"{settings.node}:{os.getpid()}:{uuidlib.uuid4().hex[:8]}"
         self.enforcer.instance = self.instance
-        self.pending = PendingWrites(self.enforcer)
+        self.pending = PendingWrites(self.store, self.clock, self.metrics, self.decks, self.settings)
         self.enforcer.pending = self.pending
         host, port = settings.listen_address()
         self.esl = EslServer(
