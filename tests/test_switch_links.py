@@ -128,13 +128,17 @@ def test_fsbill_switches_probes_each_link(inbound, tmp_path, capsys):
             }
         )
     )
-    code, out, _ = run(capsys, "switches", "--json", "--timeout", "2", "--config", str(config))
-    assert code == 0
+    code, out, err = run(capsys, "switches", "--json", "--timeout", "2", "--config", str(config))
+    assert code == 5  # fs2 refused the password: a monitoring check sees it in the exit code
+    failure = json.loads(err)
+    assert (failure["kind"], failure["exit"]) == ("switch", 5)
+    assert failure["error"].startswith("1 of 2 switches not reachable: fs2 (authentication refused")
     rows = json.loads(out)
     assert [(r["name"], r["reachable"]) for r in rows] == [("fs1", True), ("fs2", False)]
     assert rows[0]["channels"] == 0
     assert "authentication refused" in rows[1]["error"]
     code, out, _ = run(capsys, "switches", "--timeout", "2", "--config", str(config))
+    assert code == 5
     assert out.splitlines()[0].split() == [
         "NAME",
         "EVENT_SOCKET",

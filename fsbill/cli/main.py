@@ -38,6 +38,7 @@ EXIT_INTERNAL = 1  # a bug in fsbill (the message says how to get the traceback)
 EXIT_USAGE = 2  # bad arguments, bad input, bad config, a refused or conflicting operation
 EXIT_NOT_FOUND = 3  # no such account, tariff or call; no rate for the number
 EXIT_DATABASE = 4  # the database could not be reached or failed mid-operation
+EXIT_SWITCH = 5  # `fsbill switches`: a configured switch could not be reached or refused the password
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 EXIT_CODES = {
@@ -46,6 +47,7 @@ EXIT_CODES = {
     EXIT_USAGE: "usage",
     EXIT_NOT_FOUND: "not_found",
     EXIT_DATABASE: "database",
+    EXIT_SWITCH: "switch",
     EXIT_INTERRUPTED: "interrupted",
 }
 

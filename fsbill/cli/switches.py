@@ -106,4 +106,10 @@ def _switches(args: argparse.Namespace) -> int:
         )
 
     emit(args, rows, text)
+    down = [r for r in rows if not r["reachable"]]
+    if down:  # so a monitoring check or a deploy script sees it without parsing the table
+        from fsbill.cli.main import EXIT_SWITCH, fail
+
+        names = ", ".join(f"{r['name']} ({r['error']})" for r in down)
+        return fail(f"{len(down)} of {len(rows)} switches not reachable: {names}", EXIT_SWITCH)
     return 0
