@@ -248,7 +248,7 @@ def test_targets_of_the_issue():
 
 
 def test_render_shows_every_run_and_the_verdicts():
-    runs = [_run("plain", 150, cpu=8.0), _run("fsbill", 150, cpu=11.0, p99=90)]
+    runs = [_run("plain", 150, cpu=8.0), _run("fsbill", 150, cpu=11.37, p99=811.999)]
     figures = {
         "target": "127.0.0.1:5060",
         "switch_pid": 7,
@@ -270,6 +270,9 @@ def test_render_shows_every_run_and_the_verdicts():
     assert "highest clean rate (fsbill): 150 cps" in text
     assert "fsbill / plain at 150 cps: 1.38x" in text
     assert "clean_rate>=0.9x_plain: met" in text
+    # latencies in whole milliseconds, as sipp measures them (its file can say 811.999); CPU exact
+    fsbill_row = next(line for line in text.splitlines() if "150 fsbill" in line)
+    assert fsbill_row.split()[-7:] == ["812", "812", "812", "11.37", "ms", "2", "ms"]
 
 
 def test_cli_rates_and_modes():

@@ -316,7 +316,7 @@ def render(figures: dict[str, Any]) -> str:
         lines.append(
             f"{run['rate']:>6g} {run['mode']:<7} {c['created']:>7} {c['answered']:>8} {c['failed']:>6} {run.get('channels_left', 0):>5}   "
             f"{_ms(lat['p50_ms']):>6} {_ms(lat['p95_ms']):>6} {_ms(lat['p99_ms']):>6} {_ms(lat['max_ms']):>7}"
-            f"   {_ms(run.get('switch_cpu_ms_per_call')):>10} ms  {_ms(_app_cpu(run)):>10} ms"
+            f"   {_cpu_ms(run.get('switch_cpu_ms_per_call')):>10} ms  {_cpu_ms(_app_cpu(run)):>10} ms"
         )
     for mode, rate in figures["highest_clean_rate"].items():
         lines.append(
@@ -336,6 +336,11 @@ def _app_cpu(run: dict[str, Any]) -> float | None:
 
 
 def _ms(value: float | None) -> str:
+    """Whole milliseconds, as sipp measures them (its -trace_rtt file can say 811.999)."""
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _cpu_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
