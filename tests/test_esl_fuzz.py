@@ -168,3 +168,86 @@ def test_fast_field_extraction_agrees_with_the_full_parser(data):
             }
     except ProtocolError:
         pass
+
+
+# -- large frames (the connect reply): headers looked up when asked for ---------------------------------
+_NAME_CHARS = st.sampled_from(list("ab-_:%Z") + [" ", "\t", "\u00e9", "\u2003"])
+_VALUE_CHARS = st.sampled_from(list("ab: %0aAFg2") + ["\u00e9", "\r"])
+
+
+def _tokens(*tokens: str, max_size: int) -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from(tokens), max_size=max_size).map("".join)
+
+
+_VALUE = st.one_of(
+    st.text(_VALUE_CHARS, max_size=8), _tokens("a", " ", "%0A", "%3A%20", "%C3%A9", "%zz", "%", max_size=6)
+)
+_GOOD_NAME = st.text(st.sampled_from(list("ab-_:%Z\u00e9")), min_size=1, max_size=5)
+_GOOD_LINE = st.one_of(
+    st.tuples(_GOOD_NAME, _VALUE).map(lambda nv: f"{nv[0]}: {nv[1]}"), _GOOD_NAME.map(lambda n: f"{n}:")
+)
+_ANY_LINE = st.one_of(  # names with whitespace, empty names, no colon at all
+    st.tuples(st.text(_NAME_CHARS, max_size=5), _VALUE).map(lambda nv: f"{nv[0]}: {nv[1]}"),
+    st.text(_NAME_CHARS, max_size=5).map(lambda n: f"{n}:"),
+    st.text(st.sampled_from(list("ab: %")), max_size=6),
+)
+_BLOCK = st.tuples(
+    st.lists(_GOOD_LINE, min_size=17, max_size=40), st.lists(st.tuples(st.integers(0, 40), _ANY_LINE), max_size=2)
+).map(lambda b: _inserted(b[0], b[1]))
+
+
+def _inserted(lines: list[str], extra: list[tuple[int, str]]) -> list[str]:
+    for at, line in extra:
+        lines.insert(at, line)
+    return lines
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_BLOCK, st.lists(st.text(_NAME_CHARS, max_size=5), max_size=5))
+def test_a_large_frame_reads_as_the_full_parser_would(lines, other_names):
+    """A frame of more than 16 header lines (the connect reply) has its headers found when asked
+    for: the same values as the full parser, the same lines refused."""
+    from fsbill.esl import LazyHeaders, parse_header_lines
+
+    lines = [line.replace("\n", "") for line in lines if line]
+    if len(lines) <= 16:
+        return
+    try:
+        full = parse_header_lines(lines, decode_values=True)
+    except ProtocolError:
+        full = None
+    try:
+        lazy = LazyHeaders(lines)
+    except ProtocolError:
+        assert full is None, "a block the full parser accepts was refused"
+        return
+    assert full is not None, "a block the full parser refuses was accepted"
+    for name in [*full, *other_names]:
+        assert lazy.get(name) == full.get(name), name
+        assert (name in lazy) == (name in full)
+    assert dict(lazy) == full
+
+
+def test_a_real_connect_reply_reads_the_same_lazily():
+    from pathlib import Path
+
+    from fsbill.esl import LazyHeaders, channel_from, parse_header_lines
+
+    # captured from FreeSWITCH 1.10.12 (a sipp call through mod_sofia; shared/fs-wire/frames)
+    raw = (Path(__file__).parent / "data" / "connect_reply_sofia_sipp.txt").read_bytes()
+    frame = read_frame(io.BufferedReader(io.BytesIO(raw)), 1 << 20)
+    assert isinstance(frame.headers, LazyHeaders)
+    lines = [line for line in raw.decode().split("\n") if line]
+    full = parse_header_lines(lines, decode_values=True)
+    assert dict(frame.headers) == full
+    assert channel_from(frame.headers) == channel_from(full)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_tokens(*"%0aAfFgZ /+x", "%C3%A9", "%e2%82", "\u00e9", "%%", "%0A", max_size=30))
+def test_url_decode_is_unquote(value):
+    from urllib.parse import unquote
+
+    from fsbill.esl import url_decode
+
+    assert url_decode(value) == unquote(value)
