@@ -181,7 +181,7 @@ def test_sqlite_waits_for_another_writer_without_stopping_the_hub(sqlite_store):
         helpers = [gevent.spawn(ticker), gevent.spawn(release_later)]
         waiting.get(timeout=20)
         gevent.joinall(helpers, timeout=5, raise_error=True)
-        assert ticks_at_release and ticks_at_release[0] >= 10, "the hub stood still while SQLite waited"
+        assert ticks_at_release and ticks_at_release[0] >= 3, "the hub stood still while SQLite waited"
         assert ledger.get_account(store, "A").balance == Money(10_000)
     finally:
         other.close()
