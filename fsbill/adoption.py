@@ -5,7 +5,8 @@ node looks for live calls nobody is enforcing (fsbill.db.adoption.orphans), asks
 whether the channel is still up, and if it is, claims it in the database (one process wins)
 and follows it over the inbound connection exactly as its outbound socket did: the same
 heartbeat debits, extensions, warnings, and the settlement from its own
-CHANNEL_HANGUP_COMPLETE (fsbill.enforcer.CallRun, with a FollowedSession for a session).
+CHANNEL_HANGUP_COMPLETE (the call's own machine, entered by fsbill.core.lifecycle.adopt, with a FollowedSession
+for a session).
 
 The filter is set *before* asking whether the channel exists, so a hang-up in between is
 never missed: either the channel is there and its end will come, or it is gone and its
@@ -17,17 +18,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 
 import gevent
 import gevent.lock
 
 from fsbill.config import SwitchConfig
-from fsbill.core.call import Payer, result_of
+from fsbill.core.call import result_of
 from fsbill.core.grant import US
 from fsbill.db import adoption as dbadoption
 from fsbill.db import recovery as dbrecovery
-from fsbill.enforcer import Accepted, CallRun, Enforcer
+from fsbill.enforcer import Enforcer
 from fsbill.errors import DatabaseUnavailable, FsbillError
 from fsbill.esl import HangupComplete
 from fsbill.esl.inbound import FollowedSession, SwitchConnection, SwitchUnavailable
@@ -127,7 +127,6 @@ class Adopter:
 
     def _try(self, orphan: dbadoption.Orphan) -> bool:
         e = self.e
-        leg = (orphan.uuid, orphan.visit)
         for conn in self.switches.connections:
             if not conn.up:
                 continue
@@ -151,8 +150,6 @@ class Adopter:
                 return False  # another process took it first
             if state is not None:
                 session.session_data = state.headers
-            e.released.discard(leg)
-            e.following.add(leg)
             self.adopted += 1
             e.metrics.adopted.inc()
             log_event(
@@ -165,7 +162,14 @@ class Adopter:
                 from_instance=orphan.instance,
                 answered=state.answered_us if state else None,
             )
-            g = gevent.spawn(self._follow, session, taken, state.answered_us if state else None, ended)
+            g = gevent.spawn(
+                self._follow,
+                session,
+                taken,
+                state.answered_us if state else None,
+                state.bridged_us if state else None,
+                ended,
+            )
             self.greenlets.add(g)
             g.link(self.greenlets.discard)
             return True
@@ -198,58 +202,18 @@ class Adopter:
         session: FollowedSession,
         taken: dbadoption.Adopted,
         answered_us: int | None,
+        bridged_us: int | None,
         ended: HangupComplete | None,
     ) -> None:
-        e = self.e
-        call = taken.call
-        # The ignore below: FollowedSession carries the EslSession verbs an adopted call uses; not
-        # subscribe (expect_ok_many), which is never sent for it: its events come by follow.
-        run = CallRun(e, session)  # type: ignore[arg-type]  # the channel as the switch dumped it
-        # Its cut-off is already inside FreeSWITCH (armed on answer by the process that took
-        # the call): an answer seen from here must not arm another one.
-        run.channel = replace(run.channel, answered_us=None, caller=taken.caller or run.channel.caller)
-        run.accepted = Accepted(
-            taken.account, Payer("code", taken.account.code, "adopted"), taken.destination, "", True
-        )
-        run.call = call
-        leg = (call.uuid, call.visit)
-        e.metrics.live_calls.inc()
-        run.hold_changed(call.held)
         try:
-            if ended is not None:
-                run.finish(ended)
-                return
-            if call.answered_us is None and answered_us is not None:
-                run.on_answer(answered_us)  # answered while nobody watched
-            elif call.answered_us is not None and call.cutoff_us is not None:
-                self._rearm(run)
-                # At once, not a heartbeat later: the debits the old process missed, the
-                # extension it may have been about to make, the warning of a final grant.
-                run.heartbeat()
-            run.follow()
+            self.e.adopt(session, taken, answered_us=answered_us, bridged_us=bridged_us, ended=ended)
         except Exception:
-            log.exception("following adopted call %s failed", call.uuid)
+            log.exception("following adopted call %s failed", taken.call.uuid)
         finally:
-            e.following.discard(leg)
-            e.metrics.live_calls.dec()
             try:
                 session.close()
             except FsbillError:
                 pass
-
-    def _rearm(self, run: CallRun) -> None:
-        """The cut-off of the call's grant, scheduled again so that this process knows what
-        FreeSWITCH holds (whether the old one had scheduled a warning is unknown: the heartbeat
-        that follows schedules it afresh if the grant is final, so it plays once). Only while
-        the cut-off is still ahead: FreeSWITCH takes an absolute time in the past as relative."""
-        call = run.call
-        if call is None or call.cutoff_us is None or call.cutoff_us <= self.e.clock.now_us() + US:
-            return
-        try:
-            run.control.move_cutoff(call.cutoff_us, now_us=self.e.clock.now_us())
-            run.call = replace(call, warned=False)
-        except (SwitchUnavailable, FsbillError) as exc:
-            log_event(log, "rearm_failed", uuid=call.uuid, error=str(exc))
 
     def stop(self) -> None:
         for g in list(self.greenlets):

@@ -23,6 +23,7 @@ from fsbill.config import Settings
 from fsbill.core.call import Payer
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, normalize_number
+from fsbill.core.records import RejectionRecord
 from fsbill.db import Store
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import DeckCache
@@ -42,7 +43,7 @@ class _Settlement:
 
 @dataclass(frozen=True)
 class _Rejection:
-    cdr: dict[str, object]
+    record: RejectionRecord
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ class PendingWrites:
     def add_settlement(self, call_end: dbcalls.CallEnd, currency: str, held: Money) -> None:
         self._add(_Settlement(call_end, currency, held))
 
-    def add_rejection(self, cdr: dict[str, object]) -> None:
-        self._add(_Rejection(cdr))
+    def add_rejection(self, record: RejectionRecord) -> None:
+        self._add(_Rejection(record))
 
     def add_unreserved(self, payer: Payer, destination: str, call_end: dbcalls.CallEnd) -> None:
         self._add(_Unreserved(payer, destination, call_end))
@@ -90,7 +91,7 @@ class PendingWrites:
                     if cdr is not None and cdr.result == "recovered":
                         cdr = None  # a reaper settled it first, and counted it
                 elif isinstance(item, _Rejection):
-                    cdr = dbcalls.write_rejection(self.store, now_us=self.clock.now_us(), **item.cdr)  # type: ignore[arg-type]
+                    cdr = dbcalls.write_rejection(self.store, item.record, self.clock.now_us())
                 else:
                     cdr = dbcalls.settle_unreserved(
                         self.store,

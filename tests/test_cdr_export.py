@@ -1,6 +1,7 @@
 """`fsbill cdr export` reads CDRs a page at a time (bounded memory, short reads): the pages add
 up to exactly the rows and order of one query, ties on the start time included."""
 
+from fsbill.core.records import RejectionRecord
 from fsbill.db import calls as dbcalls
 from fsbill.db import ledger
 from fsbill.db.cdr_export import iter_cdrs
@@ -12,15 +13,18 @@ def test_pages_add_up_to_the_whole_export_in_order(store):
     for i in range(11):
         dbcalls.write_rejection(
             store,
-            uuid=f"u-{i:02d}",
-            account_code="acme" if i % 2 else "",
-            node="n",
-            caller="1555",
-            destination="49",
-            currency="EUR",
-            start_us=1_000_000 * (i // 3),  # three CDRs share each start: the id breaks the tie
+            RejectionRecord(
+                uuid=f"u-{i:02d}",
+                account_code="acme" if i % 2 else "",
+                node="n",
+                caller="1555",
+                destination="49",
+                currency="EUR",
+                start_us=1_000_000 * (i // 3),  # three CDRs share each start: the id breaks the tie
+                reason="no_rate",
+                hangup_cause="",
+            ),
             now_us=5,
-            reason="no_rate",
         )
     whole = [c.uuid for c in dbcalls.cdrs(store)]
     assert len(whole) == 11

@@ -64,6 +64,9 @@ class Channel:
     variables: Mapping[str, str] = field(default_factory=dict)
     caller_id_name: str = ""  # FreeSWITCH's caller_id_name, for the CDR
     context: str = ""  # the dialplan context the call was routed in, for the CDR
+    # the channel's transfers so far (a re-entered channel's earlier visits): a transfer out of
+    # this visit's bridge shows as an entry not in here (fsbill.core.lifecycle.transferred)
+    transfer_history: tuple[str, ...] = ()
 
     def var(self, name: str) -> str:
         value = self.variables.get(name, "")
@@ -270,13 +273,19 @@ def warning_instant_us(cutoff_us: int, warning_s: int, now_us: int) -> int | Non
     return at if at < cutoff_us else None
 
 
-def answer(call: LiveCall, answered_us: int, policy: GrantPolicy) -> LiveCall:
-    """Billing starts: the cut-off instant is fixed from this moment and the grant."""
+def answer(call: LiveCall, answered_us: int, policy: GrantPolicy, cutoff_in_switch: bool = False) -> LiveCall:
+    """Billing starts: the cut-off instant is fixed from this moment and the grant.
+
+    `cutoff_in_switch`: FreeSWITCH already holds the cut-off relative to this answer (it armed
+    it itself on answer), so the hold ends with it, not at the take-time bound (ring allowance
+    plus grant) that covered a call that might ring for long. Otherwise the bound stands until
+    FreeSWITCH acknowledges the cut-off at its real instant."""
+    deadline = hold_deadline_us(answered_us, call.granted_s)
     return replace(
         call,
         answered_us=answered_us,
         cutoff_us=cutoff_instant_us(answered_us, call.granted_s, policy.margin_s),
-        hold_until_us=max(call.hold_until_us, hold_deadline_us(answered_us, call.granted_s)),
+        hold_until_us=deadline if cutoff_in_switch else max(call.hold_until_us, deadline),
     )
 
 

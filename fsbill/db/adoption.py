@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fsbill.core.call import LiveCall
-from fsbill.db.calls import PayerAccount, _live_call
+from fsbill.core.records import PayerAccount
+from fsbill.db.calls import _live_call
 from fsbill.db.connection import Store
 from fsbill.db.statements import ACCOUNT_COLUMNS, LIVE_CALL_COLUMNS, one
 

@@ -21,23 +21,15 @@ from fsbill.core.call import recovered as recovered_charge
 from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.rating import Rate
+from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
 from fsbill.core.routing import Attempt
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
 from fsbill.db.rows import DbRow, rate_columns
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
-from fsbill.db.vendors import BridgeOutcome, Leg, settle_vendors, take_channels
+from fsbill.db.vendors import settle_vendors, take_channels
 from fsbill.instant import iso
-
-
-@dataclass(frozen=True)
-class PayerAccount:
-    id: int
-    code: str
-    tariff_id: int
-    currency: str
-    status: str
 
 
 @dataclass(frozen=True)
@@ -399,21 +391,6 @@ def heartbeat(
 
 
 # -- the end of a call --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CallEnd:
-    uuid: str
-    visit: int  # 0 for a call that was never reserved (its visit is numbered when it is written)
-    answered_us: int | None  # billing window start (FreeSWITCH's answer uepoch)
-    end_us: int | None  # billing window end
-    start_us: int
-    billsec: int
-    hangup_cause: str
-    result: str
-    now_us: int
-    bridge: BridgeOutcome | None = None  # what FreeSWITCH reported about a least-cost bridge
-    bleg_uuid: str = ""  # the B leg FreeSWITCH bridged this call to (last_bridge_to), "" if none
-
-
 # -- CDR columns, by where they come from ----------------------------------------------------------------
 def _end_fields(end: CallEnd) -> dict[str, Any]:
     """What FreeSWITCH told of the call's end (and when fsbill wrote it down)."""
@@ -549,47 +526,30 @@ def record_recovery(store: Store, lc: DbRow, now_us: int) -> None:
     )
 
 
-def write_rejection(
-    store: Store,
-    *,
-    uuid: str,
-    account_code: str,
-    node: str,
-    caller: str,
-    destination: str,
-    currency: str,
-    start_us: int,
-    now_us: int,
-    reason: str,
-    hangup_cause: str = "",
-    balance: Money | None = None,
-    result: str = "rejected",
-    accountcode: str = "",
-    caller_id_name: str = "",
-    context: str = "",
-) -> CdrView | None:
+def write_rejection(store: Store, rejection: RejectionRecord, now_us: int, result: str = "rejected") -> CdrView | None:
     """A CDR with cost 0 for a refused call: the channel's next visit (unique per uuid and visit)."""
     m = store.models
     try:
         with store.transaction() as db:
+            r = rejection
             row = m.Cdr.create(
-                uuid=uuid,
-                visit=_next_visit(db, store.sql, uuid),
-                account_code=account_code,
-                node=node,
-                caller=caller[:255],
-                destination=destination[:255],
-                currency=currency,
-                start_us=start_us,
+                uuid=r.uuid,
+                visit=_next_visit(db, store.sql, r.uuid),
+                account_code=r.account_code,
+                node=r.node,
+                caller=r.caller[:255],
+                destination=r.destination[:255],
+                currency=r.currency,
+                start_us=r.start_us,
                 result=result,
-                reason=reason,
-                hangup_cause=hangup_cause,
+                reason=r.reason,
+                hangup_cause=r.hangup_cause,
                 created_us=now_us,
-                balance_before_micros=None if balance is None else balance.micros,
-                balance_after_micros=None if balance is None else balance.micros,
-                accountcode=accountcode[:255],
-                caller_id_name=caller_id_name[:255],
-                context=context[:255],
+                balance_before_micros=None if r.balance is None else r.balance.micros,
+                balance_after_micros=None if r.balance is None else r.balance.micros,
+                accountcode=r.accountcode[:255],
+                caller_id_name=r.caller_id_name[:255],
+                context=r.context[:255],
             )
             return _cdr_view(row)
     except peewee.IntegrityError:

@@ -26,6 +26,7 @@ import peewee
 
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.rating import Rate
+from fsbill.core.records import BridgeOutcome, Leg
 from fsbill.core.routing import Attempt, Option, VendorCost, vendor_cost
 from fsbill.core.routing import Vendor as RoutingVendor
 from fsbill.core.routing import attempts as attempts_of
@@ -244,17 +245,6 @@ def rates_from_decks(decks: dbrates.DeckCache, vendors: Sequence[VendorView], nu
 
 
 # -- channels, inside the caller's transaction ---------------------------------------------------------
-@dataclass(frozen=True)
-class Leg:
-    """One vendor in a call's failover bridge."""
-
-    vendor_id: int
-    vendor: str
-    leg_uuid: str  # the B leg's uuid, given to FreeSWITCH as origination_uuid
-    dial_string: str
-    rate: Rate
-
-
 def legs_for(options: Sequence[Option], by_name: dict[str, VendorView], rates: dict[int, Rate | None]) -> list[Leg]:
     legs = []
     for o in options:
@@ -353,14 +343,6 @@ def keep_carrier(store: Store, call_uuid: str, visit: int, answered_leg: str) ->
         _release(store, [r for r in rows if r.leg_uuid != answered_leg])
         m.LiveCallVendor.update(answered=CARRIER).where(m.LiveCallVendor.id == carrier[0].id).execute()
         return m.Vendor.get_by_id(carrier[0].vendor_id).name
-
-
-@dataclass(frozen=True)
-class BridgeOutcome:
-    """What FreeSWITCH reported about the bridge, translated by the ESL adapter."""
-
-    answered_leg: str = ""  # last_bridge_to: the B leg's uuid
-    leg_causes: tuple[tuple[str, str], ...] = ()  # originate_causes: (leg uuid, cause) in order
 
 
 def settle_vendors(

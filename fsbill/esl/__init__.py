@@ -39,6 +39,18 @@ from greenswitch.esl import NotConnectedError, OutboundESLServer, OutboundSessio
 
 from fsbill.config import Cutoff, Rejection
 from fsbill.core.call import READ_VARIABLES, Channel, CutoffMark
+from fsbill.core.events import (
+    Answered,
+    Bridged,
+    BridgeEnded,
+    CallEvent,
+    Disconnected,
+    ExecuteComplete,
+    HangupComplete,
+    Hungup,
+    SocketClosed,
+    Unbridged,
+)
 from fsbill.core.grant import US
 from fsbill.errors import FsbillError, ProtocolError
 from fsbill.sockets import close_socket, listening_socket
@@ -60,92 +72,7 @@ _TRANSLATED = frozenset(
 _SPACE = re.compile(r"\s")  # the same characters as str.isspace()
 
 
-# -- typed events (what the enforcer consumes) ----------------------------------------------
-@dataclass(frozen=True)
-class Answered:
-    at_us: int
-
-
-@dataclass(frozen=True)
-class Bridged:
-    at_us: int
-    peer_uuid: str = ""  # the B leg FreeSWITCH bridged (Bridge-B-Unique-ID)
-
-
-@dataclass(frozen=True)
-class Unbridged:
-    at_us: int
-
-
-@dataclass(frozen=True)
-class Hungup:
-    cause: str
-    at_us: int
-
-
-@dataclass(frozen=True)
-class HangupComplete:
-    cause: str
-    start_us: int
-    answered_us: int | None
-    end_us: int | None
-    billsec: int
-    destination: str  # where the channel was when it ended (the cut-off extension after a transfer)
-    # What FreeSWITCH reports about the bridge (switch_ivr_bridge.c, switch_ivr_originate.c):
-    bridged_to: str = ""  # last_bridge_to: uuid of the B leg that was bridged, "" if none
-    bridge_channel: str = ""  # bridge_channel: that leg's channel name
-    leg_causes: tuple[tuple[str, str], ...] = ()  # originate_causes: (B leg uuid, cause) per leg tried
-
-
-@dataclass(frozen=True)
-class ExecuteComplete:
-    application: str
-    data: str
-    response: str
-    disposition: str  # originate_disposition / bridge failure cause when the app was bridge
-    at_us: int
-
-
-@dataclass(frozen=True)
-class BridgeEnded:
-    """The `bridge` application returned: the B leg never answered (`failure_cause` says why)
-    or the bridge ended after talking (`failure_cause` is empty). `transferred`: it ended
-    because the channel was transferred out of it (a transfer cut-off, or any transfer):
-    switch_ivr_session_transfer (switch_ivr.c) hangs the B leg up with BLIND_TRANSFER and the
-    caller moves on in the dialplan; the socket stays connected."""
-
-    failure_cause: str
-    at_us: int
-    transferred: bool = False
-    bridged_to: str = ""  # as HangupComplete's: last_bridge_to
-    leg_causes: tuple[tuple[str, str], ...] = ()  # as HangupComplete's: originate_causes
-
-
-@dataclass(frozen=True)
-class Disconnected:
-    """FreeSWITCH's disconnect notice. With linger the final events still follow."""
-
-    linger: bool
-
-
-@dataclass(frozen=True)
-class SocketClosed:
-    reason: str
-
-
-CallEvent = (
-    Answered
-    | Bridged
-    | Unbridged
-    | Hungup
-    | HangupComplete
-    | ExecuteComplete
-    | BridgeEnded
-    | Disconnected
-    | SocketClosed
-)
-
-
+# -- typed events: defined in the core (fsbill.core.events), made here from FreeSWITCH's frames --------
 # -- framing ---------------------------------------------------------------------------------------
 @dataclass
 class Frame:
@@ -372,6 +299,7 @@ EVENT_FIELDS = (
     "variable_last_bridge_to",
     "variable_bridge_channel",
     "variable_originate_causes",
+    "variable_transfer_history",
 )
 
 
@@ -422,7 +350,13 @@ def translate_event(headers: Mapping[str, str] | EventFields) -> CallEvent | Non
     if name == "CHANNEL_BRIDGE":
         return Bridged(_us(headers.get("Caller-Channel-Bridged-Time", "")) or at, headers.get("Bridge-B-Unique-ID", ""))
     if name == "CHANNEL_UNBRIDGE":
-        return Unbridged(at)
+        # After a transfer out of the bridge, the unbridge already names where the caller went
+        # (fs-wire/transfer-cutoff.txt): the new destination and a new transfer_history entry.
+        return Unbridged(
+            at,
+            headers.get("Caller-Destination-Number", ""),
+            transfer_history_of(headers.get("variable_transfer_history", "")),
+        )
     if name == "CHANNEL_HANGUP":
         return Hungup(headers.get("Hangup-Cause", ""), at)
     if name == "CHANNEL_HANGUP_COMPLETE":
@@ -448,11 +382,15 @@ def translate_event(headers: Mapping[str, str] | EventFields) -> CallEvent | Non
                 or headers.get("variable_bridge_hangup_cause", "")
                 or headers.get("variable_last_bridge_hangup_cause", "")
             )
-            # mod_dptools sets originate_disposition to SUCCESS/ANSWER when the B leg answered
+            # mod_dptools sets originate_disposition to SUCCESS/ANSWER when the B leg answered.
+            # A transfer out of the bridge is told by where the channel went, not by the B
+            # leg's cause: FreeSWITCH gives BLIND_TRANSFER only to a signal bridge's peer, the
+            # `bridge` application's ends NORMAL_CLEARING (fs-wire/transfer-cutoff.txt).
             return BridgeEnded(
                 "" if cause in ("", "SUCCESS", "_undef_", "ANSWER") else cause,
                 at,
-                transferred=headers.get("variable_bridge_hangup_cause", "") == "BLIND_TRANSFER",
+                destination=headers.get("Caller-Destination-Number", ""),
+                transfer_history=transfer_history_of(headers.get("variable_transfer_history", "")),
                 bridged_to=_defined(headers.get("variable_last_bridge_to", "")),
                 leg_causes=originate_causes(headers.get("variable_originate_causes", "")),
             )
@@ -470,6 +408,17 @@ def translate_event(headers: Mapping[str, str] | EventFields) -> CallEvent | Non
 
 def _defined(value: str) -> str:
     return "" if value == "_undef_" else value
+
+
+def transfer_history_of(value: str) -> tuple[str, ...]:
+    """`transfer_history` as its entries (`<epoch>:<uuid>:bl_xfer:<ext>/<context>/<dialplan>`),
+    oldest first; several transfers make it an array, serialized "ARRAY::<v1>|:<v2>"
+    (switch_event.c)."""
+    value = _defined(value)
+    if not value:
+        return ()
+    items = value[len("ARRAY::") :].split("|:") if value.startswith("ARRAY::") else [value]
+    return tuple(item for item in items if item)
 
 
 def originate_causes(value: str) -> tuple[tuple[str, str], ...]:
@@ -529,6 +478,7 @@ def channel_from(headers: Mapping[str, str]) -> Channel:
         # switch_caller.c switch_caller_profile_event_set_data: the caller profile (each header only when set)
         caller_id_name=headers.get("Caller-Caller-ID-Name", "") or headers.get("Channel-Caller-ID-Name", ""),
         context=headers.get("Caller-Context", "") or headers.get("Channel-Context", ""),
+        transfer_history=transfer_history_of(headers.get("variable_transfer_history", "")),
     )
 
 
@@ -858,15 +808,17 @@ class CallControl:
             assignments.append(f"execute_on_answer_fsbill_warning={wapp} {warg}")
         self.session.execute("multiset", multiset_arg(assignments))
 
-    def move_cutoff(self, cutoff_us: int, warning_us: int | None = None, *, now_us: int, replace: bool = True) -> None:
+    def move_cutoff(self, cutoff_us: int, warning_us: int | None = None, *, now_us: int, replace: bool = True) -> bool:
         """Move the cut-off (and the warning) to their instants. `replace`: first delete every
         task of the call (the old cut-off and any warning): several sched_hangups stack and the
-        earliest fires. One write; FreeSWITCH runs the commands back to back."""
+        earliest fires. One write; FreeSWITCH runs the commands back to back. True when
+        FreeSWITCH took the new cut-off (its reply is `+OK`, fs-wire/extend.txt)."""
         commands = [f"sched_del {self.uuid}"] if replace else []
         commands.append(cutoff_api(self.cutoff, self.uuid, _when(cutoff_us, now_us)))
         if warning_us is not None:
             commands.append(warning_api(self.cutoff, self.uuid, _when(warning_us, now_us)))
-        self.session.api(*commands)
+        replies = self.session.api(*commands)
+        return replies[1 if replace else 0].startswith("+OK")
 
     def warn_at(self, warning_us: int, *, now_us: int) -> None:
         self.session.api(warning_api(self.cutoff, self.uuid, _when(warning_us, now_us)))

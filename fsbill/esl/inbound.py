@@ -40,6 +40,7 @@ log = logging.getLogger("fsbill.switch")
 # What a followed call's enforcement reads (the same events its outbound socket delivered).
 FOLLOWED_EVENTS = (
     "CHANNEL_ANSWER",
+    "CHANNEL_BRIDGE",  # an adopted pre-answered call's billing starts when its bridge comes up
     "CHANNEL_UNBRIDGE",
     "CHANNEL_HANGUP",
     "CHANNEL_HANGUP_COMPLETE",
