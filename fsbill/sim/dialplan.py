@@ -2,9 +2,12 @@
 the extension it was transferred to.
 
 - A transfer (`transfer`, `sched_transfer`, `uuid_transfer`) is switch_ivr.c
-  switch_ivr_session_transfer: a new caller profile (Caller-Profile-Index + 1, Transfer-Source,
-  the new destination / dialplan / context), CF_TRANSFER, the state goes back to CS_ROUTING
-  and then CS_EXECUTE with the new extension's actions. The socket app's park loop returns
+  switch_ivr_session_transfer (`_session_transfer`): at that instant a new caller profile
+  (Caller-Profile-Index + 1, Transfer-Source, RDNIS, the new destination / dialplan /
+  context), a transfer_history entry, CF_TRANSFER; so the events that follow (CHANNEL_UNBRIDGE,
+  the bridge's and the socket's CHANNEL_EXECUTE_COMPLETE) already carry them
+  (fs-wire/transfer-cutoff.txt). The session thread then goes to CS_ROUTING and CS_EXECUTE
+  with the new extension's actions (`_enter_transfer_target`). The socket app's park loop returns
   (switch_ivr_park leaves on CF_TRANSFER), the bridge it was running breaks, but the
   listener thread is untouched: the outbound socket stays connected, keeps getting the
   channel's events and can still send commands (a `hangup` then ends the new extension).
