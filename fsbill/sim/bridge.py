@@ -4,12 +4,13 @@ switch_ivr_multi_threaded_bridge (CHANNEL_BRIDGE, the two legs talk, CHANNEL_UNB
 either side ends it).
 
 What switch_ivr_originate leaves on the A leg, as it sets it:
-- at the start, unless `preserve_originated_vars`: `originated_legs` and `originate_causes`
-  cleared;
-- for every B channel it created: `originated_legs` pushed (`uuid;callee_id_name;
-  callee_id_number`) and, when its `|` attempt ends, `originate_causes` pushed
-  (`uuid;CAUSE`, NONE for the leg that answered). Pushed values make an array, serialized
-  `ARRAY::a|:b` (switch_event.c) once there are two;
+- at the start: `originate_disposition` failure, `DIALSTATUS` INVALIDARGS (seen during the
+  ringing in every capture). `originated_legs` and `originate_causes` are *not* cleared: a
+  channel's second bridge appends to the first's (fs-wire/re-entry-visit1.txt);
+- for every B channel it created, when its `|` attempt ends: `originated_legs` pushed
+  (`uuid;callee_id_name;callee_id_number`) and `originate_causes` pushed (`uuid;CAUSE`,
+  NONE for the leg that answered). Pushed values make an array, serialized `ARRAY::a|:b`
+  (switch_event.c) once there are two;
 - after each attempt: `originate_disposition` = switch_channel_cause2str(cause) (SUCCESS when
   one answered) and `DIALSTATUS` (CANCEL / BUSY / NOANSWER / INVALIDARGS / DONTCALL, else the
   cause name);
@@ -96,9 +97,9 @@ class Bridge(SessionState):
         spec = self.spec
         targets = bridge_targets(arg)
         variables = leg_variables(arg)
-        if self.variables.get("preserve_originated_vars", "").lower() not in ("true", "yes", "on", "1"):
-            self._setvar("originated_legs", None)
-            self._setvar("originate_causes", None)
+        # switch_ivr_originate's starting values (every capture shows them during the ringing)
+        self._setvar("originate_disposition", "failure")
+        self._setvar("DIALSTATUS", "INVALIDARGS")
         self.signals = []
         self.in_bridge = True
         try:
@@ -127,13 +128,17 @@ class Bridge(SessionState):
         `leg_fail_after_s` (a failover leg), or behaves as the CallSpec's B leg."""
         spec = self.spec
         gw = target.split("/")[2] if target.startswith("sofia/gateway/") and target.count("/") >= 3 else ""
-        dest = target.rsplit("/", 1)[-1] if "/" in target else target
+        dest = callee = target.rsplit("/", 1)[-1] if "/" in target else target
+        parts = target.split("/")
+        if parts[0] == "loopback" and len(parts) >= 2:  # loopback/<exten>[/<context>]: its callee is the context
+            dest, callee = parts[1], parts[2] if len(parts) > 2 else "default"
         # origination_uuid: the new channel takes this uuid
         # (switch_core_session.c switch_core_session_outgoing_channel)
         b_uuid = (leg_vars or {}).get("origination_uuid") or str(uuidlib.uuid4())
         self.bridge_legs = {
             "uuid": b_uuid,
             "destination": dest,
+            "callee": callee,
             "channel_name": leg_channel_name(target, self.switch.gateway_profiles.get(gw, "external")),
             "created_us": self.clock.now_us(),
             "answered_us": 0,
@@ -141,7 +146,6 @@ class Bridge(SessionState):
             "target": target,
         }
         legs = self.bridge_legs
-        self._push_var("originated_legs", f"{b_uuid};Outbound Call;{dest}")
         self.signals = [s for s in self.signals if s["kind"] not in ("b_answer", "b_fail")]
         if fail_cause is not None:
             self._timer(spec.leg_fail_after_s, {"kind": "b_fail", "cause": fail_cause})
@@ -151,20 +155,25 @@ class Bridge(SessionState):
             delay = spec.answer_after_s if spec.answer_after_s is not None else spec.ring_s
             self._timer(delay, {"kind": "b_fail", "cause": str2cause(spec.fail_cause or "NO_ANSWER")})
         gevent.sleep(0)
-        if fail_cause is None and not self.answered_us:
-            # ringing or early media from the B leg, passed to the A leg
+        if (fail_cause is None or spec.failover_early_media) and not self.answered_us:
+            # ringing or early media from the B leg, passed to the A leg (marked once:
+            # switch_channel_perform_mark_pre_answered / _ring_ready do nothing the second time)
             if spec.early_media:
-                self.progress_media_us = self.progress_media_us or self.clock.now_us()
+                if not self.progress_media_us:
+                    self.progress_media_us = self.clock.now_us()
+                    self.answer_state = "early"
+                    self._setvar("endpoint_disposition", "EARLY MEDIA")
+                    self.fire("CHANNEL_PROGRESS_MEDIA")
                 legs["progress_media_us"] = self.progress_media_us
-                self.answer_state = "early"
-                self._setvar("endpoint_disposition", "EARLY MEDIA")
-                self.fire("CHANNEL_PROGRESS_MEDIA")
-            else:
-                self.progress_us = self.progress_us or self.clock.now_us()
+            elif not self.progress_us:
+                self.progress_us = self.clock.now_us()
                 self.fire("CHANNEL_PROGRESS")
             self.call_state = "EARLY" if spec.early_media else "RINGING"
         outcome = self._wait_signal(("b_answer", "b_fail"))
         assert outcome is not None  # only pending_breaks returns None
+        # the A leg learns of the B channel when its attempt ends (no originated_legs entry
+        # during the ringing in any capture)
+        self._push_var("originated_legs", f"{b_uuid};Outbound Call;{callee}")
         if outcome["kind"] == "b_fail":
             cause = outcome["cause"]
             self.rec.bridge_failed = cause
@@ -185,11 +194,12 @@ class Bridge(SessionState):
         assert legs is not None
         b_uuid = legs["uuid"]
         self._answer()
-        self.bridged_us = self.clock.now_us()
+        self.bridged_us = bridged_at = self.clock.now_us()
         self.rec.bridged_us = self.rec.bridged_us or self.bridged_us
         self.rec.bridged_to = legs["target"]
         self.call_state = "ACTIVE"
         self.was_bridged = True
+        self.originatee = True
         self._setvar("originate_disposition", "SUCCESS")
         self._setvar("DIALSTATUS", "SUCCESS")
         self._push_var("originate_causes", f"{b_uuid};NONE")
@@ -202,7 +212,7 @@ class Bridge(SessionState):
         self._setvar("bridge_channel", legs["channel_name"])
         self._setvar("bridge_uuid", b_uuid)
         self._setvar("last_sent_callee_id_name", "Outbound Call")
-        self._setvar("last_sent_callee_id_number", legs["destination"])
+        self._setvar("last_sent_callee_id_number", legs["callee"])
         if spec.talk_s is not None:
             # the caller talks talk_s from the answer; from the bridge if an IVR answered
             start = self.bridged_us if spec.answered_before_s is not None else self.answered_us
@@ -225,25 +235,26 @@ class Bridge(SessionState):
                     continue
                 msg = self._wait_signal(("b_hangup",), pending_breaks=True)
                 if msg is not None and msg["kind"] == "b_hangup":
-                    self._unbridge("NORMAL_CLEARING")
+                    self._unbridge("NORMAL_CLEARING", bridged_at)
                     return
         except _Hangup:
             # the A leg hung up: the bridge thread notices a moment later
             self._pause_real(self.switch.bridge_teardown_s)
-            self._unbridge("NORMAL_CLEARING")
+            self._unbridge("NORMAL_CLEARING", bridged_at)
             raise
         except _Transfer:
-            # switch_ivr_session_transfer: hangup_after_bridge=false on the caller, the B leg
-            # hung up with BLIND_TRANSFER, then the bridge breaks
-            self._setvar("hangup_after_bridge", "false")
-            self._unbridge("BLIND_TRANSFER")
+            # transferred (switch_ivr_session_transfer already put the new caller profile in
+            # place) or reset by `resume`: the bridge breaks; the B leg of the `bridge`
+            # application's bridge ends NORMAL_CLEARING (fs-wire/transfer-cutoff.txt)
+            self._unbridge("NORMAL_CLEARING", bridged_at, transferred=self.transfer_target is not None)
             raise
 
-    def _unbridge(self, b_cause: str) -> None:
+    def _unbridge(self, b_cause: str, bridged_at: int, transferred: bool = False) -> None:
         now = self._now()
         self.rec.unbridged_us = self.rec.unbridged_us or now
-        self.rec.unbridges.append((self.bridged_us, now))
-        self._setvar("last_bridge_role", self.variables.get("last_bridge_role") or "originator")
+        self.rec.unbridges.append((bridged_at, now))
+        if not transferred:  # not on a transferred channel (fs-wire/transfer-cutoff.txt)
+            self._setvar("last_bridge_role", self.variables.get("last_bridge_role") or "originator")
         self._setvar("bridge_hangup_cause", b_cause)
         self._setvar("bridge_to", None)
         self.fire(

@@ -2,9 +2,12 @@
 the extension it was transferred to.
 
 - A transfer (`transfer`, `sched_transfer`, `uuid_transfer`) is switch_ivr.c
-  switch_ivr_session_transfer: a new caller profile (Caller-Profile-Index + 1, Transfer-Source,
-  the new destination / dialplan / context), CF_TRANSFER, the state goes back to CS_ROUTING
-  and then CS_EXECUTE with the new extension's actions. The socket app's park loop returns
+  switch_ivr_session_transfer (`_session_transfer`): at that instant a new caller profile
+  (Caller-Profile-Index + 1, Transfer-Source, RDNIS, the new destination / dialplan /
+  context), a transfer_history entry, CF_TRANSFER; so the events that follow (CHANNEL_UNBRIDGE,
+  the bridge's and the socket's CHANNEL_EXECUTE_COMPLETE) already carry them
+  (fs-wire/transfer-cutoff.txt). The session thread then goes to CS_ROUTING and CS_EXECUTE
+  with the new extension's actions (`_enter_transfer_target`). The socket app's park loop returns
   (switch_ivr_park leaves on CF_TRANSFER), the bridge it was running breaks, but the
   listener thread is untouched: the outbound socket stays connected, keeps getting the
   channel's events and can still send commands (a `hangup` then ends the new extension).
@@ -19,6 +22,8 @@ the extension it was transferred to.
 """
 
 from __future__ import annotations
+
+import uuid as uuidlib
 
 from fsbill.sim.channel import STATE_NUMBER, _Hangup, _Transfer
 from fsbill.sim.state import SessionState
@@ -47,24 +52,55 @@ class DialplanRunner(SessionState):
         if not self.down:
             self._hangup("NORMAL_CLEARING", by)
 
-    def _enter_transfer_target(self) -> list[str] | None:
-        """switch_ivr_session_transfer: the new caller profile, CS_ROUTING, CS_EXECUTE.
-        Returns the target extension's actions (None: the cut-off extension)."""
-        self._pinned_us = None
-        assert self.transfer_target is not None
-        ext, dp, ctx = self.transfer_target
-        self.transfer_target = None
-        self.transfer_us = self.clock.now_us()
-        self.rec.transfers.append((self.transfer_us, ext))
+    def _session_transfer(self, ext: str, dp: str | None, ctx: str | None) -> None:
+        """switch_ivr_session_transfer, at the instant of the transfer (in the thread that
+        asked for it: the scheduler's, the api's, or the channel's own `transfer` app).
+
+        As captured (fs-wire/transfer-cutoff.txt, re-entry-visit1.txt): `max_forwards`
+        counts down (70 on the first transfer), a `transfer_history` entry
+        `<epoch>:<new profile uuid>:bl_xfer:<ext>/<context>/<dialplan>` is pushed and
+        `transfer_source` set to it, and the new caller profile is in place at once
+        (Caller-Destination-Number, Caller-Context, Caller-RDNIS = the old destination,
+        Caller-Transfer-Source, Caller-Profile-Index + 1, its own times: Bridged-Time 0, no
+        originatee so no Other-Leg-*), Channel-State-Number 2 (CS_ROUTING is the next state)
+        while Channel-State stays CS_EXECUTE. So the CHANNEL_UNBRIDGE and the bridge's
+        CHANNEL_EXECUTE_COMPLETE that follow already carry the new destination. The B leg of
+        the `bridge` application's bridge is hung up NORMAL_CLEARING (BLIND_TRANSFER is only
+        for a signal bridge's peer, which the emulator does not build)."""
+        now = self._now()
+        ctx = ctx or self.context
+        dp = dp or "XML"
+        forwards = self.variables.get("max_forwards")
+        self._setvar("max_forwards", str(int(forwards) - 1 if forwards and forwards.lstrip("-").isdigit() else 70))
+        self.rdnis = self.destination
         self.profile_index += 1
-        self.profile_created_us = self.transfer_us
-        self.destination, self.dialplan, self.context = ext, dp or "XML", ctx or self.context
-        source = f"{self.transfer_us // 1_000_000}:{self.uuid}:bl_xfer:{ext}/{self.context}/{self.dialplan}"
+        self.profile_created_us = now
+        self.destination, self.dialplan, self.context = ext, dp, ctx
+        source = f"{now // 1_000_000}:{uuidlib.uuid4()}:bl_xfer:{ext}/{ctx}/{dp}"
+        self.transfer_source = source
         self._push_var("transfer_history", source)
         self._setvar("transfer_source", source)
         self._setvar("signal_bond", None)
-        for state in ("CS_ROUTING", "CS_EXECUTE"):
-            self.state, self.state_number = state, STATE_NUMBER[state]
+        self.bridged_us = 0  # the new profile's times
+        self.originatee = False
+        self.state_number = STATE_NUMBER["CS_ROUTING"]
+        self.transfer_us = now
+        self.rec.transfers.append((now, ext))
+        self.transfer_target = (ext, dp, ctx)
+
+    def _enter_transfer_target(self) -> list[str] | None:
+        """The session thread takes the transfer up once the socket app (or the extension's
+        application) returned: CS_ROUTING (Channel-Call-State RINGING, as captured), then
+        CS_EXECUTE. Returns the target extension's actions (None: the cut-off extension)."""
+        self._pinned_us = None
+        assert self.transfer_target is not None
+        ext, _, _ = self.transfer_target
+        self.transfer_target = None
+        for state, call_state in (
+            ("CS_ROUTING", "RINGING"),
+            ("CS_EXECUTE", "ACTIVE" if self.answered_us else "RINGING"),
+        ):
+            self.state, self.state_number, self.call_state = state, STATE_NUMBER[state], call_state
             self.fire("CHANNEL_STATE", with_vars=False)
             self._state_handlers(state)
         return self._extension(ext)

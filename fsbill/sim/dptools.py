@@ -99,7 +99,7 @@ class DialplanApps(SessionState):
         ext = parts[0]
         dp = parts[1] if len(parts) > 1 else "XML"
         ctx = parts[2] if len(parts) > 2 else self.context
-        self.transfer_target = (ext, dp, ctx)
+        self._session_transfer(ext, dp, ctx)
         self.rec.transferred_to = ext
         self.rec.ended_by = self.rec.ended_by or "transfer"
         raise _Transfer()

@@ -63,15 +63,12 @@ class ChannelEventData(SessionState):
             (f"{prefix}-Unique-ID", self.uuid),
             (f"{prefix}-Source", "mod_sofia"),
         ]
-        if self.profile_index > 1:
-            h.append(
-                (
-                    f"{prefix}-Transfer-Source",
-                    f"{self.transfer_us // 1_000_000}:{self.uuid}:bl_xfer:{self.destination}/{self.context}/{self.dialplan}",
-                )
-            )
+        if self.transfer_source:
+            h.append((f"{prefix}-Transfer-Source", self.transfer_source))
+        h.append((f"{prefix}-Context", self.context))
+        if self.rdnis:
+            h.append((f"{prefix}-RDNIS", self.rdnis))
         h += [
-            (f"{prefix}-Context", self.context),
             (f"{prefix}-Channel-Name", self.channel_name),
             (f"{prefix}-Profile-Index", str(self.profile_index)),
             (f"{prefix}-Profile-Created-Time", str(self.profile_created_us)),
@@ -80,7 +77,7 @@ class ChannelEventData(SessionState):
             (f"{prefix}-Channel-Progress-Time", str(self.progress_us)),
             (f"{prefix}-Channel-Progress-Media-Time", str(self.progress_media_us)),
             (f"{prefix}-Channel-Hangup-Time", str(self.hungup_us if self.report_hangup_time else 0)),
-            (f"{prefix}-Channel-Transfer-Time", str(self.transfer_us)),
+            (f"{prefix}-Channel-Transfer-Time", "0"),  # set on the profile a transfer leaves
             (f"{prefix}-Channel-Resurrect-Time", "0"),
             (f"{prefix}-Channel-Bridged-Time", str(self.bridged_us)),
             (f"{prefix}-Channel-Last-Hold", "0"),
@@ -104,12 +101,13 @@ class ChannelEventData(SessionState):
             ("Other-Leg-Caller-ID-Number", s.caller_id_number),
             ("Other-Leg-Orig-Caller-ID-Number", s.caller_id_number),
             ("Other-Leg-Callee-ID-Name", "Outbound Call"),
-            ("Other-Leg-Callee-ID-Number", b["destination"]),
+            ("Other-Leg-Callee-ID-Number", b["callee"]),
             ("Other-Leg-ANI", s.caller_id_number),
             ("Other-Leg-Destination-Number", b["destination"]),
             ("Other-Leg-Unique-ID", b["uuid"]),
             ("Other-Leg-Source", "mod_sofia"),
             ("Other-Leg-Context", self.context),
+            *([("Other-Leg-RDNIS", self.rdnis)] if self.rdnis else []),  # the B leg's profile is the A's clone
             ("Other-Leg-Channel-Name", b["channel_name"]),
             ("Other-Leg-Profile-Created-Time", str(b["created_us"])),
             ("Other-Leg-Channel-Created-Time", str(b["created_us"])),
@@ -185,7 +183,7 @@ class ChannelEventData(SessionState):
             ("Channel-Write-Codec-Bit-Rate", "64000"),
         ]
         h += self._profile("Caller")
-        if self.was_bridged:
+        if self.originatee:
             h += self._other_leg()
         if with_vars:
             h += [(f"variable_{k}", v) for k, v in self.variables.items()]

@@ -76,8 +76,25 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunne
         self.listeners.append(lis)
         self.listener = lis
         if len(self.listeners) > 1:
+            # the dialplan runs `socket` again (switch_core_session_execute_application):
+            # CHANNEL_EXECUTE reaches the earlier visits' sockets (fs-wire/re-entry-visit1.txt)
             self._socket_app_done = False
             self._socket_app_uuid = str(uuidlib.uuid4())
+            arg = self._socket_arg()
+            self.rec.applications.append(("socket", arg))
+            self._setvar("current_application", "socket")
+            self._setvar("current_application_data", arg)
+            self.fire(
+                "CHANNEL_EXECUTE",
+                post=[
+                    ("Application", "socket"),
+                    ("Application-Data", arg),
+                    ("Application-UUID", self._socket_app_uuid),
+                ],
+            )
+            self._setvar("current_application_data", arg)
+            self._setvar("current_application", "socket")
+            self.last_app, self.last_arg = "socket", arg
         failed = lis.open(address)
         if failed:
             self.rec.app_error = self.rec.app_error or failed
@@ -156,7 +173,7 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunne
             raise _Hangup()
         elif kind == "transfer":
             self._pin(msg)
-            self.transfer_target = msg["target"]
+            self._session_transfer(*msg["target"])
             self.rec.transferred_to = msg["target"][0]
             self.rec.ended_by = self.rec.ended_by or msg.get("by", "transfer")
             raise _Transfer()
@@ -241,11 +258,11 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunne
         """switch_core_session_execute_application: EXECUTE, run, EXECUTE_COMPLETE."""
         app_uuid = app_uuid or str(uuidlib.uuid4())
         self.rec.applications.append((app, arg))
+        self._setvar("current_application_response", None)  # each app its own (transfer-cutoff.txt)
         self._setvar("current_application", app)
         self._setvar("current_application_data", arg)
-        self.fire(
-            "CHANNEL_EXECUTE", post=[("Application", app), ("Application-Data", arg), ("Application-UUID", app_uuid)]
-        )
+        data = [("Application-Data", arg)] if arg else []  # no data: no header (transfer-cutoff.txt)
+        self.fire("CHANNEL_EXECUTE", post=[("Application", app), *data, ("Application-UUID", app_uuid)])
         self._setvar("current_application_data", arg)
         self._setvar("current_application", app)
         self.last_app, self.last_arg = app, arg
@@ -269,7 +286,7 @@ class Session(ChannelEventData, ChannelLife, DialplanApps, Bridge, DialplanRunne
             "CHANNEL_EXECUTE_COMPLETE",
             post=[
                 ("Application", app),
-                ("Application-Data", arg),
+                *([("Application-Data", arg)] if arg else []),
                 ("Application-Response", response),
                 ("Application-UUID", app_uuid),
             ],

@@ -68,7 +68,9 @@ class CallSpec:
 
     `failover_causes`: for a failover bridge `a|b|c`, the causes with which the first legs
     fail in turn (each `leg_fail_after_s` after it was tried); the next leg then answers or
-    fails as described above. Empty: the first leg is the one that answers or fails.
+    fails as described above. Empty: the first leg is the one that answers or fails. With
+    `failover_early_media` those legs give early media before they fail, as a loopback leg
+    whose extension refuses does (fs-wire/lcr-failover.txt); a SIP 486 gives none.
     """
 
     uuid: str | None = None
@@ -94,6 +96,7 @@ class CallSpec:
     dialplan: dict[str, list[str]] = field(default_factory=dict)
     failover_causes: list[str] = field(default_factory=list)
     leg_fail_after_s: float = 0.5
+    failover_early_media: bool = False  # the failing legs give early media first (loopback does)
 
 
 @dataclass

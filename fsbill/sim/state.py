@@ -61,6 +61,7 @@ class SessionState:
         self.in_bridge = False
         self.bridge_legs: dict[str, Any] | None = None  # the B leg once originated
         self.was_bridged = False
+        self.originatee = False  # the caller profile has an originatee (Other-Leg-*): bridged, not transferred since
         self.profile_index = 1
         self.profile_created_us = now
         self.destination = spec.destination_number
@@ -68,6 +69,8 @@ class SessionState:
         self.dialplan = "XML"
         self.channel_name = f"sofia/internal/{spec.caller_id_number}@{spec.network_addr}"
         self.transfer_target: tuple[str, str, str] | None = None
+        self.transfer_source = ""  # Caller-Transfer-Source of the current caller profile
+        self.rdnis = ""  # Caller-RDNIS: the destination before the last transfer
         self.last_app = ""
         self.last_arg = ""
         self.app_stack: list[str] = []
@@ -94,6 +97,7 @@ class SessionState:
         def _state_handlers(self, state: str) -> None: ...
         def _answered_timers(self) -> None: ...
         def _push_var(self, name: str, value: str) -> None: ...
+        def _session_transfer(self, ext: str, dp: str | None, ctx: str | None) -> None: ...
         def _socket_visit(self, address: tuple[str, int]) -> str: ...
         def _socket_arg(self) -> str: ...
         def _dispatch(self, msg: dict[str, Any], idle: bool = False) -> None: ...

@@ -252,3 +252,12 @@ def transcript_frames(name: str) -> list[Frame]:
 
 def transcript_labels(name: str) -> list[str]:
     return [f.label() for f in transcript_frames(name) if f.ctype not in ("command/reply", "api/response")]
+
+
+def fs_to_app_frames(name: str | Path):
+    """A capture's FreeSWITCH-to-app frames in order (fsbill.sim.captures.CapturedFrame:
+    .headers, .body, .fields, .label()); `name` is a file in fs-wire/ or a path."""
+    from fsbill.sim.captures import fs_to_app_frames as frames
+
+    path = Path(name)
+    return frames(path if path.is_absolute() or path.exists() else WIRE_DIR / path)
