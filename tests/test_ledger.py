@@ -344,7 +344,12 @@ def test_ledger_since_filters_by_time(store, acct):
     # inclusive at the boundary
     assert [e.amount for e in ledger.ledger(store, "A", since_us=parse_iso("2026-01-02T10:00:00Z"))] == [M("2"), M("3")]
     assert ledger.ledger(store, "A", since_us=parse_iso("2026-01-04")) == []
-    assert [e.amount for e in ledger.ledger(store, "A", limit=2)] == [M("1"), M("2")]
+    # --limit N: the latest N, still oldest first (the help says "the latest N")
+    assert [e.amount for e in ledger.ledger(store, "A", limit=2)] == [M("2"), M("3")]
+    assert [e.amount for e in ledger.ledger(store, "A", limit=1)] == [M("3")]
+    assert [e.amount for e in ledger.ledger(store, "A", limit=5)] == [M("1"), M("2"), M("3")]
+    since = parse_iso("2026-01-02")
+    assert [e.amount for e in ledger.ledger(store, "A", since_us=since, limit=1)] == [M("3")]
 
 
 def test_ledger_is_per_account(store, acct):

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     led = subparsers.add_parser("ledger", parents=[parent], help="an account's balance movements")
     led.add_argument("code")
     led.add_argument("--since", type=parse_instant, metavar="ISO8601")
-    led.add_argument("--limit", type=positive_int, help="the latest N movements")
+    led.add_argument("--limit", type=positive_int, help="only the latest N movements (still printed oldest first)")
     led.set_defaults(func=_ledger)
 
 

@@ -413,6 +413,8 @@ def _ledger_view(row: DbRow, code: str) -> LedgerView:
 
 
 def ledger(store: Store, code: str, since_us: int | None = None, limit: int | None = None) -> list[LedgerView]:
+    """An account's movements in the order they were made (oldest first); with `limit`, only
+    the latest `limit` of them, still oldest first."""
     m = store.models
     with store.reading():
         account = m.Account.get_or_none(m.Account.code == code)
@@ -421,10 +423,13 @@ def ledger(store: Store, code: str, since_us: int | None = None, limit: int | No
         q = m.LedgerEntry.select().where(m.LedgerEntry.account == account.id)
         if since_us is not None:
             q = q.where(m.LedgerEntry.created_us >= since_us)
-        q = q.order_by(m.LedgerEntry.id)
         if limit:
-            q = q.limit(limit)
-        return [_ledger_view(r, code) for r in q]
+            # the latest `limit` movements, printed oldest first like the whole ledger
+            rows = list(q.order_by(m.LedgerEntry.id.desc()).limit(limit))
+            rows.reverse()
+        else:
+            rows = list(q.order_by(m.LedgerEntry.id))
+        return [_ledger_view(r, code) for r in rows]
 
 
 def ledger_sum(store: Store, code: str) -> Money:
