@@ -225,6 +225,24 @@ def test_topup_same_reference_credits_once_and_says_so(ready):
     assert len(ledger_rows(ready)) == 1
 
 
+def test_topup_reference_reused_with_another_amount_exits_2_naming_the_earlier_movement(ready):
+    first = ready.json("topup", "1001", "5", "--reference", "bank-9")
+    code, out, err = ready.run("topup", "1001", "50", "--reference", "bank-9")
+    assert code == 2 and out == ""
+    assert f"movement {first['id']}" in err and "topup 5.00" in err and "bank-9" in err
+    code, _, err = ready.run("topup", "1001", "50", "--reference", "bank-9", "--json")
+    assert code == 2 and json.loads(err)["kind"] == "usage"
+    # adjust: the same reference and amount apply once; another amount is refused the same way
+    adj = ready.json("adjust", "1001", "-1", "--reason", "fix", "--reference", "fix-1")
+    again = ready.json("adjust", "1001", "-1", "--reason", "fix", "--reference", "fix-1")
+    assert adj["applied"] is True and again["applied"] is False and again["id"] == adj["id"]
+    assert "nothing changed" in ready.ok("adjust", "1001", "-1", "--reason", "fix", "--reference", "fix-1")
+    code, _, err = ready.run("adjust", "1001", "-2", "--reason", "fix", "--reference", "fix-1")
+    assert code == 2 and f"movement {adj['id']}" in err
+    assert ready.json("account", "show", "1001")["balance"] == "4.00"
+    assert len(ledger_rows(ready)) == 2
+
+
 def test_adjust_and_ledger(ready):
     ready.ok("topup", "1001", "10", "--reference", "p1")
     assert ready.ok("adjust", "1001", "-2.25", "--reason", "refund").strip() == "adjusted 1001 by -2.25; balance 7.75"
