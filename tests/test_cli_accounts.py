@@ -193,6 +193,8 @@ def test_suspend_and_resume(ready):
         (["account", "add", "1002", "--tariff", "retail", "--credit-limit", "1e3"], "1e3"),
         (["account", "add", "1002", "--tariff", "retail", "--max-channels", "two"], "two"),
         (["account", "add", "1002", "--tariff", "retail", "--cli", "12ab"], "caller id"),
+        (["account", "add", "1002", "--tariff", "retail", "--cli", "1555\u0661\u0662"], "caller id"),
+        (["account", "add", "1002", "--tariff", "retail", "--cli", "\uff11\uff12\uff13"], "caller id"),
         (["account", "add", "has space", "--tariff", "retail"], "account code"),
         (["account", "show", "ghost"], "no account 'ghost'"),
         (["account", "show"], "code"),
@@ -283,6 +285,8 @@ def test_adjust_below_available_needs_force(ready):
         (["topup", "1001", "NaN"], "NaN"),
         (["topup", "1001", "1000000000000"], "out of range"),
         (["topup", "1001", "five"], "five"),
+        (["topup", "1001", "\u0663"], "malformed amount"),  # `fsbill topup a ٣` credited 3.00
+        (["adjust", "1001", "-\u0661", "--reason", "x"], "malformed amount"),
         (["topup", "1001"], "amount"),
         (["topup"], "code"),
         (["topup", "1001", "5", "--reference", ""], "reference"),

@@ -261,8 +261,9 @@ def create_account(
 
 def _valid_cli(number: str) -> str:
     number = number.strip().lstrip("+")
-    if not number.isdigit():
-        raise InvalidInput(f"caller id must be digits, got {number!r}")
+    # ASCII digits only: str.isdigit() also takes "٣" or "²", which no switch sends as a caller id
+    if not (number.isascii() and number.isdigit()):
+        raise InvalidInput(f"caller id must be digits 0-9, got {number!r}")
     return number
 
 
