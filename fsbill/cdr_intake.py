@@ -119,7 +119,11 @@ class CdrIntake:
 
             listener: Any = socket.socket(fileno=self.listener_fd)
         else:
-            listener = (self.host, self.port)
+            from fsbill.sockets import listening_socket
+
+            # bound here, not by gevent: a taken address is the operator's clean one-line error
+            # (exit 2, naming the setting and the address), as for `listen`
+            listener = listening_socket(self.host, self.port, what="cdr_intake.listen")
         server = WSGIServer(listener, self.app, log=None, error_log=log)
         self.server = server
         server.start()
