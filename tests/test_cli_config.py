@@ -91,3 +91,28 @@ def test_license_version_and_extras():
     assert not any("psycopg" in d for d in meta["dependencies"])
     assert any("psycopg" in d for d in meta["optional-dependencies"]["postgresql"])
     assert "fsbill[postgresql]" in meta["optional-dependencies"]["test"]
+
+
+def test_simulate_takes_every_setting_from_the_same_place_as_every_command(tmp_path, monkeypatch):
+    """`time_scale` was read only from --config while `listen` also came from $FSBILL_CONFIG:
+    the README's demo ran the emulator at real time against a 30x server."""
+    from fsbill.cli.common import load
+    from fsbill.cli.main import build_parser
+    from fsbill.cli.simulate import _server, _time_scale
+
+    env_cfg, flag_cfg = tmp_path / "env.yaml", tmp_path / "flag.yaml"
+    env_cfg.write_text("listen: 127.0.0.1:8195\ntime_scale: 30\n", encoding="utf-8")
+    flag_cfg.write_text("listen: 127.0.0.1:8196\ntime_scale: 7\n", encoding="utf-8")
+    parser = build_parser()
+
+    def seen(*argv: str) -> tuple[tuple[str, int], float]:
+        args = parser.parse_args(["simulate", *argv])
+        settings = load(args)
+        return _server(args, settings), _time_scale(args, settings)
+
+    monkeypatch.delenv("FSBILL_CONFIG", raising=False)
+    assert seen() == (("127.0.0.1", 8084), 1.0)
+    monkeypatch.setenv("FSBILL_CONFIG", str(env_cfg))
+    assert seen() == (("127.0.0.1", 8195), 30.0)
+    assert seen("--config", str(flag_cfg)) == (("127.0.0.1", 8196), 7.0)
+    assert seen("--time-scale", "2", "--server", "127.0.0.1:9") == (("127.0.0.1", 9), 2.0)

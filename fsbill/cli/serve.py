@@ -34,8 +34,6 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fsbill.config import load_settings
-
     overrides = {
         "listen": args.listen,
         "metrics_listen": args.metrics_listen,
@@ -43,11 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         "node": args.node,
         "workers": args.workers,
     }
-    settings = (
-        load_settings(getattr(args, "config", None), overrides)
-        if any(v is not None for v in overrides.values())
-        else load(args)
-    )
+    settings = load(args, overrides)
     configure(settings.log_level, settings.log_format)
     index = worker_index()
     if index is not None:

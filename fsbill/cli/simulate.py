@@ -13,7 +13,8 @@ if not monkey.is_module_patched("socket"):  # fsbill.entry patches first; be saf
     monkey.patch_all()
 
 from fsbill.bench.calls import percentile  # noqa: E402
-from fsbill.config import parse_hostport  # noqa: E402
+from fsbill.cli.common import load  # noqa: E402
+from fsbill.config import Settings, parse_hostport  # noqa: E402
 from fsbill.errors import FsbillError  # noqa: E402
 
 
@@ -108,15 +109,13 @@ def _address(text: str) -> tuple[str, int]:
     return parse_hostport(text, "--server", connect=True)
 
 
-def _server(args: argparse.Namespace) -> tuple[str, int]:
+def _server(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     """--server, else the configured `listen` (what `fsbill serve` with the same config binds;
     a wildcard host is dialled on loopback). Says where it dials: whoever listens there gets
     the calls."""
     if args.server:
         return _address(args.server)
-    from fsbill.config import load_settings
-
-    host, port = load_settings(getattr(args, "config", None)).listen_address()
+    host, port = settings.listen_address()
     if port == 0:
         raise FsbillError("the configured listen port is 0 (any free port): give --server HOST:PORT")
     if host in ("0.0.0.0", "::", ""):
@@ -126,14 +125,10 @@ def _server(args: argparse.Namespace) -> tuple[str, int]:
     return host, port
 
 
-def _time_scale(args: argparse.Namespace) -> float:
-    if args.time_scale is not None:
-        return args.time_scale
-    if getattr(args, "config", None):
-        from fsbill.config import load_settings
-
-        return float(getattr(load_settings(getattr(args, "config", None)), "time_scale", 1.0) or 1.0)
-    return 1.0
+def _time_scale(args: argparse.Namespace, settings: Settings) -> float:
+    """--time-scale, else the configured `time_scale`: the same settings, found the same way
+    (--config, else $FSBILL_CONFIG), as `listen` and as `fsbill serve` uses."""
+    return args.time_scale if args.time_scale is not None else settings.time_scale
 
 
 def outcome(record: Any) -> dict[str, Any]:
@@ -192,8 +187,9 @@ def _simulate(args: argparse.Namespace) -> int:
     from fsbill.clock import Clock
     from fsbill.sim import CallSpec, Switch
 
-    address = _server(args)
-    scale = _time_scale(args)
+    settings = load(args)
+    address = _server(args, settings)
+    scale = _time_scale(args, settings)
     clock = Clock(scale)
     switch = Switch(clock)
     variables = {"fsbill_account": args.account} if args.account else {}
