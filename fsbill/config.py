@@ -365,6 +365,7 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("nibblebill_allow_zero_rate", "only applies with nibblebill_compat: true")
         if not obj.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
             bad("database", "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+        _check_grant_timing(obj, prefix)
         obj.listen_address()
         obj.metrics_address()
     elif isinstance(obj, SwitchConfig):
@@ -399,6 +400,32 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("action", "must be respond or hangup")
         if obj.action == "respond" and not 400 <= obj.code <= 699:
             bad("code", "must be a SIP final response code 400-699")
+
+
+def _check_grant_timing(s: Settings, prefix: str) -> None:
+    """Refuse every slice/heartbeat/margin/warning combination that can cut off a call that
+    still has money (the condition and its arithmetic: fsbill.core.grant, funded_call_slack_s)."""
+    from fsbill.core.grant import extend_below, funded_call_slack_s
+
+    h, sl, m, w = s.heartbeat_s, s.slice_s, s.cutoff.margin_s, s.cutoff.warning_s
+    if funded_call_slack_s(sl, h, m, w) >= 0:
+        return
+    eb = extend_below(sl, m, w, h)
+    need = min(sl, eb) - m - 3
+    fixes = []
+    least_slice = next(x for x in range(sl, sl + 2 * (h + m + 3) + 3) if funded_call_slack_s(x, h, m, w) >= 0)
+    fixes.append(f"slice_s >= {least_slice}")
+    most_beat = next((x for x in range(h - 1, 0, -1) if funded_call_slack_s(sl, x, m, w) >= 0), None)
+    if most_beat is not None:
+        fixes.append(f"heartbeat_s <= {most_beat}")
+    raise ConfigError(
+        f"{prefix}slice_s: slice_s {sl} with heartbeat_s {h} can cut off calls that still have money: "
+        f"only a heartbeat extends a grant, and one must come at least 1 s before the cut-off (margin_s before "
+        f"the grant ends, on a whole second) while less than extend_below = max(slice_s // 2, warning_s + "
+        f"margin_s + 2 x heartbeat_s) = max({sl // 2}, {w} + {m} + {2 * h}) = {eb} s is left; that needs "
+        f"heartbeat_s <= min(slice_s, extend_below) - margin_s - 3 = min({sl}, {eb}) - {m} - 3 = {need}, "
+        f"and heartbeat_s is {h}. Use {' or '.join(fixes)}"
+    )
 
 
 def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
