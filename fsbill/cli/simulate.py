@@ -41,7 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dial-string",
         metavar="TEMPLATE",
         default="sofia/gateway/carrier/{destination}",
-        help="fsbill_dial_string as dialplan/fsbill_prepaid.xml sets it ('' leaves it unset)",
+        help="fsbill_dial_string as dialplan/fsbill_prepaid.xml sets it (default "
+        "sofia/gateway/carrier/{destination}); a dial string from the dialplan always wins, so with "
+        "`routing: lcr` use --no-dial-string",
+    )
+    sim.add_argument(
+        "--no-dial-string",
+        action="store_true",
+        help="set no fsbill_dial_string, as dialplan/fsbill_prepaid_lcr.xml: fsbill picks the bridge "
+        "(`routing: lcr` vendors, else the `route` template)",
     )
     sim.add_argument("--destination", metavar="NUMBER", default="4930123456", help="dialled number")
     sim.add_argument(
@@ -193,7 +201,7 @@ def _simulate(args: argparse.Namespace) -> int:
     clock = Clock(scale)
     switch = Switch(clock)
     variables = {"fsbill_account": args.account} if args.account else {}
-    if args.dial_string:
+    if args.dial_string and not args.no_dial_string:
         variables["fsbill_dial_string"] = args.dial_string.replace("{destination}", args.destination)
     specs = [
         CallSpec(
