@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from fsbill.core.money import Money
@@ -71,3 +72,55 @@ def test_the_time_scale_demo_runs_as_pasted(tmp_path):
     assert Money.parse("0") <= Money.parse(shown["balance"]) <= Money.parse("0.0167"), shown
     assert shown["reserved"] in ("0", "0.00", "0.0000", "0.000000") or not Money.parse(shown["reserved"])
     assert (tmp_path / "demo-fast.db").exists() and not (tmp_path / "fsbill.db").exists()
+
+
+def _sql_recipe() -> str:
+    body = README.split("## CDRs\n", 1)[1].split("\n## ", 1)[0]
+    return body.split("```sql\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_sql_import_recipe_loads_an_export_into_postgresql(tmp_path, pg_url, capsys, monkeypatch):
+    """The README's CREATE TABLE + psql \\copy, as pasted, on an export holding every kind of
+    row (a call carried by a vendor, a refused one): it failed with `extra data after last
+    expected column` once the vendor columns were added to the export."""
+    from rig import Rig
+    from test_lcr import SELL, add_vendors
+
+    from fsbill.cdr_format import FIELDS
+    from fsbill.cli.main import main
+
+    if shutil.which("psql") is None:
+        pytest.skip("psql is not installed")
+    monkeypatch.delenv("FSBILL_CONFIG", raising=False)
+    url = f"sqlite:///{tmp_path}/cdrs.db"
+    rig = Rig(url, time_scale=25, routing="lcr", deck=SELL)
+    try:
+        add_vendors(rig.store, now_us=rig.clock.now_us())
+        rig.account("acme", "10.00")
+        rig.call(talk_s=20)
+        rig.call(account="ghost", talk_s=5)
+        rig.settled(2)
+    finally:
+        rig.close()
+    config = tmp_path / "export.yaml"
+    config.write_text(f"database: '{url}'\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["cdr", "export", "--format", "csv", "--config", str(config)]) == 0
+    (tmp_path / "cdrs.csv").write_text(capsys.readouterr().out, encoding="utf-8")
+    recipe = tmp_path / "recipe.sql"
+    recipe.write_text(_sql_recipe(), encoding="utf-8")
+    psql = ["psql", pg_url, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    p = subprocess.run([*psql, "-f", str(recipe)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    query = (
+        "SELECT count(*), count(vendor), sum(charged), string_agg(DISTINCT result, ',' ORDER BY result) FROM fsbill_cdr"
+    )
+    p = subprocess.run([*psql, "-At", "-c", query], capture_output=True, text=True, timeout=60)
+    count, vendors, charged, results = p.stdout.strip().split("|")
+    assert (count, vendors, results) == ("2", "1", "completed,rejected") and Money.parse(charged) > Money(0)
+    # the table has every exported column, in the export's order
+    columns = (
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'fsbill_cdr' ORDER BY ordinal_position"
+    )
+    p = subprocess.run([*psql, "-At", "-c", columns], capture_output=True, text=True, timeout=60)
+    assert p.stdout.split() == list(FIELDS)
