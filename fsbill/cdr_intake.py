@@ -17,6 +17,7 @@ import binascii
 import hmac
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
@@ -32,26 +33,68 @@ if TYPE_CHECKING:
 log = logging.getLogger("fsbill.cdr_intake")
 
 MAX_BODY_BYTES = 4 * 1_048_576
+READ_TIMEOUT_S = 10.0  # a connection that sends nothing for this long (headers or body) is closed
+# Bounds on the fields fsbill keeps: a post outside them is a 400, never a 500 nor a stored row.
+MAX_UUID_CHARS = 64  # FreeSWITCH's are 36 (8-4-4-4-12 hex)
+_UUID_RE = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_UUID_CHARS}}}\Z")
+MAX_UEPOCH = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z in microseconds
+MAX_BILLSEC = 10**9
+MAX_TEXT_CHARS = 256  # hangup_cause, destination
 
 
 class BadCdr(ValueError):
     pass
 
 
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadCdr(f"{what} is not UTF-8") from None
+
+
+def _text(value: str, name: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(value) > limit:
+        raise BadCdr(f"{name} is longer than {limit} characters")
+    try:
+        value.encode("utf-8")  # a lone surrogate (a JSON "\\ud800" escape) cannot be stored
+    except UnicodeEncodeError:
+        raise BadCdr(f"{name} is not valid Unicode text") from None
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise BadCdr(f"{name} holds control characters")
+    return value
+
+
+def _bounded_int(value: str, name: str, high: int) -> int | None:
+    """ASCII digits within 1..high, else None when empty; anything else is a BadCdr."""
+    if value == "":
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(high)) or not 0 <= int(value) <= high:
+        raise BadCdr(f"{name} must be a whole number from 0 to {high}, got {value[:40]!r}")
+    return int(value)
+
+
 def parse_json_cdr(body: bytes, content_type: str, query_uuid: str = "") -> PostedCdr:
-    """The fields fsbill rates from, out of one mod_json_cdr post."""
-    text = body.decode("utf-8", "replace")
+    """The fields fsbill rates from, out of one mod_json_cdr post. Anything malformed (not UTF-8,
+    not JSON, nested absurdly deep, fields out of range) is a BadCdr: a 400, never a 500."""
+    text = _utf8(body, "the body")
     ctype = content_type.split(";")[0].strip().lower()
     if ctype == "application/x-www-form-urlencoded":
-        text = (parse_qs(text).get("cdr") or [""])[0]
+        try:
+            text = (parse_qs(text, errors="strict").get("cdr") or [""])[0]
+        except UnicodeDecodeError:
+            raise BadCdr("the cdr field is not UTF-8") from None
     elif ctype == "application/x-www-form-base64-encoded":
         raw = text[4:] if text.startswith("cdr=") else text
         try:
-            text = base64.b64decode(raw).decode("utf-8", "replace")
+            decoded = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
             raise BadCdr("not base64") from None
+        text = _utf8(decoded, "the decoded CDR")
     try:
         cdr = json.loads(text)
+    except RecursionError:  # json's C scanner recurses once per level of nesting
+        raise BadCdr("the JSON nests too deep: not a CDR") from None
     except ValueError:
         raise BadCdr("the body is not JSON") from None
     if not isinstance(cdr, dict) or not isinstance(cdr.get("variables"), dict):
@@ -60,29 +103,39 @@ def parse_json_cdr(body: bytes, content_type: str, query_uuid: str = "") -> Post
 
     def var(name: str) -> str:
         value = variables.get(name, "")
-        return unquote(value) if isinstance(value, str) else str(value)  # encode-values (default on)
+        if isinstance(value, str):
+            try:
+                return unquote(value, errors="strict")  # encode-values (default on)
+            except UnicodeDecodeError:
+                raise BadCdr(f"variable {name} is not UTF-8 once url-decoded") from None
+        if value is None:
+            return ""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadCdr(f"variable {name} must be text, got {type(value).__name__}")
+        return str(value)  # json.loads keeps ints within Python's 4300-digit limit; bounded below
 
     def us(name: str) -> int | None:
-        value = var(name)
-        return int(value) if value.isdigit() and int(value) > 0 else None
+        value = _bounded_int(var(name), name, MAX_UEPOCH)
+        return value if value else None
 
     uuid = var("uuid") or query_uuid
     if not uuid:
         raise BadCdr("no channel uuid")
+    if not _UUID_RE.match(uuid):
+        raise BadCdr(f"the uuid must be 1-{MAX_UUID_CHARS} letters, digits or '.', '_', ':', '-'")
     destination = ""
     callflow = cdr.get("callflow")
     if isinstance(callflow, list) and callflow and isinstance(callflow[0], dict):
         profile = callflow[0].get("caller_profile") or {}
         if isinstance(profile, dict):
-            destination = str(profile.get("destination_number", ""))
-    billsec = var("billsec")
+            destination = _text(str(profile.get("destination_number", ""))[: MAX_TEXT_CHARS + 1], "destination_number")
     return PostedCdr(
         uuid=uuid,
         answer_us=us("answer_uepoch"),
         end_us=us("end_uepoch"),
         start_us=us("start_uepoch") or 0,
-        billsec=int(billsec) if billsec.isdigit() else 0,
-        hangup_cause=var("hangup_cause"),
+        billsec=_bounded_int(var("billsec"), "billsec", MAX_BILLSEC) or 0,
+        hangup_cause=_text(var("hangup_cause"), "hangup_cause"),
         destination=destination,
         body=text,
     )
@@ -100,7 +153,9 @@ class CdrIntake:
         result_of: Callable[[bool, str, str], str],
         on_applied: Callable[[Applied], None] | None = None,
         listener_fd: int | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ) -> None:
+        self.read_timeout_s = read_timeout_s
         self.store = store
         self.listener_fd = listener_fd  # already bound and listening (a worker's, fsbill.workers)
         self.host, self.port = host, port
@@ -119,8 +174,21 @@ class CdrIntake:
 
             listener: Any = socket.socket(fileno=self.listener_fd)
         else:
-            listener = (self.host, self.port)
-        server = WSGIServer(listener, self.app, log=None, error_log=log)
+            from fsbill.sockets import listening_socket
+
+            # bound here, not by gevent: a taken address is the operator's clean one-line error
+            # (exit 2, naming the setting and the address), as for `listen`
+            listener = listening_socket(self.host, self.port, what="cdr_intake.listen")
+        timeout = self.read_timeout_s
+
+        class _Server(WSGIServer):
+            def handle(self, sock: Any, address: Any) -> None:
+                # every read and write on the connection times out: a client that stops
+                # sending (headers, or a body shorter than its Content-Length) is dropped
+                sock.settimeout(timeout)
+                super().handle(sock, address)
+
+        server = _Server(listener, self.app, log=None, error_log=log)
         self.server = server
         server.start()
         port = server.server_port
@@ -145,13 +213,23 @@ class CdrIntake:
             return reply(
                 "401 Unauthorized", {"error": "bad credentials"}, [("WWW-Authenticate", 'Basic realm="fsbill"')]
             )
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if declared and not (declared.isascii() and declared.isdigit()):
+            return reply("400 Bad Request", {"error": "bad Content-Length"}, [("Connection", "close")])
+        length = int(declared) if declared and len(declared) <= 12 else (MAX_BODY_BYTES + 1 if declared else 0)
         if length > MAX_BODY_BYTES:
-            return reply("413 Payload Too Large", {"error": f"over {MAX_BODY_BYTES} bytes"})
-        body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read()
+            return reply("413 Payload Too Large", {"error": f"over {MAX_BODY_BYTES} bytes"}, [("Connection", "close")])
+        try:
+            body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read(MAX_BODY_BYTES + 1)
+        except OSError:  # the socket's timeout: a body shorter than its Content-Length
+            log_event(log, "cdr_post_rejected", error="the body was not sent in time")
+            return reply("400 Bad Request", {"error": "the body was not sent in time"}, [("Connection", "close")])
+        if len(body) > MAX_BODY_BYTES:
+            return reply("413 Payload Too Large", {"error": f"over {MAX_BODY_BYTES} bytes"}, [("Connection", "close")])
+        if length and len(body) < length:
+            return reply(
+                "400 Bad Request", {"error": "the body is shorter than its Content-Length"}, [("Connection", "close")]
+            )
         query_uuid = (parse_qs(environ.get("QUERY_STRING", "")).get("uuid") or [""])[0]
         try:
             cdr = parse_json_cdr(body, environ.get("CONTENT_TYPE", ""), query_uuid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,61 @@ REJECT_REASONS = (
     "vendor_unavailable",
     "db_error",
 )
+
+
+# -- secrets -----------------------------------------------------------------------------------
+# A setting that holds a secret says so in its field's metadata; every place that prints or logs
+# settings goes through `printable()` / `redact_url()`, so a secret added later is hidden
+# everywhere by marking its field (tests/test_config.py checks that every field named like a
+# secret is marked).
+SECRET: Mapping[str, str] = {"secret": "value"}  # the whole value is secret (a password)
+SECRET_URL: Mapping[str, str] = {"secret": "url"}  # a URL whose password part is secret
+REDACTED = "********"
+_QUERY_SECRET = re.compile(r"(?i)([?&;](?:ssl)?password=)[^&;#]*")
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password hidden: scheme://user:SECRET@host -> scheme://user:********@host,
+    and a `password=` query parameter likewise. Anything else is kept, so the operator still
+    sees which database it is."""
+    out = url
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        creds, host = rest.rsplit("@", 1)
+        if ":" in creds:
+            out = f"{scheme}://{creds.split(':', 1)[0]}:{REDACTED}@{host}"
+    return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, out)
+
+
+def redact_value(value: str) -> str:
+    """A secret value as it is shown: empty stays empty (the operator sees it is not set)."""
+    return REDACTED if value else ""
+
+
+def printable(value: Any) -> Any:
+    """Settings (or any part of them) as plain YAML/JSON values with every secret hidden: the
+    one function used wherever settings are printed or logged."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            out = {}
+            for f in dataclasses.fields(v):
+                item = getattr(v, f.name)
+                kind = f.metadata.get("secret")
+                if kind == "value":
+                    out[f.name] = redact_value(item)
+                elif kind == "url":
+                    out[f.name] = redact_url(item)
+                else:
+                    out[f.name] = plain(item)
+            return out
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(value)
 
 
 @dataclass(frozen=True)
@@ -97,7 +153,7 @@ class SwitchConfig:
 
     name: str = ""
     event_socket: str = "127.0.0.1:8021"
-    password: str = "ClueCon"
+    password: str = field(default="ClueCon", metadata=SECRET)
 
     def address(self) -> tuple[str, int]:
         return parse_hostport(self.event_socket, f"switches.{self.name}.event_socket")
@@ -110,7 +166,7 @@ class CdrIntake:
 
     listen: str = ""
     user: str = "fsbill"
-    password: str = ""
+    password: str = field(default="", metadata=SECRET)
 
     def address(self) -> tuple[str, int] | None:
         return parse_hostport(self.listen, "cdr_intake.listen") if self.listen else None
@@ -118,7 +174,7 @@ class CdrIntake:
 
 @dataclass(frozen=True)
 class Settings:
-    database: str = "sqlite:///fsbill.db"
+    database: str = field(default="sqlite:///fsbill.db", metadata=SECRET_URL)
     node: str = field(default_factory=socket.gethostname)
     listen: str = "127.0.0.1:8084"
     allow_peers: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
@@ -309,6 +365,7 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("nibblebill_allow_zero_rate", "only applies with nibblebill_compat: true")
         if not obj.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
             bad("database", "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+        _check_grant_timing(obj, prefix)
         obj.listen_address()
         obj.metrics_address()
     elif isinstance(obj, SwitchConfig):
@@ -343,6 +400,32 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("action", "must be respond or hangup")
         if obj.action == "respond" and not 400 <= obj.code <= 699:
             bad("code", "must be a SIP final response code 400-699")
+
+
+def _check_grant_timing(s: Settings, prefix: str) -> None:
+    """Refuse every slice/heartbeat/margin/warning combination that can cut off a call that
+    still has money (the condition and its arithmetic: fsbill.core.grant, funded_call_slack_s)."""
+    from fsbill.core.grant import extend_below, funded_call_slack_s
+
+    h, sl, m, w = s.heartbeat_s, s.slice_s, s.cutoff.margin_s, s.cutoff.warning_s
+    if funded_call_slack_s(sl, h, m, w) >= 0:
+        return
+    eb = extend_below(sl, m, w, h)
+    need = min(sl, eb) - m - 3
+    fixes = []
+    least_slice = next(x for x in range(sl, sl + 2 * (h + m + 3) + 3) if funded_call_slack_s(x, h, m, w) >= 0)
+    fixes.append(f"slice_s >= {least_slice}")
+    most_beat = next((x for x in range(h - 1, 0, -1) if funded_call_slack_s(sl, x, m, w) >= 0), None)
+    if most_beat is not None:
+        fixes.append(f"heartbeat_s <= {most_beat}")
+    raise ConfigError(
+        f"{prefix}slice_s: slice_s {sl} with heartbeat_s {h} can cut off calls that still have money: "
+        f"only a heartbeat extends a grant, and one must come at least 1 s before the cut-off (margin_s before "
+        f"the grant ends, on a whole second) while less than extend_below = max(slice_s // 2, warning_s + "
+        f"margin_s + 2 x heartbeat_s) = max({sl // 2}, {w} + {m} + {2 * h}) = {eb} s is left; that needs "
+        f"heartbeat_s <= min(slice_s, extend_below) - margin_s - 3 = min({sl}, {eb}) - {m} - 3 = {need}, "
+        f"and heartbeat_s is {h}. Use {' or '.join(fixes)}"
+    )
 
 
 def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:

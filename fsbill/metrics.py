@@ -206,6 +206,11 @@ def serve_metrics(
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found\n"]
 
-    server = WSGIServer((host, port), app, log=None, error_log=log)
+    from fsbill.sockets import listening_socket
+
+    # bound here, not by gevent: a taken address is the operator's clean one-line error (exit 2,
+    # naming the setting and the address), as for `listen`
+    sock = listening_socket(host, port, what="metrics_listen")
+    server = WSGIServer(sock, app, log=None, error_log=log)
     server.start()
     return server

@@ -15,7 +15,7 @@ import gevent
 import gevent.event
 
 from fsbill.clock import Clock
-from fsbill.config import Settings
+from fsbill.config import Settings, redact_url
 from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
 from fsbill.db.rates import DeckCache
@@ -115,7 +115,7 @@ class Node:
             switches=",".join(c.name for c in s.switches) or "none",
             cdr_intake=f"{self.cdr_intake.host}:{self.cdr_intake.port}" if self.cdr_intake else "off",
             metrics=s.metrics_listen or "off",
-            database=_redact(s.database),
+            database=redact_url(s.database),
         )
         return self.port
 
@@ -288,12 +288,3 @@ def _dump_greenlets() -> None:
 
     print_run_info(file=sys.stderr)
     sys.stderr.flush()
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}@{host}"
-    return url

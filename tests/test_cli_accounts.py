@@ -193,6 +193,8 @@ def test_suspend_and_resume(ready):
         (["account", "add", "1002", "--tariff", "retail", "--credit-limit", "1e3"], "1e3"),
         (["account", "add", "1002", "--tariff", "retail", "--max-channels", "two"], "two"),
         (["account", "add", "1002", "--tariff", "retail", "--cli", "12ab"], "caller id"),
+        (["account", "add", "1002", "--tariff", "retail", "--cli", "1555\u0661\u0662"], "caller id"),
+        (["account", "add", "1002", "--tariff", "retail", "--cli", "\uff11\uff12\uff13"], "caller id"),
         (["account", "add", "has space", "--tariff", "retail"], "account code"),
         (["account", "show", "ghost"], "no account 'ghost'"),
         (["account", "show"], "code"),
@@ -225,6 +227,24 @@ def test_topup_same_reference_credits_once_and_says_so(ready):
     assert len(ledger_rows(ready)) == 1
 
 
+def test_topup_reference_reused_with_another_amount_exits_2_naming_the_earlier_movement(ready):
+    first = ready.json("topup", "1001", "5", "--reference", "bank-9")
+    code, out, err = ready.run("topup", "1001", "50", "--reference", "bank-9")
+    assert code == 2 and out == ""
+    assert f"movement {first['id']}" in err and "topup 5.00" in err and "bank-9" in err
+    code, _, err = ready.run("topup", "1001", "50", "--reference", "bank-9", "--json")
+    assert code == 2 and json.loads(err)["kind"] == "usage"
+    # adjust: the same reference and amount apply once; another amount is refused the same way
+    adj = ready.json("adjust", "1001", "-1", "--reason", "fix", "--reference", "fix-1")
+    again = ready.json("adjust", "1001", "-1", "--reason", "fix", "--reference", "fix-1")
+    assert adj["applied"] is True and again["applied"] is False and again["id"] == adj["id"]
+    assert "nothing changed" in ready.ok("adjust", "1001", "-1", "--reason", "fix", "--reference", "fix-1")
+    code, _, err = ready.run("adjust", "1001", "-2", "--reason", "fix", "--reference", "fix-1")
+    assert code == 2 and f"movement {adj['id']}" in err
+    assert ready.json("account", "show", "1001")["balance"] == "4.00"
+    assert len(ledger_rows(ready)) == 2
+
+
 def test_adjust_and_ledger(ready):
     ready.ok("topup", "1001", "10", "--reference", "p1")
     assert ready.ok("adjust", "1001", "-2.25", "--reason", "refund").strip() == "adjusted 1001 by -2.25; balance 7.75"
@@ -243,7 +263,7 @@ def test_adjust_and_ledger(ready):
     assert len(text) == 4 and "refund" in text[2] and "p1" in text[1]
     assert ready.json("ledger", "1001", "--since", "2000-01-01") == rows
     assert ready.json("ledger", "1001", "--since", "2999-01-01T00:00:00Z") == []
-    assert len(ready.json("ledger", "1001", "--limit", "2")) == 2
+    assert ready.json("ledger", "1001", "--limit", "2") == rows[1:]  # the latest two, oldest first
 
 
 def test_adjust_below_available_needs_force(ready):
@@ -265,6 +285,8 @@ def test_adjust_below_available_needs_force(ready):
         (["topup", "1001", "NaN"], "NaN"),
         (["topup", "1001", "1000000000000"], "out of range"),
         (["topup", "1001", "five"], "five"),
+        (["topup", "1001", "\u0663"], "malformed amount"),  # `fsbill topup a ٣` credited 3.00
+        (["adjust", "1001", "-\u0661", "--reason", "x"], "malformed amount"),
         (["topup", "1001"], "amount"),
         (["topup"], "code"),
         (["topup", "1001", "5", "--reference", ""], "reference"),

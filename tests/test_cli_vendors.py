@@ -76,7 +76,8 @@ def test_vendor_add_list_show_suspend_resume(cli):
         (("vendor", "add", "bad name", "--dial-string", "x"), "vendor name"),
         (("vendor", "add", "a|b", "--dial-string", "x"), "vendor name"),
         (("vendor", "add", "ok", "--dial-string", "a|b"), "no '|'"),
-        (("vendor", "add", "ok", "--dial-string", "x", "--currency", "EU"), "currency"),
+        (("vendor", "add", "ok", "--dial-string", "x/{destination}", "--currency", "EU"), "currency"),
+        (("vendor", "add", "ok", "--dial-string", "sofia/gateway/c1/4930123"), "no '{destination}'"),
         (("vendor", "show", "nobody"), "no vendor named 'nobody'"),
         (("vendor", "suspend", "nobody"), "no vendor named 'nobody'"),
         (("vendor", "rates", "import", "nobody", "x.csv"), "no vendor named 'nobody'"),
@@ -94,8 +95,8 @@ def test_bad_input_is_one_line(cli, argv, needle):
 
 
 def test_duplicate_vendor(cli):
-    cli("vendor", "add", "v", "--dial-string", "x")
-    code, _, err = cli("vendor", "add", "v", "--dial-string", "x", ok=False)
+    cli("vendor", "add", "v", "--dial-string", "x/{destination}")
+    code, _, err = cli("vendor", "add", "v", "--dial-string", "x/{destination}", ok=False)
     assert code != 0 and "already exists" in err
 
 

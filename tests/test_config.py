@@ -252,3 +252,53 @@ def test_margin_refusal_explains_the_lateness_and_nibblebill_defaults_off():
     assert s.nibblebill_compat is False and s.nibblebill_allow_zero_rate is False
     s = load_settings(None, {"nibblebill_compat": True, "nibblebill_allow_zero_rate": True})
     assert s.nibblebill_compat and s.nibblebill_allow_zero_rate
+
+
+# -- secrets: hidden wherever settings are printed ------------------------------------------------
+def _secret_like(name: str) -> bool:
+    return any(word in name for word in ("password", "secret", "token", "database", "dsn", "api_key"))
+
+
+def test_every_setting_that_looks_like_a_secret_is_marked_as_one():
+    """A secret a later change adds is hidden by `printable` only if its field says so."""
+    from fsbill.config import CdrIntake, SwitchConfig
+
+    for cls in (Settings, SwitchConfig, CdrIntake, Cutoff, Rejection):
+        for f in dataclasses.fields(cls):
+            if _secret_like(f.name):
+                assert f.metadata.get("secret") in ("value", "url"), f"{cls.__name__}.{f.name} is not marked secret"
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgresql://u:pw@h:5432/db", "postgresql://u:********@h:5432/db"),
+        ("postgresql://u:p%40ss@w@h/db", "postgresql://u:********@h/db"),  # '@' in the password
+        ("postgres://u@h/db", "postgres://u@h/db"),
+        ("postgresql://h/db?sslmode=require&password=pw", "postgresql://h/db?sslmode=require&password=********"),
+        ("postgresql://u:pw@h/db?PASSWORD=x&a=1", "postgresql://u:********@h/db?PASSWORD=********&a=1"),
+        ("sqlite:///fsbill.db", "sqlite:///fsbill.db"),
+        ("", ""),
+    ],
+)
+def test_redact_url(url, shown):
+    from fsbill.config import redact_url
+
+    assert redact_url(url) == shown
+
+
+def test_printable_hides_every_secret_and_keeps_the_rest(tmp_path):
+    from fsbill.config import printable
+
+    path = tmp_path / "f.yaml"
+    path.write_text(
+        "database: postgresql://u:TOPSECRET@h/db\n"
+        "switches: [{name: a, password: TOPSECRET2}]\n"
+        "cdr_intake: {listen: '127.0.0.1:0', password: TOPSECRET3}\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(str(path))
+    shown = printable(settings)
+    assert "TOPSECRET" not in repr(shown)
+    assert shown["switches"][0]["name"] == "a" and shown["heartbeat_s"] == settings.heartbeat_s
+    assert settings.database == "postgresql://u:TOPSECRET@h/db"  # the settings themselves are intact

@@ -255,10 +255,24 @@ def test_topup_empty_reference_is_refused(store, acct):
 
 def test_same_reference_credits_once(store, acct):
     first = ledger.topup(store, "A", M("5"), us(1), reference="bank-77")
-    again = ledger.topup(store, "A", M("5"), us(2), reference="bank-77")
-    other_amount = ledger.topup(store, "A", M("9"), us(3), reference="bank-77")
-    assert first.applied and not again.applied and not other_amount.applied
-    assert again.entry == first.entry == other_amount.entry  # says which credit it was
+    again = ledger.topup(store, "A", M("5.00"), us(2), reference="bank-77")
+    assert first.applied and not again.applied
+    assert again.entry == first.entry  # says which credit it was
+    assert len(entries(store, "A")) == 1
+    assert assert_ledger_is_truth(store, "A").balance == M("5")
+
+
+def test_same_reference_with_another_amount_is_refused_naming_the_earlier_movement(store, acct):
+    """A mistyped reference must not silently drop a payment."""
+    first = ledger.topup(store, "A", M("5"), us(1), reference="bank-77")
+    with pytest.raises(Conflict) as info:
+        ledger.topup(store, "A", M("9"), us(3), reference="bank-77")
+    message = str(info.value)
+    assert "bank-77" in message and f"movement {first.entry.id}" in message and "topup 5.00" in message
+    assert "9.00" in message
+    # an adjustment may not reuse a top-up's reference either, whatever the amount
+    with pytest.raises(Conflict, match=f"movement {first.entry.id}"):
+        ledger.adjust(store, "A", M("5"), "x", us(4), reference="bank-77")
     assert len(entries(store, "A")) == 1
     assert assert_ledger_is_truth(store, "A").balance == M("5")
 
@@ -328,10 +342,12 @@ def test_adjust_respects_what_live_calls_hold(store, acct):
     assert (a.balance, a.reserved, a.available) == (M("4"), M("4"), Money.zero())
 
 
-def test_adjust_reference_used_twice_is_a_conflict(store, acct):
-    ledger.adjust(store, "A", M("1"), "x", us(1), reference="fix-1")
-    with pytest.raises(Conflict, match="fix-1"):
-        ledger.adjust(store, "A", M("1"), "x", us(2), reference="fix-1")
+def test_adjust_reference_is_idempotent_for_the_same_amount_and_a_conflict_for_another(store, acct):
+    first = ledger.adjust_result(store, "A", M("1"), "x", us(1), reference="fix-1")
+    again = ledger.adjust_result(store, "A", M("1"), "x", us(2), reference="fix-1")
+    assert first.applied and not again.applied and again.entry == first.entry
+    with pytest.raises(Conflict, match=f"fix-1.*movement {first.entry.id}"):
+        ledger.adjust(store, "A", M("-1"), "x", us(2), reference="fix-1")
     assert assert_ledger_is_truth(store, "A").balance == M("1")
 
 
@@ -344,7 +360,12 @@ def test_ledger_since_filters_by_time(store, acct):
     # inclusive at the boundary
     assert [e.amount for e in ledger.ledger(store, "A", since_us=parse_iso("2026-01-02T10:00:00Z"))] == [M("2"), M("3")]
     assert ledger.ledger(store, "A", since_us=parse_iso("2026-01-04")) == []
-    assert [e.amount for e in ledger.ledger(store, "A", limit=2)] == [M("1"), M("2")]
+    # --limit N: the latest N, still oldest first (the help says "the latest N")
+    assert [e.amount for e in ledger.ledger(store, "A", limit=2)] == [M("2"), M("3")]
+    assert [e.amount for e in ledger.ledger(store, "A", limit=1)] == [M("3")]
+    assert [e.amount for e in ledger.ledger(store, "A", limit=5)] == [M("1"), M("2"), M("3")]
+    since = parse_iso("2026-01-02")
+    assert [e.amount for e in ledger.ledger(store, "A", since_us=since, limit=1)] == [M("3")]
 
 
 def test_ledger_is_per_account(store, acct):
@@ -363,19 +384,25 @@ def test_balance_equals_ledger_after_random_operations(store, acct):
     ledger.create_account(store, "B", "retail", T0, credit_limit=M("1"))
     model = {"A": 0, "B": 0}
     limits = {"A": 0, "B": M("1").micros}
-    seen: dict[str, set] = {"A": set(), "B": set()}
+    seen: dict[str, dict[str, int]] = {"A": {}, "B": {}}
     for step in range(120):
         code = rng.choice(["A", "B"])
         micros = rng.randint(1, 5_000_000)
         op = rng.random()
         if op < 0.5:
             ref = rng.choice([None, f"ref-{rng.randint(0, 15)}"])
+            if ref in seen[code] and rng.random() < 0.5:
+                with pytest.raises(Conflict):  # the same reference, another amount
+                    ledger.topup(store, code, Money(seen[code][ref] + 1), us(step), reference=ref)
+                continue
+            if ref in seen[code]:
+                micros = seen[code][ref]
             r = ledger.topup(store, code, Money(micros), us(step), reference=ref)
             assert r.applied == (ref is None or ref not in seen[code])
             if r.applied:
                 model[code] += micros
                 if ref:
-                    seen[code].add(ref)
+                    seen[code][ref] = micros
         elif op < 0.9:
             sign = rng.choice([1, -1])
             force = rng.random() < 0.2

@@ -62,6 +62,11 @@ def test_parse_valid_strings(text, micros):
         "€5",
         "5 EUR",
         "1234567890123456",  # more than 15 integer digits
+        "\u0663",  # ARABIC-INDIC DIGIT THREE: int() and \\d take it as 3
+        "1.\u0665",
+        "\uff15",  # FULLWIDTH DIGIT FIVE
+        "\u0967\u0966",  # Devanagari 10
+        "\u00b2",  # SUPERSCRIPT TWO (str.isdigit() says yes)
     ],
 )
 def test_parse_refuses_malformed_strings(text):

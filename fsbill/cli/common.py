@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fsbill.config import Settings, load_settings
@@ -14,8 +14,11 @@ from fsbill.db import Store
 from fsbill.instant import parse_iso
 
 
-def load(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None))
+def load(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """The settings of every command, found the same way for all: `--config PATH`, else
+    $FSBILL_CONFIG, else the defaults; `overrides` (a command's own options) win over the file.
+    No command reads a setting any other way."""
+    return load_settings(getattr(args, "config", None), overrides)
 
 
 def open_store(settings: Settings) -> Store:

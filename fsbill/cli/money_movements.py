@@ -14,20 +14,24 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     top = subparsers.add_parser("topup", parents=[parent], help="credit an account (idempotent with --reference)")
     top.add_argument("code")
     top.add_argument("amount", type=amount, help="positive exact amount, e.g. 10.50")
-    top.add_argument("--reference", help="payment reference: the same reference credits once")
+    top.add_argument(
+        "--reference",
+        help="payment reference: the same reference and amount credit once; the same reference with "
+        "another amount is refused (exit 2)",
+    )
     top.add_argument("--note", default="")
     top.set_defaults(func=_topup)
     adj = subparsers.add_parser("adjust", parents=[parent], help="signed correction of a balance (ledgered)")
     adj.add_argument("code")
     adj.add_argument("amount", type=amount, help="signed exact amount, e.g. -2.00")
     adj.add_argument("--reason", required=True)
-    adj.add_argument("--reference")
+    adj.add_argument("--reference", help="as for topup: the same reference and amount apply once")
     adj.add_argument("--force", action="store_true", help="apply a debit even if it leaves less than nothing available")
     adj.set_defaults(func=_adjust)
     led = subparsers.add_parser("ledger", parents=[parent], help="an account's balance movements")
     led.add_argument("code")
     led.add_argument("--since", type=parse_instant, metavar="ISO8601")
-    led.add_argument("--limit", type=positive_int, help="the latest N movements")
+    led.add_argument("--limit", type=positive_int, help="only the latest N movements (still printed oldest first)")
     led.set_defaults(func=_ledger)
 
 
@@ -46,10 +50,15 @@ def _topup(args: argparse.Namespace) -> int:
 
 def _adjust(args: argparse.Namespace) -> int:
     store = open_store(load(args))
-    entry = ledger.adjust(
+    result = ledger.adjust_result(
         store, args.code, args.amount, args.reason, Clock().now_us(), force=args.force, reference=args.reference
     )
-    emit(args, entry.as_json(), f"adjusted {args.code} by {entry.amount}; balance {entry.balance_after}")
+    entry = result.entry
+    if result.applied:
+        text = f"adjusted {args.code} by {entry.amount}; balance {entry.balance_after}"
+    else:
+        text = f"reference {args.reference} was already applied ({entry.amount} at {iso(entry.created_us)}); nothing changed"
+    emit(args, entry.as_json() | {"applied": result.applied}, text)
     return 0
 
 

@@ -10,7 +10,7 @@ import time
 
 from fsbill.cli.common import load, open_store
 from fsbill.clock import Clock
-from fsbill.config import Settings
+from fsbill.config import Settings, redact_url
 from fsbill.errors import ConfigError
 from fsbill.instant import iso
 from fsbill.logs import configure
@@ -34,8 +34,6 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fsbill.config import load_settings
-
     overrides = {
         "listen": args.listen,
         "metrics_listen": args.metrics_listen,
@@ -43,11 +41,7 @@ def _serve(args: argparse.Namespace) -> int:
         "node": args.node,
         "workers": args.workers,
     }
-    settings = (
-        load_settings(getattr(args, "config", None), overrides)
-        if any(v is not None for v in overrides.values())
-        else load(args)
-    )
+    settings = load(args, overrides)
     configure(settings.log_level, settings.log_format)
     index = worker_index()
     if index is not None:
@@ -140,6 +134,6 @@ def _refuse_scaled_clock_on_real_books(settings: Settings) -> None:
     if real_cdrs or real_calls:
         raise ConfigError(
             f"time_scale: {settings.time_scale:g} would write CDRs and ledger rows dated "
-            f"{iso(Clock(settings.time_scale).now_us())[:4]} into {settings.database}, which holds real-time calls "
+            f"{iso(Clock(settings.time_scale).now_us())[:4]} into {redact_url(settings.database)}, which holds real-time calls "
             f"({real_cdrs} CDRs): give a demo its own `database` (e.g. sqlite:///demo.db)"
         )

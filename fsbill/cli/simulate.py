@@ -13,7 +13,8 @@ if not monkey.is_module_patched("socket"):  # fsbill.entry patches first; be saf
     monkey.patch_all()
 
 from fsbill.bench.calls import percentile  # noqa: E402
-from fsbill.config import parse_hostport  # noqa: E402
+from fsbill.cli.common import load  # noqa: E402
+from fsbill.config import Settings, parse_hostport  # noqa: E402
 from fsbill.errors import FsbillError  # noqa: E402
 
 
@@ -40,7 +41,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dial-string",
         metavar="TEMPLATE",
         default="sofia/gateway/carrier/{destination}",
-        help="fsbill_dial_string as dialplan/fsbill_prepaid.xml sets it ('' leaves it unset)",
+        help="fsbill_dial_string as dialplan/fsbill_prepaid.xml sets it (default "
+        "sofia/gateway/carrier/{destination}); a dial string from the dialplan always wins, so with "
+        "`routing: lcr` use --no-dial-string",
+    )
+    sim.add_argument(
+        "--no-dial-string",
+        action="store_true",
+        help="set no fsbill_dial_string, as dialplan/fsbill_prepaid_lcr.xml: fsbill picks the bridge "
+        "(`routing: lcr` vendors, else the `route` template)",
     )
     sim.add_argument("--destination", metavar="NUMBER", default="4930123456", help="dialled number")
     sim.add_argument(
@@ -108,15 +117,13 @@ def _address(text: str) -> tuple[str, int]:
     return parse_hostport(text, "--server", connect=True)
 
 
-def _server(args: argparse.Namespace) -> tuple[str, int]:
+def _server(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
     """--server, else the configured `listen` (what `fsbill serve` with the same config binds;
     a wildcard host is dialled on loopback). Says where it dials: whoever listens there gets
     the calls."""
     if args.server:
         return _address(args.server)
-    from fsbill.config import load_settings
-
-    host, port = load_settings(getattr(args, "config", None)).listen_address()
+    host, port = settings.listen_address()
     if port == 0:
         raise FsbillError("the configured listen port is 0 (any free port): give --server HOST:PORT")
     if host in ("0.0.0.0", "::", ""):
@@ -126,14 +133,10 @@ def _server(args: argparse.Namespace) -> tuple[str, int]:
     return host, port
 
 
-def _time_scale(args: argparse.Namespace) -> float:
-    if args.time_scale is not None:
-        return args.time_scale
-    if getattr(args, "config", None):
-        from fsbill.config import load_settings
-
-        return float(getattr(load_settings(getattr(args, "config", None)), "time_scale", 1.0) or 1.0)
-    return 1.0
+def _time_scale(args: argparse.Namespace, settings: Settings) -> float:
+    """--time-scale, else the configured `time_scale`: the same settings, found the same way
+    (--config, else $FSBILL_CONFIG), as `listen` and as `fsbill serve` uses."""
+    return args.time_scale if args.time_scale is not None else settings.time_scale
 
 
 def outcome(record: Any) -> dict[str, Any]:
@@ -192,12 +195,13 @@ def _simulate(args: argparse.Namespace) -> int:
     from fsbill.clock import Clock
     from fsbill.sim import CallSpec, Switch
 
-    address = _server(args)
-    scale = _time_scale(args)
+    settings = load(args)
+    address = _server(args, settings)
+    scale = _time_scale(args, settings)
     clock = Clock(scale)
     switch = Switch(clock)
     variables = {"fsbill_account": args.account} if args.account else {}
-    if args.dial_string:
+    if args.dial_string and not args.no_dial_string:
         variables["fsbill_dial_string"] = args.dial_string.replace("{destination}", args.destination)
     specs = [
         CallSpec(

@@ -43,7 +43,34 @@ class GrantPolicy:
 
     @classmethod
     def build(cls, slice_s: int, max_call_s: int, margin_s: int, warning_s: int, heartbeat_s: int) -> GrantPolicy:
-        return cls(slice_s, max_call_s, margin_s, max(slice_s // 2, warning_s + margin_s + 2 * heartbeat_s), warning_s)
+        return cls(slice_s, max_call_s, margin_s, extend_below(slice_s, margin_s, warning_s, heartbeat_s), warning_s)
+
+
+def extend_below(slice_s: int, margin_s: int, warning_s: int, heartbeat_s: int) -> int:
+    """`GrantPolicy.extend_below_s` from the settings."""
+    return max(slice_s // 2, warning_s + margin_s + 2 * heartbeat_s)
+
+
+# Can a call that still has money be cut off? Only heartbeats extend a grant. A grant of G s
+# (counted from answer) is cut off at G - margin_s, scheduled on a whole epoch second, so the
+# cut can fire as early as just after G - margin_s - 1. A heartbeat at elapsed e extends it only
+# if G - floor(e) < extend_below (wants_extension; elapsed is counted in whole seconds), and the
+# extension needs time to move the cut-off (a database transaction and two FreeSWITCH commands):
+# 1 s is allowed for that. So some heartbeat must fall in [G - extend_below + 1, G - margin_s - 2].
+# A new grant is given at a heartbeat (or at admission) with floor(e) + slice_s, so more than
+# slice_s - 1 s are left then, and the window starts no earlier than that moment. Heartbeats come
+# every heartbeat_s with any phase relative to answer, and an interval of length >= heartbeat_s
+# always holds one. So a funded call is never cut iff
+#
+#     min(slice_s - 1, extend_below - 1) - margin_s - 2 >= heartbeat_s
+#     i.e.  heartbeat_s <= min(slice_s, extend_below) - margin_s - 3
+#
+# With the defaults (slice 120, heartbeat 10, margin 1, warning 60): extend_below = max(60, 81) =
+# 81, and 10 <= min(120, 81) - 4 = 77. `slice_s <= heartbeat_s` (e.g. 10 and 10) cut calls with
+# money left at about 8.6 s. (A heartbeat running late under load eats into the 1 s allowed.)
+def funded_call_slack_s(slice_s: int, heartbeat_s: int, margin_s: int, warning_s: int) -> int:
+    """How many seconds the condition above holds with (>= 0: no funded call is cut)."""
+    return min(slice_s, extend_below(slice_s, margin_s, warning_s, heartbeat_s)) - margin_s - 3 - heartbeat_s
 
 
 def available(balance: Money, credit_limit: Money, held: Money) -> Money:

@@ -22,7 +22,9 @@ MICROS_PER_UNIT = 10**SCALE
 # (at most ~9.2e18), so a bigger amount could not be stored, let alone summed.
 MAX_MICROS = 10**18 - 1
 
-_AMOUNT_RE = re.compile(r"^([+-]?)(\d{1,15})(?:\.(\d{1,6}))?$")
+# ASCII digits only: `\d` (and int()) would also take Arabic-Indic, Devanagari, full-width... digits
+# ("٣" would be 3), which no operator means to type as an amount.
+_AMOUNT_RE = re.compile(r"^([+-]?)([0-9]{1,15})(?:\.([0-9]{1,6}))?\Z")
 
 
 class RoundingMethod(str, Enum):

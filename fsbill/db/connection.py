@@ -33,6 +33,7 @@ import peewee
 from playhouse.migrations import Runner
 from playhouse.pool import PooledPostgresqlDatabase
 
+from fsbill.config import redact_url
 from fsbill.db.schema import build_models
 from fsbill.db.statements import Statements
 from fsbill.errors import ConfigError, DatabaseUnavailable
@@ -166,7 +167,7 @@ class Store:
             self._gate = gevent.lock.Semaphore(1)
         elif parsed.scheme in ("postgresql", "postgres"):
             if not parsed.path.strip("/"):
-                raise ConfigError(f"database: {url!r} names no database")
+                raise ConfigError(f"database: {redact_url(url)!r} names no database")
             require_driver(url)
             self.kind = "postgresql"
             self.path = ""
@@ -185,7 +186,7 @@ class Store:
             self._gate = gevent.lock.BoundedSemaphore(pool_size)
         else:
             raise ConfigError(
-                f"database: unsupported URL {url!r} (use sqlite:///PATH or postgresql://USER@HOST:PORT/DB)"
+                f"database: unsupported URL {redact_url(url)!r} (use sqlite:///PATH or postgresql://USER@HOST:PORT/DB)"
             )
         self.models = build_models(self.db)
         self.sql = Statements(self.kind, self.db.param)

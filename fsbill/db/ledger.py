@@ -261,8 +261,9 @@ def create_account(
 
 def _valid_cli(number: str) -> str:
     number = number.strip().lstrip("+")
-    if not number.isdigit():
-        raise InvalidInput(f"caller id must be digits, got {number!r}")
+    # ASCII digits only: str.isdigit() also takes "٣" or "²", which no switch sends as a caller id
+    if not (number.isascii() and number.isdigit()):
+        raise InvalidInput(f"caller id must be digits 0-9, got {number!r}")
     return number
 
 
@@ -338,14 +339,27 @@ def topup(
                     (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
                 )
                 if existing is not None:
-                    return TopupResult(_ledger_view(existing, code), applied=False)
+                    return TopupResult(_same_movement(_ledger_view(existing, code), "topup", amount), applied=False)
             entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
             entry = m.LedgerEntry.get_by_id(entry_id)
         return TopupResult(_ledger_view(entry, code), applied=True)
     except peewee.IntegrityError:
         # Another process credited the same reference between our check and our insert
         # (PostgreSQL, READ COMMITTED); the unique index kept it to one and ours rolled back.
-        return TopupResult(_last_entry(store, code, reference), applied=False)
+        return TopupResult(_same_movement(_last_entry(store, code, reference), "topup", amount), applied=False)
+
+
+def _same_movement(earlier: LedgerView, kind: str, amount: Money) -> LedgerView:
+    """A reference names one movement: used again for the same kind and amount it is the same
+    movement (a retried payment, nothing added); for anything else it is a mistake (a mistyped
+    reference would otherwise silently drop a payment), refused naming the earlier movement."""
+    if earlier.kind == kind and earlier.amount == amount:
+        return earlier
+    raise Conflict(
+        f"reference {earlier.reference!r} was already used on account {earlier.account!r} by movement "
+        f"{earlier.id} ({earlier.kind} {earlier.amount} at {iso(earlier.created_us)}), not a {kind} of {amount}: "
+        f"nothing was changed; use another reference"
+    )
 
 
 def _last_entry(store: Store, code: str, reference: str | None) -> LedgerView:
@@ -370,17 +384,42 @@ def adjust(
 ) -> LedgerView:
     """A signed operator correction. A debit that would leave less than nothing available
     (balance + credit limit − held) is refused unless `force`, since it would put money the
-    account's live calls were promised out of reach."""
+    account's live calls were promised out of reach. With a `reference` it is idempotent like
+    a top-up: the same reference and amount again is the earlier adjustment (nothing changes);
+    a different amount is a Conflict naming it."""
+    return adjust_result(store, code, amount, reason, now_us, force=force, reference=reference).entry
+
+
+def adjust_result(
+    store: Store,
+    code: str,
+    amount: Money,
+    reason: str,
+    now_us: int,
+    *,
+    force: bool = False,
+    reference: str | None = None,
+) -> TopupResult:
+    """`adjust`, saying whether it was applied (False: its reference was already used for the
+    same adjustment)."""
     if not amount:
         raise InvalidInput("adjustment amount must not be zero")
     if not reason.strip():
         raise InvalidInput("an adjustment needs a --reason")
+    if reference is not None and not reference.strip():
+        raise InvalidInput("reference must not be empty")
     m = store.models
     try:
         with store.transaction():
             account = m.Account.get_or_none(m.Account.code == code)
             if account is None:
                 raise NotFound(f"no account {code!r}")
+            if reference is not None:
+                existing = m.LedgerEntry.get_or_none(
+                    (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
+                )
+                if existing is not None:
+                    return TopupResult(_same_movement(_ledger_view(existing, code), "adjust", amount), applied=False)
             if amount.is_negative() and not force:
                 left = available_of(
                     Money(account.balance_micros) + amount,
@@ -393,9 +432,10 @@ def adjust(
                         f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
                     )
             entry_id, _ = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
-            return _ledger_view(m.LedgerEntry.get_by_id(entry_id), code)
+            return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True)
     except peewee.IntegrityError:
-        raise Conflict(f"reference {reference!r} was already used on account {code!r}") from None
+        # the same reference inserted by another process between our check and our insert
+        return TopupResult(_same_movement(_last_entry(store, code, reference), "adjust", amount), applied=False)
 
 
 def _ledger_view(row: DbRow, code: str) -> LedgerView:
@@ -413,6 +453,8 @@ def _ledger_view(row: DbRow, code: str) -> LedgerView:
 
 
 def ledger(store: Store, code: str, since_us: int | None = None, limit: int | None = None) -> list[LedgerView]:
+    """An account's movements in the order they were made (oldest first); with `limit`, only
+    the latest `limit` of them, still oldest first."""
     m = store.models
     with store.reading():
         account = m.Account.get_or_none(m.Account.code == code)
@@ -421,10 +463,13 @@ def ledger(store: Store, code: str, since_us: int | None = None, limit: int | No
         q = m.LedgerEntry.select().where(m.LedgerEntry.account == account.id)
         if since_us is not None:
             q = q.where(m.LedgerEntry.created_us >= since_us)
-        q = q.order_by(m.LedgerEntry.id)
         if limit:
-            q = q.limit(limit)
-        return [_ledger_view(r, code) for r in q]
+            # the latest `limit` movements, printed oldest first like the whole ledger
+            rows = list(q.order_by(m.LedgerEntry.id.desc()).limit(limit))
+            rows.reverse()
+        else:
+            rows = list(q.order_by(m.LedgerEntry.id))
+        return [_ledger_view(r, code) for r in rows]
 
 
 def ledger_sum(store: Store, code: str) -> Money:

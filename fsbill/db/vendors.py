@@ -92,6 +92,12 @@ def _valid_dial_string(dial: str) -> str:
         raise InvalidInput("--dial-string must not be empty (e.g. 'sofia/gateway/NAME/{destination}')")
     if "|" in dial or "\n" in dial or "\r" in dial:
         raise InvalidInput("--dial-string is one target: no '|' (fsbill builds the failover itself) and no line breaks")
+    if "{destination}" not in dial:
+        # without it every call would go to the same fixed target, whatever number was dialled
+        raise InvalidInput(
+            f"--dial-string {dial!r} has no '{{destination}}': it is replaced by the dialled number, "
+            f"e.g. 'sofia/gateway/NAME/{{destination}}'"
+        )
     return dial
 
 
