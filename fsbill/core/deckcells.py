@@ -3,15 +3,25 @@ checks (fsbill.core.ratedeck reads the file). Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fsbill.core.deckrows import COLUMNS, MAX_SECONDS_FIELD, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, DeckRows
+from fsbill.core.deckrows import (
+    COLUMNS,
+    MAX_SECONDS_FIELD,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    WRITTEN_AS_IS,
+    WRITTEN_INTERNATIONAL,
+    WRITTEN_PLUS,
+    DeckRows,
+)
 from fsbill.core.money import Money
 from fsbill.core.rating import MAX_NUMBER_DIGITS, MINUTES_PER_DAY
-from fsbill.errors import MoneyError, RateDeckError
+from fsbill.errors import InvalidInput, MoneyError, RateDeckError
 
 _ALL_DAYS = frozenset(range(1, 8))
 DELIMITERS = (",", ";", "\t", "|")
@@ -30,20 +40,85 @@ ALIASES = {
 }
 
 
-def columns_of(header: list[str], line: int, delimiter: str = ",") -> dict[str, int]:
+def _header_name(raw: str) -> str:
+    return raw.strip().lstrip("\ufeff").strip().lower()
+
+
+def parse_mapping(items: Iterable[str]) -> dict[str, str]:
+    """`--columns` values ('prefix=Code,rate=Price', possibly several) as {field: header name}.
+
+    Fields are fsbill's column names (COLUMNS, or an alias such as `increment_s`); header names
+    are matched case-insensitively. A field given twice, or an unknown field, is refused.
+    """
+    mapping: dict[str, str] = {}
+    for item in items:
+        for pair in item.split(","):
+            if not pair.strip():
+                continue
+            field, equals, name = pair.partition("=")
+            field = ALIASES.get(field.strip().lower(), field.strip().lower())
+            if not equals or not name.strip() or not field:
+                raise InvalidInput(f"--columns: expected FIELD=HEADER pairs like prefix=Code,rate=Price, got {pair!r}")
+            if field not in COLUMNS:
+                raise InvalidInput(f"--columns: unknown field {field!r} (fields: {','.join(COLUMNS)})")
+            if field in mapping:
+                raise InvalidInput(f"--columns: field {field!r} is mapped twice")
+            mapping[field] = name.strip()
+    headers = [_header_name(name) for name in mapping.values()]
+    twice = sorted({h for h in headers if headers.count(h) > 1})
+    if twice:
+        raise InvalidInput(f"--columns: header {twice[0]!r} is mapped to two fields")
+    return mapping
+
+
+def header_names(mapping: dict[str, str] | None = None) -> dict[str, str]:
+    """{lower-case header name: field}: the mapped names, then fsbill's own names (and aliases)
+    of the fields the mapping leaves alone."""
+    mapping = mapping or {}
+    names = {_header_name(name): field for field, name in mapping.items()}
+    for name in COLUMNS + tuple(ALIASES):
+        field = ALIASES.get(name, name)
+        if field not in mapping:
+            names.setdefault(name, field)
+    return names
+
+
+def columns_of(
+    header: list[str],
+    line: int,
+    delimiter: str = ",",
+    mapping: dict[str, str] | None = None,
+    ignore_extra: bool = False,
+) -> dict[str, int]:
+    """{field: position} from the header. `mapping` ({field: header name}) renames columns;
+    a column that is neither mapped nor one of fsbill's names is refused, naming it, unless
+    `ignore_extra`."""
+    mapping = mapping or {}
+    names = header_names(mapping)
     columns: dict[str, int] = {}
+    extra: list[str] = []
     for position, raw in enumerate(header):
-        name = raw.strip().lstrip("\ufeff").strip().lower()
-        name = ALIASES.get(name, name)
-        if name not in COLUMNS:
-            raise RateDeckError(
-                line,
-                f"unknown column {raw.strip()!r} (columns separated by {delimiter_name(delimiter)}; "
-                f"known: {','.join(COLUMNS)})",
-            )
-        if name in columns:
-            raise RateDeckError(line, f"column {name!r} appears twice")
-        columns[name] = position
+        field = names.get(_header_name(raw))
+        if field is None:
+            extra.append(raw.strip().lstrip("\ufeff"))
+            continue
+        if field in columns:
+            what = f"column {raw.strip()!r}" if field in mapping else f"column {field!r}"
+            raise RateDeckError(line, f"{what} appears twice")
+        columns[field] = position
+    if extra and not ignore_extra:
+        shown = ", ".join(repr(name) for name in extra[:10]) + (
+            f" and {len(extra) - 10} more" if len(extra) > 10 else ""
+        )
+        raise RateDeckError(
+            line,
+            f"unknown column{'s' if len(extra) > 1 else ''} {shown} (columns separated by "
+            f"{delimiter_name(delimiter)}; known: {','.join(COLUMNS)}; map a column with "
+            "--columns FIELD=HEADER, or skip unmapped ones with --ignore-extra)",
+        )
+    absent = [f"{name!r} (for {field})" for field, name in mapping.items() if field not in columns]
+    if absent:
+        raise RateDeckError(line, f"mapped column {', '.join(absent)} is not in the header")
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise RateDeckError(
@@ -65,9 +140,17 @@ class RowParser:
     """
 
     def __init__(
-        self, columns: dict[str, int], zone: ZoneInfo, delimiter: str = ",", decimal_comma: bool = False
+        self,
+        columns: dict[str, int],
+        zone: ZoneInfo,
+        delimiter: str = ",",
+        decimal_comma: bool = False,
+        *,
+        width: int | None = None,
+        international_prefix: str = "00",
     ) -> None:
-        self.width = len(columns)
+        self.width = len(columns) if width is None else width
+        self.international_prefix = international_prefix
         self.tail = [(c, columns[c]) for c in _TAIL_COLUMNS if c in columns]
         positions = [at for _, at in self.tail]
         self.tail_key = itemgetter(*positions) if positions else (lambda row: ())
@@ -90,10 +173,14 @@ class RowParser:
                 f"(columns separated by {delimiter_name(self.delimiter)})",
             )
         prefix = row[self.prefix_at].strip()
-        if not (prefix.isdigit() and prefix.isascii() and len(prefix) <= MAX_NUMBER_DIGITS):
-            raise RateDeckError(
-                line, f"prefix {prefix!r} must be 1-{MAX_NUMBER_DIGITS} digits (no '+', spaces or letters)"
-            )
+        written = WRITTEN_AS_IS
+        intl = self.international_prefix
+        if (
+            not (prefix.isdigit() and prefix.isascii() and len(prefix) <= MAX_NUMBER_DIGITS)
+            or intl
+            and prefix.startswith(intl)
+        ):
+            prefix, written = self._normalised(prefix, line)
         rate = self.amounts.get(row[self.rate_at])
         if rate is None:
             rate = self._amount(row[self.rate_at], "rate", line, required=True)
@@ -113,10 +200,30 @@ class RowParser:
                     text_id = self.text_ids[description] = len(deck.texts)
                     deck.texts.append(description)
         deck.prefixes.append(prefix)
+        deck.written.append(written)
         deck.rates.append(rate)
         deck.descriptions.append(text_id)
         deck.tail_ids.append(tail_id)
         deck.lines.append(line)
+
+    def _normalised(self, cell: str, line: int) -> tuple[str, int]:
+        """A prefix written like a dialled number ('+49', '0049'), normalised the way numbers
+        are (fsbill.core.rating.normalize_number): one leading '+', or else the international
+        prefix, is removed. Formatting characters are not: '49 151' or '4915-4917' is refused."""
+        intl = self.international_prefix
+        text, written = cell, WRITTEN_AS_IS
+        if text.startswith("+"):
+            text, written = text[1:], WRITTEN_PLUS
+        elif intl and text.startswith(intl):
+            text, written = text[len(intl) :], WRITTEN_INTERNATIONAL
+        if text.isdigit() and text.isascii() and len(text) <= MAX_NUMBER_DIGITS:
+            return text, written
+        after = "" if intl == "" else f" or the international prefix {intl!r}"
+        raise RateDeckError(
+            line,
+            f"prefix {cell!r} must be 1-{MAX_NUMBER_DIGITS} digits, optionally after one '+'{after} "
+            "(removed, as from dialled numbers); no spaces, '-' or letters",
+        )
 
     def _tail(self, row: list[str], line: int) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The optional cells other than the description, checked."""
@@ -240,4 +347,15 @@ def _is_day(text: str) -> bool:
     return len(text) == 1 and "1" <= text <= "7"
 
 
-__all__ = ["ALIASES", "DELIMITERS", "RowParser", "columns_of", "delimiter_name"]
+__all__ = [
+    "ALIASES",
+    "DELIMITERS",
+    "WRITTEN_AS_IS",
+    "WRITTEN_INTERNATIONAL",
+    "WRITTEN_PLUS",
+    "RowParser",
+    "columns_of",
+    "delimiter_name",
+    "header_names",
+    "parse_mapping",
+]

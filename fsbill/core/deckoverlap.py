@@ -114,11 +114,15 @@ def check_duplicates(deck: DeckRows, groups: list[list[int]]) -> None:
             j = group[j_pos]
             for i in group[:j_pos]:
                 if overlaps(rates[i], rates[j]):
-                    raise RateDeckError(
-                        deck.lines[j],
-                        f"prefix {rates[j].prefix} duplicates line {deck.lines[i]} "
-                        "(validity windows and time bands overlap)",
-                    )
+                    written_i, written_j = deck.written_prefix(i), deck.written_prefix(j)
+                    if written_i == written_j:
+                        what = f"prefix {rates[j].prefix} duplicates line {deck.lines[i]}"
+                    else:  # one of them normalised ('+49' or '0049' is stored as '49')
+                        what = (
+                            f"prefix {written_j!r} (normalised to {rates[j].prefix}) duplicates line "
+                            f"{deck.lines[i]} ({written_i!r}, normalised to {rates[i].prefix})"
+                        )
+                    raise RateDeckError(deck.lines[j], f"{what} (validity windows and time bands overlap)")
 
 
 __all__ = ["check_against", "check_duplicates", "duplicate_groups", "overlaps"]

@@ -28,6 +28,9 @@ OPTIONAL_COLUMNS = (
 )
 COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 MAX_SECONDS_FIELD = 86_400
+# How a row's prefix was written (DeckRows.written): as stored, or normalised from '+49' or
+# from the international prefix ('0049').
+WRITTEN_AS_IS, WRITTEN_PLUS, WRITTEN_INTERNATIONAL = 0, 1, 2
 
 
 # A validated row, as stored (the columns of the `rate` table after tariff_id, in order):
@@ -122,6 +125,8 @@ class DeckRows:
 
     def __init__(self) -> None:
         self.prefixes: list[str] = []
+        self.written = array("b")  # WRITTEN_* per row
+        self.international_prefix = "00"
         self.rates = array("q")
         self.descriptions = array("I")  # index into self.texts
         self.tail_ids = array("I")  # index into self.tails
@@ -144,6 +149,16 @@ class DeckRows:
     def __iter__(self) -> Iterator[Row]:
         for i in range(len(self.prefixes)):
             yield self[i]
+
+    def written_prefix(self, i: int) -> str:
+        """Row i's prefix as the file wrote it."""
+        how = self.written[i]
+        lead = "+" if how == WRITTEN_PLUS else self.international_prefix if how == WRITTEN_INTERNATIONAL else ""
+        return lead + self.prefixes[i]
+
+    def normalised(self) -> int:
+        """How many rows had their prefix normalised ('+49' or '0049' stored as '49')."""
+        return len(self.written) - self.written.count(WRITTEN_AS_IS)
 
     def in_prefix_order(self) -> Iterator[Row]:
         """The rows sorted by prefix (file order among equal prefixes)."""

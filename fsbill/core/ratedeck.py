@@ -43,10 +43,13 @@ from __future__ import annotations
 
 import csv
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from fsbill.core.deckcells import ALIASES, DELIMITERS, RowParser, columns_of, delimiter_name
+from fsbill.core.deckcells import DELIMITERS, RowParser, columns_of, delimiter_name, header_names, parse_mapping
+from fsbill.core.deckfile import DEFAULT_ENCODING, check_encoding, decode_lines
 from fsbill.core.deckoverlap import check_against, check_duplicates, duplicate_groups, overlaps
 from fsbill.core.deckrows import (
     COLUMNS,
@@ -65,22 +68,45 @@ from fsbill.errors import RateDeckError
 PROGRESS_EVERY = 10_000
 
 
+@dataclass(frozen=True)
+class DeckFormat:
+    """How a deck file is written, when it is not fsbill's own format (see `parse_rows`):
+    its separator, decimal commas, a column mapping {field: header name}, whether unmapped
+    columns are ignored, the international prefix removed from prefixes ('0049' -> '49'; the
+    `international_prefix` setting) and the file's encoding (read by the database layer)."""
+
+    delimiter: str | None = None
+    decimal_comma: bool = False
+    columns: Mapping[str, str] | None = None
+    ignore_extra: bool = False
+    international_prefix: str = "00"
+    encoding: str = DEFAULT_ENCODING
+
+    def parse_options(self) -> dict[str, Any]:
+        """The keyword arguments of `parse_rows` (the encoding is not one: text comes in)."""
+        return {
+            "delimiter": self.delimiter,
+            "decimal_comma": self.decimal_comma,
+            "columns": self.columns,
+            "ignore_extra": self.ignore_extra,
+            "international_prefix": self.international_prefix,
+        }
+
+
 def parse_deck(
     lines: Iterable[str],
     rounding: RoundingRule,
     timezone: str,
     progress: Callable[[int], None] | None = None,
-    *,
-    delimiter: str | None = None,
-    decimal_comma: bool = False,
+    **options: Any,
 ) -> ParsedDeck:
     """Every rate of a deck file, or a RateDeckError for its first bad line.
 
     `lines` is a text file or any iterable of lines; `progress(n)` is called with the number of
     rows (not lines: the header and blank lines do not count) read so far, every
-    PROGRESS_EVERY rows and at the end. See `parse_rows` for `delimiter` and `decimal_comma`.
+    PROGRESS_EVERY rows and at the end. `options`: those of `parse_rows`.
     """
-    rows = parse_rows(lines, timezone, progress, delimiter=delimiter, decimal_comma=decimal_comma)
+    rows = parse_rows(lines, timezone, progress, **options)
     build = RateBuilder(rounding)
     deck = ParsedDeck()
     deck.extend(build(row) for row in rows)
@@ -88,13 +114,14 @@ def parse_deck(
     return deck
 
 
-def sniff_delimiter(header: str) -> str:
+def sniff_delimiter(header: str, columns: Mapping[str, str] | None = None) -> str:
     """The column separator of a deck, from its header line: the first of DELIMITERS that
-    splits it into cells naming both required columns; ',' when none does (the error then
-    names the separator it tried)."""
+    splits it into cells naming both required columns (under their `columns` mapping, if
+    any); ',' when none does (the error then names the separator it tried)."""
+    known = header_names(dict(columns or {}))
     for candidate in DELIMITERS:
-        names = {cell.strip().strip('"').lstrip("\ufeff").strip().lower() for cell in header.split(candidate)}
-        names = {ALIASES.get(n, n) for n in names}
+        cells = {cell.strip().strip('"').lstrip("\ufeff").strip().lower() for cell in header.split(candidate)}
+        names = {known[cell] for cell in cells if cell in known}
         if all(c in names for c in REQUIRED_COLUMNS):
             return candidate
     return ","
@@ -107,6 +134,9 @@ def parse_rows(
     *,
     delimiter: str | None = None,
     decimal_comma: bool = False,
+    columns: Mapping[str, str] | None = None,
+    ignore_extra: bool = False,
+    international_prefix: str = "00",
 ) -> DeckRows:
     """`parse_deck` without building Rate objects: validated rows as stored (ROW_FIELDS).
 
@@ -114,6 +144,12 @@ def parse_rows(
     ',', ';', tab or '|'). `decimal_comma`: amounts are written with a decimal comma
     ('0,0125', as carriers' semicolon-separated exports do); it needs a separator other than
     ','. Without it an amount with a comma is refused, naming the option.
+
+    `columns`: {field: header name} for a file with its own column names ('prefix': 'Code');
+    fields it leaves out are looked for under fsbill's names. A column that is neither is
+    refused, naming it, unless `ignore_extra`. `international_prefix`: a prefix written
+    '+49' or '0049' (with the international prefix '00') is stored as '49', the way dialled
+    numbers are normalised; DeckRows.written remembers which rows were.
     """
     zone = ZoneInfo(timezone)
     source = iter(lines)
@@ -127,7 +163,7 @@ def parse_rows(
     if first is None:
         raise RateDeckError(1, f"empty deck: a header line with at least {','.join(REQUIRED_COLUMNS)} is required")
     if delimiter is None:
-        delimiter = sniff_delimiter(first)
+        delimiter = sniff_delimiter(first, columns)
     if delimiter == "," and decimal_comma:
         raise RateDeckError(
             skipped + 1, "decimal commas need a column separator other than ',' (the header is separated by ',')"
@@ -138,10 +174,13 @@ def parse_rows(
     except csv.Error as exc:
         raise RateDeckError(skipped + 1, f"unreadable CSV: {exc}") from None
     header_line = skipped + reader.line_num
-    columns = columns_of(header, header_line, delimiter)
-    row_parser = RowParser(columns, zone, delimiter, decimal_comma)
+    positions = columns_of(header, header_line, delimiter, dict(columns or {}), ignore_extra)
+    row_parser = RowParser(
+        positions, zone, delimiter, decimal_comma, width=len(header), international_prefix=international_prefix
+    )
     deck = DeckRows()
     deck.delimiter = delimiter
+    deck.international_prefix = international_prefix
     previous_end = reader.line_num
     count = 0
     try:
@@ -169,14 +208,18 @@ __all__ = [
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "ROW_FIELDS",
+    "DeckFormat",
     "DeckRows",
     "ParsedDeck",
     "RateBuilder",
     "Row",
     "check_against",
+    "check_encoding",
+    "decode_lines",
     "delimiter_name",
     "overlaps",
     "parse_deck",
+    "parse_mapping",
     "parse_rows",
     "sniff_delimiter",
 ]
