@@ -106,6 +106,9 @@ def columns_of(
             what = f"column {raw.strip()!r}" if field in mapping else f"column {field!r}"
             raise RateDeckError(line, f"{what} appears twice")
         columns[field] = position
+    absent = [f"{name!r} (for {field})" for field, name in mapping.items() if field not in columns]
+    if absent:
+        raise RateDeckError(line, f"mapped column {', '.join(absent)} is not in the header")
     if extra and not ignore_extra:
         shown = ", ".join(repr(name) for name in extra[:10]) + (
             f" and {len(extra) - 10} more" if len(extra) > 10 else ""
@@ -116,9 +119,6 @@ def columns_of(
             f"{delimiter_name(delimiter)}; known: {','.join(COLUMNS)}; map a column with "
             "--columns FIELD=HEADER, or skip unmapped ones with --ignore-extra)",
         )
-    absent = [f"{name!r} (for {field})" for field, name in mapping.items() if field not in columns]
-    if absent:
-        raise RateDeckError(line, f"mapped column {', '.join(absent)} is not in the header")
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
         raise RateDeckError(

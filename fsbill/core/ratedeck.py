@@ -117,14 +117,16 @@ def parse_deck(
 def sniff_delimiter(header: str, columns: Mapping[str, str] | None = None) -> str:
     """The column separator of a deck, from its header line: the first of DELIMITERS that
     splits it into cells naming both required columns (under their `columns` mapping, if
-    any); ',' when none does (the error then names the separator it tried)."""
+    any). When none does, the one that splits it into the most cells (',' if none splits it),
+    so that the refusal names the columns as the file has them."""
     known = header_names(dict(columns or {}))
     for candidate in DELIMITERS:
         cells = {cell.strip().strip('"').lstrip("\ufeff").strip().lower() for cell in header.split(candidate)}
         names = {known[cell] for cell in cells if cell in known}
         if all(c in names for c in REQUIRED_COLUMNS):
             return candidate
-    return ","
+    most = max(DELIMITERS, key=header.count)
+    return most if header.count(most) else ","
 
 
 def parse_rows(
