@@ -81,7 +81,11 @@ def test_rows_are_storage_tuples():
         ("prefix,rate,rate\n1,1,1\n", 1, "appears twice"),
         ("prefix,rate\n1,1\n+4 9,1\n", 3, "prefix '+4 9' must be"),
         ("prefix,rate\n1,1\n++49,1\n", 3, "prefix '++49' must be"),
-        ("prefix,rate\n1,1\n00,1\n", 3, "prefix '00' must be 1-32 digits, optionally after one '+' or the international prefix '00'"),
+        (
+            "prefix,rate\n1,1\n00,1\n",
+            3,
+            "prefix '00' must be 1-32 digits, optionally after one '+' or the international prefix '00'",
+        ),
         ("prefix,rate\n1,1\n4915-4917,1\n", 3, "no spaces, '-' or letters"),
         ("prefix,rate\n1,1\n49a,1\n", 3, "must be 1-32 digits"),
         ("prefix,rate\n,1\n", 2, "must be 1-32 digits"),
