@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import io
-import sys
-import time
-from collections.abc import Callable
 
 from fsbill.cli.common import emit, load, open_store, parse_instant, positive_int, table
+from fsbill.cli.deckimport import add_options, import_options, report, run_import, source
 from fsbill.clock import Clock
 from fsbill.core.grant import affordable_s
 from fsbill.core.money import Money
-from fsbill.core.ratedeck import DELIMITERS
 from fsbill.core.rating import FOREVER_S, Rate, billed_seconds, cost, normalize_number
 from fsbill.db import ledger
 from fsbill.db import rates as dbrates
@@ -28,21 +24,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     imp = sub.add_parser("import", parents=[parent], help="import a CSV rate deck into a tariff (all or nothing)")
     imp.add_argument("tariff")
     imp.add_argument("file", help="CSV with a header; required columns prefix,rate (see docs); '-' reads stdin")
-    imp.add_argument("--replace", action="store_true", help="replace the tariff's whole deck instead of adding to it")
-    imp.add_argument(
-        "--allow-empty", action="store_true", help="with --replace: accept a file without rates (empties the deck)"
-    )
-    imp.add_argument(
-        "--delimiter",
-        type=_delimiter,
-        metavar="CHAR",
-        help="column separator: ',' ';' '|' or 'tab' (default: detected from the header)",
-    )
-    imp.add_argument(
-        "--decimal-comma",
-        action="store_true",
-        help="amounts use a decimal comma (0,0125); needs a separator other than ','",
-    )
+    add_options(imp, "tariff's")
     imp.set_defaults(func=_import)
 
     lookup = sub.add_parser("lookup", parents=[parent], help="the rate a number gets in a tariff")
@@ -68,75 +50,14 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 # -- import -------------------------------------------------------------------------------------
-def _delimiter(text: str) -> str:
-    named = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}
-    value = named.get(text.lower(), text)
-    if value not in DELIMITERS:
-        raise argparse.ArgumentTypeError(f"expected one of , ; | tab, got {text!r}")
-    return value
-
-
-class _ProgressBar:
-    """A one-line progress bar on stderr (only used when stderr is a terminal). It counts
-    rows; without a known total (a deck read from standard input) it shows the count alone."""
-
-    def __init__(self, total_rows: int | None) -> None:
-        self.total = None if total_rows is None else max(1, total_rows)
-        self.last_draw = 0.0
-
-    def __call__(self, phase: str, done: int) -> None:
-        now = time.monotonic()
-        total = self.total
-        if now - self.last_draw < 0.1 and (total is None or done < total):
-            return
-        self.last_draw = now
-        label = "reading" if phase == "parse" else "storing"
-        if total is None or phase == "store" and done > total:
-            sys.stderr.write(f"\r{label} {done:,} rows")
-        else:
-            share = min(done, total) * 30 // total
-            sys.stderr.write(f"\r{label} [{'#' * share}{'.' * (30 - share)}] {done:,}/{total:,} rows")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\r\033[K")
-        sys.stderr.flush()
-
-
-def _count_rows(path: str) -> int:
-    """Lines after the header: the rows the bar counts (blank lines aside)."""
-    try:
-        with open(path, "rb") as handle:
-            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    except OSError:
-        return 0
-    return max(0, lines - 1)
-
-
 def _import(args: argparse.Namespace) -> int:
-    store = open_store(load(args))
-    stdin = args.file == "-"
-    bar: _ProgressBar | None = None
-    if sys.stderr.isatty():
-        bar = _ProgressBar(None if stdin else _count_rows(args.file))
-    progress: Callable[[str, int], None] | None = bar
-    source = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="") if stdin else args.file
-    try:
-        result = dbrates.import_deck(
-            store,
-            args.tariff,
-            source,
-            replace=args.replace,
-            progress=progress,
-            delimiter=args.delimiter,
-            decimal_comma=args.decimal_comma,
-            allow_empty=args.allow_empty,
-        )
-    finally:
-        if bar is not None:
-            bar.close()
-    verb = "replaced the deck of" if args.replace else "into"
-    emit(args, result.as_json(), f"imported {result.imported} rates {verb} {result.tariff}")
+    settings = load(args)
+    store = open_store(settings)
+    options = import_options(args, settings)
+    result = run_import(
+        args, lambda progress: dbrates.import_deck(store, args.tariff, source(args), progress=progress, **options)
+    )
+    report(args, settings, result, result.tariff, result.as_json())
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fsbill.cli.common import emit, load, non_negative_int, open_store, parse_instant, table
+from fsbill.cli.deckimport import add_options, import_options, report, run_import, source
 from fsbill.clock import Clock
 from fsbill.core.money import RoundingMethod, RoundingRule
 from fsbill.core.rating import normalize_number
@@ -68,8 +69,8 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     rsub.required = True
     imp = rsub.add_parser("import", parents=[parent], help="import a CSV cost deck (same format as tariffs)")
     imp.add_argument("name")
-    imp.add_argument("file", help="CSV with a header; required columns prefix,rate")
-    imp.add_argument("--replace", action="store_true", help="replace the vendor's whole deck instead of adding to it")
+    imp.add_argument("file", help="CSV with a header; required columns prefix,rate (see docs); '-' reads stdin")
+    add_options(imp, "vendor's")
     imp.set_defaults(func=_import)
 
     route = subparsers.add_parser("route", help="least-cost routing: what fsbill would do with a call")
@@ -145,11 +146,15 @@ def _set_status(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    store = open_store(load(args))
-    result = dbvendors.import_rates(store, args.name, args.file, replace=args.replace)
-    verb = "replaced the deck of" if args.replace else "into"
-    data = {"vendor": result.tariff, "imported": result.imported, "replaced": result.replaced}
-    emit(args, data, f"imported {result.imported} rates {verb} vendor {result.tariff}")
+    settings = load(args)
+    store = open_store(settings)
+    options = import_options(args, settings)
+    result = run_import(
+        args, lambda progress: dbvendors.import_rates(store, args.name, source(args), progress=progress, **options)
+    )
+    data = result.as_json()
+    data = {"vendor": data.pop("tariff"), **data}
+    report(args, settings, result, f"vendor {result.tariff}", data)
     return 0
 
 

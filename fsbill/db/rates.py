@@ -10,19 +10,31 @@ a changed deck is reloaded in the background, and never from a replaced deck.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import gevent
 import peewee
 
+from fsbill.core.deckdiff import DEFAULT_LIMIT, DeckDiff, diff_decks
 from fsbill.core.money import RoundingMethod, RoundingRule
-from fsbill.core.ratedeck import ROW_FIELDS, DeckRows, ParsedDeck, RateBuilder, Row, check_against, parse_rows
+from fsbill.core.ratedeck import (
+    ROW_FIELDS,
+    DeckFormat,
+    DeckRows,
+    ParsedDeck,
+    RateBuilder,
+    Row,
+    check_against,
+    decode_lines,
+    parse_rows,
+)
 from fsbill.core.rating import Rate, RateDeck
 from fsbill.db.connection import Store
 from fsbill.db.rows import DbRow
@@ -47,9 +59,25 @@ class ImportResult:
     imported: int
     replaced: bool
     deck_version: int = 0
+    normalised: int = 0  # rows whose prefix was written '+49' or '0049'
+    changes: DeckDiff | None = None  # a dry run's comparison; nothing was written
+
+    @property
+    def dry_run(self) -> bool:
+        return self.changes is not None
 
     def as_json(self) -> dict:
-        return {"tariff": self.tariff, "imported": self.imported, "replaced": self.replaced}
+        data: dict = {"tariff": self.tariff, "imported": self.imported, "replaced": self.replaced}
+        if self.changes is not None:
+            data = {
+                "tariff": self.tariff,
+                "dry_run": True,
+                "replace": self.replaced,
+                "rows": self.imported,
+                "normalised": self.normalised,
+                **self.changes.as_json(),
+            }
+        return data
 
 
 def _tariff_row(store: Store, name: str) -> DbRow:
@@ -64,45 +92,65 @@ def _rounding(row: DbRow) -> RoundingRule:
     return RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method))
 
 
+Source = str | os.PathLike | BinaryIO | TextIO | Iterable[str]
+
+
+def read_deck(
+    source: Source, timezone: str, fmt: DeckFormat, progress: Callable[[int], None] | None = None
+) -> DeckRows:
+    """Parse a deck from a path, a binary stream (decoded in `fmt.encoding`, refusing the first
+    undecodable line by number), or text (already decoded)."""
+    options = fmt.parse_options()
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            with open(source, "rb") as handle:
+                return parse_rows(decode_lines(handle, fmt.encoding), timezone, progress, **options)
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
+    if isinstance(source, (io.BufferedIOBase, io.RawIOBase)):
+        return parse_rows(decode_lines(source, fmt.encoding), timezone, progress, **options)
+    try:
+        return parse_rows(source, timezone, progress, **options)  # type: ignore[arg-type]
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the deck is not {fmt.encoding} text ({exc.reason})") from None
+
+
 def import_deck(
     store: Store,
     tariff_name: str,
-    source: str | os.PathLike | TextIO | Iterable[str],
+    source: Source,
     replace: bool = False,
     progress: Progress | None = None,
     *,
     delimiter: str | None = None,
     decimal_comma: bool = False,
     allow_empty: bool = False,
+    fmt: DeckFormat | None = None,
+    dry_run: bool = False,
+    show: int = DEFAULT_LIMIT,
 ) -> ImportResult:
     """Import a CSV rate deck into a tariff, all or nothing.
 
-    `source` is a path or an open text file (e.g. standard input). Without `replace` the new
-    rows are added to the tariff's deck and must not overlap its existing rows; with it they
-    replace the deck — a file without a single rate then empties the deck, which is refused
-    unless `allow_empty`. `delimiter` / `decimal_comma`: see fsbill.core.ratedeck.parse_rows.
-    `progress(phase, done)` reports rows parsed ('parse') then rows stored ('store').
+    `source` is a path, a binary stream (decoded in `fmt.encoding`) or an open text file.
+    Without `replace` the new rows are added to the tariff's deck and must not overlap its
+    existing rows; with it they replace the deck — a file without a single rate then empties
+    the deck, which is refused unless `allow_empty`. `fmt` says how the file is written
+    (fsbill.core.ratedeck.DeckFormat: separator, decimal comma, column mapping, encoding,
+    international prefix); `delimiter` / `decimal_comma` are shorthands for a format without
+    the rest. `progress(phase, done)` reports rows parsed ('parse') then rows stored ('store').
+
+    `dry_run`: every check runs as for a real import, then the result's `changes` compares
+    the stored deck with the deck the import would leave (listing at most `show` prefixes per
+    kind) and nothing is written.
     """
+    if fmt is None:
+        fmt = DeckFormat(delimiter=delimiter, decimal_comma=decimal_comma)
     with store.reading():
         tariff = _tariff_row(store, tariff_name)
     parse_progress = (lambda n: progress("parse", n)) if progress is not None else None
     if parse_progress is not None:
         parse_progress(0)
-    if isinstance(source, (str, os.PathLike)):
-        try:
-            with open(source, encoding="utf-8-sig", newline="") as handle:
-                rows = parse_rows(
-                    handle, tariff.timezone, parse_progress, delimiter=delimiter, decimal_comma=decimal_comma
-                )
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {os.fspath(source)}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"{os.fspath(source)} is not UTF-8 text ({exc.reason})") from None
-    else:
-        try:
-            rows = parse_rows(source, tariff.timezone, parse_progress, delimiter=delimiter, decimal_comma=decimal_comma)
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(f"the deck is not UTF-8 text ({exc.reason})") from None
+    rows = read_deck(source, tariff.timezone, fmt, parse_progress)
     if replace and not rows and not allow_empty:
         with store.reading():
             stored = store.models.Rate.select().where(store.models.Rate.tariff == tariff.id).count()
@@ -112,6 +160,10 @@ def import_deck(
         )
     if not replace and rows:
         _check_existing(store, tariff.id, rows)
+    if dry_run:
+        with store.reading():
+            changes = diff_decks(_stored_in_prefix_order(store, tariff.id), rows.in_prefix_order(), replace, show)
+        return ImportResult(tariff_name, len(rows), replace, int(tariff.deck_version), rows.normalised(), changes)
     if progress is not None:
         progress("store", 0)
     tid = tariff.id
@@ -125,7 +177,33 @@ def import_deck(
         m.Tariff.update(deck_version=m.Tariff.deck_version + 1).where(m.Tariff.id == tid).execute()
         version = m.Tariff.select(m.Tariff.deck_version).where(m.Tariff.id == tid).scalar()
     event(log, "deck_imported", tariff=tariff_name, rates=len(rows), replaced=replace, version=int(version))
-    return ImportResult(tariff_name, len(rows), replace, int(version))
+    return ImportResult(tariff_name, len(rows), replace, int(version), rows.normalised())
+
+
+# Rows per page when a dry run reads the stored deck: pages keep its memory bounded.
+DIFF_PAGE_ROWS = 20_000
+
+
+def _stored_in_prefix_order(store: Store, tariff_id: int) -> Iterator[Row]:
+    """A tariff's stored rows sorted by prefix in binary order (as Python sorts strings), read
+    page by page (keyset on prefix and id) inside the caller's unit of work."""
+    table = store.models.Rate._meta.table_name
+    param = store.db.param
+    prefix = 'prefix COLLATE "C"' if store.kind == "postgresql" else "prefix"
+    head = f'SELECT id, {", ".join(ROW_FIELDS)} FROM "{table}" WHERE tariff_id = {param}'
+    first = f"{head} ORDER BY {prefix}, id LIMIT {DIFF_PAGE_ROWS}"
+    after = (
+        f"{head} AND ({prefix} > {param} OR ({prefix} = {param} AND id > {param})) "
+        f"ORDER BY {prefix}, id LIMIT {DIFF_PAGE_ROWS}"
+    )
+    page = store.db.execute_sql(first, (tariff_id,)).fetchall()
+    while page:
+        for row in page:
+            yield tuple(row[1:])
+        if len(page) < DIFF_PAGE_ROWS:
+            return
+        last = page[-1]
+        page = store.db.execute_sql(after, (tariff_id, last[1], last[1], last[0])).fetchall()
 
 
 def _insert_rows(
@@ -411,4 +489,13 @@ def list_rates(
         return _rates(store, query, _rounding(tariff))
 
 
-__all__ = ["DeckCache", "ImportResult", "IndexedDeck", "import_deck", "list_rates", "load_deck", "lookup_rate"]
+__all__ = [
+    "DeckCache",
+    "ImportResult",
+    "IndexedDeck",
+    "import_deck",
+    "list_rates",
+    "load_deck",
+    "lookup_rate",
+    "read_deck",
+]

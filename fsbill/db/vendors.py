@@ -15,12 +15,12 @@ get it); once FreeSWITCH reports which leg it bridged, the others are released
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import uuid as uuidlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TextIO
+from typing import Any
 
 import peewee
 
@@ -206,14 +206,16 @@ def set_status(store: Store, name: str, status: str) -> VendorView:
 def import_rates(
     store: Store,
     name: str,
-    source: str | os.PathLike | TextIO | Iterable[str],
+    source: dbrates.Source,
     replace: bool = False,
     progress: dbrates.Progress | None = None,
+    **options: Any,
 ) -> dbrates.ImportResult:
-    """A vendor's cost deck from CSV: the customer deck importer, on the vendor's deck tariff."""
+    """A vendor's cost deck from CSV: the customer deck importer, on the vendor's deck tariff.
+    `options`: those of `fsbill.db.rates.import_deck` (format, allow_empty, dry_run, show)."""
     vendor = get_vendor(store, name)
-    result = dbrates.import_deck(store, deck_name(vendor.name), source, replace=replace, progress=progress)
-    return dbrates.ImportResult(vendor.name, result.imported, result.replaced, result.deck_version)
+    result = dbrates.import_deck(store, deck_name(vendor.name), source, replace=replace, progress=progress, **options)
+    return dataclasses.replace(result, tariff=vendor.name)
 
 
 # -- routing inputs -------------------------------------------------------------------------------
