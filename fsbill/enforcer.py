@@ -209,7 +209,7 @@ class CallRun:
             # detail says which variable named whom)
             raise Rejected("unknown_account", f"{payer.source}={payer.value}")
         if account.status != "active":
-            raise Rejected("suspended", "", account.code, account.currency)
+            raise Rejected("closed" if account.status == "closed" else "suspended", "", account.code, account.currency)
         destination = destination_of(ch)
         try:
             number = normalize_number(destination, s.international_prefix)
