@@ -9,13 +9,15 @@
 Depends only on 0001's `account` and `tariff`; adds each column only if it is not there yet.
 """
 
-from peewee import BigIntegerField, CharField, Model, TextField
+from peewee import SQL, BigIntegerField, CharField, Model, TextField
 from playhouse.migrate import migrate
 
+# The defaults are in the database too (DEFAULT), not only in the models: rows inserted by plain
+# SQL that names only the older columns (README's import recipe) still get them.
 COLUMNS = (
-    ("account", "email", lambda: CharField(default="")),
+    ("account", "email", lambda: CharField(default="", constraints=[SQL("DEFAULT ''")])),
     ("account", "closed_us", lambda: BigIntegerField(null=True)),
-    ("tariff", "status", lambda: CharField(default="active")),
+    ("tariff", "status", lambda: CharField(default="active", constraints=[SQL("DEFAULT 'active'")])),
 )
 
 
