@@ -23,6 +23,7 @@ from fsbill.errors import ConfigError
 REJECT_REASONS = (
     "unknown_account",
     "suspended",
+    "closed",
     "invalid_number",
     "no_rate",
     "insufficient_funds",
@@ -106,6 +107,7 @@ class Rejection:
 DEFAULT_REJECTIONS: dict[str, Rejection] = {
     "unknown_account": Rejection(action="hangup", cause="CALL_REJECTED"),
     "suspended": Rejection(action="hangup", cause="OUTGOING_CALL_BARRED"),
+    "closed": Rejection(action="respond", code=403, text="Forbidden"),  # `fsbill account close`
     "invalid_number": Rejection(action="hangup", cause="INVALID_NUMBER_FORMAT"),
     "no_rate": Rejection(action="hangup", cause="NO_ROUTE_DESTINATION"),
     "insufficient_funds": Rejection(action="respond", code=402, text="Payment Required"),

@@ -102,11 +102,12 @@ def test_tariff_add_and_list(cli):
         "rounding": "up",
         "timezone": "America/New_York",
         "rates": 0,
+        "status": "active",
     }
     listed = cli.json("tariff", "list")
     assert [x["name"] for x in listed] == ["retail", "wholesale"]
     text = cli.ok("tariff", "list")
-    assert text.splitlines()[0].split() == ["NAME", "CURRENCY", "ROUNDING", "TIMEZONE", "RATES"]
+    assert text.splitlines()[0].split() == ["NAME", "CURRENCY", "ROUNDING", "TIMEZONE", "RATES", "STATUS"]
     assert "wholesale" in text and "2 up" in text
 
 
@@ -161,6 +162,7 @@ def test_account_add_show_list(cli):
         "max_channels": 2,
         "live_calls": 0,
         "clis": ["4930111", "4930222"],
+        "email": "",
     }
     assert cli.json("account", "show", "1001") == created
     text = cli.ok("account", "show", "1001")

@@ -26,6 +26,7 @@ TABLES = {
     "vendor",
     "live_call_vendor",
     "vendor_attempt",
+    "audit_entry",
 }
 
 
@@ -185,5 +186,28 @@ def test_concurrent_upgrades_from_processes(db_url, request):
     store = Store(db_url)
     try:
         assert store.pending_migrations() == []
+    finally:
+        store.close()
+
+
+def test_columns_added_later_have_database_defaults(db_url):
+    """Plain SQL naming only 0001's columns (README's import recipe) still inserts tariffs and
+    accounts after 0006 added `tariff.status` and `account.email` (NOT NULL)."""
+    store = Store(db_url)
+    try:
+        store.upgrade()
+        with store.transaction() as db:
+            db.execute_sql(
+                "INSERT INTO tariff (name, currency, rounding_decimals, rounding_method, timezone, deck_version, "
+                "created_us) VALUES ('t', 'EUR', 4, 'half_up', 'UTC', 0, 1)"
+            )
+            db.execute_sql(
+                "INSERT INTO account (code, tariff_id, currency, balance_micros, credit_limit_micros, reserved_micros, "
+                "max_channels, live_channels, status, created_us, updated_us) "
+                "SELECT 'a', id, 'EUR', 0, 0, 0, 0, 0, 'active', 1, 1 FROM tariff WHERE name = 't'"
+            )
+        with store.reading() as db:
+            assert db.execute_sql("SELECT status FROM tariff").fetchall() == [("active",)]
+            assert db.execute_sql("SELECT email, closed_us FROM account").fetchall() == [("", None)]
     finally:
         store.close()

@@ -1,13 +1,14 @@
-"""`fsbill account add|show|list|suspend|resume`."""
+"""`fsbill account add|show|list|set|cli add|cli remove|suspend|resume|close`."""
 
 from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.common import amount, emit, load, non_negative_int, open_store, table
+from fsbill.cli.common import actor, add_actor_option, amount, emit, load, non_negative_int, open_store, table
 from fsbill.clock import Clock
 from fsbill.core.money import Money
-from fsbill.db import ledger
+from fsbill.db import ledger, management
+from fsbill.db.audit import Change
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -30,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         metavar="NUMBER",
         help="a caller id that identifies this account (repeatable)",
     )
+    add_actor_option(add)
     add.set_defaults(func=_add)
     show = sub.add_parser("show", parents=[parent], help="balance, reserved, available and live calls")
     show.add_argument("code")
@@ -43,7 +45,46 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
             help=f"mark the account {status} (new calls {'refused' if status == 'suspended' else 'allowed'})",
         )
         p.add_argument("code")
+        add_actor_option(p)
         p.set_defaults(func=_set_status, status=status)
+    set_ = sub.add_parser(
+        "set", parents=[parent], help="change an account's credit limit, channel limit, tariff, email"
+    )
+    set_.add_argument("code")
+    set_.add_argument(
+        "--credit-limit",
+        type=amount,
+        help="how far below zero the balance may go (lower: refused if it leaves "
+        "less than nothing available, unless --force)",
+    )
+    set_.add_argument("--max-channels", type=non_negative_int, help="simultaneous calls (0 = no limit); new calls only")
+    set_.add_argument("--tariff", help="another tariff (another currency only with a zero balance and no live call)")
+    set_.add_argument("--email", help="contact address ('none' clears it)")
+    set_.add_argument(
+        "--force", action="store_true", help="apply a lower credit limit even if it leaves less than nothing available"
+    )
+    add_actor_option(set_)
+    set_.set_defaults(func=_set)
+    cli = sub.add_parser("cli", help="the caller ids that identify an account")
+    csub = cli.add_subparsers(dest="account_cli_command", metavar="ACTION", parser_class=type(account))
+    csub.required = True
+    for verb, text in (("add", "map a caller id to the account"), ("remove", "unmap a caller id from the account")):
+        c = csub.add_parser(verb, parents=[parent], help=text)
+        c.add_argument("code")
+        c.add_argument("number", help="the caller id, digits (a leading + is dropped)")
+        add_actor_option(c)
+        c.set_defaults(func=_cli, add=verb == "add")
+    close = sub.add_parser(
+        "close", parents=[parent], help="close the account for good: no calls, no top-ups; ledger and CDRs kept"
+    )
+    close.add_argument("code")
+    close.add_argument(
+        "--force",
+        action="store_true",
+        help="close despite live calls or a balance (moved out by a ledger entry of kind close)",
+    )
+    add_actor_option(close)
+    close.set_defaults(func=_close)
 
 
 def describe(a: ledger.AccountView) -> str:
@@ -56,6 +97,8 @@ def describe(a: ledger.AccountView) -> str:
         f"available    {a.available} {a.currency}",
         f"live calls   {a.live_channels}" + (f" of {a.max_channels}" if a.max_channels else ""),
     ]
+    if a.email:
+        lines.append(f"email        {a.email}")
     if a.clis:
         lines.append(f"caller ids   {', '.join(a.clis)}")
     return "\n".join(lines)
@@ -71,6 +114,7 @@ def _add(args: argparse.Namespace) -> int:
         credit_limit=args.credit_limit,
         max_channels=args.max_channels,
         clis=args.cli,
+        actor=actor(args),
     )
     emit(args, a.as_json(), f"account {a.code} created on tariff {a.tariff}")
     return 0
@@ -108,6 +152,67 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _set_status(args: argparse.Namespace) -> int:
-    a = ledger.set_status(open_store(load(args)), args.code, args.status, Clock().now_us())
-    emit(args, a.as_json(), f"account {a.code} is {a.status}")
+    r = management.set_account_status(open_store(load(args)), args.code, args.status, Clock().now_us(), actor(args))
+    emit(args, r.account.as_json(), f"account {r.account.code} is {r.account.status}")
+    return 0
+
+
+def changes_json(changes: tuple[Change, ...]) -> list[dict]:
+    return [{"field": c.field, "old": c.old, "new": c.new} for c in changes]
+
+
+def changes_text(what: str, changes: tuple[Change, ...]) -> str:
+    if not changes:
+        return f"{what}: nothing changed (every value was already as asked)"
+    return "\n".join(f"{what}: {c.field} {_shown(c.old)} -> {_shown(c.new)}" for c in changes)
+
+
+def _shown(value: str | None) -> str:
+    return "(none)" if value is None else value
+
+
+def _set(args: argparse.Namespace) -> int:
+    r = management.set_account(
+        open_store(load(args)),
+        args.code,
+        Clock().now_us(),
+        actor(args),
+        credit_limit=args.credit_limit,
+        max_channels=args.max_channels,
+        tariff=args.tariff,
+        email=args.email,
+        force=args.force,
+    )
+    a = r.account
+    text = changes_text(f"account {a.code}", r.changes)
+    if r.changes and a.available.is_negative():
+        text += f"\navailable is now {a.available} {a.currency}: live calls keep what they hold and get no more"
+    if a.max_channels and a.live_channels > a.max_channels:
+        text += f"\n{a.live_channels} live calls exceed the new limit of {a.max_channels}: it applies to new calls"
+    emit(args, a.as_json() | {"changes": changes_json(r.changes)}, text)
+    return 0
+
+
+def _cli(args: argparse.Namespace) -> int:
+    r = management.account_cli(open_store(load(args)), args.code, args.number, args.add, Clock().now_us(), actor(args))
+    a = r.account
+    if args.add:
+        text = f"caller id {args.number.strip().lstrip('+')} " + ("mapped to" if r.changes else "already maps to")
+        text += f" account {a.code}"
+    else:
+        text = f"caller id {args.number.strip().lstrip('+')} removed from account {a.code}"
+    emit(args, a.as_json() | {"changes": changes_json(r.changes)}, text)
+    return 0
+
+
+def _close(args: argparse.Namespace) -> int:
+    r = management.close_account(open_store(load(args)), args.code, Clock().now_us(), actor(args), force=args.force)
+    a = r.account
+    text = f"account {a.code} closed"
+    if r.entry is not None:
+        text += f"; {r.entry.amount} {a.currency} ledgered as kind close, balance {r.entry.balance_after}"
+    if a.live_channels:
+        text += f"; {a.live_channels} live call(s) finish what they hold ({a.reserved} {a.currency}), no extension"
+    data = a.as_json() | {"changes": changes_json(r.changes), "entry": r.entry.as_json() if r.entry else None}
+    emit(args, data, text)
     return 0

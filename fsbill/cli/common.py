@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from fsbill.config import Settings, load_settings
 from fsbill.core.money import Money
 from fsbill.db import Store
+from fsbill.errors import InvalidInput
 from fsbill.instant import parse_iso
 
 
@@ -57,6 +59,21 @@ def amount(text: str) -> Money:
         return Money.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_actor_option(parser: argparse.ArgumentParser) -> None:
+    """--actor on every command that changes what the audit trail records."""
+    parser.add_argument("--actor", metavar="NAME", help="who makes the change, for the audit trail (default: $USER)")
+
+
+def actor(args: argparse.Namespace) -> str:
+    """Who is making a change: --actor, else the login name ($USER), else `cli`."""
+    given = (getattr(args, "actor", None) or "").strip()
+    if given:
+        if len(given) > 64 or any(ord(ch) < 32 for ch in given):
+            raise InvalidInput(f"--actor must be 1-64 printable characters, got {given!r}")
+        return given
+    return os.environ.get("USER", "").strip() or "cli"
 
 
 def positive_int(text: str) -> int:

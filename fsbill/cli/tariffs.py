@@ -1,13 +1,14 @@
-"""`fsbill tariff add|list`."""
+"""`fsbill tariff add|list|set|close`."""
 
 from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.common import emit, load, non_negative_int, open_store, table
+from fsbill.cli.accounts import changes_json, changes_text
+from fsbill.cli.common import actor, add_actor_option, emit, load, non_negative_int, open_store, table
 from fsbill.clock import Clock
 from fsbill.core.money import RoundingMethod, RoundingRule
-from fsbill.db import ledger
+from fsbill.db import ledger, management
 from fsbill.db.vendors import DECK_PREFIX as VENDOR_DECK_PREFIX
 from fsbill.errors import InvalidInput
 
@@ -32,9 +33,21 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         help="how a call's cost is rounded, once, at the end (default half_up)",
     )
     add.add_argument("--timezone", default="UTC", help="IANA zone for time-of-day bands (default UTC)")
+    add_actor_option(add)
     add.set_defaults(func=_add)
     lst = sub.add_parser("list", parents=[parent], help="list tariffs")
     lst.set_defaults(func=_list)
+    set_ = sub.add_parser("set", parents=[parent], help="change a tariff's rounding rule or time zone (new calls)")
+    set_.add_argument("name")
+    set_.add_argument("--decimals", type=non_negative_int, help="a call's cost is rounded to this many decimals")
+    set_.add_argument("--rounding", choices=[m.value for m in RoundingMethod], help="how a call's cost is rounded")
+    set_.add_argument("--timezone", help="IANA zone for time-of-day bands (and the day of daily caps)")
+    add_actor_option(set_)
+    set_.set_defaults(func=_set)
+    close = sub.add_parser("close", parents=[parent], help="give the tariff to no more accounts (those on it keep it)")
+    close.add_argument("name")
+    add_actor_option(close)
+    close.set_defaults(func=_close)
 
 
 def _json(t: ledger.TariffView) -> dict:
@@ -45,6 +58,7 @@ def _json(t: ledger.TariffView) -> dict:
         "rounding": t.rounding.method.value,
         "timezone": t.timezone,
         "rates": t.rate_count,
+        "status": t.status,
     }
 
 
@@ -55,7 +69,7 @@ def _add(args: argparse.Namespace) -> int:
         )
     store = open_store(load(args))
     rule = RoundingRule(args.decimals, RoundingMethod(args.rounding))
-    t = ledger.create_tariff(store, args.name, args.currency, Clock().now_us(), rule, args.timezone)
+    t = ledger.create_tariff(store, args.name, args.currency, Clock().now_us(), rule, args.timezone, actor=actor(args))
     emit(
         args,
         _json(t),
@@ -72,10 +86,42 @@ def _list(args: argparse.Namespace) -> int:
         [_json(t) for t in tariffs],
         lambda: table(
             [
-                [t.name, t.currency, f"{t.rounding.decimals} {t.rounding.method.value}", t.timezone, t.rate_count]
+                [
+                    t.name,
+                    t.currency,
+                    f"{t.rounding.decimals} {t.rounding.method.value}",
+                    t.timezone,
+                    t.rate_count,
+                    t.status,
+                ]
                 for t in tariffs
             ],
-            ["NAME", "CURRENCY", "ROUNDING", "TIMEZONE", "RATES"],
+            ["NAME", "CURRENCY", "ROUNDING", "TIMEZONE", "RATES", "STATUS"],
         ),
     )
+    return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    r = management.set_tariff(
+        open_store(load(args)),
+        args.name,
+        Clock().now_us(),
+        actor(args),
+        decimals=args.decimals,
+        rounding=args.rounding,
+        timezone=args.timezone,
+    )
+    emit(
+        args, _json(r.tariff) | {"changes": changes_json(r.changes)}, changes_text(f"tariff {r.tariff.name}", r.changes)
+    )
+    return 0
+
+
+def _close(args: argparse.Namespace) -> int:
+    r = management.close_tariff(open_store(load(args)), args.name, Clock().now_us(), actor(args))
+    text = f"tariff {r.tariff.name} closed: it is given to no more accounts"
+    if r.accounts:
+        text += f"; {r.accounts} open account(s) keep it (move them with 'fsbill account set CODE --tariff T')"
+    emit(args, _json(r.tariff) | {"changes": changes_json(r.changes), "accounts": r.accounts}, text)
     return 0

@@ -1,16 +1,17 @@
-"""`fsbill vendor add|list|show|suspend|resume|rates import` and `fsbill route show`."""
+"""`fsbill vendor add|list|show|set|suspend|resume|close|rates import` and `fsbill route show`."""
 
 from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.common import emit, load, non_negative_int, open_store, parse_instant, table
+from fsbill.cli.accounts import changes_json, changes_text
+from fsbill.cli.common import actor, add_actor_option, emit, load, non_negative_int, open_store, parse_instant, table
 from fsbill.cli.deckimport import add_options, import_options, report, run_import, source
 from fsbill.clock import Clock
 from fsbill.core.money import RoundingMethod, RoundingRule
 from fsbill.core.rating import normalize_number
 from fsbill.core.routing import REASON_TEXT, Route, choose
-from fsbill.db import ledger
+from fsbill.db import ledger, management
 from fsbill.db import rates as dbrates
 from fsbill.db import vendors as dbvendors
 from fsbill.errors import NotFound
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         help="how its cost of a call is rounded (default half_up)",
     )
     add.add_argument("--timezone", default="UTC", help="IANA zone of its deck's time bands (default UTC)")
+    add_actor_option(add)
     add.set_defaults(func=_add)
 
     lst = sub.add_parser("list", parents=[parent], help="list vendors")
@@ -62,7 +64,24 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     ):
         p = sub.add_parser(verb, parents=[parent], help=text)
         p.add_argument("name")
+        add_actor_option(p)
         p.set_defaults(func=_set_status, status=status, verb=verb)
+
+    set_ = sub.add_parser("set", parents=[parent], help="change a vendor's dial string, weight, limit or deck rounding")
+    set_.add_argument("name")
+    set_.add_argument("--dial-string", help="bridge target, '{destination}' is replaced by the number")
+    set_.add_argument("--weight", type=_int, help="among vendors of equal cost, higher is tried first")
+    set_.add_argument("--max-channels", type=non_negative_int, help="concurrent calls (0 = no limit); new calls only")
+    set_.add_argument("--decimals", type=non_negative_int, help="its cost rounding")
+    set_.add_argument("--rounding", choices=[m.value for m in RoundingMethod], help="how its cost of a call is rounded")
+    set_.add_argument("--timezone", help="IANA zone of its deck's time bands")
+    add_actor_option(set_)
+    set_.set_defaults(func=_set)
+
+    close = sub.add_parser("close", parents=[parent], help="retire a vendor for good: never routed to again")
+    close.add_argument("name")
+    add_actor_option(close)
+    close.set_defaults(func=_close)
 
     rates = sub.add_parser("rates", help="a vendor's cost deck")
     rsub = rates.add_subparsers(dest="vendor_rates_command", metavar="ACTION", parser_class=type(vendor))
@@ -101,6 +120,7 @@ def _add(args: argparse.Namespace) -> int:
         currency=args.currency,
         rounding=RoundingRule(args.decimals, RoundingMethod(args.rounding)),
         timezone=args.timezone,
+        actor=actor(args),
     )
     emit(args, v.as_json(), f"vendor {v.name} created ({v.currency}, dial string {v.dial_string})")
     return 0
@@ -140,8 +160,39 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _set_status(args: argparse.Namespace) -> int:
-    v = dbvendors.set_status(open_store(load(args)), args.name, args.status)
-    emit(args, v.as_json(), f"vendor {v.name} {v.status}")
+    r = management.set_vendor_status(open_store(load(args)), args.name, args.status, Clock().now_us(), actor(args))
+    emit(args, r.vendor.as_json(), f"vendor {r.vendor.name} {r.vendor.status}")
+    return 0
+
+
+def _set(args: argparse.Namespace) -> int:
+    r = management.set_vendor(
+        open_store(load(args)),
+        args.name,
+        Clock().now_us(),
+        actor(args),
+        dial_string=args.dial_string,
+        weight=args.weight,
+        max_channels=args.max_channels,
+        decimals=args.decimals,
+        rounding=args.rounding,
+        timezone=args.timezone,
+    )
+    v = r.vendor
+    text = changes_text(f"vendor {v.name}", r.changes)
+    if v.max_channels and v.live_channels > v.max_channels:
+        text += f"\n{v.live_channels} live calls exceed the new limit of {v.max_channels}: it applies to new calls"
+    emit(args, v.as_json() | {"changes": changes_json(r.changes)}, text)
+    return 0
+
+
+def _close(args: argparse.Namespace) -> int:
+    r = management.close_vendor(open_store(load(args)), args.name, Clock().now_us(), actor(args))
+    v = r.vendor
+    text = f"vendor {v.name} closed: never routed to again"
+    if v.live_channels:
+        text += f"; {v.live_channels} live call(s) on it finish there"
+    emit(args, v.as_json() | {"changes": changes_json(r.changes)}, text)
     return 0
 
 

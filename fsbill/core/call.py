@@ -178,7 +178,7 @@ def billing_window(
 class AccountState:
     """What the database says about an account, read under its lock."""
 
-    status: str  # active | suspended
+    status: str  # active | suspended | closed
     balance: Money
     credit_limit: Money
     held: Money  # Σ held by its live calls
@@ -228,7 +228,7 @@ def admit(
     """Admit a call or say why not: the account's status, its channel limit, then whether its
     available money buys a first grant (the first billing block included)."""
     if account.status != "active":
-        return Admission("suspended")
+        return Admission("closed" if account.status == "closed" else "suspended")
     if account.max_channels and account.live_channels >= account.max_channels:
         return Admission("channel_limit")
     plan = plan_grant(rate, 0, account.available, policy)

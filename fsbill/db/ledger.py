@@ -17,6 +17,7 @@ import peewee
 
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import MAX_MICROS, Money, RoundingMethod, RoundingRule
+from fsbill.db import audit
 from fsbill.db.connection import Store
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
@@ -32,6 +33,7 @@ class TariffView:
     timezone: str
     deck_version: int
     rate_count: int = 0
+    status: str = "active"  # active | closed (fsbill.db.management)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class AccountView:
     reserved: Money
     max_channels: int
     live_channels: int
-    status: str
+    status: str  # active | suspended | closed
     clis: tuple[str, ...]
+    email: str = ""
 
     @property
     def available(self) -> Money:
@@ -66,6 +69,7 @@ class AccountView:
             "max_channels": self.max_channels,
             "live_calls": self.live_channels,
             "clis": list(self.clis),
+            "email": self.email,
         }
 
 
@@ -156,7 +160,10 @@ def create_tariff(
     now_us: int,
     rounding: RoundingRule = RoundingRule(),
     timezone: str = "UTC",
+    *,
+    actor: str | None = None,
 ) -> TariffView:
+    """`actor`: who creates it, for the audit trail (None: not audited)."""
     if not name.strip():
         raise InvalidInput("tariff name must not be empty")
     currency = _valid_currency(currency)
@@ -177,6 +184,10 @@ def create_tariff(
                 timezone=timezone,
                 created_us=now_us,
             )
+            if actor is not None:
+                fields = {"currency": currency, "decimals": str(rounding.decimals), "rounding": rounding.method.value}
+                changes = [audit.Change(k, None, v) for k, v in (fields | {"timezone": timezone}).items()]
+                audit.record(store, actor, now_us, "add", "tariff", name, changes)
     except peewee.IntegrityError:
         raise Conflict(f"tariff {name!r} already exists") from None
     return _tariff_view(row, 0)
@@ -191,6 +202,7 @@ def _tariff_view(row: DbRow, rate_count: int) -> TariffView:
         timezone=row.timezone,
         deck_version=row.deck_version,
         rate_count=rate_count,
+        status=row.status,
     )
 
 
@@ -226,7 +238,9 @@ def create_account(
     credit_limit: Money = Money(0),
     max_channels: int = 0,
     clis: Iterable[str] = (),
+    actor: str | None = None,
 ) -> AccountView:
+    """`actor`: who creates it, for the audit trail (None: not audited)."""
     code = _valid_code(code)
     if credit_limit.is_negative():
         raise InvalidInput("credit limit must not be negative")
@@ -240,6 +254,8 @@ def create_account(
             raise NotFound(f"no tariff named {tariff_name!r} (create it with 'fsbill tariff add')")
         if tariff_name.startswith("vendor:"):  # fsbill.db.vendors.DECK_PREFIX: a vendor's cost deck
             raise InvalidInput(f"{tariff_name!r} is a vendor's cost deck, not a tariff customers can be sold")
+        if tariff.status == "closed":
+            raise InvalidInput(f"tariff {tariff_name!r} is closed: it is no longer given to accounts")
         if m.Account.get_or_none(m.Account.code == code) is not None:
             raise Conflict(f"account {code!r} already exists")
         taken = [c.number for c in m.AccountCli.select().where(m.AccountCli.number.in_(clis))] if clis else []
@@ -256,6 +272,13 @@ def create_account(
         )
         for number in clis:
             m.AccountCli.create(number=number, account=row.id)
+        if actor is not None:
+            changes = [
+                audit.Change("tariff", None, tariff_name),
+                audit.Change("credit_limit", None, str(credit_limit)),
+                audit.Change("max_channels", None, str(max_channels)),
+            ] + [audit.Change("cli", None, number) for number in clis]
+            audit.record(store, actor, now_us, "add", "account", code, changes)
     return get_account(store, code)
 
 
@@ -284,7 +307,18 @@ def _account_view(m: SimpleNamespace, row: DbRow) -> AccountView:
         live_channels=row.live_channels,
         status=row.status,
         clis=clis,
+        email=row.email,
     )
+
+
+def account_for_update(store: Store, code: str) -> DbRow | None:
+    """The account's row, locked until the transaction ends (PostgreSQL; SQLite's BEGIN
+    IMMEDIATE already serializes writers). Call inside `store.transaction()`."""
+    m = store.models
+    q = m.Account.select().where(m.Account.code == code)
+    if store.kind == "postgresql":
+        q = q.for_update()
+    return q.first()
 
 
 def get_account(store: Store, code: str) -> AccountView:
@@ -331,7 +365,7 @@ def topup(
     m = store.models
     try:
         with store.transaction():
-            account = m.Account.get_or_none(m.Account.code == code)
+            account = account_for_update(store, code)  # not credited while it is being closed
             if account is None:
                 raise NotFound(f"no account {code!r}")
             if reference is not None:
@@ -340,6 +374,10 @@ def topup(
                 )
                 if existing is not None:
                     return TopupResult(_same_movement(_ledger_view(existing, code), "topup", amount), applied=False)
+            if account.status == "closed":
+                raise InvalidInput(
+                    f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')"
+                )
             entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
             entry = m.LedgerEntry.get_by_id(entry_id)
         return TopupResult(_ledger_view(entry, code), applied=True)

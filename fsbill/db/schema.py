@@ -38,6 +38,7 @@ def build_models(database: Database) -> SimpleNamespace:
         timezone = CharField(default="UTC")
         deck_version = IntegerField(default=0)
         created_us = BigIntegerField()
+        status = CharField(default="active")  # active | closed (migrations/0006_audit.py)
 
     class Rate(Base):
         tariff = ForeignKeyField(Tariff, backref="rates", on_delete="CASCADE")
@@ -63,9 +64,11 @@ def build_models(database: Database) -> SimpleNamespace:
         reserved_micros = BigIntegerField(default=0)
         max_channels = IntegerField(default=0)  # 0 = no limit
         live_channels = IntegerField(default=0)
-        status = CharField(default="active")
+        status = CharField(default="active")  # active | suspended | closed
         created_us = BigIntegerField()
         updated_us = BigIntegerField()
+        email = CharField(default="")  # migrations/0006_audit.py
+        closed_us = BigIntegerField(null=True)
 
     class AccountCli(Base):
         number = CharField(unique=True)
@@ -162,7 +165,7 @@ def build_models(database: Database) -> SimpleNamespace:
         max_channels = IntegerField(default=0)  # 0 = no limit
         live_channels = IntegerField(default=0)
         weight = IntegerField(default=0)
-        status = CharField(default="active")  # active | suspended
+        status = CharField(default="active")  # active | suspended | closed
         created_us = BigIntegerField()
 
     class LiveCallVendor(Base):
@@ -221,6 +224,16 @@ def build_models(database: Database) -> SimpleNamespace:
         class Meta:
             indexes = ((("uuid", "visit"), True),)
 
+    class AuditEntry(Base):  # one changed field of an account, tariff or vendor (migrations/0006)
+        created_us = BigIntegerField()
+        actor = CharField()
+        action = CharField()  # add | set | close | cli_add | cli_remove
+        entity = CharField()  # account | tariff | vendor
+        subject = CharField()  # the account's code, the tariff's or vendor's name
+        field = CharField()
+        old_value = TextField(null=True)
+        new_value = TextField(null=True)
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -234,6 +247,7 @@ def build_models(database: Database) -> SimpleNamespace:
         VendorAttempt=VendorAttempt,
         SwitchCdr=SwitchCdr,
         Recovery=Recovery,
+        AuditEntry=AuditEntry,
     )
     all_models = [
         Tariff,
@@ -248,6 +262,7 @@ def build_models(database: Database) -> SimpleNamespace:
         VendorAttempt,
         SwitchCdr,
         Recovery,
+        AuditEntry,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models

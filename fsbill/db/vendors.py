@@ -30,6 +30,7 @@ from fsbill.core.records import BridgeOutcome, Leg
 from fsbill.core.routing import Attempt, Option, VendorCost, vendor_cost
 from fsbill.core.routing import Vendor as RoutingVendor
 from fsbill.core.routing import attempts as attempts_of
+from fsbill.db import audit
 from fsbill.db import rates as dbrates
 from fsbill.db.connection import Store
 from fsbill.db.ledger import _valid_currency
@@ -37,7 +38,7 @@ from fsbill.db.rows import DbRow, rate_columns
 from fsbill.errors import Conflict, InvalidInput, NotFound
 
 DECK_PREFIX = "vendor:"
-ACTIVE, SUSPENDED = "active", "suspended"
+ACTIVE, SUSPENDED, CLOSED = "active", "suspended", "closed"  # closed: for good (fsbill.db.management)
 _FORBIDDEN_IN_NAME = set("|,[]{}/:;\"'=")
 
 
@@ -112,7 +113,9 @@ def create_vendor(
     currency: str = "EUR",
     rounding: RoundingRule = RoundingRule(),
     timezone: str = "UTC",
+    actor: str | None = None,
 ) -> VendorView:
+    """`actor`: who creates it, for the audit trail (None: not audited)."""
     name = _valid_name(name)
     dial_string = _valid_dial_string(dial_string)
     currency = _valid_currency(currency)
@@ -146,6 +149,19 @@ def create_vendor(
                 status=ACTIVE,
                 created_us=now_us,
             )
+            if actor is not None:
+                fields = {
+                    "dial_string": dial_string,
+                    "max_channels": str(max_channels),
+                    "weight": str(weight),
+                    "currency": currency,
+                    "decimals": str(rounding.decimals),
+                    "rounding": rounding.method.value,
+                    "timezone": timezone,
+                }
+                audit.record(
+                    store, actor, now_us, "add", "vendor", name, [audit.Change(k, None, v) for k, v in fields.items()]
+                )
     except peewee.IntegrityError:
         raise Conflict(f"vendor {name!r} already exists (or a tariff named {deck_name(name)!r} does)") from None
     return get_vendor(store, name)
