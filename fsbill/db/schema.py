@@ -38,6 +38,13 @@ def build_models(database: Database) -> SimpleNamespace:
         timezone = CharField(default="UTC")
         deck_version = IntegerField(default=0)
         created_us = BigIntegerField()
+        # fraud guards, the default for its accounts (migrations/0007_fraud_guards.py)
+        daily_cap_micros = BigIntegerField(null=True)
+        monthly_cap_micros = BigIntegerField(null=True)
+        block_prefixes = TextField(null=True)
+        allow_prefixes = TextField(null=True)
+        max_rate_micros = BigIntegerField(null=True)
+        max_calls_per_minute = IntegerField(null=True)
 
     class Rate(Base):
         tariff = ForeignKeyField(Tariff, backref="rates", on_delete="CASCADE")
@@ -66,6 +73,13 @@ def build_models(database: Database) -> SimpleNamespace:
         status = CharField(default="active")
         created_us = BigIntegerField()
         updated_us = BigIntegerField()
+        # fraud guards: NULL = the tariff's default, -1 / '' = off (migrations/0007_fraud_guards.py)
+        daily_cap_micros = BigIntegerField(null=True)
+        monthly_cap_micros = BigIntegerField(null=True)
+        block_prefixes = TextField(null=True)
+        allow_prefixes = TextField(null=True)
+        max_rate_micros = BigIntegerField(null=True)
+        max_calls_per_minute = IntegerField(null=True)
 
     class AccountCli(Base):
         number = CharField(unique=True)
@@ -221,6 +235,10 @@ def build_models(database: Database) -> SimpleNamespace:
         class Meta:
             indexes = ((("uuid", "visit"), True),)
 
+    class CallStart(Base):  # calls admitted, for max_calls_per_minute (migrations/0007_fraud_guards.py)
+        account_id = IntegerField()
+        created_us = BigIntegerField()
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -234,6 +252,7 @@ def build_models(database: Database) -> SimpleNamespace:
         VendorAttempt=VendorAttempt,
         SwitchCdr=SwitchCdr,
         Recovery=Recovery,
+        CallStart=CallStart,
     )
     all_models = [
         Tariff,
@@ -248,6 +267,7 @@ def build_models(database: Database) -> SimpleNamespace:
         VendorAttempt,
         SwitchCdr,
         Recovery,
+        CallStart,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models
