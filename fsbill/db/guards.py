@@ -144,10 +144,13 @@ def _stored(row: Any) -> dict[str, Any]:
 
 
 def account_guards(store: Store, code: str, now_us: int) -> GuardsView:
+    """The account's guards and usage, read under its row lock like a reservation: the ledger and
+    the holds seen at one instant (a heartbeat's debit moves money from one to the other)."""
     m = store.models
-    with store.reading() as db:
+    with store.transaction() as db:
+        locked = db.execute_sql(store.sql.account_by_code, (code,)).fetchone()
         acc = m.Account.select(m.Account, m.Tariff).join(m.Tariff).where(m.Account.code == code).first()
-        if acc is None:
+        if locked is None or acc is None:
             raise NotFound(f"no account {code!r} (see 'fsbill account list')")
         guards, tz = read_guards(store, db, acc.id)
         usage = read_usage(store, db, acc.id, guards, tz, now_us, always=True)
