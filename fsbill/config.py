@@ -31,6 +31,11 @@ REJECT_REASONS = (
     "no_route",
     "vendor_unavailable",
     "db_error",
+    # fraud guards (docs/FRAUD.md)
+    "spend_cap",
+    "destination_blocked",
+    "rate_too_high",
+    "call_rate",
 )
 
 
@@ -117,6 +122,12 @@ DEFAULT_REJECTIONS: dict[str, Rejection] = {
     # the sell price, at their channel limit or in another currency): a temporary condition
     "vendor_unavailable": Rejection(action="respond", code=503, text="Service Unavailable"),
     "db_error": Rejection(action="respond", code=503, text="Service Unavailable"),
+    # fraud guards (docs/FRAUD.md): a spend cap reached is like money run out; a destination
+    # refused is forbidden; too many new calls a minute is a temporary condition
+    "spend_cap": Rejection(action="respond", code=402, text="Payment Required"),
+    "destination_blocked": Rejection(action="respond", code=403, text="Forbidden"),
+    "rate_too_high": Rejection(action="respond", code=403, text="Forbidden"),
+    "call_rate": Rejection(action="respond", code=503, text="Service Unavailable"),
 }
 
 

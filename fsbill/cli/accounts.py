@@ -7,6 +7,7 @@ import argparse
 from fsbill.cli.common import actor, add_actor_option, amount, emit, load, non_negative_int, open_store, table
 from fsbill.clock import Clock
 from fsbill.core.money import Money
+from fsbill.db import guards as dbguards
 from fsbill.db import ledger, management
 from fsbill.db.audit import Change
 
@@ -33,7 +34,17 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     )
     add_actor_option(add)
     add.set_defaults(func=_add)
-    show = sub.add_parser("show", parents=[parent], help="balance, reserved, available and live calls")
+    guard = sub.add_parser(
+        "guard",
+        parents=[parent],
+        help="fraud guards: spend caps, destination rules, max rate, calls per minute (docs/FRAUD.md)",
+        description="Set the account's own fraud guards; without options, show them. Each option takes a "
+        "value, `none` (the tariff's default applies again) or `off` (no guard, whatever the tariff says).",
+    )
+    guard.add_argument("code")
+    add_guard_options(guard)
+    guard.set_defaults(func=_guard)
+    show = sub.add_parser("show", parents=[parent], help="balance, reserved, available, live calls and guards")
     show.add_argument("code")
     show.set_defaults(func=_show)
     lst = sub.add_parser("list", parents=[parent], help="all accounts")
@@ -87,6 +98,55 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     close.set_defaults(func=_close)
 
 
+GUARD_OPTIONS = (
+    ("--daily-cap", "daily_cap_micros", "A", "most the account may spend a day (tariff's time zone)"),
+    ("--monthly-cap", "monthly_cap_micros", "A", "most the account may spend a calendar month"),
+    ("--block", "block_prefixes", "P,P", "destination prefixes refused (longest prefix wins)"),
+    ("--allow", "allow_prefixes", "P,P", "allow-list mode: only these destination prefixes may be called"),
+    ("--max-rate", "max_rate_micros", "PRICE", "refuse destinations dearer than this per minute"),
+    ("--max-calls-per-minute", "max_calls_per_minute", "N", "new calls allowed per minute, across nodes"),
+)
+
+
+def add_guard_options(parser: argparse.ArgumentParser) -> None:
+    for flag, column, metavar, text in GUARD_OPTIONS:
+        parser.add_argument(flag, dest=f"guard_{column}", metavar=metavar, help=text + "; none or off")
+
+
+def guard_changes(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        column: getattr(args, f"guard_{column}")
+        for _, column, _, _ in GUARD_OPTIONS
+        if getattr(args, f"guard_{column}") is not None
+    }
+
+
+def describe_guards(g: dbguards.GuardsView) -> str:
+    e, cur = g.effective, g.currency
+
+    def line(label: str, column: str, value: object) -> str:
+        source = g.source(column)
+        if value in (None, ()):
+            value = "off" if source == "account" else "none"
+        return f"{label:<12} {value}" + (f" (from the {source})" if source else "")
+
+    def money(m: Money | None) -> str | None:
+        return None if m is None else f"{m} {cur}"
+
+    return "\n".join(
+        [
+            line("daily cap", "daily_cap_micros", money(e.daily_cap)),
+            line("monthly cap", "monthly_cap_micros", money(e.monthly_cap)),
+            line("blocked", "block_prefixes", ",".join(e.block) or None),
+            line("allowed only", "allow_prefixes", ",".join(e.allow) or None),
+            line("max rate", "max_rate_micros", None if e.max_rate is None else f"{e.max_rate} {cur}/min"),
+            line("calls/minute", "max_calls_per_minute", e.max_calls_per_minute),
+            f"spent today  {g.spent_today} {cur} (this month {g.spent_this_month} {cur}; {g.timezone}, "
+            "holds of live calls included)",
+        ]
+    )
+
+
 def describe(a: ledger.AccountView) -> str:
     lines = [
         f"account      {a.code} ({a.status})",
@@ -121,8 +181,19 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    a = ledger.get_account(open_store(load(args)), args.code)
-    emit(args, a.as_json(), lambda: describe(a))
+    store = open_store(load(args))
+    a = ledger.get_account(store, args.code)
+    g = dbguards.account_guards(store, args.code, Clock().now_us())
+    emit(args, a.as_json() | {"guards": g.as_json()}, lambda: describe(a) + "\n" + describe_guards(g))
+    return 0
+
+
+def _guard(args: argparse.Namespace) -> int:
+    store = open_store(load(args))
+    changes = guard_changes(args)
+    g = dbguards.set_account_guards(store, args.code, changes, Clock().now_us())
+    head = f"account {g.account}: guards " + ("set" if changes else "in force")
+    emit(args, {"account": g.account} | g.as_json(), lambda: head + "\n" + describe_guards(g))
     return 0
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.accounts import changes_json, changes_text
+from fsbill.cli.accounts import add_guard_options, changes_json, changes_text, guard_changes
 from fsbill.cli.common import actor, add_actor_option, emit, load, non_negative_int, open_store, table
 from fsbill.clock import Clock
 from fsbill.core.money import RoundingMethod, RoundingRule
+from fsbill.db import guards as dbguards
 from fsbill.db import ledger, management
 from fsbill.db.vendors import DECK_PREFIX as VENDOR_DECK_PREFIX
 from fsbill.errors import InvalidInput
@@ -35,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     add.add_argument("--timezone", default="UTC", help="IANA zone for time-of-day bands (default UTC)")
     add_actor_option(add)
     add.set_defaults(func=_add)
+    guard = sub.add_parser(
+        "guard",
+        parents=[parent],
+        help="default fraud guards for the tariff's accounts (docs/FRAUD.md)",
+        description="Set the default fraud guards of the tariff's accounts (an account's own setting, "
+        "`fsbill account guard`, wins); without options, show them. `none` or `off` clears one.",
+    )
+    guard.add_argument("name")
+    add_guard_options(guard)
+    guard.set_defaults(func=_guard)
     lst = sub.add_parser("list", parents=[parent], help="list tariffs")
     lst.set_defaults(func=_list)
     set_ = sub.add_parser("set", parents=[parent], help="change a tariff's rounding rule or time zone (new calls)")
@@ -124,4 +135,30 @@ def _close(args: argparse.Namespace) -> int:
     if r.accounts:
         text += f"; {r.accounts} open account(s) keep it (move them with 'fsbill account set CODE --tariff T')"
     emit(args, _json(r.tariff) | {"changes": changes_json(r.changes), "accounts": r.accounts}, text)
+    return 0
+
+
+def _guard(args: argparse.Namespace) -> int:
+    changes = guard_changes(args)
+    t = dbguards.set_tariff_guards(open_store(load(args)), args.name, changes)
+    g = t.defaults
+
+    def text() -> str:
+        def show(value: object, unit: str = "") -> str:
+            return "none" if value in (None, ()) else f"{value}{unit}"
+
+        cur = f" {t.currency}"
+        return "\n".join(
+            [
+                f"tariff {t.tariff}: default guards " + ("set" if changes else "in force") + f" ({t.timezone})",
+                f"daily cap    {show(g.daily_cap, cur)}",
+                f"monthly cap  {show(g.monthly_cap, cur)}",
+                f"blocked      {show(','.join(g.block) or None)}",
+                f"allowed only {show(','.join(g.allow) or None)}",
+                f"max rate     {show(g.max_rate, cur + '/min')}",
+                f"calls/minute {show(g.max_calls_per_minute)}",
+            ]
+        )
+
+    emit(args, t.as_json(), text)
     return 0

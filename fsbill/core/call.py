@@ -35,6 +35,16 @@ from fsbill.core.grant import (
     settle,
     wants_extension,
 )
+from fsbill.core.guards import (
+    CALL_RATE,
+    SPEND_CAP,
+    Guards,
+    Usage,
+    call_rate_exceeded,
+    destination_verdict,
+    may_spend,
+    spend_room,
+)
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, billed_seconds, cost
 from fsbill.errors import MoneyError
@@ -184,10 +194,19 @@ class AccountState:
     held: Money  # Σ held by its live calls
     live_channels: int = 0
     max_channels: int = 0  # 0 = no limit
+    guards: Guards | None = None  # its fraud guards (fsbill.core.guards), None = none read
+    usage: Usage = Usage()  # what the guards count, read under the same lock
 
     @property
     def available(self) -> Money:
         return available(self.balance, self.credit_limit, self.held)
+
+    @property
+    def spendable(self) -> Money:
+        """What a grant may newly hold: available money within the spend caps' room."""
+        if self.guards is None:
+            return self.available
+        return may_spend(self.available, spend_room(self.guards, self.usage, self.held))
 
 
 # -- the one record of a live call ------------------------------------------------------------------------
@@ -223,16 +242,32 @@ def hold_deadline_us(start_us: int, granted_s: int, ring_s: int = 0) -> int:
 
 
 def admit(
-    uuid: str, visit: int, account: AccountState, rate: Rate, policy: GrantPolicy, now_us: int, max_ring_s: int
+    uuid: str,
+    visit: int,
+    account: AccountState,
+    rate: Rate,
+    policy: GrantPolicy,
+    now_us: int,
+    max_ring_s: int,
+    destination: str = "",
 ) -> Admission:
-    """Admit a call or say why not: the account's status, its channel limit, then whether its
-    available money buys a first grant (the first billing block included)."""
+    """Admit a call or say why not: the account's status, its channel limit, its fraud guards
+    (the destination, its price, the rate of new calls), then whether its available money,
+    within its spend caps, buys a first grant (the first billing block included)."""
     if account.status != "active":
         return Admission("closed" if account.status == "closed" else "suspended")
     if account.max_channels and account.live_channels >= account.max_channels:
         return Admission("channel_limit")
-    plan = plan_grant(rate, 0, account.available, policy)
+    if account.guards is not None:
+        verdict = destination_verdict(account.guards, destination, rate.rate)
+        if verdict:
+            return Admission(verdict)
+        if call_rate_exceeded(account.guards, account.usage.calls_last_minute):
+            return Admission(CALL_RATE)
+    plan = plan_grant(rate, 0, account.spendable, policy)
     if plan.granted_s == 0:
+        if account.spendable < account.available and plan_grant(rate, 0, account.available, policy).granted_s:
+            return Admission(SPEND_CAP)  # the money is there; the cap is what stops it
         return Admission("insufficient_funds")
     call = LiveCall(
         uuid=uuid,
@@ -311,8 +346,9 @@ def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy
         if account.status != "active":
             final = True  # a suspended account's calls finish their grant, no more
         else:
-            # A debit moves money from held to posted: what is available does not change.
-            plan: GrantPlan = plan_grant(call.rate, call.granted_s, account.available, policy, elapsed_s)
+            # A debit moves money from held to posted: what is available (and what the spend
+            # caps allow: spent + held) does not change.
+            plan: GrantPlan = plan_grant(call.rate, call.granted_s, account.spendable, policy, elapsed_s)
             final = plan.final
             if plan.granted_s > call.granted_s:
                 granted_s, extra = plan.granted_s, plan.extra_hold

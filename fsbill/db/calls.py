@@ -18,12 +18,13 @@ import peewee
 
 from fsbill.core.call import AccountState, Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
-from fsbill.core.grant import GrantPolicy
+from fsbill.core.grant import GrantPolicy, wants_extension
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.rating import Rate
 from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
 from fsbill.core.routing import Attempt
 from fsbill.db.connection import Store
+from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import post
 from fsbill.db.rows import DbRow, rate_columns
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
@@ -281,7 +282,12 @@ def reserve(
         if acc is None:
             return Authorization("unknown_account", None, Money(0))
         visit = _next_visit(db, q, uuid)
-        admission = admit(uuid, visit, _account_state(acc), rate, policy, now_us, max_ring_s)
+        # the fraud guards, read under the same lock: the period's spend, the calls of the last minute
+        guards, tz = read_guards(store, db, acc.id)
+        state = _account_state(acc)
+        if not guards.is_empty:
+            state = replace(state, guards=guards, usage=read_usage(store, db, acc.id, guards, tz, now_us))
+        admission = admit(uuid, visit, state, rate, policy, now_us, max_ring_s, destination)
         call = admission.call
         if call is None:
             return Authorization(admission.reason, None, Money(acc.balance_micros))
@@ -291,6 +297,8 @@ def reserve(
             if len(refused) == len(vendor_legs):  # nothing was taken: nothing to roll back
                 return Authorization("vendor_unavailable", None, Money(acc.balance_micros))
         db.execute_sql(q.hold, (call.held.micros, 1, acc.id))
+        if guards.max_calls_per_minute is not None and visit == 1:  # a new call, not a transfer back
+            record_call_start(store, db, acc.id, now_us)
         db.execute_sql(
             q.insert_live_call,
             (
@@ -359,7 +367,15 @@ def heartbeat(
         call = _live_call(lc)
         if known is not None:  # what the row does not keep: is the grant final, is the warning armed
             call = replace(call, final=known.final, warned=known.warned)
-        result = beat(call, _account_state(acc), now_us, policy, extend)
+        state = _account_state(acc)
+        elapsed_s = max(0, now_us - call.answered_us) // 1_000_000 if call.answered_us is not None else 0
+        if extend and wants_extension(call.granted_s, elapsed_s, policy):
+            # an extension is asked for: the spend caps bound it (read under the same lock)
+            guards, tz = read_guards(store, db, acc.id)
+            if guards.has_caps:
+                usage = read_usage(store, db, acc.id, guards, tz, now_us, calls=False)
+                state = replace(state, guards=guards, usage=usage)
+        result = beat(call, state, now_us, policy, extend)
         call = result.call
         if result.debit:
             post(

@@ -39,6 +39,13 @@ def build_models(database: Database) -> SimpleNamespace:
         deck_version = IntegerField(default=0)
         created_us = BigIntegerField()
         status = CharField(default="active")  # active | closed (migrations/0006_audit.py)
+        # fraud guards, the default for its accounts (migrations/0007_fraud_guards.py)
+        daily_cap_micros = BigIntegerField(null=True)
+        monthly_cap_micros = BigIntegerField(null=True)
+        block_prefixes = TextField(null=True)
+        allow_prefixes = TextField(null=True)
+        max_rate_micros = BigIntegerField(null=True)
+        max_calls_per_minute = IntegerField(null=True)
 
     class Rate(Base):
         tariff = ForeignKeyField(Tariff, backref="rates", on_delete="CASCADE")
@@ -69,6 +76,13 @@ def build_models(database: Database) -> SimpleNamespace:
         updated_us = BigIntegerField()
         email = CharField(default="")  # migrations/0006_audit.py
         closed_us = BigIntegerField(null=True)
+        # fraud guards: NULL = the tariff's default, -1 / '' = off (migrations/0007_fraud_guards.py)
+        daily_cap_micros = BigIntegerField(null=True)
+        monthly_cap_micros = BigIntegerField(null=True)
+        block_prefixes = TextField(null=True)
+        allow_prefixes = TextField(null=True)
+        max_rate_micros = BigIntegerField(null=True)
+        max_calls_per_minute = IntegerField(null=True)
 
     class AccountCli(Base):
         number = CharField(unique=True)
@@ -234,6 +248,10 @@ def build_models(database: Database) -> SimpleNamespace:
         old_value = TextField(null=True)
         new_value = TextField(null=True)
 
+    class CallStart(Base):  # calls admitted, for max_calls_per_minute (migrations/0007_fraud_guards.py)
+        account_id = IntegerField()
+        created_us = BigIntegerField()
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -248,6 +266,7 @@ def build_models(database: Database) -> SimpleNamespace:
         SwitchCdr=SwitchCdr,
         Recovery=Recovery,
         AuditEntry=AuditEntry,
+        CallStart=CallStart,
     )
     all_models = [
         Tariff,
@@ -263,6 +282,7 @@ def build_models(database: Database) -> SimpleNamespace:
         SwitchCdr,
         Recovery,
         AuditEntry,
+        CallStart,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models
