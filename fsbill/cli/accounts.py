@@ -75,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         "--force", action="store_true", help="apply a lower credit limit even if it leaves less than nothing available"
     )
     add_actor_option(set_)
+    add_guard_options(set_)  # the fraud guards (docs/FRAUD.md), as `account guard` sets them
     set_.set_defaults(func=_set)
     cli = sub.add_parser("cli", help="the caller ids that identify an account")
     csub = cli.add_subparsers(dest="account_cli_command", metavar="ACTION", parser_class=type(account))
@@ -243,24 +244,35 @@ def _shown(value: str | None) -> str:
 
 
 def _set(args: argparse.Namespace) -> int:
-    r = management.set_account(
-        open_store(load(args)),
-        args.code,
-        Clock().now_us(),
-        actor(args),
-        credit_limit=args.credit_limit,
-        max_channels=args.max_channels,
-        tariff=args.tariff,
-        email=args.email,
-        force=args.force,
-    )
-    a = r.account
-    text = changes_text(f"account {a.code}", r.changes)
-    if r.changes and a.available.is_negative():
-        text += f"\navailable is now {a.available} {a.currency}: live calls keep what they hold and get no more"
-    if a.max_channels and a.live_channels > a.max_channels:
-        text += f"\n{a.live_channels} live calls exceed the new limit of {a.max_channels}: it applies to new calls"
-    emit(args, a.as_json() | {"changes": changes_json(r.changes)}, text)
+    store = open_store(load(args))
+    guards = guard_changes(args)
+    attributes = (args.credit_limit, args.max_channels, args.tariff, args.email)
+    out: dict = {}
+    text = ""
+    if not guards or any(v is not None for v in attributes):
+        r = management.set_account(
+            store,
+            args.code,
+            Clock().now_us(),
+            actor(args),
+            credit_limit=args.credit_limit,
+            max_channels=args.max_channels,
+            tariff=args.tariff,
+            email=args.email,
+            force=args.force,
+        )
+        a = r.account
+        text = changes_text(f"account {a.code}", r.changes)
+        if r.changes and a.available.is_negative():
+            text += f"\navailable is now {a.available} {a.currency}: live calls keep what they hold and get no more"
+        if a.max_channels and a.live_channels > a.max_channels:
+            text += f"\n{a.live_channels} live calls exceed the new limit of {a.max_channels}: it applies to new calls"
+        out = a.as_json() | {"changes": changes_json(r.changes)}
+    if guards:
+        g = dbguards.set_account_guards(store, args.code, guards, Clock().now_us())
+        out = out | {"account": g.account, "guards": g.as_json()}
+        text = (text + "\n" if text else "") + f"account {g.account}: guards set\n" + describe_guards(g)
+    emit(args, out, text)
     return 0
 
 

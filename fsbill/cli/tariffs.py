@@ -54,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     set_.add_argument("--rounding", choices=[m.value for m in RoundingMethod], help="how a call's cost is rounded")
     set_.add_argument("--timezone", help="IANA zone for time-of-day bands (and the day of daily caps)")
     add_actor_option(set_)
+    add_guard_options(set_)  # the default fraud guards of its accounts (docs/FRAUD.md)
     set_.set_defaults(func=_set)
     close = sub.add_parser("close", parents=[parent], help="give the tariff to no more accounts (those on it keep it)")
     close.add_argument("name")
@@ -114,6 +115,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _set(args: argparse.Namespace) -> int:
+    if guard_changes(args) and args.decimals is None and args.rounding is None and args.timezone is None:
+        return _guard(args)
+    if guard_changes(args):  # the guards first, then the attributes (each its own transaction)
+        dbguards.set_tariff_guards(open_store(load(args)), args.name, guard_changes(args))
     r = management.set_tariff(
         open_store(load(args)),
         args.name,
