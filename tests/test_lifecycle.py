@@ -25,7 +25,10 @@ ACCOUNT = PayerAccount(1, "acme", 1, "EUR", "active")
 RATE = Rate.adhoc(Money.parse("0.60"))
 
 
-def config(mark: CutoffMark = CutoffMark(hangup_cause="ALLOTTED_TIMEOUT"), mode: str = "hangup") -> lc.Config:
+HANGUP_MARK = CutoffMark(hangup_cause="ALLOTTED_TIMEOUT")
+
+
+def config(mark: CutoffMark = HANGUP_MARK, mode: str = "hangup") -> lc.Config:
     return lc.Config(
         policy=POLICY,
         mark=mark,
@@ -107,7 +110,7 @@ def test_transfer_cutoff_capture_is_settled_at_the_unbridge_and_nothing_ends_the
     assert end.end_us == unbridge.at_us and end.answered_us is not None
     # after the transfer, nothing that ends or touches the caller
     after = False
-    for event, state, commands in seen:
+    for event, _state, commands in seen:
         if isinstance(event, ev.BridgeEnded):
             after = True
             continue
