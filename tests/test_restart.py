@@ -489,3 +489,40 @@ def test_adopted_calls_keep_their_extensions_warnings_and_cut_off(sqlite_url, tm
     finally:
         server.terminate()
         store.close()
+
+
+def test_after_kill_9_an_answered_calls_hold_ends_with_its_cutoff_not_the_ring_bound(sqlite_url, tmp_path, emulator):
+    """Without `switches:`, the holds of answered calls whose node died are released within
+    heartbeat_s + a few seconds of their FreeSWITCH-side cut-off, never before it (the ring
+    allowance, 120 s here, no longer keeps the money held after FreeSWITCH ended the call)."""
+    switch, _ = emulator
+    store = seed(sqlite_url, balance="0.20")  # 12 s at 1.00/min
+    server = ServeProcess(tmp_path, "crashy", settings(sqlite_url, None, max_ring_s=120))
+    server.start()
+    rnd = random.Random(7)
+    specs = [spec(rnd, talk_s=None)]  # the balance buys one call's grant
+    greenlets = [switch.start_call(server.address, s) for s in specs]
+    Clock(SCALE).sleep(5)
+    assert len(dbcalls.live_calls(store)) == 1
+    server.kill9()
+    server.start()
+    try:
+        records = [g.get(timeout=60) for g in greenlets]
+        clock = Clock(SCALE)
+        with gevent.Timeout(60, AssertionError("the hold was never released")):
+            while dbcalls.live_calls(store):
+                gevent.sleep(0.05)
+        released_us = clock.now_us()
+        cdrs = wait_for_cdrs(store, 1, timeout_s=60)
+        by_uuid = {c.uuid: c for c in cdrs}
+        heartbeat_s, margin_s, slack_s = 10, 1, 5
+        for rec in records:
+            cdr = by_uuid[rec.uuid]
+            assert cdr.result == "recovered"
+            released_after_s = (released_us - rec.ended_us) / 1e6
+            print(f"\nhold released {released_after_s:.1f} s after the FreeSWITCH-side cut-off")
+            assert 0 <= released_after_s <= heartbeat_s + margin_s + slack_s + 5
+        check_books(store, Money.parse("0.20"))
+    finally:
+        server.terminate()
+        store.close()
