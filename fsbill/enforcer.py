@@ -113,7 +113,7 @@ class Enforcer:
         """A live call taken over through the switch: the same machine, entered by `adopt`."""
         channel = channel_from(session.session_data)
         channel = replace(channel, caller=taken.caller or channel.caller)
-        control = CallControl(session, channel.uuid, self.settings.cutoff)  # type: ignore[arg-type]
+        control = CallControl(session, channel.uuid, self.settings.cutoff)  # type: ignore[arg-type]  # FollowedSession speaks the same verbs
         state, commands = lc.adopt(
             channel,
             self.config,
