@@ -526,3 +526,39 @@ def test_after_kill_9_an_answered_calls_hold_ends_with_its_cutoff_not_the_ring_b
     finally:
         server.terminate()
         store.close()
+
+
+def test_a_pre_answered_call_adopted_after_its_bridge_bills_from_the_bridge_and_is_cut_at_its_grant(
+    sqlite_url, tmp_path, emulator
+):
+    """Measured on a real switch before the fix: an IVR-answered channel whose fsbill died while
+    the B leg rang, restarted after the B leg answered, was adopted with the IVR's answer as its
+    start and its cut-off left at the take-time bound: 132.5 s talked on a 20 s grant. Now the
+    adopter bills it from its bridge and moves its cut-off to the grant's end at once."""
+    switch, inbound = emulator
+    store = seed(sqlite_url, balance="0.20")  # 12 s at 1.00/min
+    server = ServeProcess(tmp_path, "crashy", settings(sqlite_url, inbound, max_ring_s=120))
+    server.start()
+    rnd = random.Random(11)
+    s = spec(rnd, talk_s=None, answer_after_s=4.0, answered_before_s=30)
+    greenlet = switch.start_call(server.address, s)
+    Clock(SCALE).sleep(1.5)
+    assert len(dbcalls.live_calls(store)) == 1
+    server.kill9()  # while the B leg rings
+    with gevent.Timeout(30, AssertionError("the B leg never answered")):
+        while not any(r.spec is s and r.bridged_us for r in switch.records):
+            gevent.sleep(0.05)
+    server.start()
+    try:
+        wait_in_log(server, "event=adopted", 1)
+        rec = greenlet.get(timeout=60)
+        [cdr] = wait_for_cdrs(store, 1, timeout_s=60)
+        talked_s = (rec.ended_us - rec.bridged_us) / 1e6
+        print(f"\nadopted pre-answered call talked {talked_s:.1f} s after its bridge on a 12 s grant")
+        assert talked_s <= 12
+        assert cdr.answer_us == rec.bridged_us  # billed from the bridge, not the IVR's answer
+        assert cdr.charged <= Money.parse("0.20") and cdr.uncollected == Money(0)
+        check_books(store, Money.parse("0.20"))
+    finally:
+        server.terminate()
+        store.close()
