@@ -34,6 +34,7 @@ import gevent.socket as gsocket
 from fsbill.config import SwitchConfig
 from fsbill.errors import FsbillError, ProtocolError
 from fsbill.esl import CallEvent, Frame, SocketClosed, _safe_arg, event_fields, read_frame, translate_event
+from fsbill.sockets import close_socket
 
 log = logging.getLogger("fsbill.switch")
 
@@ -201,14 +202,7 @@ class SwitchConnection:
     def _close(self, reason: str) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
-                sock.shutdown(gsocket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                sock.close()
-            except OSError:
-                pass
+            close_socket(sock)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.set_exception(SwitchUnavailable(f"switch {self.name}: {reason}"))
