@@ -570,8 +570,8 @@ def _on_answer(state: CallState, answered_us: int, now_us: int) -> Step:
     call = state.call
     assert call is not None
     policy = state.config.policy
-    # A ringing channel's cut-off was armed by FreeSWITCH itself at this answer
-    # (execute_on_answer): the hold need last no longer than it. A pre-answered one's is moved
+    # A ringing channel's cut-off was armed by FreeSWITCH itself at this answer: the hold
+    # need last no longer than it. A pre-answered one's is moved
     # here, and only FreeSWITCH's acknowledgement lets its hold shrink (CutoffMoved).
     call = answer(call, answered_us, policy, cutoff_in_switch=not state.pre_answered)
     commands: list[Command] = []
