@@ -227,7 +227,10 @@ CALLS = int(os.environ.get("LCR_CALLS", "600"))
 def test_vendor_cost_and_margin_exact_for_random_calls_and_the_books_balance(sqlite_url):
     rnd = random.Random(16)
     deck = "prefix,rate,connect_fee,initial_increment,increment\n49,1.00,0,1,1\n4915,0.7777,0.02,30,6\n"
-    rig = Rig(sqlite_url, time_scale=50, routing="lcr", deck=deck, slice_s=60)
+    # At 50x a cut-off that fires 20 ms late on a loaded CI machine is a whole second late: the
+    # margin covers more of the emulator's lateness than the default 1 s would (a real switch
+    # is late by at most 0.5 s, which the default covers).
+    rig = Rig(sqlite_url, time_scale=50, routing="lcr", deck=deck, slice_s=60, cutoff={"margin_s": 4})
     try:
         vendors = {
             name: (f"prefix,rate,connect_fee,initial_increment,increment\n{p},{r},{f},{i},{n}\n", 0, rnd.randint(0, 3))
@@ -276,8 +279,10 @@ def test_vendor_cost_and_margin_exact_for_random_calls_and_the_books_balance(sql
             debits = sum((e.amount for e in ledger.ledger(rig.store, code) if e.kind == "call"), Money(0))
             mine = [c for c in cdrs if c.account == code]
             assert -debits == charged_total(mine) == rig.initial[code] - acct.balance
-            assert all(c.charged == c.cost for c in mine if c.result != "rejected")
-            assert acct.reserved == Money(0)
+            assert all(c.charged + c.uncollected == c.cost for c in mine if c.result != "rejected")
+            if code != codes[0]:  # only the 0.50 account is ever cut off, so only its calls can overrun
+                assert all(c.charged == c.cost for c in mine if c.result != "rejected")
+            assert acct.balance >= Money(0) and acct.reserved == Money(0)
         assert vendor_counts(rig.store) == dict.fromkeys(RANDOM_VENDORS, 0)
         # the reports add up to the CDRs
         for by in ("vendor", "account", "prefix"):

@@ -168,13 +168,18 @@ def cdrs_of(store: Store, n: int, timeout_s: float = 90) -> list:
 
 def workers_ready(server: ServeProcess, n: int) -> list[int]:
     """The workers' pids, once each has said it serves (its own banner in the shared log)."""
-    return wait_until(
-        lambda: (
-            len(children(server.pid)) == n and server.output().count("node acme-edge-w") >= n and children(server.pid)
-        ),
-        60,
-        f"{n} workers serving",
-    )
+    try:
+        return wait_until(
+            lambda: (
+                len(children(server.pid)) == n
+                and server.output().count("node acme-edge-w") >= n
+                and children(server.pid)
+            ),
+            90,
+            f"{n} workers serving",
+        )
+    except AssertionError as failed:  # say what the supervisor and its workers printed
+        raise AssertionError(f"{failed}; their output ends:\n{server.output()[-4000:]}") from None
 
 
 def test_workers_share_one_socket_and_one_account_without_overspending(db_url, tmp_path):
@@ -286,21 +291,21 @@ def _worker_node(server: ServeProcess, pid: int) -> str:
 
 
 def _free_port_pair() -> int:
-    """A port p such that p and p + 1 are both free now."""
+    """A port p such that p and p + 1 are both free now, from below the kernel's ephemeral
+    range (32768-60999): a port taken by bind(0) could be handed to any other test's socket
+    before the worker binds it, and a worker that cannot bind its metrics port never serves."""
     import socket
 
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            if port >= 65535:
-                continue
-            try:
-                with socket.socket() as b:
-                    b.bind(("127.0.0.1", port + 1))
-                    return port
-            except OSError:
-                continue
+    rnd = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        port = rnd.randrange(21000, 32000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+                return port
+        except OSError:
+            continue
     raise AssertionError("no two consecutive free ports")
 
 
