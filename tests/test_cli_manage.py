@@ -338,7 +338,8 @@ def test_account_set_and_tariff_set_take_the_fraud_guards(cli):
     got = cli.json("account", "set", "1001", "--daily-cap", "5.00", "--credit-limit", "1")
     assert got["guards"]["daily_cap"] == "5.00" and got["credit_limit"] == "1.00"
     got = cli.json("account", "set", "1001", "--max-rate", "0.90")
-    assert got["guards"]["max_rate"] == "0.90" and "changes" not in got
+    assert got["guards"]["max_rate"] == "0.90"
+    assert got["changes"] == [{"field": "max_rate", "old": None, "new": "0.90"}]  # audited like the others
     cli.ok("tariff", "set", "retail", "--monthly-cap", "50", "--timezone", "Europe/Berlin")
     shown = cli.json("account", "show", "1001")["guards"]
     assert shown["monthly_cap"] == "50.00" and shown["from"]["monthly_cap"] == "tariff"
