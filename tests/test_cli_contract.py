@@ -1,5 +1,5 @@
 """The CLI's error contract, through the real console script: one exit-code table for every
-command (README "Exit codes"), one line on stderr, `{"error": ...}` under --json."""
+command (docs/COMMANDS.md "Exit codes"), one line on stderr, `{"error": ...}` under --json."""
 
 import json
 import os

@@ -215,6 +215,28 @@ def test_close_is_refused_with_a_balance_and_forced_moves_it_out_through_the_led
     assert [a["status"] for a in cli.json("account", "list")] == ["closed"]
 
 
+def test_a_closed_account_takes_no_top_up_and_no_adjustment_unless_forced_and_audited(cli):
+    cli.ok("topup", "1001", "3", "--reference", "pay-1")
+    cli.ok("adjust", "1001", "-1", "--reason", "fix", "--reference", "fix-1")
+    cli.ok("account", "close", "1001", "--force")
+    before = cli.json("ledger", "1001")
+    assert "is closed: it takes no top-ups" in cli.fails("topup", "1001", "1")
+    line = cli.fails("adjust", "1001", "-0.50", "--reason", "late CDR")
+    assert line == (
+        "error: account '1001' is closed: an adjustment of -0.50 would move its balance from 0.00 to -0.50 "
+        "after it was closed; use --force to correct the books of a closed account (written to the audit trail)"
+    )
+    assert "is closed" in cli.fails("adjust", "1001", "2", "--reason", "goodwill")
+    assert cli.json("ledger", "1001") == before and cli.json("account", "show", "1001")["balance"] == "0.00"
+    # a redelivered adjustment already applied before the close is still "already applied"
+    assert cli.json("adjust", "1001", "-1", "--reason", "fix", "--reference", "fix-1")["applied"] is False
+    out = cli.ok("adjust", "1001", "-0.50", "--reason", "late CDR", "--force", "--actor", "alice")
+    assert out.strip() == "adjusted 1001 by -0.50; balance -0.50"
+    assert audit(cli, "--limit", "1") == [("alice", "adjust", "account", "1001", "balance", "0.00", "-0.50")]
+    assert cli.json("ledger", "1001")[-1]["kind"] == "adjust"
+    assert cli.json("account", "show", "1001")["status"] == "closed"
+
+
 def test_close_an_empty_account_needs_no_force_and_writes_no_ledger_entry(cli):
     data = cli.json("account", "close", "1001")
     assert data["status"] == "closed" and data["entry"] is None
@@ -338,7 +360,8 @@ def test_account_set_and_tariff_set_take_the_fraud_guards(cli):
     got = cli.json("account", "set", "1001", "--daily-cap", "5.00", "--credit-limit", "1")
     assert got["guards"]["daily_cap"] == "5.00" and got["credit_limit"] == "1.00"
     got = cli.json("account", "set", "1001", "--max-rate", "0.90")
-    assert got["guards"]["max_rate"] == "0.90" and "changes" not in got
+    assert got["guards"]["max_rate"] == "0.90"
+    assert got["changes"] == [{"field": "max_rate", "old": None, "new": "0.90"}]  # audited like the others
     cli.ok("tariff", "set", "retail", "--monthly-cap", "50", "--timezone", "Europe/Berlin")
     shown = cli.json("account", "show", "1001")["guards"]
     assert shown["monthly_cap"] == "50.00" and shown["from"]["monthly_cap"] == "tariff"

@@ -316,7 +316,7 @@ def spend(store: Store, account_id: int, amount: str, at_us: int) -> None:
 
 def test_daily_cap_counts_todays_charges_and_live_holds(store):
     acc = seed(store)
-    dbguards.set_account_guards(store, "acme", {"daily_cap_micros": "3.50"}, NOW)
+    dbguards.set_account_guards(store, "acme", {"daily_cap_micros": "3.50"}, NOW, actor="test")
     spend(store, acc, "9.00", NOW - 86400 * US)  # yesterday: not today's
     spend(store, acc, "1.00", NOW - 3600 * US)  # today
     first = reserve(store, acc)
@@ -337,14 +337,14 @@ def test_monthly_cap_and_the_tariffs_zone(db_url):
     store.upgrade()
     try:
         acc = seed(store, tz="Pacific/Kiritimati")  # UTC+14: NOW is 2025-06-16 05:06 there
-        dbguards.set_tariff_guards(store, "retail", {"monthly_cap_micros": "10"})
+        dbguards.set_tariff_guards(store, "retail", {"monthly_cap_micros": "10"}, NOW, actor="test")
         spend(store, acc, "4", us("2025-06-01T00:30:00+14:00"))  # this month there
         spend(store, acc, "50", us("2025-05-31T23:30:00+14:00"))  # last month there (both are May 31 in UTC)
         auth = reserve(store, acc)
         assert auth.call is not None and auth.call.held == M("2.00")  # 10 − 4: a full slice
         assert dbguards.account_guards(store, "acme", NOW).spent_this_month == M("6.00")
         # the account's own cap wins over the tariff's: 5 − 4 − 2 held leaves nothing
-        dbguards.set_account_guards(store, "acme", {"monthly_cap_micros": "5"}, NOW)
+        dbguards.set_account_guards(store, "acme", {"monthly_cap_micros": "5"}, NOW, actor="test")
         assert reserve(store, acc).reason == "spend_cap"
     finally:
         store.close()
@@ -352,19 +352,21 @@ def test_monthly_cap_and_the_tariffs_zone(db_url):
 
 def test_account_overrides_and_off(store):
     acc = seed(store)
-    dbguards.set_tariff_guards(store, "retail", {"block_prefixes": "49", "daily_cap_micros": "0"})
+    dbguards.set_tariff_guards(store, "retail", {"block_prefixes": "49", "daily_cap_micros": "0"}, NOW, actor="test")
     assert reserve(store, acc).reason == "destination_blocked"
-    dbguards.set_account_guards(store, "acme", {"block_prefixes": "off"}, NOW)
+    dbguards.set_account_guards(store, "acme", {"block_prefixes": "off"}, NOW, actor="test")
     assert reserve(store, acc).reason == "spend_cap"  # the tariff's cap of 0 still applies
-    dbguards.set_account_guards(store, "acme", {"daily_cap_micros": "off"}, NOW)
+    dbguards.set_account_guards(store, "acme", {"daily_cap_micros": "off"}, NOW, actor="test")
     assert reserve(store, acc).call is not None
-    dbguards.set_account_guards(store, "acme", {"block_prefixes": "none", "daily_cap_micros": "none"}, NOW)
+    dbguards.set_account_guards(
+        store, "acme", {"block_prefixes": "none", "daily_cap_micros": "none"}, NOW, actor="test"
+    )
     assert reserve(store, acc).reason == "destination_blocked"  # back to the tariff's defaults
 
 
 def test_allow_list_and_max_rate(store):
     acc = seed(store)
-    dbguards.set_account_guards(store, "acme", {"allow_prefixes": "49", "max_rate_micros": "0.50"}, NOW)
+    dbguards.set_account_guards(store, "acme", {"allow_prefixes": "49", "max_rate_micros": "0.50"}, NOW, actor="test")
     assert reserve(store, acc, destination="88212345").reason == "destination_blocked"
     assert reserve(store, acc, r=rate("0.51")).reason == "rate_too_high"
     assert reserve(store, acc, r=rate("0.50")).call is not None
@@ -373,7 +375,7 @@ def test_allow_list_and_max_rate(store):
 
 def test_calls_per_minute_counted_in_the_database(store):
     acc = seed(store)
-    dbguards.set_account_guards(store, "acme", {"max_calls_per_minute": "3"}, NOW)
+    dbguards.set_account_guards(store, "acme", {"max_calls_per_minute": "3"}, NOW, actor="test")
     uuids = [str(uuidlib.uuid4()) for _ in range(3)]
     for i, u in enumerate(uuids):
         assert reserve(store, acc, NOW + i * US, uuid=u).call is not None
@@ -388,7 +390,7 @@ def test_calls_per_minute_counted_in_the_database(store):
 
 def test_heartbeat_extension_stops_at_the_cap(store):
     acc = seed(store)
-    dbguards.set_account_guards(store, "acme", {"daily_cap_micros": "3"}, NOW)
+    dbguards.set_account_guards(store, "acme", {"daily_cap_micros": "3"}, NOW, actor="test")
     auth = reserve(store, acc)
     call = answer(auth.call, NOW, POLICY)
     dbcalls.mark_answered(store, call, NOW + 60 * US)
@@ -403,7 +405,9 @@ def test_concurrent_reservations_from_several_connections_respect_the_cap(db_url
     first = Store(db_url)
     first.upgrade()
     acc = seed(first)
-    dbguards.set_account_guards(first, "acme", {"daily_cap_micros": "5", "max_calls_per_minute": "4"}, NOW)
+    dbguards.set_account_guards(
+        first, "acme", {"daily_cap_micros": "5", "max_calls_per_minute": "4"}, NOW, actor="test"
+    )
     stores = [first] + [Store(db_url) for _ in range(3)]
     try:
         results = []

@@ -48,7 +48,7 @@ def rig(db_url):
 
 def test_a_call_reaching_the_daily_cap_is_cut_off_like_one_out_of_money(rig):
     rig.account("acme", "10.00")
-    dbguards.set_account_guards(rig.store, "acme", {"daily_cap_micros": "1.50"}, rig.clock.now_us())
+    dbguards.set_account_guards(rig.store, "acme", {"daily_cap_micros": "1.50"}, rig.clock.now_us(), actor="test")
     rec = rig.call(talk_s=None)  # talks until fsbill's cut-off
     [cdr] = rig.settled(1, timeout_s=30)
     assert rec.answered_us is not None and cdr.result == "cut_off"
@@ -80,7 +80,7 @@ def test_every_guard_refusal_gets_its_response_and_a_cdr(rig):
     for _, code, guards, _, _ in REFUSALS:
         if code not in rig.initial:
             rig.account(code, "10.00")
-            dbguards.set_account_guards(rig.store, code, guards, now)
+            dbguards.set_account_guards(rig.store, code, guards, now, actor="test")
     first = rig.call(account="burst", talk_s=2)  # burst's one call of the minute
     assert first.answered_us is not None
     for reason, code, _, number, response in REFUSALS:
@@ -104,7 +104,7 @@ def test_the_daily_cap_holds_with_calls_live_on_two_nodes(pg_url, tmp_path):
     store = seed(pg_url, {"acme": ("50.00", dict(max_channels=20))})
     set_zone(store, Clock(SCALE))
     cap = Money.parse("4.00")  # 240 s at 1.00/min across all calls
-    dbguards.set_account_guards(store, "acme", {"daily_cap_micros": str(cap)}, Clock(SCALE).now_us())
+    dbguards.set_account_guards(store, "acme", {"daily_cap_micros": str(cap)}, Clock(SCALE).now_us(), actor="test")
     servers = [ServeProcess(tmp_path, f"node{i}", node_settings(pg_url)) for i in range(2)]
     try:
         for s in servers:

@@ -162,3 +162,22 @@ def test_a_lower_credit_limit_under_a_live_call_needs_force_and_gives_it_no_more
     rig.call()
     cdrs = rig.settled(2)
     assert sorted(c.reason for c in cdrs if c.result == "rejected") == ["insufficient_funds"]
+
+
+def test_an_adjustment_of_a_closed_account_is_refused_unless_forced_and_then_audited(books):
+    ledger.topup(books, "a1", Money.parse("2"), NOW)
+    management.close_account(books, "a1", NOW, "op", force=True)
+    before = (fields(books), ledger.ledger(books, "a1"))
+    for amount in ("-1", "1"):
+        with pytest.raises(InvalidInput, match=r"'a1' is closed: an adjustment of .* use --force"):
+            ledger.adjust(books, "a1", Money.parse(amount), "late CDR", NOW + 1)
+    assert (fields(books), ledger.ledger(books, "a1")) == before
+    entry = ledger.adjust(books, "a1", Money.parse("-7"), "late CDR", NOW + 2, force=True, actor="alice")
+    assert (entry.kind, entry.amount, entry.balance_after) == ("adjust", Money.parse("-7"), Money.parse("-7"))
+    assert fields(books, limit=1) == [("adjust", "a1", "balance", "0.00", "-7.00")]
+    assert audit.entries(books, limit=1)[0].actor == "alice"
+    assert ledger.ledger_sum(books, "a1") == ledger.get_account(books, "a1").balance
+    # an open account's adjustments stay in the ledger only
+    ledger.create_account(books, "a2", "retail", NOW)
+    ledger.adjust(books, "a2", Money.parse("1"), "goodwill", NOW)
+    assert fields(books, subject="a2") == []

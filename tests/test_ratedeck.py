@@ -216,7 +216,7 @@ def test_rows_come_in_prefix_order_for_the_insert_and_duplicates_name_the_earlie
 
 
 def test_validated_rows_are_held_compactly():
-    """What keeps a 1,000,000-row import under 300 MB (measured: 243 MB peak RSS, README):
+    """What keeps a 1,000,000-row import under 300 MB (measured: 243 MB peak RSS, docs/BENCHMARKS.md):
     rows held by column. Python heap per row while parsing a wholesale-shaped deck, traced."""
     import random
     import tracemalloc

@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     )
     guard.add_argument("code")
     add_guard_options(guard)
+    add_actor_option(guard)
     guard.set_defaults(func=_guard)
     show = sub.add_parser("show", parents=[parent], help="balance, reserved, available, live calls and guards")
     show.add_argument("code")
@@ -192,9 +193,12 @@ def _show(args: argparse.Namespace) -> int:
 def _guard(args: argparse.Namespace) -> int:
     store = open_store(load(args))
     changes = guard_changes(args)
-    g = dbguards.set_account_guards(store, args.code, changes, Clock().now_us())
-    head = f"account {g.account}: guards " + ("set" if changes else "in force")
-    emit(args, {"account": g.account} | g.as_json(), lambda: head + "\n" + describe_guards(g))
+    g = dbguards.set_account_guards(store, args.code, changes, Clock().now_us(), actor=actor(args))
+    head = f"account {g.account}: guards in force"
+    if changes:
+        head = changes_text(f"account {g.account}", g.changes)
+    data = {"account": g.account} | g.as_json() | {"changes": changes_json(g.changes)}
+    emit(args, data, lambda: head + "\n" + describe_guards(g))
     return 0
 
 
@@ -269,9 +273,11 @@ def _set(args: argparse.Namespace) -> int:
             text += f"\n{a.live_channels} live calls exceed the new limit of {a.max_channels}: it applies to new calls"
         out = a.as_json() | {"changes": changes_json(r.changes)}
     if guards:
-        g = dbguards.set_account_guards(store, args.code, guards, Clock().now_us())
-        out = out | {"account": g.account, "guards": g.as_json()}
-        text = (text + "\n" if text else "") + f"account {g.account}: guards set\n" + describe_guards(g)
+        g = dbguards.set_account_guards(store, args.code, guards, Clock().now_us(), actor=actor(args))
+        done = [*out.get("changes", []), *changes_json(g.changes)]
+        out = out | {"account": g.account, "guards": g.as_json(), "changes": done}
+        text = (text + "\n" if text else "") + changes_text(f"account {g.account}", g.changes) + "\n"
+        text += describe_guards(g)
     emit(args, out, text)
     return 0
 

@@ -33,7 +33,7 @@ COMMAND_MODULES = (
     "fsbill.cli.configuration",
 )
 
-# The exit codes of every command (README "Exit codes" lists the same table).
+# The exit codes of every command (docs/COMMANDS.md "Exit codes" lists the same table).
 EXIT_OK = 0
 EXIT_INTERNAL = 1  # a bug in fsbill (the message says how to get the traceback)
 EXIT_USAGE = 2  # bad arguments, bad input, bad config, a refused or conflicting operation

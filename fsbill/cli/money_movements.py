@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.common import amount, emit, load, open_store, parse_instant, positive_int, table
+from fsbill.cli.common import (
+    actor,
+    add_actor_option,
+    amount,
+    emit,
+    load,
+    open_store,
+    parse_instant,
+    positive_int,
+    table,
+)
 from fsbill.clock import Clock
 from fsbill.db import ledger
 from fsbill.instant import iso
@@ -26,7 +36,13 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     adj.add_argument("amount", type=amount, help="signed exact amount, e.g. -2.00")
     adj.add_argument("--reason", required=True)
     adj.add_argument("--reference", help="as for topup: the same reference and amount apply once")
-    adj.add_argument("--force", action="store_true", help="apply a debit even if it leaves less than nothing available")
+    adj.add_argument(
+        "--force",
+        action="store_true",
+        help="apply a debit even if it leaves less than nothing available, or adjust a closed account "
+        "(correcting its books; written to the audit trail)",
+    )
+    add_actor_option(adj)
     adj.set_defaults(func=_adjust)
     led = subparsers.add_parser("ledger", parents=[parent], help="an account's balance movements")
     led.add_argument("code")
@@ -51,7 +67,14 @@ def _topup(args: argparse.Namespace) -> int:
 def _adjust(args: argparse.Namespace) -> int:
     store = open_store(load(args))
     result = ledger.adjust_result(
-        store, args.code, args.amount, args.reason, Clock().now_us(), force=args.force, reference=args.reference
+        store,
+        args.code,
+        args.amount,
+        args.reason,
+        Clock().now_us(),
+        force=args.force,
+        reference=args.reference,
+        actor=actor(args),
     )
     entry = result.entry
     if result.applied:

@@ -10,6 +10,7 @@ from fsbill.clock import Clock
 from fsbill.core.money import RoundingMethod, RoundingRule
 from fsbill.db import guards as dbguards
 from fsbill.db import ledger, management
+from fsbill.db.audit import Change
 from fsbill.db.vendors import DECK_PREFIX as VENDOR_DECK_PREFIX
 from fsbill.errors import InvalidInput
 
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     )
     guard.add_argument("name")
     add_guard_options(guard)
+    add_actor_option(guard)
     guard.set_defaults(func=_guard)
     lst = sub.add_parser("list", parents=[parent], help="list tariffs")
     lst.set_defaults(func=_list)
@@ -117,8 +119,11 @@ def _list(args: argparse.Namespace) -> int:
 def _set(args: argparse.Namespace) -> int:
     if guard_changes(args) and args.decimals is None and args.rounding is None and args.timezone is None:
         return _guard(args)
+    guarded: tuple[Change, ...] = ()
     if guard_changes(args):  # the guards first, then the attributes (each its own transaction)
-        dbguards.set_tariff_guards(open_store(load(args)), args.name, guard_changes(args))
+        guarded = dbguards.set_tariff_guards(
+            open_store(load(args)), args.name, guard_changes(args), Clock().now_us(), actor=actor(args)
+        ).changes
     r = management.set_tariff(
         open_store(load(args)),
         args.name,
@@ -128,9 +133,8 @@ def _set(args: argparse.Namespace) -> int:
         rounding=args.rounding,
         timezone=args.timezone,
     )
-    emit(
-        args, _json(r.tariff) | {"changes": changes_json(r.changes)}, changes_text(f"tariff {r.tariff.name}", r.changes)
-    )
+    done = (*guarded, *r.changes)
+    emit(args, _json(r.tariff) | {"changes": changes_json(done)}, changes_text(f"tariff {r.tariff.name}", done))
     return 0
 
 
@@ -145,7 +149,7 @@ def _close(args: argparse.Namespace) -> int:
 
 def _guard(args: argparse.Namespace) -> int:
     changes = guard_changes(args)
-    t = dbguards.set_tariff_guards(open_store(load(args)), args.name, changes)
+    t = dbguards.set_tariff_guards(open_store(load(args)), args.name, changes, Clock().now_us(), actor=actor(args))
     g = t.defaults
 
     def text() -> str:
@@ -155,7 +159,8 @@ def _guard(args: argparse.Namespace) -> int:
         cur = f" {t.currency}"
         return "\n".join(
             [
-                f"tariff {t.tariff}: default guards " + ("set" if changes else "in force") + f" ({t.timezone})",
+                (changes_text(f"tariff {t.tariff}", t.changes) + "\n" if changes else "")
+                + f"tariff {t.tariff}: default guards in force ({t.timezone})",
                 f"daily cap    {show(g.daily_cap, cur)}",
                 f"monthly cap  {show(g.monthly_cap, cur)}",
                 f"blocked      {show(','.join(g.block) or None)}",
@@ -165,5 +170,5 @@ def _guard(args: argparse.Namespace) -> int:
             ]
         )
 
-    emit(args, t.as_json(), text)
+    emit(args, t.as_json() | {"changes": changes_json(t.changes)}, text)
     return 0

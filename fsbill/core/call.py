@@ -53,7 +53,7 @@ from fsbill.errors import MoneyError
 # inside FreeSWITCH (the cut-off fires before the grant ends; this covers a late scheduler).
 HOLD_SLACK_US = 5 * US
 
-# Channel variables fsbill reads (the dialplan contract; see README "Channel variables").
+# Channel variables fsbill reads (the dialplan contract; see docs/DIALPLAN.md "Channel variables").
 READ_VARIABLES = (
     "fsbill_account",
     "nibble_account",

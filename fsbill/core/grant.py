@@ -11,7 +11,7 @@ For every live call these hold between operations:
 
 and for every account:
 
-    balance + credit_limit - Σ held  >= 0   (the invariant: README, "How it works")
+    balance + credit_limit - Σ held  >= 0   (the invariant: docs/ARCHITECTURE.md)
 
 A grant is always a *billing boundary* of the call's rate (a duration whose billed seconds
 equal itself), so any call that ends within its grant costs at most what was reserved.
@@ -74,7 +74,7 @@ def funded_call_slack_s(slice_s: int, heartbeat_s: int, margin_s: int, warning_s
 
 
 def available(balance: Money, credit_limit: Money, held: Money) -> Money:
-    """What an account can still promise: the one formula of the invariant (README, "How it works"),
+    """What an account can still promise: the one formula of the invariant (docs/ARCHITECTURE.md),
     balance + credit_limit − Σ held by its live calls. Negative when money was taken away
     from under live calls (a forced adjustment)."""
     return balance + credit_limit - held

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock, no floats. Times are passed in (epoch microseconds); every amount is a
 `Money`; the only rounding is `Money.from_ratio`, once per cost, by the tariff's rule.
 
-The semantics (README, "Rating"):
+The semantics (docs/RATE-DECKS.md, "How a call is rated"):
 
 - A *rate* is a deck row: prefix, price per minute, connect fee, initial increment,
   subsequent increment, minimum duration, validity window and an optional time band.

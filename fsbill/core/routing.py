@@ -1,7 +1,7 @@
 """Least-cost routing: which vendors (carriers) a call is offered to, in which order, and what
 the call cost the operator once it is over. Pure: plain values in, plain values out.
 
-The rules (issue 16, README "Buy and sell"):
+The rules (issue 16, docs/ROUTING.md):
 
 - Every vendor with a rate for the number is a candidate. Cost and sell price are compared as
   each deck rates *the same 60-second call* (`COMPARE_S`), connect fee, increments, minimum and

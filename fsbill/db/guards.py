@@ -9,6 +9,7 @@ core's (fsbill.core.guards); docs/FRAUD.md is the operator's view.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,10 @@ from fsbill.core.guards import (
     period_starts_us,
 )
 from fsbill.core.money import Money
+from fsbill.db import audit
+from fsbill.db.audit import Change
 from fsbill.db.connection import Store
+from fsbill.db.ledger import account_for_update
 from fsbill.errors import InvalidInput, NotFound
 
 _SELECT = ", ".join([f'a."{c}"' for c in GUARD_COLUMNS] + [f't."{c}"' for c in GUARD_COLUMNS] + ['t."timezone"'])
@@ -108,6 +112,7 @@ class GuardsView:
     spent_today: Money  # ledger + held
     spent_this_month: Money
     calls_last_minute: int
+    changes: tuple[Change, ...] = ()  # what the command that returned it changed (audited)
 
     def source(self, column: str) -> str:
         value = self.own.get(column)
@@ -209,16 +214,46 @@ def _label(column: str) -> str:
     return _key(column).replace("_", " ")
 
 
-def set_account_guards(store: Store, code: str, changes: dict[str, str], now_us: int) -> GuardsView:
-    """Write the account's own guard settings (`changes`: column -> operator text)."""
+def _as_text(column: str, value: Any) -> str | None:
+    """A stored guard value as the audit trail keeps it: as an operator would type it (amounts as
+    exact decimal strings, prefixes comma-separated, `off`); None when unset."""
+    if value is None:
+        return None
+    if value == OFF or value == "":
+        return TURN_OFF
+    if column.endswith("_micros"):
+        return str(Money(int(value)))
+    return str(value)
+
+
+def _guard_changes(before: Any, values: dict[str, Any]) -> list[Change]:
+    """One audit Change per guard whose stored value the update changes."""
+    changes = []
+    for column, new in values.items():
+        old_text, new_text = _as_text(column, getattr(before, column)), _as_text(column, new)
+        if old_text != new_text:
+            changes.append(Change(_key(column), old_text, new_text))
+    return changes
+
+
+def set_account_guards(store: Store, code: str, changes: dict[str, str], now_us: int, *, actor: str) -> GuardsView:
+    """Write the account's own guard settings (`changes`: column -> operator text), each changed
+    guard audited (who, old and new value) in the same transaction. A closed account cannot be
+    changed."""
     values = {c: stored_value(c, t, on_account=True) for c, t in changes.items()}
     m = store.models
+    done: list[Change] = []
     if values:
         with store.transaction():
-            done = m.Account.update(**values, updated_us=now_us).where(m.Account.code == code).execute()
-        if not done:
-            raise NotFound(f"no account {code!r} (see 'fsbill account list')")
-    return account_guards(store, code, now_us)
+            row = account_for_update(store, code)
+            if row is None:
+                raise NotFound(f"no account {code!r} (see 'fsbill account list')")
+            if row.status == "closed":
+                raise InvalidInput(f"account {code!r} is closed: a closed account cannot be changed")
+            m.Account.update(**values, updated_us=now_us).where(m.Account.id == row.id).execute()
+            done = _guard_changes(row, values)
+            audit.record(store, actor, now_us, "set", "account", code, done)
+    return dataclasses.replace(account_guards(store, code, now_us), changes=tuple(done))
 
 
 @dataclass(frozen=True)
@@ -227,6 +262,7 @@ class TariffGuardsView:
     currency: str
     timezone: str
     defaults: Guards
+    changes: tuple[Change, ...] = ()  # what the command that returned it changed (audited)
 
     def as_json(self) -> dict:
         return {"tariff": self.tariff, "currency": self.currency, "timezone": self.timezone} | guards_json(
@@ -234,15 +270,20 @@ class TariffGuardsView:
         )
 
 
-def set_tariff_guards(store: Store, name: str, changes: dict[str, str]) -> TariffGuardsView:
-    """Write a tariff's default guards for its accounts (`changes`: column -> operator text)."""
+def set_tariff_guards(store: Store, name: str, changes: dict[str, str], now_us: int, *, actor: str) -> TariffGuardsView:
+    """Write a tariff's default guards for its accounts (`changes`: column -> operator text), each
+    changed guard audited in the same transaction."""
     values = {c: stored_value(c, t, on_account=False) for c, t in changes.items()}
     m = store.models
+    done: list[Change] = []
     with store.transaction():
-        row = m.Tariff.get_or_none(m.Tariff.name == name)
+        q = m.Tariff.select().where(m.Tariff.name == name)
+        row = (q.for_update() if store.kind == "postgresql" else q).first()
         if row is None:
             raise NotFound(f"no tariff named {name!r} (see 'fsbill tariff list')")
         if values:
             m.Tariff.update(**values).where(m.Tariff.id == row.id).execute()
+            done = _guard_changes(row, values)
+            audit.record(store, actor, now_us, "set", "tariff", name, done)
             row = m.Tariff.get_by_id(row.id)
-    return TariffGuardsView(row.name, row.currency, row.timezone, guards_of({}, _stored(row)))
+    return TariffGuardsView(row.name, row.currency, row.timezone, guards_of({}, _stored(row)), tuple(done))

@@ -419,13 +419,16 @@ def adjust(
     *,
     force: bool = False,
     reference: str | None = None,
+    actor: str = "cli",
 ) -> LedgerView:
     """A signed operator correction. A debit that would leave less than nothing available
     (balance + credit limit − held) is refused unless `force`, since it would put money the
-    account's live calls were promised out of reach. With a `reference` it is idempotent like
-    a top-up: the same reference and amount again is the earlier adjustment (nothing changes);
-    a different amount is a Conflict naming it."""
-    return adjust_result(store, code, amount, reason, now_us, force=force, reference=reference).entry
+    account's live calls were promised out of reach. So is any adjustment of a closed account
+    (it takes no money in or out; `force` is an operator correcting its books, and that is also
+    written to the audit trail as `actor`). With a `reference` it is idempotent like a top-up:
+    the same reference and amount again is the earlier adjustment (nothing changes); a different
+    amount is a Conflict naming it."""
+    return adjust_result(store, code, amount, reason, now_us, force=force, reference=reference, actor=actor).entry
 
 
 def adjust_result(
@@ -437,6 +440,7 @@ def adjust_result(
     *,
     force: bool = False,
     reference: str | None = None,
+    actor: str = "cli",
 ) -> TopupResult:
     """`adjust`, saying whether it was applied (False: its reference was already used for the
     same adjustment)."""
@@ -449,7 +453,7 @@ def adjust_result(
     m = store.models
     try:
         with store.transaction():
-            account = m.Account.get_or_none(m.Account.code == code)
+            account = account_for_update(store, code)  # not adjusted while it is being closed
             if account is None:
                 raise NotFound(f"no account {code!r}")
             if reference is not None:
@@ -458,6 +462,14 @@ def adjust_result(
                 )
                 if existing is not None:
                     return TopupResult(_same_movement(_ledger_view(existing, code), "adjust", amount), applied=False)
+            closed = account.status == "closed"
+            if closed and not force:
+                balance = Money(account.balance_micros)
+                raise InvalidInput(
+                    f"account {code!r} is closed: an adjustment of {amount} would move its balance from "
+                    f"{balance} to {balance + amount} after it was closed; use --force to correct the books "
+                    f"of a closed account (written to the audit trail)"
+                )
             if amount.is_negative() and not force:
                 left = available_of(
                     Money(account.balance_micros) + amount,
@@ -469,7 +481,10 @@ def adjust_result(
                         f"adjustment {amount} would leave {left} available "
                         f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
                     )
-            entry_id, _ = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
+            entry_id, after = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
+            if closed:  # a forced correction of a closed account's books: who did it, and why
+                changes = [audit.Change("balance", str(Money(account.balance_micros)), str(Money(after)))]
+                audit.record(store, actor, now_us, "adjust", "account", code, changes)
             return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True)
     except peewee.IntegrityError:
         # the same reference inserted by another process between our check and our insert
