@@ -13,6 +13,12 @@ from fsbill.api.routing import ADMIN, PUBLIC, Route
 _PROBLEM = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
+PATH_PARAMS = {
+    "code": {"type": "string", "pattern": schemas.CODE_PATTERN, "description": "the account code"},
+    "number": {"type": "string", "pattern": r"^\+?[0-9]{1,32}$", "description": "a dialled number, digits"},
+}
+
+
 def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": _PROBLEM}
 
@@ -20,7 +26,12 @@ def _problem(description: str) -> dict[str, Any]:
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PATH_PARAMS.get(name, {"type": "string", "minLength": 1}),
+        }
         for name in route.path_params
     ]
     params += [
