@@ -186,6 +186,17 @@ class CdrIntake:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """The HTTP API (`api:`, docs/API.md); off while `listen` is empty. Its bearer tokens live
+    in the database (`fsbill api token add`), never in this file."""
+
+    listen: str = ""
+
+    def address(self) -> tuple[str, int] | None:
+        return parse_hostport(self.listen, "api.listen") if self.listen else None
+
+
+@dataclass(frozen=True)
 class Settings:
     database: str = field(default="sqlite:///fsbill.db", metadata=SECRET_URL)
     node: str = field(default_factory=socket.gethostname)
@@ -221,6 +232,7 @@ class Settings:
     time_scale: float = 1.0  # tests and demos only: see fsbill.clock
     switches: tuple[SwitchConfig, ...] = ()
     cdr_intake: CdrIntake = field(default_factory=CdrIntake)
+    api: ApiConfig = field(default_factory=ApiConfig)
     # mod_nibblebill dialplans: honour `nibble_account` (who pays) and `nibble_rate` (the price,
     # instead of the deck). Off by default: any channel could otherwise name its own price.
     nibblebill_compat: bool = False
@@ -307,6 +319,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             values[key] = _switches(value, name)
         elif key == "cdr_intake":
             values[key] = _build(CdrIntake, value or {}, f"{name}.")
+        elif key == "api":
+            values[key] = _build(ApiConfig, value or {}, f"{name}.")
         elif key == "allow_peers":
             if isinstance(value, str):
                 value = [value]
@@ -394,6 +408,8 @@ def _validate(obj: Any, prefix: str) -> None:
                 bad("password" if obj.user else "user", "needed when cdr_intake.listen is set (basic auth)")
             if ":" in obj.user:
                 bad("user", "must not contain ':'")
+    elif isinstance(obj, ApiConfig):
+        obj.address()
     elif isinstance(obj, Cutoff):
         if obj.mode not in ("hangup", "transfer"):
             bad("mode", "must be hangup or transfer")

@@ -330,10 +330,16 @@ def get_account(store: Store, code: str) -> AccountView:
         return _account_view(m, row)
 
 
-def list_accounts(store: Store) -> list[AccountView]:
+def list_accounts(store: Store, after: str | None = None, limit: int | None = None) -> list[AccountView]:
+    """Accounts by code; `after` and `limit` read one page of them (the HTTP API's)."""
     m = store.models
     with store.reading():
-        rows = m.Account.select(m.Account, m.Tariff).join(m.Tariff).order_by(m.Account.code)
+        rows = m.Account.select(m.Account, m.Tariff).join(m.Tariff)
+        if after is not None:
+            rows = rows.where(m.Account.code > after)
+        rows = rows.order_by(m.Account.code)
+        if limit:
+            rows = rows.limit(limit)
         return [_account_view(m, r) for r in rows]
 
 
@@ -358,33 +364,44 @@ class TopupResult:
 def topup(
     store: Store, code: str, amount: Money, now_us: int, *, reference: str | None = None, note: str = ""
 ) -> TopupResult:
-    if amount.micros <= 0:
-        raise InvalidInput(f"top-up amount must be positive, got {amount}")
-    if reference is not None and not reference.strip():
-        raise InvalidInput("reference must not be empty")
-    m = store.models
+    _check_topup(amount, reference)
     try:
         with store.transaction():
-            account = account_for_update(store, code)  # not credited while it is being closed
-            if account is None:
-                raise NotFound(f"no account {code!r}")
-            if reference is not None:
-                existing = m.LedgerEntry.get_or_none(
-                    (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
-                )
-                if existing is not None:
-                    return TopupResult(_same_movement(_ledger_view(existing, code), "topup", amount), applied=False)
-            if account.status == "closed":
-                raise InvalidInput(
-                    f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')"
-                )
-            entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
-            entry = m.LedgerEntry.get_by_id(entry_id)
-        return TopupResult(_ledger_view(entry, code), applied=True)
+            return topup_within(store, code, amount, now_us, reference=reference, note=note)
     except peewee.IntegrityError:
         # Another process credited the same reference between our check and our insert
         # (PostgreSQL, READ COMMITTED); the unique index kept it to one and ours rolled back.
         return TopupResult(_same_movement(_last_entry(store, code, reference), "topup", amount), applied=False)
+
+
+def _check_topup(amount: Money, reference: str | None) -> None:
+    if amount.micros <= 0:
+        raise InvalidInput(f"top-up amount must be positive, got {amount}")
+    if reference is not None and not reference.strip():
+        raise InvalidInput("reference must not be empty")
+
+
+def topup_within(
+    store: Store, code: str, amount: Money, now_us: int, *, reference: str | None = None, note: str = ""
+) -> TopupResult:
+    """`topup` inside a transaction the caller holds, so that what makes a redelivery a no-op
+    (the HTTP API's idempotency record) commits with the credit or not at all. A reference
+    raced by another process is the caller's peewee.IntegrityError."""
+    _check_topup(amount, reference)
+    m = store.models
+    account = account_for_update(store, code)  # not credited while it is being closed
+    if account is None:
+        raise NotFound(f"no account {code!r}")
+    if reference is not None:
+        existing = m.LedgerEntry.get_or_none(
+            (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
+        )
+        if existing is not None:
+            return TopupResult(_same_movement(_ledger_view(existing, code), "topup", amount), applied=False)
+    if account.status == "closed":
+        raise InvalidInput(f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')")
+    entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
+    return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True)
 
 
 def _same_movement(earlier: LedgerView, kind: str, amount: Money) -> LedgerView:
@@ -444,51 +461,72 @@ def adjust_result(
 ) -> TopupResult:
     """`adjust`, saying whether it was applied (False: its reference was already used for the
     same adjustment)."""
+    _check_adjust(amount, reason, reference)
+    try:
+        with store.transaction():
+            return adjust_within(store, code, amount, reason, now_us, force=force, reference=reference, actor=actor)
+    except peewee.IntegrityError:
+        # the same reference inserted by another process between our check and our insert
+        return TopupResult(_same_movement(_last_entry(store, code, reference), "adjust", amount), applied=False)
+
+
+def _check_adjust(amount: Money, reason: str, reference: str | None) -> None:
     if not amount:
         raise InvalidInput("adjustment amount must not be zero")
     if not reason.strip():
         raise InvalidInput("an adjustment needs a --reason")
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be empty")
+
+
+def adjust_within(
+    store: Store,
+    code: str,
+    amount: Money,
+    reason: str,
+    now_us: int,
+    *,
+    force: bool = False,
+    reference: str | None = None,
+    actor: str | None = "cli",
+) -> TopupResult:
+    """`adjust_result` inside a transaction the caller holds (see `topup_within`). `actor`
+    None: the caller writes every movement to the audit trail itself (the API does)."""
+    _check_adjust(amount, reason, reference)
     m = store.models
-    try:
-        with store.transaction():
-            account = account_for_update(store, code)  # not adjusted while it is being closed
-            if account is None:
-                raise NotFound(f"no account {code!r}")
-            if reference is not None:
-                existing = m.LedgerEntry.get_or_none(
-                    (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
-                )
-                if existing is not None:
-                    return TopupResult(_same_movement(_ledger_view(existing, code), "adjust", amount), applied=False)
-            closed = account.status == "closed"
-            if closed and not force:
-                balance = Money(account.balance_micros)
-                raise InvalidInput(
-                    f"account {code!r} is closed: an adjustment of {amount} would move its balance from "
-                    f"{balance} to {balance + amount} after it was closed; use --force to correct the books "
-                    f"of a closed account (written to the audit trail)"
-                )
-            if amount.is_negative() and not force:
-                left = available_of(
-                    Money(account.balance_micros) + amount,
-                    Money(account.credit_limit_micros),
-                    Money(account.reserved_micros),
-                )
-                if left.is_negative():
-                    raise InvalidInput(
-                        f"adjustment {amount} would leave {left} available "
-                        f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
-                    )
-            entry_id, after = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
-            if closed:  # a forced correction of a closed account's books: who did it, and why
-                changes = [audit.Change("balance", str(Money(account.balance_micros)), str(Money(after)))]
-                audit.record(store, actor, now_us, "adjust", "account", code, changes)
-            return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True)
-    except peewee.IntegrityError:
-        # the same reference inserted by another process between our check and our insert
-        return TopupResult(_same_movement(_last_entry(store, code, reference), "adjust", amount), applied=False)
+    account = account_for_update(store, code)  # not adjusted while it is being closed
+    if account is None:
+        raise NotFound(f"no account {code!r}")
+    if reference is not None:
+        existing = m.LedgerEntry.get_or_none(
+            (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
+        )
+        if existing is not None:
+            return TopupResult(_same_movement(_ledger_view(existing, code), "adjust", amount), applied=False)
+    closed = account.status == "closed"
+    if closed and not force:
+        balance = Money(account.balance_micros)
+        raise InvalidInput(
+            f"account {code!r} is closed: an adjustment of {amount} would move its balance from "
+            f"{balance} to {balance + amount} after it was closed; use --force to correct the books "
+            f"of a closed account (written to the audit trail)"
+        )
+    if amount.is_negative() and not force:
+        left = available_of(
+            Money(account.balance_micros) + amount,
+            Money(account.credit_limit_micros),
+            Money(account.reserved_micros),
+        )
+        if left.is_negative():
+            raise InvalidInput(
+                f"adjustment {amount} would leave {left} available "
+                f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
+            )
+    entry_id, after = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
+    if closed and actor is not None:  # a forced correction of a closed account's books: who did it, and why
+        changes = [audit.Change("balance", str(Money(account.balance_micros)), str(Money(after)))]
+        audit.record(store, actor, now_us, "adjust", "account", code, changes)
+    return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True)
 
 
 def _ledger_view(row: DbRow, code: str) -> LedgerView:
@@ -523,6 +561,31 @@ def ledger(store: Store, code: str, since_us: int | None = None, limit: int | No
         else:
             rows = list(q.order_by(m.LedgerEntry.id))
         return [_ledger_view(r, code) for r in rows]
+
+
+def ledger_page(
+    store: Store,
+    code: str,
+    *,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> list[LedgerView]:
+    """One page of an account's movements, oldest first, continuing after entry `after_id`."""
+    m = store.models
+    with store.reading():
+        account = m.Account.get_or_none(m.Account.code == code)
+        if account is None:
+            raise NotFound(f"no account {code!r}")
+        q = m.LedgerEntry.select().where(m.LedgerEntry.account == account.id)
+        if since_us is not None:
+            q = q.where(m.LedgerEntry.created_us >= since_us)
+        if until_us is not None:
+            q = q.where(m.LedgerEntry.created_us < until_us)
+        if after_id is not None:
+            q = q.where(m.LedgerEntry.id > after_id)
+        return [_ledger_view(r, code) for r in q.order_by(m.LedgerEntry.id).limit(limit)]
 
 
 def ledger_sum(store: Store, code: str) -> Money:

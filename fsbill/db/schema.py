@@ -252,6 +252,22 @@ def build_models(database: Database) -> SimpleNamespace:
         account_id = IntegerField()
         created_us = BigIntegerField()
 
+    class ApiToken(Base):  # the HTTP API's bearer tokens, as hashes (migrations/0008_api.py)
+        name = CharField(max_length=64, unique=True)
+        role = CharField(max_length=16)  # admin | readonly | account
+        account_code = CharField(max_length=64, null=True)  # role account: the one it may read
+        token_sha256 = CharField(max_length=64, unique=True)
+        created_us = BigIntegerField()
+        revoked_us = BigIntegerField(null=True)
+
+    class ApiIdempotency(Base):  # a money-moving request's Idempotency-Key and its response
+        key = CharField(max_length=255, unique=True)
+        fingerprint = CharField(max_length=64)  # SHA-256 of method, path and body
+        token_name = CharField(max_length=64)
+        status = IntegerField()
+        body = TextField()
+        created_us = BigIntegerField()
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -267,6 +283,8 @@ def build_models(database: Database) -> SimpleNamespace:
         Recovery=Recovery,
         AuditEntry=AuditEntry,
         CallStart=CallStart,
+        ApiToken=ApiToken,
+        ApiIdempotency=ApiIdempotency,
     )
     all_models = [
         Tariff,
@@ -283,6 +301,8 @@ def build_models(database: Database) -> SimpleNamespace:
         Recovery,
         AuditEntry,
         CallStart,
+        ApiToken,
+        ApiIdempotency,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models
