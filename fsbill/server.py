@@ -29,6 +29,7 @@ from fsbill.pending import PendingWrites
 if TYPE_CHECKING:  # imported where used, at start: only a node with switches / CDR intake loads them
     from fsbill.adoption import Adopter, Switches
     from fsbill.cdr_intake import CdrIntake
+    from fsbill.payments import PaymentsApp, PaypalVerifier
 
 log = logging.getLogger("fsbill.server")
 
@@ -67,6 +68,7 @@ class Node:
         self.switches: Switches | None = None
         self.adopter: Adopter | None = None
         self.cdr_intake: CdrIntake | None = None
+        self.paypal_verifier: PaypalVerifier | None = None
         self._ledger_mark: int | None = None
         self.port = 0
         self.metrics_server = None
@@ -97,6 +99,8 @@ class Node:
             switches.start()
         if s.cdr_intake.listen:
             self._start_cdr_intake()
+        if s.payments.paypal.receiver_email:
+            self._start_paypal_verifier()
         address = s.metrics_address()
         if address is not None:
             self.metrics_server = serve_metrics(
@@ -143,6 +147,21 @@ class Node:
         )
         self.cdr_intake = intake
         intake.start()
+
+    def _start_paypal_verifier(self) -> None:
+        """PayPal notices stored but not yet verified (this process's, an earlier one's that
+        stopped first, another node's whose verify URL was down) are verified from the store."""
+        from fsbill.payments import PaypalVerifier
+
+        self.paypal_verifier = PaypalVerifier(self.store, self.settings.payments.paypal, self.clock, self.metrics)
+        self.paypal_verifier.start()
+
+    def payments_app(self) -> PaymentsApp:
+        """The gateways' WSGI app (POST /v1/payments/stripe, /v1/payments/paypal) on this node's
+        store, clock and metrics, for the API server to mount under fsbill.payments.PREFIX."""
+        from fsbill.payments import PaymentsApp
+
+        return PaymentsApp(self.store, self.settings.payments, self.clock, self.metrics, self.paypal_verifier)
 
     def _cdr_post_applied(self, applied) -> None:
         self.metrics.cdr_posts.labels(applied.outcome).inc()
@@ -223,6 +242,8 @@ class Node:
             self.switches.stop()
         if self.cdr_intake is not None:
             self.cdr_intake.stop()
+        if self.paypal_verifier is not None:
+            self.paypal_verifier.stop()
         for greenlet in list(self.esl._greenlets):
             greenlet.kill(block=False)
         for greenlet in self._greenlets:

@@ -66,7 +66,7 @@ def serve_wsgi(
     `listener_fd`: a socket already bound and listening (a worker's, from its supervisor,
     fsbill.workers); else host:port is bound here, not by gevent, so a taken address is the
     operator's one-line error naming the setting `what` (exit 2), as for `listen`."""
-    from gevent.pywsgi import WSGIServer
+    from gevent.pywsgi import WSGIHandler, WSGIServer
 
     listener: Any
     if listener_fd is not None:
@@ -82,7 +82,13 @@ def serve_wsgi(
             sock.settimeout(timeout)
             super().handle(sock, address)
 
-    server = _Server(listener, app, log=None, error_log=log)
+    class _Handler(WSGIHandler):
+        def get_environ(self) -> dict[str, Any]:
+            env = super().get_environ()
+            env["RAW_URI"] = self.path  # the path as sent, before %2F becomes '/' (as gunicorn)
+            return env
+
+    server = _Server(listener, app, log=None, error_log=log, handler_class=_Handler)
     server.start()
     return server
 

@@ -12,7 +12,7 @@ import gevent
 import pytest
 from payments_rig import RECEIVER, M, balance, seed, start_gateway
 
-from fsbill.db import ledger
+from fsbill.db import Store, ledger
 from fsbill.db import payments as dbpay
 from fsbill.payments import PaypalVerifier
 from fsbill.wsgi import serve_wsgi
@@ -235,3 +235,36 @@ def test_two_verifiers_on_one_store_verify_each_notice_once(store, paypal):
         assert len(paypal.received) == 1 and balance(store) == M("10.00")
     finally:
         gw.close()
+
+
+def test_fsbill_serve_verifies_what_an_earlier_process_left_pending(sqlite_url, paypal):
+    """The node (`fsbill serve`) starts the verifier when payments.paypal is configured; the app it
+    hands the API server shares it."""
+    from fsbill.config import load_settings
+    from fsbill.server import Node
+
+    store = Store(sqlite_url)
+    store.upgrade()
+    seed(store)
+    earlier = start_gateway(store, verify_url=paypal.url)  # stored and acknowledged, then the process died
+    earlier.post(PAYPAL, ipn())
+    earlier.close()
+    settings = load_settings(
+        None,
+        {
+            "database": sqlite_url,
+            "listen": "127.0.0.1:0",
+            "metrics_listen": "",
+            "payments": {"paypal": {"receiver_email": RECEIVER, "verify_url": paypal.url}},
+        },
+    )
+    node = Node(settings)
+    node.start()
+    try:
+        wait_for(lambda: settled(store), "verified by the node")
+        assert balance(store) == M("10.00")
+        app = node.payments_app()
+        assert app.verifier is node.paypal_verifier and app.metrics is node.metrics
+    finally:
+        node.stop(grace_s=0)
+        store.close()
