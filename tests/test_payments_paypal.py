@@ -268,3 +268,13 @@ def test_fsbill_serve_verifies_what_an_earlier_process_left_pending(sqlite_url, 
     finally:
         node.stop(grace_s=0)
         store.close()
+
+
+def test_hostile_notices_are_400s_or_kept_never_500s(gateway):
+    assert gateway.post(PAYPAL, b"a=1\x00b")[0] == 400
+    assert gateway.post(PAYPAL, b"")[0] == 400
+    gateway.post(PAYPAL, ipn(custom="acme%00\u0000", txn_id="T%00"))
+    gateway.post(PAYPAL, b"\xff\xfe=%ff&receiver_email=" + RECEIVER.encode() + b"&charset=utf-8")
+    wait_for(lambda: settled(gateway.store), "verified")
+    assert balance(gateway.store) == M("0")
+    assert [n.status for n in dbpay.notices(gateway.store)] == ["unmatched", "rejected"]

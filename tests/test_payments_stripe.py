@@ -227,3 +227,22 @@ def test_wrong_method_unknown_path_and_big_bodies_are_problems(gateway):
     conn.close()
     assert gateway.post("/v1/payments/other", b"{}")[0] == 404
     assert gateway.post("/v1/payments/stripe", b"x" * (300 * 1024))[0] == 413
+
+
+@pytest.mark.parametrize(
+    "account, why",
+    [
+        ("acme\u0000", "no account 'acme\ufffd'"),  # PostgreSQL cannot even store a NUL
+        ("a" * 400, "longer than an account code"),
+        ("\ud800", "no account"),
+    ],
+)
+def test_hostile_metadata_is_kept_as_unmatched_never_a_500(gateway, account, why):
+    status, reply = gateway.stripe(succeeded(account=account))
+    assert (status, reply["outcome"]) == (200, "unmatched")
+    assert why in dbpay.unmatched(gateway.store)[0].reason
+
+
+def test_an_absurd_payment_intent_id_is_a_400(gateway):
+    assert gateway.stripe(succeeded(pi="pi_" + "x" * 300))[0] == 400
+    assert gateway.stripe(succeeded(pi="pi_\u0000"))[0] == 400

@@ -53,6 +53,14 @@ def to_minor_units(amount: Money, currency: str) -> int:
     return whole
 
 
+def notice_text(value: str, limit: int = 255) -> str:
+    """A text field of a gateway's notification as fsbill keeps it: trimmed, at most `limit`
+    characters, control characters (a NUL cannot even be stored in PostgreSQL) and lone
+    surrogates replaced by U+FFFD, so it matches no account code or reference by accident."""
+    kept = "".join("\ufffd" if ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return kept.strip()[:limit]
+
+
 def refund_due(refunded_total: Money, already: Money, credited: Money) -> Money:
     """What a refund notice adds to a payment's refunds: the gateway's cumulative refunded total
     (never more than was credited) less what fsbill has already recorded; nothing when the notice
@@ -84,6 +92,7 @@ __all__ = [
     "STRIPE_ZERO_DECIMAL",
     "RefundSplit",
     "from_minor_units",
+    "notice_text",
     "refund_due",
     "split_refund",
     "stripe_decimals",

@@ -32,6 +32,7 @@ from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
 
+MAX_CODE_CHARS = 64  # an account code (fsbill.db.ledger._valid_code)
 _RACE_RETRIES = 3  # a unique index refused our row: run the unit again, it then sees the other's
 
 
@@ -313,6 +314,8 @@ def _credit(store: Store, notice_id: int, c: Credit, now_us: int, forced_account
 def _cannot_credit(store: Store, row: DbRow | None, code: str, c: Credit) -> str:
     if not code:
         return "the payment names no account"
+    if len(code) > MAX_CODE_CHARS:
+        return f"the account named, {code[:20]!r}..., is longer than an account code ({MAX_CODE_CHARS} characters)"
     if row is None:
         return f"no account {code!r}"
     if row.status == "closed":

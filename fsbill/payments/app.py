@@ -92,6 +92,9 @@ class PaymentsApp:
         except FsbillError as exc:  # a delivery that kept clashing with others: the gateway retries
             log_event(log, "payment_deferred", path=path, error=str(exc))
             return _problem(503, str(exc), [("Retry-After", "5")])
+        except Exception:  # a bug: one problem reply and the traceback in the log, never a bare 500
+            log.exception("payment notification failed: %s", path)
+            return _problem(500, "internal error (see the server's log); the gateway will retry")
 
     def _stripe(self, environ: dict[str, Any], payload: bytes) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         config = self.payments.stripe
@@ -119,8 +122,8 @@ class PaymentsApp:
         return 200, outcome.as_json() | {"event": event.id}, []
 
     def _paypal(self, environ: dict[str, Any], payload: bytes) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        if not payload:
-            return _problem(400, "an empty notice")
+        if not payload or b"\x00" in payload:  # a form is percent-encoded: a raw NUL is not PayPal's
+            return _problem(400, "not an IPN notice (empty, or holding a NUL byte)")
         notice_id, new = db.store_pending(
             self.store, "paypal", paypal.notice_key(payload), paypal.as_text(payload), self.clock.now_us()
         )

@@ -26,13 +26,14 @@ from urllib.parse import parse_qs
 
 from fsbill import __version__
 from fsbill.core.money import Money
+from fsbill.core.payment import notice_text
 from fsbill.db.payments import Credit, Refund
 from fsbill.errors import FsbillError, MoneyError
 
 VERIFY_PREFIX = b"cmd=_notify-validate&"
 MAX_ANSWER_BYTES = 1024
 MAX_ID_CHARS = 64  # txn_id is 17 characters; room for the sandbox and for other ids
-MAX_CODE_CHARS = 64  # an account code (fsbill.db.ledger._valid_code)
+MAX_TEXT_CHARS = 255  # what is kept of `custom` (PayPal allows 256): a longer one never matches
 REFUND_STATUSES = ("Refunded", "Reversed")
 
 
@@ -105,7 +106,7 @@ def read_notice(body: bytes, receiver_email: str) -> Reading:
     if receiver.strip().lower() != receiver_email.strip().lower():
         return Reading(None, "rejected", f"receiver_email {receiver[:80]!r} is not {receiver_email!r}")
     txn_id = fields.get("txn_id", "")
-    if not txn_id or len(txn_id) > MAX_ID_CHARS:
+    if not txn_id or len(txn_id) > MAX_ID_CHARS or notice_text(txn_id) != txn_id:
         return Reading(None, "ignored", f"payment_status {status[:40]!r} without a txn_id: nothing to credit")
     currency = fields.get("mc_currency", "").upper()
     if len(currency) != 3 or not currency.isascii() or not currency.isalpha():
@@ -118,11 +119,11 @@ def read_notice(body: bytes, receiver_email: str) -> Reading:
         if gross.micros <= 0:
             return Reading(None, "rejected", f"a completed payment of {gross}")
         identity = f"paypal:{txn_id}"
-        account = fields.get("custom", "").strip()[:MAX_CODE_CHARS]
+        account = notice_text(fields.get("custom", ""), MAX_TEXT_CHARS)
         return Reading(Credit("paypal", identity, account, gross, currency, identity), "credited")
     if status in REFUND_STATUSES:
         parent = fields.get("parent_txn_id", "")
-        if not parent or len(parent) > MAX_ID_CHARS:
+        if not parent or len(parent) > MAX_ID_CHARS or notice_text(parent) != parent:
             return Reading(None, "rejected", f"a {status} notice without a parent_txn_id")
         refund = Refund("paypal", f"paypal:{parent}", abs(gross), currency, total=False, identity=f"paypal:{txn_id}")
         return Reading(refund, "refunded")

@@ -29,14 +29,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fsbill.core.money import Money
-from fsbill.core.payment import from_minor_units
+from fsbill.core.payment import from_minor_units, notice_text
 from fsbill.db.payments import Credit, Refund
 from fsbill.errors import InvalidInput, MoneyError
 
 MAX_HEADER_CHARS = 4096
 MAX_SIGNATURES = 16
-MAX_ID_CHARS = 255
-MAX_CODE_CHARS = 64  # an account code (fsbill.db.ledger._valid_code)
+MAX_ID_CHARS = 200  # Stripe's ids are ~30 characters; `stripe:<id>` must fit a 255-character column
+MAX_TEXT_CHARS = 255  # what is kept of a metadata value (Stripe allows 500): longer never matches
 
 
 class BadSignature(InvalidInput):
@@ -128,10 +128,10 @@ def _credit(pi: dict[str, Any]) -> Credit:
     return Credit(
         provider="stripe",
         identity=identity,
-        account=account.strip()[:MAX_CODE_CHARS],
+        account=notice_text(account, MAX_TEXT_CHARS),
         amount=_minor(pi, "amount_received", currency),
         currency=currency,
-        reference=recharge.strip()[:MAX_ID_CHARS] or identity,
+        reference=notice_text(recharge, MAX_TEXT_CHARS) or identity,
     )
 
 
@@ -140,15 +140,15 @@ def _refund(charge: dict[str, Any]) -> Refund:
     pi = charge.get("payment_intent")
     if isinstance(pi, dict):  # expanded
         pi = pi.get("id")
-    if not isinstance(pi, str) or not pi or len(pi) > MAX_ID_CHARS:
+    if not isinstance(pi, str) or not pi or len(pi) > MAX_ID_CHARS or notice_text(pi) != pi:
         raise BadEvent("the charge names no payment_intent")
     return Refund("stripe", f"stripe:{pi}", _minor(charge, "amount_refunded", currency), currency, total=True)
 
 
 def _text(obj: dict[str, Any], key: str) -> str:
     value = obj.get(key)
-    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
-        raise BadEvent(f"{key} must be non-empty text of at most {MAX_ID_CHARS} characters")
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS or notice_text(value) != value:
+        raise BadEvent(f"{key} must be non-empty printable text of at most {MAX_ID_CHARS} characters")
     return value
 
 
