@@ -255,6 +255,7 @@ def test_fsbill_serve_verifies_what_an_earlier_process_left_pending(sqlite_url, 
             "database": sqlite_url,
             "listen": "127.0.0.1:0",
             "metrics_listen": "",
+            "api": {"listen": "127.0.0.1:0"},
             "payments": {"paypal": {"receiver_email": RECEIVER, "verify_url": paypal.url}},
         },
     )

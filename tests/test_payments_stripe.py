@@ -246,3 +246,46 @@ def test_hostile_metadata_is_kept_as_unmatched_never_a_500(gateway, account, why
 def test_an_absurd_payment_intent_id_is_a_400(gateway):
     assert gateway.stripe(succeeded(pi="pi_" + "x" * 300))[0] == 400
     assert gateway.stripe(succeeded(pi="pi_\u0000"))[0] == 400
+
+
+def test_fsbill_serve_takes_stripe_on_its_api_listener_and_documents_it(sqlite_url):
+    """The wiring of `fsbill serve`: the gateways are mounted on the API server (no bearer token:
+    the signature is the authentication) and the API's OpenAPI document lists their routes."""
+    import http.client
+    import json
+    import time
+
+    from fsbill.config import load_settings
+    from fsbill.server import Node
+
+    settings = load_settings(
+        None,
+        {
+            "database": sqlite_url,
+            "listen": "127.0.0.1:0",
+            "metrics_listen": "",
+            "api": {"listen": "127.0.0.1:0"},
+            "payments": {"stripe": {"webhook_secret": SECRET}},
+        },
+    )
+    node = Node(settings)
+    node.start()
+    try:
+        seed(node.store)
+        assert node.api is not None
+        port = node.api.port
+        body = json.dumps(succeeded(amount=725)).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(
+            "POST", "/v1/payments/stripe", body=body, headers={"Stripe-Signature": sign(body, SECRET, int(time.time()))}
+        )
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        assert json.loads(response.read())["outcome"] == "credited"
+        assert balance(node.store) == M("7.25")
+        conn.request("GET", "/v1/openapi.json")
+        paths = json.loads(conn.getresponse().read())["paths"]
+        assert "/v1/payments/stripe" in paths and "/v1/payments/paypal" in paths
+        conn.close()
+    finally:
+        node.stop()
