@@ -83,7 +83,7 @@ from fsbill.errors import MoneyError, NumberError
 
 # The hang-up cause written on the CDR of a visit that was transferred out of its bridge (the
 # channel itself lives on). FreeSWITCH's own bridge_hangup_cause then is NORMAL_CLEARING.
-TRANSFERRED = "BLIND_TRANSFER"
+TRANSFER_CAUSE = "BLIND_TRANSFER"
 
 
 # -- state ---------------------------------------------------------------------------------------------------
@@ -698,7 +698,7 @@ def _transferred_out(state: CallState, event: ev.BridgeEnded, now_us: int) -> St
         end,
         state.channel.created_us,
         billsec,
-        TRANSFERRED,
+        TRANSFER_CAUSE,
         result,
         now_us,
         bridge if state.legs else None,
