@@ -19,13 +19,13 @@ import peewee
 from fsbill.core.call import AccountState, Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
 from fsbill.core.grant import GrantPolicy, wants_extension
-from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.money import Money
 from fsbill.core.rating import Rate
 from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import post
-from fsbill.db.rows import DbRow, rate_columns
+from fsbill.db.rows import DbRow, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
 from fsbill.db.vendors import settle_vendors, take_channels
@@ -34,20 +34,6 @@ from fsbill.db.views import CdrView, LiveCallView, _cdr_view, cdrs, live_calls
 
 def _locked(store: Store, query: peewee.ModelSelect[DbRow]) -> peewee.ModelSelect[DbRow]:
     return query.for_update() if store.kind == "postgresql" else query
-
-
-def rate_of(row: DbRow) -> Rate:
-    """The rate a live call was authorized at (frozen on the row so that a deck change or a
-    crash cannot change what an ongoing call costs)."""
-    return Rate(
-        prefix=row.prefix,
-        rate=Money(row.rate_micros),
-        connect_fee=Money(row.connect_fee_micros),
-        initial_increment_s=row.initial_increment_s,
-        increment_s=row.increment_s,
-        min_duration_s=row.min_duration_s,
-        rounding=RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method)),
-    )
 
 
 # -- who pays ---------------------------------------------------------------------------------------

@@ -16,10 +16,10 @@ from types import SimpleNamespace
 import peewee
 
 from fsbill.core.grant import available as available_of
-from fsbill.core.money import MAX_MICROS, Money, RoundingMethod, RoundingRule
+from fsbill.core.money import MAX_MICROS, Money, RoundingRule
 from fsbill.db import audit
 from fsbill.db.connection import Store
-from fsbill.db.rows import DbRow
+from fsbill.db.rows import DbRow, rounding_of
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
 
@@ -198,7 +198,7 @@ def _tariff_view(row: DbRow, rate_count: int) -> TariffView:
         id=row.id,
         name=row.name,
         currency=row.currency,
-        rounding=RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method)),
+        rounding=rounding_of(row),
         timezone=row.timezone,
         deck_version=row.deck_version,
         rate_count=rate_count,

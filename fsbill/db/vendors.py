@@ -24,7 +24,7 @@ from typing import Any
 
 import peewee
 
-from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.money import Money, RoundingRule
 from fsbill.core.rating import Rate
 from fsbill.core.records import BridgeOutcome, Leg
 from fsbill.core.routing import Attempt, Option, VendorCost, vendor_cost
@@ -34,7 +34,7 @@ from fsbill.db import audit
 from fsbill.db import rates as dbrates
 from fsbill.db.connection import Store
 from fsbill.db.ledger import _valid_currency
-from fsbill.db.rows import DbRow, rate_columns
+from fsbill.db.rows import DbRow, rate_columns, rate_of, rounding_of
 from fsbill.errors import Conflict, InvalidInput, NotFound
 
 DECK_PREFIX = "vendor:"
@@ -180,7 +180,7 @@ def _view(row: DbRow, rate_count: int) -> VendorView:
         deck_id=t.id,
         dial_string=row.dial_string,
         currency=t.currency,
-        rounding=RoundingRule(t.rounding_decimals, RoundingMethod(t.rounding_method)),
+        rounding=rounding_of(t),
         timezone=t.timezone,
         max_channels=row.max_channels,
         live_channels=row.live_channels,
@@ -409,16 +409,7 @@ def settle_vendors(
     charged_by = None
     for r in rows:
         if r.leg_uuid == answered_leg and answered_leg:
-            rate = Rate(
-                prefix=r.prefix,
-                rate=Money(r.rate_micros),
-                connect_fee=Money(r.connect_fee_micros),
-                initial_increment_s=r.initial_increment_s,
-                increment_s=r.increment_s,
-                min_duration_s=r.min_duration_s,
-                rounding=RoundingRule(r.rounding_decimals, RoundingMethod(r.rounding_method)),
-            )
-            charged_by = vendor_cost(r.vendor.name, rate, answered_us, end_us, sell_cost)
+            charged_by = vendor_cost(r.vendor.name, rate_of(r), answered_us, end_us, sell_cost)
     if charged_by is not None:
         m.Cdr.update(
             vendor=charged_by.vendor, vendor_cost_micros=charged_by.cost.micros, margin_micros=charged_by.margin.micros
