@@ -9,7 +9,7 @@ are holds, not movements, and are maintained by fsbill.db.calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -360,12 +360,35 @@ def topup(
 ) -> TopupResult:
     if amount.micros <= 0:
         raise InvalidInput(f"top-up amount must be positive, got {amount}")
+
+    def open_account(account: DbRow) -> None:
+        if account.status == "closed":
+            raise InvalidInput(f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')")
+
+    return _move(store, code, amount, "topup", now_us, reference=reference, note=note, check=open_account)
+
+
+def _move(
+    store: Store,
+    code: str,
+    amount: Money,
+    kind: str,
+    now_us: int,
+    *,
+    reference: str | None,
+    note: str,
+    check: Callable[[DbRow], None],
+) -> TopupResult:
+    """Post an operator's movement onto account `code`, under the account's lock (so it is not
+    credited while it is being closed, nor debited past what its live calls hold). A
+    `reference` names one movement: used again, the earlier movement is the result and nothing
+    is added (`_same_movement`). `check(account)` raises if the movement may not be made."""
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be empty")
     m = store.models
     try:
         with store.transaction():
-            account = account_for_update(store, code)  # not credited while it is being closed
+            account = account_for_update(store, code)
             if account is None:
                 raise NotFound(f"no account {code!r}")
             if reference is not None:
@@ -373,18 +396,14 @@ def topup(
                     (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
                 )
                 if existing is not None:
-                    return TopupResult(_same_movement(_ledger_view(existing, code), "topup", amount), applied=False)
-            if account.status == "closed":
-                raise InvalidInput(
-                    f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')"
-                )
-            entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
-            entry = m.LedgerEntry.get_by_id(entry_id)
-        return TopupResult(_ledger_view(entry, code), applied=True)
+                    return TopupResult(_same_movement(_ledger_view(existing, code), kind, amount), applied=False)
+            check(account)
+            entry_id, _ = post(store, account.id, amount, kind, now_us, reference=reference, note=note)
+            return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True)
     except peewee.IntegrityError:
-        # Another process credited the same reference between our check and our insert
+        # Another process used the same reference between our check and our insert
         # (PostgreSQL, READ COMMITTED); the unique index kept it to one and ours rolled back.
-        return TopupResult(_same_movement(_last_entry(store, code, reference), "topup", amount), applied=False)
+        return TopupResult(_same_movement(_last_entry(store, code, reference), kind, amount), applied=False)
 
 
 def _same_movement(earlier: LedgerView, kind: str, amount: Money) -> LedgerView:
@@ -444,36 +463,21 @@ def adjust_result(
         raise InvalidInput("adjustment amount must not be zero")
     if not reason.strip():
         raise InvalidInput("an adjustment needs a --reason")
-    if reference is not None and not reference.strip():
-        raise InvalidInput("reference must not be empty")
-    m = store.models
-    try:
-        with store.transaction():
-            account = m.Account.get_or_none(m.Account.code == code)
-            if account is None:
-                raise NotFound(f"no account {code!r}")
-            if reference is not None:
-                existing = m.LedgerEntry.get_or_none(
-                    (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
+
+    def leaves_enough(account: DbRow) -> None:
+        if amount.is_negative() and not force:
+            left = available_of(
+                Money(account.balance_micros) + amount,
+                Money(account.credit_limit_micros),
+                Money(account.reserved_micros),
+            )
+            if left.is_negative():
+                raise InvalidInput(
+                    f"adjustment {amount} would leave {left} available "
+                    f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
                 )
-                if existing is not None:
-                    return TopupResult(_same_movement(_ledger_view(existing, code), "adjust", amount), applied=False)
-            if amount.is_negative() and not force:
-                left = available_of(
-                    Money(account.balance_micros) + amount,
-                    Money(account.credit_limit_micros),
-                    Money(account.reserved_micros),
-                )
-                if left.is_negative():
-                    raise InvalidInput(
-                        f"adjustment {amount} would leave {left} available "
-                        f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
-                    )
-            entry_id, _ = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
-            return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True)
-    except peewee.IntegrityError:
-        # the same reference inserted by another process between our check and our insert
-        return TopupResult(_same_movement(_last_entry(store, code, reference), "adjust", amount), applied=False)
+
+    return _move(store, code, amount, "adjust", now_us, reference=reference, note=reason, check=leaves_enough)
 
 
 def _ledger_view(row: DbRow, code: str) -> LedgerView:
