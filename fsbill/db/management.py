@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
-from fsbill.db import audit, ledger
+from fsbill.db import accounts, audit, ledger
 from fsbill.db import vendors as dbvendors
 from fsbill.db.audit import Change
 from fsbill.db.connection import Store
@@ -182,7 +182,7 @@ def set_account_status(store: Store, code: str, status: str, now_us: int, actor:
 
 def account_cli(store: Store, code: str, number: str, add: bool, now_us: int, actor: str) -> AccountResult:
     """`account cli add|remove`: a caller id that identifies the account."""
-    number = ledger._valid_cli(number)
+    number = accounts._valid_cli(number)
     m = store.models
     with store.transaction():
         row = _open_account(store, code)

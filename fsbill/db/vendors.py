@@ -32,8 +32,8 @@ from fsbill.core.routing import Vendor as RoutingVendor
 from fsbill.core.routing import attempts as attempts_of
 from fsbill.db import audit
 from fsbill.db import rates as dbrates
+from fsbill.db.accounts import _valid_currency
 from fsbill.db.connection import Store
-from fsbill.db.ledger import _valid_currency
 from fsbill.db.rows import DbRow, rate_columns, rate_of, rounding_of
 from fsbill.errors import Conflict, InvalidInput, NotFound
 
