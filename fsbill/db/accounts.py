@@ -6,6 +6,7 @@ Changing and closing what was created is fsbill.db.management.
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -77,6 +78,27 @@ def _valid_currency(currency: str) -> str:
     return currency
 
 
+def _valid_timezone(timezone: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(timezone)
+    except Exception:
+        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
+    return timezone
+
+
+def new_tariff_row(store: Store, name: str, currency: str, rounding: RoundingRule, timezone: str, now_us: int) -> DbRow:
+    """Insert a tariff's row (a customer tariff, or a vendor's cost deck); call inside
+    `store.transaction()`. The name is unique: a taken one raises peewee.IntegrityError."""
+    return store.models.Tariff.create(
+        name=name,
+        currency=currency,
+        rounding_decimals=rounding.decimals,
+        rounding_method=rounding.method.value,
+        timezone=timezone,
+        created_us=now_us,
+    )
+
+
 def create_tariff(
     store: Store,
     name: str,
@@ -91,23 +113,10 @@ def create_tariff(
     if not name.strip():
         raise InvalidInput("tariff name must not be empty")
     currency = _valid_currency(currency)
-    try:
-        import zoneinfo
-
-        zoneinfo.ZoneInfo(timezone)
-    except Exception:
-        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
-    m = store.models
+    timezone = _valid_timezone(timezone)
     try:
         with store.transaction():
-            row = m.Tariff.create(
-                name=name,
-                currency=currency,
-                rounding_decimals=rounding.decimals,
-                rounding_method=rounding.method.value,
-                timezone=timezone,
-                created_us=now_us,
-            )
+            row = new_tariff_row(store, name, currency, rounding, timezone, now_us)
             if actor is not None:
                 fields = {"currency": currency, "decimals": str(rounding.decimals), "rounding": rounding.method.value}
                 changes = [audit.Change(k, None, v) for k, v in (fields | {"timezone": timezone}).items()]

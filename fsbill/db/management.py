@@ -15,7 +15,6 @@ The rules (docs/ACCOUNTS.md):
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import dataclass
 
 from fsbill.core.grant import available as available_of
@@ -52,14 +51,6 @@ def _valid_email(email: str) -> str:
             f"--email must be an address like billing@example.com (or 'none' to clear it), got {email!r}"
         )
     return email
-
-
-def _valid_timezone(timezone: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except Exception:
-        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
-    return timezone
 
 
 # -- accounts ----------------------------------------------------------------------------------------
@@ -287,7 +278,7 @@ def _rounding_changes(
         update["rounding_method"] = method.value
         changes.append(Change("rounding", row.rounding_method, method.value))
     if timezone is not None:
-        update["timezone"] = _valid_timezone(timezone)
+        update["timezone"] = accounts._valid_timezone(timezone)
         changes.append(Change("timezone", row.timezone, timezone))
     changes = _changed(changes)
     if changes:

@@ -32,7 +32,7 @@ from fsbill.core.routing import Vendor as RoutingVendor
 from fsbill.core.routing import attempts as attempts_of
 from fsbill.db import audit
 from fsbill.db import rates as dbrates
-from fsbill.db.accounts import _valid_currency
+from fsbill.db.accounts import _valid_currency, _valid_timezone, new_tariff_row
 from fsbill.db.connection import Store
 from fsbill.db.rows import DbRow, rate_columns, rate_of, rounding_of
 from fsbill.errors import Conflict, InvalidInput, NotFound
@@ -121,25 +121,13 @@ def create_vendor(
     currency = _valid_currency(currency)
     if max_channels < 0:
         raise InvalidInput("--max-channels must be 0 (no limit) or more")
-    try:
-        import zoneinfo
-
-        zoneinfo.ZoneInfo(timezone)
-    except Exception:
-        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
+    timezone = _valid_timezone(timezone)
     m = store.models
     try:
         with store.transaction():
             if m.Vendor.get_or_none(m.Vendor.name == name) is not None:
                 raise Conflict(f"vendor {name!r} already exists")
-            deck = m.Tariff.create(
-                name=deck_name(name),
-                currency=currency,
-                rounding_decimals=rounding.decimals,
-                rounding_method=rounding.method.value,
-                timezone=timezone,
-                created_us=now_us,
-            )
+            deck = new_tariff_row(store, deck_name(name), currency, rounding, timezone, now_us)
             m.Vendor.create(
                 name=name,
                 deck=deck.id,
