@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fsbill.db.calls import CdrView, _cdr_view
 from fsbill.db.connection import Store
+from fsbill.db.views import CdrView, _cdr_view, cdr_query
 
 PAGE_ROWS = 5000
 
@@ -21,7 +21,7 @@ def iter_cdrs(
     until_us: int | None = None,
     page_rows: int = PAGE_ROWS,
 ) -> Iterator[CdrView]:
-    """The same rows, in the same order, as `fsbill.db.calls.cdrs`, a page at a time."""
+    """The same rows, in the same order, as `fsbill.db.views.cdrs`, a page at a time."""
     after: tuple[int, int] | None = None
     while True:
         rows, after = cdr_page(
@@ -45,13 +45,7 @@ def cdr_page(
     read; returns the page and where the next one starts (None: this was the last page)."""
     m = store.models
     with store.reading():
-        q = m.Cdr.select()
-        if account:
-            q = q.where(m.Cdr.account_code == account)
-        if since_us is not None:
-            q = q.where(m.Cdr.start_us >= since_us)
-        if until_us is not None:
-            q = q.where(m.Cdr.start_us < until_us)
+        q = cdr_query(store, account, since_us, until_us)
         if after is not None:
             start, row_id = after
             q = q.where((m.Cdr.start_us > start) | ((m.Cdr.start_us == start) & (m.Cdr.id > row_id)))
