@@ -21,7 +21,7 @@ from fsbill.db.rows import DbRow
 from fsbill.errors import InvalidInput
 from fsbill.instant import iso
 
-ENTITIES = ("account", "tariff", "vendor")
+ENTITIES = ("account", "tariff", "vendor", "plan")
 
 
 @dataclass(frozen=True)

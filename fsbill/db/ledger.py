@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import peewee
 
+from fsbill.core.arrears import arrears_payment
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import MAX_MICROS, Money, RoundingMethod, RoundingRule
 from fsbill.db import audit
@@ -51,10 +52,11 @@ class AccountView:
     status: str  # active | suspended | closed
     clis: tuple[str, ...]
     email: str = ""
+    arrears: Money = Money(0)  # recurring charges not yet paid (fsbill.core.arrears)
 
     @property
     def available(self) -> Money:
-        return available_of(self.balance, self.credit_limit, self.reserved)
+        return available_of(self.balance, self.credit_limit, self.reserved, self.arrears)
 
     def as_json(self) -> dict:
         return {
@@ -66,6 +68,7 @@ class AccountView:
             "credit_limit": str(self.credit_limit),
             "reserved": str(self.reserved),
             "available": str(self.available),
+            "arrears": str(self.arrears),
             "max_channels": self.max_channels,
             "live_calls": self.live_channels,
             "clis": list(self.clis),
@@ -136,6 +139,23 @@ def post(
         (account_id, amount.micros, kind, reference, call_uuid, balance_after, note, now_us),
     ).fetchone()[0]
     return entry_id, balance_after
+
+
+def pay_arrears(store: Store, account_id: int, now_us: int) -> Money:
+    """Pay the account's arrears from money that became available (a top-up, a released hold,
+    a credit), as far as balance + credit limit − held allows: ledgered as kind `arrears`.
+    Call inside `store.transaction()` with the account's row locked, after the movement that
+    freed the money. Returns what was paid."""
+    q, db = store.sql, store.db
+    row = db.execute_sql(q.account_money, (account_id,)).fetchone()
+    if row is None or not row[3]:
+        return Money(0)
+    balance, credit_limit, held, arrears = (Money(v) for v in row)
+    pay = arrears_payment(balance, credit_limit, held, arrears)
+    if pay:
+        post(store, account_id, -pay, "arrears", now_us, note=f"arrears paid ({arrears - pay} still owed)")
+        db.execute_sql(q.owe, (-pay.micros, account_id))
+    return pay
 
 
 def _exact(micros: object) -> str:
@@ -308,6 +328,7 @@ def _account_view(m: SimpleNamespace, row: DbRow) -> AccountView:
         status=row.status,
         clis=clis,
         email=row.email,
+        arrears=Money(row.arrears_micros),
     )
 
 
@@ -379,6 +400,7 @@ def topup(
                     f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')"
                 )
             entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
+            pay_arrears(store, account.id, now_us)  # arrears are paid first (docs/PLANS.md)
             entry = m.LedgerEntry.get_by_id(entry_id)
         return TopupResult(_ledger_view(entry, code), applied=True)
     except peewee.IntegrityError:
@@ -482,6 +504,8 @@ def adjust_result(
                         f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
                     )
             entry_id, after = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
+            if amount.micros > 0:
+                pay_arrears(store, account.id, now_us)  # arrears are paid first (docs/PLANS.md)
             if closed:  # a forced correction of a closed account's books: who did it, and why
                 changes = [audit.Change("balance", str(Money(account.balance_micros)), str(Money(after)))]
                 audit.record(store, actor, now_us, "adjust", "account", code, changes)
