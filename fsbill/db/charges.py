@@ -133,9 +133,6 @@ def run_charges(store: Store, now_us: int, *, node: str = "", limit: int = DEFAU
     subs = [_sub(as_row(_SUB_COLUMNS, r)) for r in rows]
     budget = limit
     for sub in subs:
-        if budget <= 0:
-            report.more = True
-            break
         with store.reading() as db:
             charged, credited = _posted(db, p, sub.id)
         items = due(sub.terms, now_us, charged, frozenset(credited), limit=budget)
@@ -144,6 +141,9 @@ def run_charges(store: Store, now_us: int, *, node: str = "", limit: int = DEFAU
         if len(items) < budget and finished(sub.terms, now_us):
             _mark_done(store, sub.id, now_us)
         budget -= len(items)
+        if budget <= 0:  # perhaps more is due: the next run goes on from there
+            report.more = True
+            break
     _sweep_arrears(store, now_us, report)
     return report
 
