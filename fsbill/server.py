@@ -232,7 +232,10 @@ class Node:
 
     def _charges(self) -> None:
         while True:
-            self.charges_once()
+            try:
+                self.charges_once()
+            except Exception:  # a bug must not stop the runs for good; the next one retries
+                log.exception("charges run failed")
             self.clock.sleep(self.settings.charges.interval_s)
 
     def stop(self, grace_s: float | None = None) -> None:

@@ -445,3 +445,20 @@ def test_two_stores_running_at_once_in_one_process(books, db_url):
     finally:
         other.close()
     _assert_each_period_once(s, 3, 31)
+
+
+def test_an_unsubscribe_dated_back_credits_every_period_charged_after_it(books):
+    s = books
+    ledger.topup(s, "A", M("500"), T0)
+    dbplans.create_plan(s, "did", M("31.00"), "monthly", "EUR", T0)
+    dbplans.subscribe(s, "A", "did", T0, start_us=t("2025-01-01T00:00"))
+    run_charges(s, t("2025-03-05T00:00"))
+    assert movements(s, "charge") == [M("-31.00")] * 3
+    dbplans.unsubscribe(s, "A", "did", t("2025-03-05T00:00"), at_us=t("2025-01-16T00:00"))
+    r = run_charges(s, t("2025-03-05T00:00"))
+    assert (r.charges, r.credits) == (0, 3)
+    assert sorted(movements(s, "credit")) == [M("16.00"), M("31.00"), M("31.00")]
+    assert run_charges(s, t("2025-06-01T00:00")).credits == 0
+    (sub,) = dbplans.subscriptions(s, "A")
+    assert sub.charged == M("15.00")  # 15 days of January, nothing after
+    assert_books(s)

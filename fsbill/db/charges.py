@@ -31,6 +31,7 @@ from fsbill.db.rows import DbRow
 from fsbill.db.statements import ACCOUNT_COLUMNS, one
 from fsbill.db.statements import row as as_row
 
+MAX_US = 2**62  # later than any instant
 # One run posts at most this many charges (each its own transaction); the next run continues.
 DEFAULT_LIMIT = 10_000
 
@@ -110,12 +111,27 @@ def _sub(row: DbRow) -> _Sub:
     return _Sub(row.id, row.account_id, row.plan, _terms(row))
 
 
-def _posted(db: peewee.Database, p: str, sub_id: int) -> tuple[dict[int, Charged], set[int]]:
-    rows = db.execute_sql(
-        f'SELECT "period_start_us", "kind", "amount_micros", "from_us", "until_us" FROM "charge" '
-        f'WHERE "subscription_id" = {p}',
-        (sub_id,),
-    ).fetchall()
+_CHARGE_SQL = 'SELECT "period_start_us", "kind", "amount_micros", "from_us", "until_us" FROM "charge" '
+
+
+def _posted(
+    db: peewee.Database, p: str, sub: _Sub, period_start_us: int | None = None
+) -> tuple[dict[int, Charged], set[int]]:
+    """What was posted for the subscription, as far as deciding what is due needs it: its last
+    charged period (charges are posted in order) and the periods that reach past its end (they
+    may owe a credit); or, with `period_start_us`, that one period. Never its whole history,
+    which for a daily plan grows by a row a day."""
+    params: tuple[int, ...]
+    if period_start_us is not None:
+        where, params = f'"subscription_id" = {p} AND "period_start_us" = {p}', (sub.id, period_start_us)
+    else:
+        end = sub.terms.end_us if sub.terms.end_us is not None else MAX_US
+        where = (
+            f'"subscription_id" = {p} AND ("until_us" > {p} OR "period_start_us" = '
+            f'(SELECT MAX("period_start_us") FROM "charge" WHERE "subscription_id" = {p} AND "kind" = \'charge\'))'
+        )
+        params = (sub.id, end, sub.id)
+    rows = db.execute_sql(_CHARGE_SQL + "WHERE " + where, params).fetchall()
     charged = {r[0]: Charged(Money(r[2]), r[3], r[4]) for r in rows if r[1] == "charge"}
     credited = {r[0] for r in rows if r[1] == "credit"}
     return charged, credited
@@ -134,7 +150,7 @@ def run_charges(store: Store, now_us: int, *, node: str = "", limit: int = DEFAU
     budget = limit
     for sub in subs:
         with store.reading() as db:
-            charged, credited = _posted(db, p, sub.id)
+            charged, credited = _posted(db, p, sub)
         items = due(sub.terms, now_us, charged, frozenset(credited), limit=budget)
         for item in items:
             _post_one(store, sub, item, now_us, node, report)
@@ -160,8 +176,8 @@ def _post_one(store: Store, known: _Sub, item: Due, now_us: int, node: str, repo
             if acc is None or fresh is None:
                 return
             sub = _sub(fresh)
-            charged, credited = _posted(db, p, sub.id)
             start = item.span.start_us
+            charged, credited = _posted(db, p, sub, start)
             if item.kind == "charge":
                 if start in charged:
                     report.skipped += 1
