@@ -31,6 +31,8 @@ TABLES = {
     "subscription",
     "charge",
     "lease",
+    "api_token",
+    "api_idempotency",
 }
 
 

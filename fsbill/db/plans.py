@@ -15,8 +15,8 @@ import peewee
 from fsbill.core.money import Money
 from fsbill.core.plans import Period, check_fee, parse_period
 from fsbill.db import audit
+from fsbill.db.accounts import _valid_currency, account_for_update
 from fsbill.db.connection import Store
-from fsbill.db.ledger import _valid_currency, account_for_update
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
