@@ -231,6 +231,16 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class Charges:
+    """Recurring charges posted by `fsbill serve` itself (`charges:`, docs/PLANS.md): every
+    `interval_s`, on one node at a time (a lease in the database). `enabled: false` leaves
+    it to cron running `fsbill charges run`."""
+
+    enabled: bool = True
+    interval_s: int = 300
+
+
+@dataclass(frozen=True)
 class Settings:
     database: str = field(default="sqlite:///fsbill.db", metadata=SECRET_URL)
     node: str = field(default_factory=socket.gethostname)
@@ -266,6 +276,7 @@ class Settings:
     time_scale: float = 1.0  # tests and demos only: see fsbill.clock
     switches: tuple[SwitchConfig, ...] = ()
     cdr_intake: CdrIntake = field(default_factory=CdrIntake)
+    charges: Charges = field(default_factory=Charges)
     api: ApiConfig = field(default_factory=ApiConfig)
     payments: Payments = field(default_factory=Payments)
     # mod_nibblebill dialplans: honour `nibble_account` (who pays) and `nibble_rate` (the price,
@@ -354,6 +365,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             values[key] = _switches(value, name)
         elif key == "cdr_intake":
             values[key] = _build(CdrIntake, value or {}, f"{name}.")
+        elif key == "charges":
+            values[key] = _build(Charges, value or {}, f"{name}.")
         elif key == "api":
             values[key] = _build(ApiConfig, value or {}, f"{name}.")
         elif key == "payments":
@@ -451,6 +464,9 @@ def _validate(obj: Any, prefix: str) -> None:
                 bad("password" if obj.user else "user", "needed when cdr_intake.listen is set (basic auth)")
             if ":" in obj.user:
                 bad("user", "must not contain ':'")
+    elif isinstance(obj, Charges):
+        if obj.interval_s <= 0:
+            bad("interval_s", "must be positive (to turn the runs off, set charges.enabled: false)")
     elif isinstance(obj, ApiConfig):
         obj.address()
     elif isinstance(obj, StripeConfig):

@@ -112,6 +112,8 @@ class Node:
             )
         self.follow_topups()  # top-ups from before this start are history, not this node's counter
         self._greenlets = [gevent.spawn(self._reaper), gevent.spawn(self.pending.run, 1.0)]
+        if s.charges.enabled:
+            self._greenlets.append(gevent.spawn(self._charges))
         log_event(
             log,
             "started",
@@ -247,6 +249,39 @@ class Node:
             self.reap_once()
             self.follow_topups()
             self.clock.sleep(self.settings.heartbeat_s)
+
+    def charges_once(self) -> bool:
+        """Post the recurring charges due, if this node holds the charges lease (one node at a
+        time; the lease outlives a run by an interval, so a node that died frees it then)."""
+        from fsbill.db.charges import run_charges, take_lease
+
+        now = self.clock.now_us()
+        ttl_us = 2 * self.settings.charges.interval_s * 1_000_000
+        try:
+            if not take_lease(self.store, "charges", self.instance, now, ttl_us):
+                return False
+            report = run_charges(self.store, now, node=self.settings.node)
+        except DatabaseUnavailable as exc:
+            log_event(log, "charges_failed", error=str(exc))
+            return False
+        if report.charges or report.credits or report.arrears_paid:
+            log_event(
+                log,
+                "charges_posted",
+                charges=report.charges,
+                credits=report.credits,
+                arrears_accounts=report.arrears_paid,
+                more=report.more,
+            )
+        return True
+
+    def _charges(self) -> None:
+        while True:
+            try:
+                self.charges_once()
+            except Exception:  # a bug must not stop the runs for good; the next one retries
+                log.exception("charges run failed")
+            self.clock.sleep(self.settings.charges.interval_s)
 
     def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting calls; give live ones `grace_s` to end; flush; close.

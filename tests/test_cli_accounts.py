@@ -159,6 +159,7 @@ def test_account_add_show_list(cli):
         "credit_limit": "2.50",
         "reserved": "0.00",
         "available": "2.50",
+        "arrears": "0.00",
         "max_channels": 2,
         "live_calls": 0,
         "clis": ["4930111", "4930222"],

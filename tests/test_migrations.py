@@ -27,6 +27,10 @@ TABLES = {
     "live_call_vendor",
     "vendor_attempt",
     "audit_entry",
+    "plan",
+    "subscription",
+    "charge",
+    "lease",
     "api_token",
     "api_idempotency",
 }

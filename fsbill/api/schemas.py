@@ -57,6 +57,7 @@ ACCOUNT = _object(
         "credit_limit": AMOUNT,
         "reserved": AMOUNT,
         "available": AMOUNT,
+        "arrears": AMOUNT,  # recurring charges not yet paid (docs/PLANS.md)
         "max_channels": COUNT,
         "live_calls": COUNT,
         "clis": {"type": "array", "items": {"type": "string"}},

@@ -157,6 +157,10 @@ def describe(a: ledger.AccountView) -> str:
         f"credit limit {a.credit_limit} {a.currency}",
         f"reserved     {a.reserved} {a.currency}",
         f"available    {a.available} {a.currency}",
+    ]
+    if a.arrears:
+        lines.append(f"arrears      {a.arrears} {a.currency} (paid first by the next money in)")
+    lines += [
         f"live calls   {a.live_channels}" + (f" of {a.max_channels}" if a.max_channels else ""),
     ]
     if a.email:

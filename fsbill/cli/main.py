@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "fsbill.cli.vendors",
     "fsbill.cli.accounts",
     "fsbill.cli.money_movements",
+    "fsbill.cli.plans",
     "fsbill.cli.payments",
     "fsbill.cli.audit",
     "fsbill.cli.api",

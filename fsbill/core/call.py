@@ -196,10 +196,11 @@ class AccountState:
     max_channels: int = 0  # 0 = no limit
     guards: Guards | None = None  # its fraud guards (fsbill.core.guards), None = none read
     usage: Usage = Usage()  # what the guards count, read under the same lock
+    arrears: Money = Money(0)  # recurring charges it could not pay yet (fsbill.core.arrears)
 
     @property
     def available(self) -> Money:
-        return available(self.balance, self.credit_limit, self.held)
+        return available(self.balance, self.credit_limit, self.held, self.arrears)
 
     @property
     def spendable(self) -> Money:
@@ -384,7 +385,7 @@ def settlement(call: LiveCall, start_us: int | None, end_us: int | None, account
     """Final rating from FreeSWITCH's own times; a cost beyond what was held is collected
     only as far as the account's available money goes, the rest is uncollected."""
     s = settle(call.rate, start_us, end_us, call.debited, call.held)
-    after_release = available(account.balance - s.post, account.credit_limit, account.held - call.held)
+    after_release = available(account.balance - s.post, account.credit_limit, account.held - call.held, account.arrears)
     extra = collectable(s.overflow, after_release)
     post = s.post + extra
     return Charge(s.billed_s, s.cost, post, call.debited + post, s.overflow - extra, call.held)

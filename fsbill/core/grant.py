@@ -73,11 +73,13 @@ def funded_call_slack_s(slice_s: int, heartbeat_s: int, margin_s: int, warning_s
     return min(slice_s, extend_below(slice_s, margin_s, warning_s, heartbeat_s)) - margin_s - 3 - heartbeat_s
 
 
-def available(balance: Money, credit_limit: Money, held: Money) -> Money:
+def available(balance: Money, credit_limit: Money, held: Money, arrears: Money = Money(0)) -> Money:
     """What an account can still promise: the one formula of the invariant (docs/ARCHITECTURE.md),
-    balance + credit_limit − Σ held by its live calls. Negative when money was taken away
-    from under live calls (a forced adjustment)."""
-    return balance + credit_limit - held
+    balance + credit_limit − Σ held by its live calls − arrears (recurring charges it could not
+    pay yet, fsbill.core.arrears). Negative when money was taken away from under live calls (a
+    forced adjustment) or while it is in arrears. Without `arrears` it is the invariant's own
+    margin, which nothing may take below zero."""
+    return balance + credit_limit - held - arrears
 
 
 def affordable_s(rate: Rate, budget: Money, cap_s: int | None = None) -> int:

@@ -48,10 +48,11 @@ class AccountView:
     status: str  # active | suspended | closed
     clis: tuple[str, ...]
     email: str = ""
+    arrears: Money = Money(0)  # recurring charges not yet paid (fsbill.core.arrears)
 
     @property
     def available(self) -> Money:
-        return available_of(self.balance, self.credit_limit, self.reserved)
+        return available_of(self.balance, self.credit_limit, self.reserved, self.arrears)
 
     def as_json(self) -> dict:
         return {
@@ -63,6 +64,7 @@ class AccountView:
             "credit_limit": str(self.credit_limit),
             "reserved": str(self.reserved),
             "available": str(self.available),
+            "arrears": str(self.arrears),
             "max_channels": self.max_channels,
             "live_calls": self.live_channels,
             "clis": list(self.clis),
@@ -241,6 +243,7 @@ def _account_view(m: SimpleNamespace, row: DbRow) -> AccountView:
         status=row.status,
         clis=clis,
         email=row.email,
+        arrears=Money(row.arrears_micros),
     )
 
 

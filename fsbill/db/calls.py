@@ -24,7 +24,7 @@ from fsbill.core.rating import Rate
 from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
-from fsbill.db.ledger import post
+from fsbill.db.ledger import pay_arrears, post
 from fsbill.db.rows import DbRow, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
@@ -56,6 +56,7 @@ def _account_state(acc: DbRow) -> AccountState:
         held=Money(acc.reserved_micros),
         live_channels=acc.live_channels,
         max_channels=acc.max_channels or 0,
+        arrears=Money(acc.arrears_micros),
     )
 
 
@@ -313,6 +314,8 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         charge = settlement(call, end.answered_us, end.end_us, _account_state(acc))
     balance_after = _charge_account(store, acc, charge, end.now_us, lc.uuid, "recovered" if recovered else "settlement")
     db.execute_sql(q.hold, (0, -1, acc.id))
+    if acc.arrears_micros:  # the released hold pays the account's arrears first
+        pay_arrears(store, acc.id, end.now_us)
     db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
     fields = _billed_fields(rate_of(lc), end, charge, acc, lc.balance_before_micros, balance_after) | dict(
         uuid=lc.uuid,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import peewee
 
+from fsbill.core.arrears import arrears_payment
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import MAX_MICROS, Money
 from fsbill.db import audit
@@ -100,6 +101,23 @@ def post(
     return entry_id, balance_after
 
 
+def pay_arrears(store: Store, account_id: int, now_us: int) -> Money:
+    """Pay the account's arrears from money that became available (a top-up, a released hold,
+    a credit), as far as balance + credit limit − held allows: ledgered as kind `arrears`.
+    Call inside `store.transaction()` with the account's row locked, after the movement that
+    freed the money. Returns what was paid."""
+    q, db = store.sql, store.db
+    row = db.execute_sql(q.account_money, (account_id,)).fetchone()
+    if row is None or not row[3]:
+        return Money(0)
+    balance, credit_limit, held, arrears = (Money(v) for v in row)
+    pay = arrears_payment(balance, credit_limit, held, arrears)
+    if pay:
+        post(store, account_id, -pay, "arrears", now_us, note=f"arrears paid ({arrears - pay} still owed)")
+        db.execute_sql(q.owe, (-pay.micros, account_id))
+    return pay
+
+
 def _exact(micros: object) -> str:
     if isinstance(micros, int):
         sign, digits = ("-" if micros < 0 else ""), str(abs(micros)).rjust(7, "0")
@@ -169,6 +187,8 @@ def _move_within(
             return TopupResult(_same_movement(_ledger_view(existing, code), kind, amount), applied=False), account
     check(account)
     entry_id, _ = post(store, account.id, amount, kind, now_us, reference=reference, note=note)
+    if amount.micros > 0:
+        pay_arrears(store, account.id, now_us)  # arrears are paid first (docs/PLANS.md)
     return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True), account
 
 

@@ -27,7 +27,7 @@ from fsbill.core.money import Money
 from fsbill.core.payment import refund_due, split_refund
 from fsbill.db import audit
 from fsbill.db.connection import Store
-from fsbill.db.ledger import account_for_update, post
+from fsbill.db.ledger import account_for_update, pay_arrears, post
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
@@ -306,6 +306,7 @@ def _credit(store: Store, notice_id: int, c: Credit, now_us: int, forced_account
         created_us=now_us,
     ).execute()
     post(store, row.id, c.amount, "topup", now_us, reference=c.reference, note=f"{c.provider} payment {c.identity}")
+    pay_arrears(store, row.id, now_us)  # arrears are paid first (docs/PLANS.md)
     status = "applied" if forced_account is not None else "credited"
     _set(store, notice_id, now_us, status=status, payment_id=payment_id, reason="", **fields)
     return Outcome("credited", notice_id, int(payment_id), f"credited {c.amount} {c.currency} to {code}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money
 from fsbill.core.recovery import correct, visit_window
 from fsbill.db import calls as dbcalls
@@ -152,7 +153,9 @@ def _correct_locked(store: Store, cdr: DbRow, posted: PostedCdr, until_us: int |
     rate = rate_of(cdr, rounding_of(recovery))
     acc = one(db, q.account_by_id, (recovery.account_id,), ACCOUNT_COLUMNS)
     assert acc is not None  # the recovery row copies a live call's account id; accounts are never deleted
-    available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)
+    available = available_of(
+        Money(acc.balance_micros), Money(acc.credit_limit_micros), Money(acc.reserved_micros), Money(acc.arrears_micros)
+    )
     charged = Money(cdr.charged_micros)
     fix = correct(rate, start, end, charged, Money(recovery.grant_micros), available)
     balance_after = acc.balance_micros

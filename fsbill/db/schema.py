@@ -83,6 +83,7 @@ def build_models(database: Database) -> SimpleNamespace:
         allow_prefixes = TextField(null=True)
         max_rate_micros = BigIntegerField(null=True)
         max_calls_per_minute = IntegerField(null=True)
+        arrears_micros = BigIntegerField(default=0)  # charges not yet paid (migrations/0010_plans.py)
 
     class AccountCli(Base):
         number = CharField(unique=True)
@@ -91,7 +92,7 @@ def build_models(database: Database) -> SimpleNamespace:
     class LedgerEntry(Base):
         account = ForeignKeyField(Account, backref="ledger")
         amount_micros = BigIntegerField()
-        kind = CharField()  # topup | adjust | call
+        kind = CharField()  # topup | adjust | call | charge | credit | arrears (fsbill.db.charges)
         reference = CharField(null=True)
         call_uuid = CharField(null=True)
         balance_after_micros = BigIntegerField()
@@ -252,6 +253,41 @@ def build_models(database: Database) -> SimpleNamespace:
         account_id = IntegerField()
         created_us = BigIntegerField()
 
+    # recurring charges (migrations/0010_plans.py, fsbill.db.plans, fsbill.db.charges)
+    class Plan(Base):
+        name = CharField(unique=True)
+        fee_micros = BigIntegerField()
+        period = CharField()  # monthly | daily
+        currency = CharField(max_length=3)
+        created_us = BigIntegerField()
+
+    class Subscription(Base):
+        account_id = IntegerField()
+        plan_id = IntegerField()
+        quantity = IntegerField(default=1)
+        start_us = BigIntegerField()
+        end_us = BigIntegerField(null=True)
+        created_us = BigIntegerField()
+        done_us = BigIntegerField(null=True)  # nothing more can fall due
+
+    class Charge(Base):  # one charge or credit of a subscription's period
+        subscription_id = IntegerField()
+        account_id = IntegerField()
+        period_start_us = BigIntegerField()
+        kind = CharField()  # charge | credit
+        from_us = BigIntegerField()
+        until_us = BigIntegerField()
+        amount_micros = BigIntegerField()
+        taken_micros = BigIntegerField()
+        arrears_micros = BigIntegerField(default=0)
+        created_us = BigIntegerField()
+        node = CharField(default="")
+
+    class Lease(Base):  # one node at a time (fsbill.db.charges.take_lease)
+        name = CharField(primary_key=True)
+        holder = CharField(default="")
+        until_us = BigIntegerField(default=0)
+
     class ApiToken(Base):  # the HTTP API's bearer tokens, as hashes (migrations/0008_api.py)
         name = CharField(max_length=64, unique=True)
         role = CharField(max_length=16)  # admin | readonly | account
@@ -318,6 +354,10 @@ def build_models(database: Database) -> SimpleNamespace:
         Recovery=Recovery,
         AuditEntry=AuditEntry,
         CallStart=CallStart,
+        Plan=Plan,
+        Subscription=Subscription,
+        Charge=Charge,
+        Lease=Lease,
         ApiToken=ApiToken,
         ApiIdempotency=ApiIdempotency,
         Payment=Payment,
@@ -338,6 +378,10 @@ def build_models(database: Database) -> SimpleNamespace:
         Recovery,
         AuditEntry,
         CallStart,
+        Plan,
+        Subscription,
+        Charge,
+        Lease,
         ApiToken,
         ApiIdempotency,
         Payment,

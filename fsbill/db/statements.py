@@ -23,6 +23,7 @@ ACCOUNT_COLUMNS = (
     "max_channels",
     "live_channels",
     "status",
+    "arrears_micros",
 )
 LIVE_CALL_COLUMNS = (
     "uuid",
@@ -136,6 +137,11 @@ class Statements:
             f'"reserved_micros" = "reserved_micros" - {p}, "updated_us" = {p} WHERE "id" = {p} '
             f'RETURNING "balance_micros"'
         )
+        self.account_money = (
+            f'SELECT "balance_micros", "credit_limit_micros", "reserved_micros", "arrears_micros" '
+            f'FROM "account" WHERE "id" = {p}{lock}'
+        )
+        self.owe = f'UPDATE "account" SET "arrears_micros" = "arrears_micros" + {p} WHERE "id" = {p}'
         self.insert_ledger = (
             f'INSERT INTO "ledger_entry" ({_cols(LEDGER_COLUMNS)}) VALUES ({", ".join([p] * len(LEDGER_COLUMNS))}) '
             f'RETURNING "id"'
