@@ -104,6 +104,10 @@ class Node:
             )
         self.follow_topups()  # top-ups from before this start are history, not this node's counter
         self._greenlets = [gevent.spawn(self._reaper), gevent.spawn(self.pending.run, 1.0)]
+        if s.notify.enabled:  # notices: webhook and email (fsbill.notify, docs/NOTICES.md)
+            from fsbill.notify import Notifier
+
+            self._greenlets.append(gevent.spawn(Notifier(s.notify, self.store, self.instance, self.clock.now_us).run))
         log_event(
             log,
             "started",

@@ -25,6 +25,7 @@ from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import post
+from fsbill.db.notices import check_low_balance
 from fsbill.db.rows import DbRow, rate_columns
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
@@ -183,6 +184,7 @@ def reserve(
                 context[:255],
             ),
         )
+        check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
     return Authorization("", call, Money(acc.balance_micros), refused)
 
 
@@ -254,6 +256,7 @@ def heartbeat(
                 visit,
             ),
         )
+        check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
     return result
 
 
@@ -350,6 +353,7 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         )
     )
     db.execute_sql(q.insert_cdr, cdr_values(**fields))
+    check_low_balance(store, acc.id, end.now_us)  # docs/NOTICES.md
     view = _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
     if end.bridge is not None or recovered:
         # the vendor side, in the same transaction: carrier, its cost, the margin, attempts, channels
@@ -464,6 +468,7 @@ def settle_unreserved(
                 call_uuid=end.uuid,
                 note="charged after a database outage",
             )
+            check_low_balance(store, acc.id, end.now_us)  # docs/NOTICES.md
         row = m.Cdr.create(
             uuid=end.uuid,
             visit=visit,

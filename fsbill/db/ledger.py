@@ -19,6 +19,7 @@ from fsbill.core.grant import available as available_of
 from fsbill.core.money import MAX_MICROS, Money, RoundingMethod, RoundingRule
 from fsbill.db import audit
 from fsbill.db.connection import Store
+from fsbill.db.notices import check_low_balance
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
@@ -379,6 +380,7 @@ def topup(
                     f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')"
                 )
             entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
+            check_low_balance(store, account.id, now_us)  # docs/NOTICES.md
             entry = m.LedgerEntry.get_by_id(entry_id)
         return TopupResult(_ledger_view(entry, code), applied=True)
     except peewee.IntegrityError:
@@ -482,6 +484,7 @@ def adjust_result(
                         f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
                     )
             entry_id, after = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
+            check_low_balance(store, account.id, now_us)  # docs/NOTICES.md
             if closed:  # a forced correction of a closed account's books: who did it, and why
                 changes = [audit.Change("balance", str(Money(account.balance_micros)), str(Money(after)))]
                 audit.record(store, actor, now_us, "adjust", "account", code, changes)

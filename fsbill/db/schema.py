@@ -83,6 +83,7 @@ def build_models(database: Database) -> SimpleNamespace:
         allow_prefixes = TextField(null=True)
         max_rate_micros = BigIntegerField(null=True)
         max_calls_per_minute = IntegerField(null=True)
+        low_balance = TextField(null=True)  # NULL = the tariff's levels, '' = none (migrations/0011_notices.py)
 
     class AccountCli(Base):
         number = CharField(unique=True)
@@ -252,6 +253,30 @@ def build_models(database: Database) -> SimpleNamespace:
         account_id = IntegerField()
         created_us = BigIntegerField()
 
+    class LowBalanceState(Base):  # a disarmed (account, level) (migrations/0011_notices.py)
+        account_id = IntegerField()
+        level_micros = BigIntegerField()
+        created_us = BigIntegerField()
+
+        class Meta:
+            indexes = ((("account_id", "level_micros"), True),)
+
+    class Notice(Base):  # the outbox (migrations/0011_notices.py, fsbill.db.notices)
+        id = CharField(primary_key=True, max_length=64)
+        kind = CharField(max_length=64)
+        account_code = CharField(default="")
+        payload = TextField()
+        created_us = BigIntegerField()
+        status = CharField(default="pending")  # pending | delivered
+        webhook_status = CharField(default="pending")  # pending | sent | none
+        email_status = CharField(default="pending")  # pending | sent | none
+        attempts = IntegerField(default=0)
+        next_attempt_us = BigIntegerField()
+        claimed_by = CharField(default="")
+        claimed_until_us = BigIntegerField(default=0)
+        last_error = TextField(default="")
+        delivered_us = BigIntegerField(null=True)
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -267,6 +292,8 @@ def build_models(database: Database) -> SimpleNamespace:
         Recovery=Recovery,
         AuditEntry=AuditEntry,
         CallStart=CallStart,
+        LowBalanceState=LowBalanceState,
+        Notice=Notice,
     )
     all_models = [
         Tariff,
@@ -283,6 +310,8 @@ def build_models(database: Database) -> SimpleNamespace:
         Recovery,
         AuditEntry,
         CallStart,
+        LowBalanceState,
+        Notice,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models
