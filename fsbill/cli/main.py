@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "fsbill.cli.accounts",
     "fsbill.cli.money_movements",
     "fsbill.cli.audit",
+    "fsbill.cli.notices",
     "fsbill.cli.calls",
     "fsbill.cli.reports",
     "fsbill.cli.serve",

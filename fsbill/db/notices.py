@@ -152,7 +152,8 @@ def set_levels(store: Store, entity: str, name: str, text: str, now_us: int, *, 
             if row.status == "closed":
                 raise InvalidInput(f"tariff {name!r} is closed: a closed tariff cannot be changed")
             model = m.Tariff
-        changes = [audit.Change("low_balance", row.low_balance, stored)] if row.low_balance != stored else []
+        old, new = _audited(entity, row.low_balance), _audited(entity, stored)
+        changes = [audit.Change("low_balance", old, new)] if row.low_balance != stored else []
         if changes:
             model.update(low_balance=stored).where(model.id == row.id).execute()
             audit.record(store, actor, now_us, "set", entity, name, changes)
@@ -161,14 +162,23 @@ def set_levels(store: Store, entity: str, name: str, text: str, now_us: int, *, 
     return levels_of(store, entity, name, tuple(changes))
 
 
+def _audited(entity: str, stored: str | None) -> str | None:
+    """Levels as the audit trail shows them, in the words `--low-balance` takes."""
+    if entity == "account" and stored is None:
+        return "none"  # the tariff's default
+    if entity == "account" and stored == "":
+        return "off"
+    return stored or None
+
+
 def levels_of(store: Store, entity: str, name: str, changes: tuple[audit.Change, ...] = ()) -> LevelsView:
     m = store.models
     with store.reading():
         if entity == "account":
-            row = m.Account.select(m.Account, m.Tariff).join(m.Tariff).where(m.Account.code == name).first()
+            row = m.Account.get_or_none(m.Account.code == name)
             if row is None:
                 raise NotFound(f"no account {name!r} (see 'fsbill account list')")
-            own, default = row.low_balance, row.tariff.low_balance
+            own, default = row.low_balance, m.Tariff.get_by_id(row.tariff_id).low_balance
         else:
             row = m.Tariff.get_or_none(m.Tariff.name == name)
             if row is None:

@@ -46,6 +46,7 @@ def build_models(database: Database) -> SimpleNamespace:
         allow_prefixes = TextField(null=True)
         max_rate_micros = BigIntegerField(null=True)
         max_calls_per_minute = IntegerField(null=True)
+        low_balance = TextField(null=True)  # its accounts' default low-balance levels (migrations/0011_notices.py)
 
     class Rate(Base):
         tariff = ForeignKeyField(Tariff, backref="rates", on_delete="CASCADE")
