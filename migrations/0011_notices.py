@@ -6,8 +6,8 @@
 - low_balance_state: one row per (account, level) that is *disarmed*: a `balance.low` notice was
   raised when what is available fell under the level, and the next one for that level waits
   until it is back at the level plus 10 % (fsbill.core.notices). No row: the level is armed.
-- notice: the outbox. One row per notice, written in the transaction of its cause; `id` is the
-  stable id receivers drop duplicates by (the `webhook-id` header). Each channel (webhook,
+- notice: the outbox. One row per notice, written in the transaction of its cause; `uid` is the
+  stable id receivers drop duplicates by (the `webhook-id` header), `id` the order of writing. Each channel (webhook,
   email) is `pending`, `sent` or `none` (nothing to send it to); the notice is `delivered` once
   no channel is pending. A deliverer claims a row by setting claimed_by / claimed_until_us (a
   lease); a failed attempt counts in `attempts`, keeps `last_error` and waits until
@@ -37,7 +37,7 @@ def up(migrator, db):
             indexes = ((("account_id", "level_micros"), True),)
 
     class Notice(Model):
-        id = CharField(primary_key=True, max_length=64)
+        uid = CharField(unique=True, max_length=64)  # the stable id receivers see (webhook-id)
         kind = CharField(max_length=64)
         account_code = CharField(default="")
         payload = TextField()

@@ -49,7 +49,7 @@ def raise_notice(store: Store, kind: str, account: str, payload: Mapping[str, An
     `payload`: JSON values (amounts as exact strings). Returns the notice's stable id."""
     notice_id = ID_PREFIX + uuid.uuid4().hex
     store.models.Notice.insert(
-        id=notice_id,
+        uid=notice_id,
         kind=valid_kind(kind),
         account_code=account,
         payload=json.dumps(dict(payload), sort_keys=True),
@@ -224,7 +224,7 @@ class NoticeView:
 
 def notice_view(row: DbRow) -> NoticeView:
     return NoticeView(
-        id=row.id,
+        id=row.uid,
         kind=row.kind,
         account=row.account_code,
         payload=json.loads(row.payload),
@@ -256,10 +256,10 @@ def list_notices(
                 raise NotFound(f"no account {account!r} (see 'fsbill account list')")
             q = q.where(m.Notice.account_code == account)
         if limit:
-            rows = list(q.order_by(m.Notice.created_us.desc(), m.Notice.id.desc()).limit(limit))
+            rows = list(q.order_by(m.Notice.id.desc()).limit(limit))
             rows.reverse()
         else:
-            rows = list(q.order_by(m.Notice.created_us, m.Notice.id))
+            rows = list(q.order_by(m.Notice.id))
         return [notice_view(r) for r in rows]
 
 
@@ -328,7 +328,7 @@ def record_attempt(
     with store.transaction():
         changed = (
             m.Notice.update(update)
-            .where((m.Notice.id == notice_id) & (m.Notice.claimed_by == deliverer) & (m.Notice.status == PENDING))
+            .where((m.Notice.uid == notice_id) & (m.Notice.claimed_by == deliverer) & (m.Notice.status == PENDING))
             .execute()
         )
     return bool(changed)

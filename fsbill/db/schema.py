@@ -263,7 +263,7 @@ def build_models(database: Database) -> SimpleNamespace:
             indexes = ((("account_id", "level_micros"), True),)
 
     class Notice(Base):  # the outbox (migrations/0011_notices.py, fsbill.db.notices)
-        id = CharField(primary_key=True, max_length=64)
+        uid = CharField(unique=True, max_length=64)  # the stable id receivers see (webhook-id)
         kind = CharField(max_length=64)
         account_code = CharField(default="")
         payload = TextField()
