@@ -134,6 +134,8 @@ class Notifier:
                 status = response.status
         except urllib.error.HTTPError as exc:
             raise DeliveryFailed(f"webhook: HTTP {exc.code} from {c.url}") from None
+        except urllib.error.URLError as exc:  # refused, unknown host, bad TLS
+            raise DeliveryFailed(f"webhook: cannot reach {c.url}: {exc.reason}") from None
         except (OSError, ValueError) as exc:  # refused, reset, timed out, bad TLS, a malformed answer
             raise DeliveryFailed(f"webhook: {type(exc).__name__}: {exc}") from None
         if not 200 <= status < 300:
