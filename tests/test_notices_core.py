@@ -174,3 +174,23 @@ def test_kind_names():
     for bad in ("", "Balance.Low", "balance low", "balance..low", ".x", "x" * 65):
         with pytest.raises(InvalidInput):
             valid_kind(bad)
+
+
+def test_the_guides_receiver_accepts_fsbills_signature_and_drops_duplicates():
+    """docs/NOTICES.md's Python receiver, run as written, against what fsbill sends."""
+    import re
+    import time
+    from pathlib import Path
+
+    guide = (Path(__file__).parent.parent / "docs" / "NOTICES.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", guide, re.S)
+    space: dict = {}
+    exec(code, space)
+    body = webhook_body("ntc_7", "balance.low", 1_700_000_000_000_000, {"account": "acme"})
+    headers = webhook_headers("ntc_7", int(time.time()), body, space["SECRET"])
+    assert space["receive"](headers, body) == 204
+    assert space["seen"] == {"ntc_7"}
+    assert space["receive"](headers, body) == 204  # the duplicate, dropped
+    assert space["receive"](headers, body + b" ") == 401  # a body changed on the way
+    stale = webhook_headers("ntc_8", int(time.time()) - 3600, body, space["SECRET"])
+    assert space["receive"](stale, body) == 400
