@@ -285,3 +285,29 @@ def test_a_webhook_needs_a_standard_secret(secret):
 
     with pytest.raises(ConfigError, match="notify.webhook.secret"):
         load_settings(None, {"notify": {"webhook": {"url": "http://127.0.0.1:9/x", "secret": secret}}})
+
+
+def test_serve_delivers_the_notice_a_real_call_raises(sqlite_url):
+    """End to end: `fsbill serve` (a node in this process), a call through the FreeSWITCH
+    emulator whose first hold takes the account under its level, the webhook on the wire."""
+    from tests.rig import Rig
+
+    receiver = Receiver()
+    notify = {"webhook": {"url": receiver.url, "secret": SECRET, "timeout_s": 2}, "poll_s": 0.05}
+    rig = Rig(sqlite_url, time_scale=1.0, notify=notify)
+    try:
+        rig.account("acme", "10.50")
+        dbnotices.set_levels(rig.store, "account", "acme", "10", rig.clock.now_us(), actor="test")
+        record = rig.call(talk_s=1.0, answer_after_s=0.1)
+        assert record is not None
+        rig.settled(1)
+        with gevent.Timeout(10):
+            while not receiver.accepted:
+                gevent.sleep(0.05)
+        ((nid, envelope),) = receiver.accepted.items()
+        assert envelope["type"] == "balance.low" and envelope["data"]["available"] == "8.50"  # 10.50 − a 2.00 hold
+        (n,) = dbnotices.list_notices(rig.store)
+        assert n.id == nid and n.status == "delivered"
+    finally:
+        rig.close()
+        receiver.stop()
