@@ -19,13 +19,14 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote
 
 from fsbill.db import Store
 from fsbill.db.recovery import Applied, PostedCdr, apply_stored, store_post
 from fsbill.errors import DatabaseUnavailable
 from fsbill.logs import event as log_event
+from fsbill.wsgi import READ_TIMEOUT_S, BodyError, read_body
 
 if TYPE_CHECKING:
     from gevent.pywsgi import WSGIServer
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("fsbill.cdr_intake")
 
 MAX_BODY_BYTES = 4 * 1_048_576
-READ_TIMEOUT_S = 10.0  # a connection that sends nothing for this long (headers or body) is closed
 # Bounds on the fields fsbill keeps: a post outside them is a 400, never a 500 nor a stored row.
 MAX_UUID_CHARS = 64  # FreeSWITCH's are 36 (8-4-4-4-12 hex)
 _UUID_RE = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_UUID_CHARS}}}\Z")
@@ -167,30 +167,18 @@ class CdrIntake:
         self.received = 0
 
     def start(self) -> int:
-        from gevent.pywsgi import WSGIServer
+        from fsbill.wsgi import serve_wsgi
 
-        if self.listener_fd is not None:
-            import socket
-
-            listener: Any = socket.socket(fileno=self.listener_fd)
-        else:
-            from fsbill.sockets import listening_socket
-
-            # bound here, not by gevent: a taken address is the operator's clean one-line error
-            # (exit 2, naming the setting and the address), as for `listen`
-            listener = listening_socket(self.host, self.port, what="cdr_intake.listen")
-        timeout = self.read_timeout_s
-
-        class _Server(WSGIServer):
-            def handle(self, sock: Any, address: Any) -> None:
-                # every read and write on the connection times out: a client that stops
-                # sending (headers, or a body shorter than its Content-Length) is dropped
-                sock.settimeout(timeout)
-                super().handle(sock, address)
-
-        server = _Server(listener, self.app, log=None, error_log=log)
+        server = serve_wsgi(
+            self.app,
+            self.host,
+            self.port,
+            what="cdr_intake.listen",
+            log=log,
+            listener_fd=self.listener_fd,
+            read_timeout_s=self.read_timeout_s,
+        )
         self.server = server
-        server.start()
         port = server.server_port
         assert port is not None  # start() has bound the socket
         self.port = port
@@ -213,23 +201,12 @@ class CdrIntake:
             return reply(
                 "401 Unauthorized", {"error": "bad credentials"}, [("WWW-Authenticate", 'Basic realm="fsbill"')]
             )
-        declared = environ.get("CONTENT_LENGTH") or ""
-        if declared and not (declared.isascii() and declared.isdigit()):
-            return reply("400 Bad Request", {"error": "bad Content-Length"}, [("Connection", "close")])
-        length = int(declared) if declared and len(declared) <= 12 else (MAX_BODY_BYTES + 1 if declared else 0)
-        if length > MAX_BODY_BYTES:
-            return reply("413 Payload Too Large", {"error": f"over {MAX_BODY_BYTES} bytes"}, [("Connection", "close")])
         try:
-            body = environ["wsgi.input"].read(length) if length else environ["wsgi.input"].read(MAX_BODY_BYTES + 1)
-        except OSError:  # the socket's timeout: a body shorter than its Content-Length
-            log_event(log, "cdr_post_rejected", error="the body was not sent in time")
-            return reply("400 Bad Request", {"error": "the body was not sent in time"}, [("Connection", "close")])
-        if len(body) > MAX_BODY_BYTES:
-            return reply("413 Payload Too Large", {"error": f"over {MAX_BODY_BYTES} bytes"}, [("Connection", "close")])
-        if length and len(body) < length:
-            return reply(
-                "400 Bad Request", {"error": "the body is shorter than its Content-Length"}, [("Connection", "close")]
-            )
+            body = read_body(environ, MAX_BODY_BYTES)
+        except BodyError as exc:
+            log_event(log, "cdr_post_rejected", error=exc.reason)
+            status = "413 Payload Too Large" if exc.status == 413 else "400 Bad Request"
+            return reply(status, {"error": exc.reason}, [("Connection", "close")])
         query_uuid = (parse_qs(environ.get("QUERY_STRING", "")).get("uuid") or [""])[0]
         try:
             cdr = parse_json_cdr(body, environ.get("CONTENT_TYPE", ""), query_uuid)

@@ -186,6 +186,51 @@ class CdrIntake:
         return parse_hostport(self.listen, "cdr_intake.listen") if self.listen else None
 
 
+STRIPE_TOLERANCE_S = 300  # Stripe's own libraries' default: a signature older than this is a replay
+PAYPAL_VERIFY_URL = (
+    "https://ipnpb.paypal.com/cgi-bin/webscr"  # the sandbox: https://ipnpb.sandbox.paypal.com/cgi-bin/webscr
+)
+
+
+@dataclass(frozen=True)
+class StripeConfig:
+    """Stripe webhooks to `POST /v1/payments/stripe` (docs/PAYMENTS.md); off while
+    `webhook_secret` is empty."""
+
+    webhook_secret: str = field(default="", metadata=SECRET)  # whsec_..., the endpoint's signing secret
+    tolerance_s: int = STRIPE_TOLERANCE_S
+
+
+@dataclass(frozen=True)
+class PaypalConfig:
+    """PayPal IPN to `POST /v1/payments/paypal` (docs/PAYMENTS.md); off while `receiver_email`
+    is empty."""
+
+    receiver_email: str = ""  # the PayPal account payments must have gone to
+    verify_url: str = PAYPAL_VERIFY_URL
+    verify_timeout_s: float = 30.0
+    retry_max_s: int = 3600  # verification retried with backoff doubling up to this
+
+
+@dataclass(frozen=True)
+class Payments:
+    """Payment gateways (`payments:`): Stripe and PayPal, each credited exactly once."""
+
+    stripe: StripeConfig = field(default_factory=StripeConfig)
+    paypal: PaypalConfig = field(default_factory=PaypalConfig)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The HTTP API (`api:`, docs/API.md); off while `listen` is empty. Its bearer tokens live
+    in the database (`fsbill api token add`), never in this file."""
+
+    listen: str = ""
+
+    def address(self) -> tuple[str, int] | None:
+        return parse_hostport(self.listen, "api.listen") if self.listen else None
+
+
 @dataclass(frozen=True)
 class WebhookConfig:
     """Where notices are POSTed (`notify.webhook`), signed per Standard Webhooks with `secret`
@@ -265,6 +310,8 @@ class Settings:
     switches: tuple[SwitchConfig, ...] = ()
     cdr_intake: CdrIntake = field(default_factory=CdrIntake)
     notify: NotifyConfig = field(default_factory=NotifyConfig)  # notices: webhook and email (docs/NOTICES.md)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    payments: Payments = field(default_factory=Payments)
     # mod_nibblebill dialplans: honour `nibble_account` (who pays) and `nibble_rate` (the price,
     # instead of the deck). Off by default: any channel could otherwise name its own price.
     nibblebill_compat: bool = False
@@ -353,6 +400,14 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             values[key] = _build(CdrIntake, value or {}, f"{name}.")
         elif key == "notify":
             values[key] = _notify(value, name)
+        elif key == "api":
+            values[key] = _build(ApiConfig, value or {}, f"{name}.")
+        elif key == "payments":
+            values[key] = _build(Payments, value or {}, f"{name}.")
+        elif key == "stripe" and cls is Payments:
+            values[key] = _build(StripeConfig, value or {}, f"{name}.")
+        elif key == "paypal" and cls is Payments:
+            values[key] = _build(PaypalConfig, value or {}, f"{name}.")
         elif key == "allow_peers":
             if isinstance(value, str):
                 value = [value]
@@ -441,6 +496,8 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("nibblebill_allow_zero_rate", "only applies with nibblebill_compat: true")
         if not obj.database.startswith(("sqlite:///", "postgresql://", "postgres://")):
             bad("database", "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+        if (obj.payments.stripe.webhook_secret or obj.payments.paypal.receiver_email) and not obj.api.listen:
+            bad("payments", "the gateways' webhooks are served by the HTTP API: set api.listen too (docs/PAYMENTS.md)")
         _check_grant_timing(obj, prefix)
         obj.listen_address()
         obj.metrics_address()
@@ -488,6 +545,22 @@ def _validate(obj: Any, prefix: str) -> None:
             bad("batch", "must be positive")
         if obj.lease_s < obj.webhook.timeout_s + obj.smtp.timeout_s:
             bad("lease_s", "must be at least webhook.timeout_s + smtp.timeout_s (one attempt must fit in its lease)")
+    elif isinstance(obj, ApiConfig):
+        obj.address()
+    elif isinstance(obj, StripeConfig):
+        if obj.webhook_secret and not obj.webhook_secret.startswith("whsec_"):
+            bad("webhook_secret", "must be the endpoint's signing secret, whsec_... (Stripe dashboard, Webhooks)")
+        if obj.tolerance_s <= 0:
+            bad("tolerance_s", "must be positive (Stripe's default is 300)")
+    elif isinstance(obj, PaypalConfig):
+        if obj.receiver_email and ("@" not in obj.receiver_email or any(c.isspace() for c in obj.receiver_email)):
+            bad("receiver_email", f"expected the e-mail address of your PayPal account, got {obj.receiver_email!r}")
+        if not obj.verify_url.startswith(("https://", "http://")):
+            bad("verify_url", f"expected PayPal's IPN URL, {PAYPAL_VERIFY_URL}")
+        if not obj.verify_timeout_s > 0:
+            bad("verify_timeout_s", "must be positive")
+        if obj.retry_max_s <= 0:
+            bad("retry_max_s", "must be positive")
     elif isinstance(obj, Cutoff):
         if obj.mode not in ("hangup", "transfer"):
             bad("mode", "must be hangup or transfer")

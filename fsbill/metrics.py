@@ -27,6 +27,9 @@ log = logging.getLogger("fsbill.metrics")
 CUTOFF_KINDS = ("hangup", "transfer")  # cutoff.mode
 CDR_RESULTS = ("completed", "cut_off", "unanswered", "rejected", "recovered")
 ESL_REFUSALS = ("not_allowed", "capacity")  # fsbill.esl: a peer outside allow_peers, too many sockets
+PAYMENT_PROVIDERS = ("stripe", "paypal")
+# what became of a gateway's notification (fsbill.db.payments): money moved, nothing to do, or why not
+PAYMENT_OUTCOMES = ("credited", "refunded", "duplicate", "unmatched", "rejected", "invalid", "ignored", "pending")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -86,6 +89,13 @@ class Metrics:
             ["vendor", "currency"],
             registry=r,
         )
+        self.payment_notices = Counter(
+            "fsbill_payment_notices",
+            "Payment gateway notifications, by what became of them (unmatched: verified but not applied, see "
+            "'fsbill payments unmatched')",
+            ["provider", "outcome"],
+            registry=r,
+        )
         self.build = Info("fsbill_build", "fsbill version", registry=r)
         self.build.info({"version": __version__})
         self._reserved_by_currency: dict[str, int] = {}
@@ -106,6 +116,9 @@ class Metrics:
             self.cdrs.labels(result)
         for reason in ESL_REFUSALS:
             self.esl_refused.labels(reason)
+        for provider in PAYMENT_PROVIDERS:
+            for outcome in PAYMENT_OUTCOMES:
+                self.payment_notices.labels(provider, outcome)
 
     def hold_changed(self, currency: str, delta: Money) -> None:
         micros = self._reserved_by_currency.get(currency, 0) + delta.micros

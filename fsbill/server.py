@@ -28,7 +28,9 @@ from fsbill.pending import PendingWrites
 
 if TYPE_CHECKING:  # imported where used, at start: only a node with switches / CDR intake loads them
     from fsbill.adoption import Adopter, Switches
+    from fsbill.api.app import ApiServer
     from fsbill.cdr_intake import CdrIntake
+    from fsbill.payments import PaymentsApp, PaypalVerifier
 
 log = logging.getLogger("fsbill.server")
 
@@ -67,6 +69,8 @@ class Node:
         self.switches: Switches | None = None
         self.adopter: Adopter | None = None
         self.cdr_intake: CdrIntake | None = None
+        self.api: ApiServer | None = None
+        self.paypal_verifier: PaypalVerifier | None = None
         self._ledger_mark: int | None = None
         self.port = 0
         self.metrics_server = None
@@ -97,6 +101,10 @@ class Node:
             switches.start()
         if s.cdr_intake.listen:
             self._start_cdr_intake()
+        if s.payments.paypal.receiver_email:
+            self._start_paypal_verifier()
+        if s.api.listen:
+            self._start_api()
         address = s.metrics_address()
         if address is not None:
             self.metrics_server = serve_metrics(
@@ -118,6 +126,7 @@ class Node:
             instance=self.instance,
             switches=",".join(c.name for c in s.switches) or "none",
             cdr_intake=f"{self.cdr_intake.host}:{self.cdr_intake.port}" if self.cdr_intake else "off",
+            api=f"{self.api.host}:{self.api.port}" if self.api else "off",
             metrics=s.metrics_listen or "off",
             database=redact_url(s.database),
         )
@@ -147,6 +156,42 @@ class Node:
         )
         self.cdr_intake = intake
         intake.start()
+
+    def _start_api(self) -> None:
+        """The HTTP API (`api.listen`, docs/API.md) on this node's store and clock."""
+        from fsbill.api.app import Api, ApiServer
+        from fsbill.workers import ENV_API_FD, take_inherited_fd
+
+        address = self.settings.api.address()
+        assert address is not None  # started only when api.listen is set
+        import fsbill.payments
+
+        api = Api(
+            self.store,
+            self.clock.now_us,
+            international_prefix=self.settings.international_prefix,
+            extra={fsbill.payments.PREFIX: self.payments_app()},  # signed by the gateway, not a bearer token
+            extra_paths=fsbill.payments.PATHS,
+        )
+        self.api = ApiServer(
+            api, *address, listener_fd=take_inherited_fd(ENV_API_FD)
+        )  # a worker shares its supervisor's
+        self.api.start()
+
+    def _start_paypal_verifier(self) -> None:
+        """PayPal notices stored but not yet verified (this process's, an earlier one's that
+        stopped first, another node's whose verify URL was down) are verified from the store."""
+        from fsbill.payments import PaypalVerifier
+
+        self.paypal_verifier = PaypalVerifier(self.store, self.settings.payments.paypal, self.clock, self.metrics)
+        self.paypal_verifier.start()
+
+    def payments_app(self) -> PaymentsApp:
+        """The gateways' WSGI app (POST /v1/payments/stripe, /v1/payments/paypal) on this node's
+        store, clock and metrics, for the API server to mount under fsbill.payments.PREFIX."""
+        from fsbill.payments import PaymentsApp
+
+        return PaymentsApp(self.store, self.settings.payments, self.clock, self.metrics, self.paypal_verifier)
 
     def _cdr_post_applied(self, applied) -> None:
         self.metrics.cdr_posts.labels(applied.outcome).inc()
@@ -227,6 +272,10 @@ class Node:
             self.switches.stop()
         if self.cdr_intake is not None:
             self.cdr_intake.stop()
+        if self.api is not None:
+            self.api.stop()
+        if self.paypal_verifier is not None:
+            self.paypal_verifier.stop()
         for greenlet in list(self.esl._greenlets):
             greenlet.kill(block=False)
         for greenlet in self._greenlets:

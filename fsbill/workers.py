@@ -1,8 +1,8 @@
 """`fsbill serve --workers N`: N serving processes behind one listening socket.
 
 One process keeps up with a few switches; more cores need more processes. The supervisor
-binds the event-socket listener (or takes systemd's, deploy/fsbill.socket) and the CDR
-intake's once, then starts N ordinary `fsbill serve` processes that inherit both and accept
+binds the event-socket listener (or takes systemd's, deploy/fsbill.socket), the CDR
+intake's and the HTTP API's once, then starts N ordinary `fsbill serve` processes that inherit them and accept
 from them: the kernel hands each new FreeSWITCH connection to whichever worker accepts first.
 
 Each worker is a node of its own (`<node>-w<i>`): its own instance id, lease, heartbeats and
@@ -39,6 +39,7 @@ log = logging.getLogger("fsbill.workers")
 ENV_WORKER = "FSBILL_WORKER"  # this worker's index, 0..N-1
 ENV_LISTEN_FD = "FSBILL_LISTEN_FD"  # the event-socket listener, inherited
 ENV_CDR_INTAKE_FD = "FSBILL_CDR_INTAKE_FD"  # the CDR intake's listener, inherited
+ENV_API_FD = "FSBILL_API_FD"  # the HTTP API's listener, inherited
 
 # A worker that dies sooner than this after its start is failing, not crashing once: wait
 # longer before each new start, up to the ceiling, rather than spinning.
@@ -108,6 +109,11 @@ class Supervisor:
             isock = listening_socket(*intake, what="cdr_intake.listen")
             self._sockets.append(isock)
             self._fds[ENV_CDR_INTAKE_FD] = isock.fileno()
+        api = self.settings.api.address()
+        if api is not None:
+            asock = listening_socket(*api, what="api.listen")
+            self._sockets.append(asock)
+            self._fds[ENV_API_FD] = asock.fileno()
         for fd in self._fds.values():
             os.set_inheritable(fd, True)
         host, port = sock.getsockname()[:2]

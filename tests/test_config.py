@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -302,3 +303,18 @@ def test_printable_hides_every_secret_and_keeps_the_rest(tmp_path):
     assert "TOPSECRET" not in repr(shown)
     assert shown["switches"][0]["name"] == "a" and shown["heartbeat_s"] == settings.heartbeat_s
     assert settings.database == "postgresql://u:TOPSECRET@h/db"  # the settings themselves are intact
+
+
+def test_the_api_is_off_by_default_and_its_listen_address_is_checked(tmp_path):
+    assert load_settings(None, {}).api.address() is None
+    cfg = tmp_path / "api.yaml"
+    cfg.write_text("api: {listen: '127.0.0.1:8085'}\n")
+    assert load_settings(str(cfg)).api.address() == ("127.0.0.1", 8085)
+    for text, says in (
+        ("api: {listen: 'nowhere'}\n", "api.listen: expected HOST:PORT"),
+        ("api: {listen: '127.0.0.1:8085', token: x}\n", "unknown config key 'api.token'"),
+        ("api: [1]\n", "api: expected a mapping"),
+    ):
+        cfg.write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            load_settings(str(cfg))

@@ -55,6 +55,24 @@ def test_the_core_has_modules():
     assert {"fsbill.core.money", "fsbill.core.rating", "fsbill.core.grant", "fsbill.core.call"} <= set(core_modules())
 
 
+# The call machine and the modules its phases live in: each is checked alone below.
+CALL_MACHINE = (
+    "lifecycle",
+    "callstate",
+    "admission",
+    "refusal",
+    "live",
+    "transfer",
+    "settlement",
+    "commands",
+    "events",
+)
+
+
+def test_the_call_machine_is_all_in_the_core():
+    assert {f"fsbill.core.{name}" for name in CALL_MACHINE} <= set(core_modules())
+
+
 def test_importing_the_whole_core_loads_nothing_impure():
     assert impure(loaded_by(*core_modules())) == []
 

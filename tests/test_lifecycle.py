@@ -105,7 +105,8 @@ def test_transfer_cutoff_capture_is_settled_at_the_unbridge_and_nothing_ends_the
     settles = commands_of(seen, lc.Settle)
     assert len(settles) == 1
     end = settles[0].end
-    assert end.result == "cut_off"
+    # the visit's CDR names the transfer (FreeSWITCH's own bridge_hangup_cause is NORMAL_CLEARING)
+    assert end.result == "cut_off" and end.hangup_cause == "BLIND_TRANSFER"
     unbridge = next(e for e, _, _ in seen if isinstance(e, ev.Unbridged))
     assert end.end_us == unbridge.at_us and end.answered_us is not None
     # after the transfer, nothing that ends or touches the caller

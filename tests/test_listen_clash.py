@@ -1,4 +1,4 @@
-"""A taken address on any of fsbill's listeners (the event socket, metrics, the CDR intake) is
+"""A taken address on any of fsbill's listeners (the event socket, metrics, the CDR intake, the API) is
 the same clean failure: exit 2, one line naming the setting and the address, no traceback."""
 
 import os
@@ -8,19 +8,21 @@ import sys
 
 import pytest
 
-LISTENERS = ("listen", "metrics_listen", "cdr_intake.listen")
+LISTENERS = ("listen", "metrics_listen", "cdr_intake.listen", "api.listen")
 
 
 def _config(tmp_path, taken: str, which: str) -> str:
     listen = taken if which == "listen" else "127.0.0.1:0"
     metrics = taken if which == "metrics_listen" else "127.0.0.1:0"
     intake = taken if which == "cdr_intake.listen" else "127.0.0.1:0"
+    api = taken if which == "api.listen" else "127.0.0.1:0"
     path = tmp_path / "fsbill.yaml"
     path.write_text(
         f"database: 'sqlite:///{tmp_path}/x.db'\n"
         f"listen: '{listen}'\n"
         f"metrics_listen: '{metrics}'\n"
-        f"cdr_intake: {{listen: '{intake}', user: fsbill, password: s3cret}}\n",
+        f"cdr_intake: {{listen: '{intake}', user: fsbill, password: s3cret}}\n"
+        f"api: {{listen: '{api}'}}\n",
         encoding="utf-8",
     )
     return str(path)

@@ -27,6 +27,8 @@ TABLES = {
     "live_call_vendor",
     "vendor_attempt",
     "audit_entry",
+    "api_token",
+    "api_idempotency",
 }
 
 

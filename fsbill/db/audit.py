@@ -4,8 +4,9 @@ what to what.
 Every management change (`account set|close|cli`, `tariff set|close`, `vendor set|close`, the
 `add`s and the status changes) writes its rows here with `record()` inside the transaction that
 makes the change, so the trail and the books never disagree: a change that rolls back leaves no
-row, and no change commits without its rows. Money movements are not audited here: the ledger
-already records each one (`fsbill ledger`).
+row, and no change commits without its rows. Money movements are recorded by the ledger
+(`fsbill ledger`); those made through the HTTP API are also here, with the token's name as
+the actor (fsbill.api.accounts), and so are the API's tokens (`api token add|revoke`).
 
 Values are kept as text, as an operator would type them (amounts as exact decimal strings); NULL
 means "no value" (before an `add`, after a `close` of an attribute that no longer applies).
@@ -21,7 +22,7 @@ from fsbill.db.rows import DbRow
 from fsbill.errors import InvalidInput
 from fsbill.instant import iso
 
-ENTITIES = ("account", "tariff", "vendor")
+ENTITIES = ("account", "tariff", "vendor", "api_token")
 
 
 @dataclass(frozen=True)

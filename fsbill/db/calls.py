@@ -19,14 +19,14 @@ import peewee
 from fsbill.core.call import AccountState, Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
 from fsbill.core.grant import GrantPolicy, wants_extension
-from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.money import Money
 from fsbill.core.rating import Rate
 from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import post
 from fsbill.db.notices import check_low_balance
-from fsbill.db.rows import DbRow, rate_columns
+from fsbill.db.rows import DbRow, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
 from fsbill.db.vendors import settle_vendors, take_channels
@@ -35,20 +35,6 @@ from fsbill.db.views import CdrView, LiveCallView, _cdr_view, cdrs, live_calls
 
 def _locked(store: Store, query: peewee.ModelSelect[DbRow]) -> peewee.ModelSelect[DbRow]:
     return query.for_update() if store.kind == "postgresql" else query
-
-
-def rate_of(row: DbRow) -> Rate:
-    """The rate a live call was authorized at (frozen on the row so that a deck change or a
-    crash cannot change what an ongoing call costs)."""
-    return Rate(
-        prefix=row.prefix,
-        rate=Money(row.rate_micros),
-        connect_fee=Money(row.connect_fee_micros),
-        initial_increment_s=row.initial_increment_s,
-        increment_s=row.increment_s,
-        min_duration_s=row.min_duration_s,
-        rounding=RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method)),
-    )
 
 
 # -- who pays ---------------------------------------------------------------------------------------
@@ -285,6 +271,23 @@ def _charge_fields(charge: Charge) -> dict[str, Any]:
     )
 
 
+def _billed_fields(
+    rate: Rate, end: CallEnd, charge: Charge, acc: DbRow, balance_before_micros: int | None, balance_after_micros: int
+) -> dict[str, Any]:
+    """A charged call's CDR columns: its rate, its end, its charge and the account it was charged to."""
+    return (
+        rate_columns(rate)
+        | _end_fields(end)
+        | _charge_fields(charge)
+        | dict(
+            account_code=acc.code,
+            currency=acc.currency,
+            balance_before_micros=balance_before_micros,
+            balance_after_micros=balance_after_micros,
+        )
+    )
+
+
 def settle_call(store: Store, end: CallEnd) -> CdrView | None:
     """Rate the call from FreeSWITCH's times, post the rest, void the hold, write the CDR.
     Exactly once: a second call for the same uuid returns the first CDR and changes nothing.
@@ -311,50 +314,26 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         charge = recovered_charge(call)
     else:
         charge = settlement(call, end.answered_us, end.end_us, _account_state(acc))
-    balance_after = acc.balance_micros
-    if charge.post:
-        _, balance_after = post(
-            store,
-            acc.id,
-            -charge.post,
-            "call",
-            end.now_us,
-            call_uuid=lc.uuid,
-            note="recovered" if recovered else "settlement",
-            release_micros=charge.release.micros,
-        )
-    else:
-        db.execute_sql(q.hold, (-charge.release.micros, 0, acc.id))
+    balance_after = _charge_account(store, acc, charge, end.now_us, lc.uuid, "recovered" if recovered else "settlement")
     db.execute_sql(q.hold, (0, -1, acc.id))
     db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
-    fields = (
-        rate_columns(rate_of(lc))
-        | _end_fields(end)
-        | _charge_fields(charge)
-        | dict(
-            uuid=lc.uuid,
-            visit=lc.visit,
-            account_code=acc.code,
-            node=lc.node,
-            caller=lc.caller,
-            destination=lc.destination,
-            currency=acc.currency,
-            # the leg's own start when FreeSWITCH gave none; a recovered visit keeps the answer fsbill saw
-            start_us=end.start_us or lc.created_us,
-            answer_us=end.answered_us if not recovered else lc.answered_us,
-            balance_before_micros=lc.balance_before_micros,
-            balance_after_micros=balance_after,
-            result="recovered" if recovered else end.result,
-            reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
-            bleg_uuid=(end.bleg_uuid or getattr(lc, "bleg_uuid", "") or "")[:255],
-            accountcode=getattr(lc, "accountcode", "") or "",
-            caller_id_name=getattr(lc, "caller_id_name", "") or "",
-            context=getattr(lc, "context", "") or "",
-        )
+    fields = _billed_fields(rate_of(lc), end, charge, acc, lc.balance_before_micros, balance_after) | dict(
+        uuid=lc.uuid,
+        visit=lc.visit,
+        node=lc.node,
+        caller=lc.caller,
+        destination=lc.destination,
+        # the leg's own start when FreeSWITCH gave none; a recovered visit keeps the answer fsbill saw
+        start_us=end.start_us or lc.created_us,
+        answer_us=end.answered_us if not recovered else lc.answered_us,
+        result="recovered" if recovered else end.result,
+        reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
+        bleg_uuid=(end.bleg_uuid or getattr(lc, "bleg_uuid", "") or "")[:255],
+        accountcode=getattr(lc, "accountcode", "") or "",
+        caller_id_name=getattr(lc, "caller_id_name", "") or "",
+        context=getattr(lc, "context", "") or "",
     )
-    db.execute_sql(q.insert_cdr, cdr_values(**fields))
-    check_low_balance(store, acc.id, end.now_us)  # docs/NOTICES.md
-    view = _cdr_view(as_row(CDR_COLUMNS, cdr_values(**fields)))
+    view = _write_cdr(store, fields)
     if end.bridge is not None or recovered:
         # the vendor side, in the same transaction: carrier, its cost, the margin, attempts, channels
         carried, tried = settle_vendors(
@@ -377,6 +356,35 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
                 attempts=tuple(tried),
             )
     return view
+
+
+def _charge_account(store: Store, acc: DbRow, charge: Charge, now_us: int, call_uuid: str, note: str) -> int:
+    """Post what a call is charged and release what it held (under the account's lock); the
+    account's balance after."""
+    if not charge.post:
+        if charge.release:
+            store.db.execute_sql(store.sql.hold, (-charge.release.micros, 0, acc.id))
+        check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
+        return int(acc.balance_micros)
+    _, balance_after = post(
+        store,
+        acc.id,
+        -charge.post,
+        "call",
+        now_us,
+        call_uuid=call_uuid,
+        note=note,
+        release_micros=charge.release.micros,
+    )
+    check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
+    return balance_after
+
+
+def _write_cdr(store: Store, fields: dict[str, Any]) -> CdrView:
+    """Insert a CDR (the columns not given take the model's defaults) and return its view."""
+    values = cdr_values(**fields)
+    store.db.execute_sql(store.sql.insert_cdr, values)
+    return _cdr_view(as_row(CDR_COLUMNS, values))
 
 
 def record_recovery(store: Store, lc: DbRow, now_us: int) -> None:
@@ -438,53 +446,21 @@ def settle_unreserved(
     is recorded on the CDR as uncollected. No rate: nothing is charged; the CDR says so.
     """
     q = store.sql
-    m = store.models
     found = find_payer(store, payer)
     rate = rate_for(found.tariff_id) if found is not None else None
     with store.transaction() as db:
-        visit = _next_visit(db, q, end.uuid)
+        leg = dict(uuid=end.uuid, visit=_next_visit(db, q, end.uuid), node=node, destination=destination)
         acc = one(db, q.account_by_id, (found.id,), ACCOUNT_COLUMNS) if found is not None else None
         if acc is None or rate is None:
-            row = m.Cdr.create(
-                uuid=end.uuid,
-                visit=visit,
-                account_code=acc.code if acc is not None else "",
-                node=node,
-                destination=destination,
-                **_end_fields(end),
-                result=end.result,
-                reason="db_error_allowed: " + ("unknown account" if acc is None else "no rate"),
+            reason = "db_error_allowed: " + ("unknown account" if acc is None else "no rate")
+            account_code = acc.code if acc is not None else ""
+            return _write_cdr(
+                store, leg | _end_fields(end) | dict(account_code=account_code, result=end.result, reason=reason)
             )
-            return _cdr_view(row)
         charge = unreserved(rate, end.answered_us, end.end_us, _account_state(acc))
-        balance_after = acc.balance_micros
-        if charge.post:
-            _, balance_after = post(
-                store,
-                acc.id,
-                -charge.post,
-                "call",
-                end.now_us,
-                call_uuid=end.uuid,
-                note="charged after a database outage",
-            )
-            check_low_balance(store, acc.id, end.now_us)  # docs/NOTICES.md
-        row = m.Cdr.create(
-            uuid=end.uuid,
-            visit=visit,
-            account_code=acc.code,
-            node=node,
-            destination=destination,
-            currency=acc.currency,
-            **rate_columns(rate),
-            **_end_fields(end),
-            **_charge_fields(charge),
-            balance_before_micros=acc.balance_micros,
-            balance_after_micros=balance_after,
-            result=end.result,
-            reason="db_error_allowed",
-        )
-        return _cdr_view(row)
+        balance_after = _charge_account(store, acc, charge, end.now_us, end.uuid, "charged after a database outage")
+        fields = _billed_fields(rate, end, charge, acc, acc.balance_micros, balance_after)
+        return _write_cdr(store, leg | fields | dict(result=end.result, reason="db_error_allowed"))
 
 
 # -- recovery -----------------------------------------------------------------------------------------------

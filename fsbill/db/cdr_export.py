@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fsbill.db.calls import CdrView, _cdr_view
 from fsbill.db.connection import Store
+from fsbill.db.views import CdrView, _cdr_view, cdr_query
 
 PAGE_ROWS = 5000
 
@@ -21,27 +21,37 @@ def iter_cdrs(
     until_us: int | None = None,
     page_rows: int = PAGE_ROWS,
 ) -> Iterator[CdrView]:
-    """The same rows, in the same order, as `fsbill.db.calls.cdrs`, a page at a time."""
-    m = store.models
+    """The same rows, in the same order, as `fsbill.db.views.cdrs`, a page at a time."""
     after: tuple[int, int] | None = None
     while True:
-        with store.reading():
-            q = m.Cdr.select()
-            if account:
-                q = q.where(m.Cdr.account_code == account)
-            if since_us is not None:
-                q = q.where(m.Cdr.start_us >= since_us)
-            if until_us is not None:
-                q = q.where(m.Cdr.start_us < until_us)
-            if after is not None:
-                start, row_id = after
-                q = q.where((m.Cdr.start_us > start) | ((m.Cdr.start_us == start) & (m.Cdr.id > row_id)))
-            rows = list(q.order_by(m.Cdr.start_us, m.Cdr.id).limit(page_rows))
-        for row in rows:
-            yield _cdr_view(row)
-        if len(rows) < page_rows:
+        rows, after = cdr_page(
+            store, account=account, since_us=since_us, until_us=until_us, after=after, limit=page_rows
+        )
+        yield from rows
+        if after is None:
             return
-        after = (rows[-1].start_us, rows[-1].id)
 
 
-__all__ = ["PAGE_ROWS", "iter_cdrs"]
+def cdr_page(
+    store: Store,
+    *,
+    account: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    after: tuple[int, int] | None = None,
+    limit: int = PAGE_ROWS,
+) -> tuple[list[CdrView], tuple[int, int] | None]:
+    """One page of CDRs in export order (start, then id), continuing after `after`, in one short
+    read; returns the page and where the next one starts (None: this was the last page)."""
+    m = store.models
+    with store.reading():
+        q = cdr_query(store, account, since_us, until_us)
+        if after is not None:
+            start, row_id = after
+            q = q.where((m.Cdr.start_us > start) | ((m.Cdr.start_us == start) & (m.Cdr.id > row_id)))
+        rows = list(q.order_by(m.Cdr.start_us, m.Cdr.id).limit(limit))
+    following = (rows[-1].start_us, rows[-1].id) if len(rows) == limit else None
+    return [_cdr_view(row) for row in rows], following
+
+
+__all__ = ["PAGE_ROWS", "cdr_page", "iter_cdrs"]

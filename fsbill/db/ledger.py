@@ -9,69 +9,31 @@ are holds, not movements, and are maintained by fsbill.db.calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import peewee
 
 from fsbill.core.grant import available as available_of
-from fsbill.core.money import MAX_MICROS, Money, RoundingMethod, RoundingRule
+from fsbill.core.money import MAX_MICROS, Money
 from fsbill.db import audit
+from fsbill.db.accounts import (  # re-exported: callers read accounts and tariffs here too
+    AccountView,
+    TariffView,
+    account_for_update,
+    create_account,
+    create_tariff,
+    get_account,
+    get_tariff,
+    list_accounts,
+    list_tariffs,
+    set_status,
+)
 from fsbill.db.connection import Store
 from fsbill.db.notices import check_low_balance
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
-
-
-@dataclass(frozen=True)
-class TariffView:
-    id: int
-    name: str
-    currency: str
-    rounding: RoundingRule
-    timezone: str
-    deck_version: int
-    rate_count: int = 0
-    status: str = "active"  # active | closed (fsbill.db.management)
-
-
-@dataclass(frozen=True)
-class AccountView:
-    id: int
-    code: str
-    tariff: str
-    tariff_id: int
-    currency: str
-    balance: Money
-    credit_limit: Money
-    reserved: Money
-    max_channels: int
-    live_channels: int
-    status: str  # active | suspended | closed
-    clis: tuple[str, ...]
-    email: str = ""
-
-    @property
-    def available(self) -> Money:
-        return available_of(self.balance, self.credit_limit, self.reserved)
-
-    def as_json(self) -> dict:
-        return {
-            "code": self.code,
-            "tariff": self.tariff,
-            "currency": self.currency,
-            "status": self.status,
-            "balance": str(self.balance),
-            "credit_limit": str(self.credit_limit),
-            "reserved": str(self.reserved),
-            "available": str(self.available),
-            "max_channels": self.max_channels,
-            "live_calls": self.live_channels,
-            "clis": list(self.clis),
-            "email": self.email,
-        }
 
 
 @dataclass(frozen=True)
@@ -146,209 +108,6 @@ def _exact(micros: object) -> str:
     return str(micros)
 
 
-# -- tariffs -------------------------------------------------------------------------------------
-def _valid_currency(currency: str) -> str:
-    currency = currency.strip().upper()
-    if len(currency) != 3 or not currency.isalpha():
-        raise InvalidInput(f"currency must be a 3-letter ISO 4217 code, got {currency!r}")
-    return currency
-
-
-def create_tariff(
-    store: Store,
-    name: str,
-    currency: str,
-    now_us: int,
-    rounding: RoundingRule = RoundingRule(),
-    timezone: str = "UTC",
-    *,
-    actor: str | None = None,
-) -> TariffView:
-    """`actor`: who creates it, for the audit trail (None: not audited)."""
-    if not name.strip():
-        raise InvalidInput("tariff name must not be empty")
-    currency = _valid_currency(currency)
-    try:
-        import zoneinfo
-
-        zoneinfo.ZoneInfo(timezone)
-    except Exception:
-        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
-    m = store.models
-    try:
-        with store.transaction():
-            row = m.Tariff.create(
-                name=name,
-                currency=currency,
-                rounding_decimals=rounding.decimals,
-                rounding_method=rounding.method.value,
-                timezone=timezone,
-                created_us=now_us,
-            )
-            if actor is not None:
-                fields = {"currency": currency, "decimals": str(rounding.decimals), "rounding": rounding.method.value}
-                changes = [audit.Change(k, None, v) for k, v in (fields | {"timezone": timezone}).items()]
-                audit.record(store, actor, now_us, "add", "tariff", name, changes)
-    except peewee.IntegrityError:
-        raise Conflict(f"tariff {name!r} already exists") from None
-    return _tariff_view(row, 0)
-
-
-def _tariff_view(row: DbRow, rate_count: int) -> TariffView:
-    return TariffView(
-        id=row.id,
-        name=row.name,
-        currency=row.currency,
-        rounding=RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method)),
-        timezone=row.timezone,
-        deck_version=row.deck_version,
-        rate_count=rate_count,
-        status=row.status,
-    )
-
-
-def list_tariffs(store: Store) -> list[TariffView]:
-    m = store.models
-    with store.reading():
-        counts = dict(m.Rate.select(m.Rate.tariff, peewee.fn.COUNT(m.Rate.id)).group_by(m.Rate.tariff).tuples())
-        return [_tariff_view(t, counts.get(t.id, 0)) for t in m.Tariff.select().order_by(m.Tariff.name)]
-
-
-def get_tariff(store: Store, name: str) -> TariffView:
-    m = store.models
-    with store.reading():
-        row = m.Tariff.get_or_none(m.Tariff.name == name)
-        if row is None:
-            raise NotFound(f"no tariff named {name!r} (see 'fsbill tariff list')")
-        return _tariff_view(row, m.Rate.select().where(m.Rate.tariff == row.id).count())
-
-
-# -- accounts ---------------------------------------------------------------------------------
-def _valid_code(code: str) -> str:
-    if not code or len(code) > 64 or any(ch.isspace() for ch in code):
-        raise InvalidInput(f"account code must be 1-64 characters without spaces, got {code!r}")
-    return code
-
-
-def create_account(
-    store: Store,
-    code: str,
-    tariff_name: str,
-    now_us: int,
-    *,
-    credit_limit: Money = Money(0),
-    max_channels: int = 0,
-    clis: Iterable[str] = (),
-    actor: str | None = None,
-) -> AccountView:
-    """`actor`: who creates it, for the audit trail (None: not audited)."""
-    code = _valid_code(code)
-    if credit_limit.is_negative():
-        raise InvalidInput("credit limit must not be negative")
-    if max_channels < 0:
-        raise InvalidInput("max channels must not be negative")
-    clis = tuple(dict.fromkeys(_valid_cli(c) for c in clis))
-    m = store.models
-    with store.transaction():
-        tariff = m.Tariff.get_or_none(m.Tariff.name == tariff_name)
-        if tariff is None:
-            raise NotFound(f"no tariff named {tariff_name!r} (create it with 'fsbill tariff add')")
-        if tariff_name.startswith("vendor:"):  # fsbill.db.vendors.DECK_PREFIX: a vendor's cost deck
-            raise InvalidInput(f"{tariff_name!r} is a vendor's cost deck, not a tariff customers can be sold")
-        if tariff.status == "closed":
-            raise InvalidInput(f"tariff {tariff_name!r} is closed: it is no longer given to accounts")
-        if m.Account.get_or_none(m.Account.code == code) is not None:
-            raise Conflict(f"account {code!r} already exists")
-        taken = [c.number for c in m.AccountCli.select().where(m.AccountCli.number.in_(clis))] if clis else []
-        if taken:
-            raise Conflict(f"caller id {taken[0]} already belongs to another account")
-        row = m.Account.create(
-            code=code,
-            tariff=tariff.id,
-            currency=tariff.currency,
-            credit_limit_micros=credit_limit.micros,
-            max_channels=max_channels,
-            created_us=now_us,
-            updated_us=now_us,
-        )
-        for number in clis:
-            m.AccountCli.create(number=number, account=row.id)
-        if actor is not None:
-            changes = [
-                audit.Change("tariff", None, tariff_name),
-                audit.Change("credit_limit", None, str(credit_limit)),
-                audit.Change("max_channels", None, str(max_channels)),
-            ] + [audit.Change("cli", None, number) for number in clis]
-            audit.record(store, actor, now_us, "add", "account", code, changes)
-    return get_account(store, code)
-
-
-def _valid_cli(number: str) -> str:
-    number = number.strip().lstrip("+")
-    # ASCII digits only: str.isdigit() also takes "٣" or "²", which no switch sends as a caller id
-    if not (number.isascii() and number.isdigit()):
-        raise InvalidInput(f"caller id must be digits 0-9, got {number!r}")
-    return number
-
-
-def _account_view(m: SimpleNamespace, row: DbRow) -> AccountView:
-    clis = tuple(
-        c.number for c in m.AccountCli.select().where(m.AccountCli.account == row.id).order_by(m.AccountCli.number)
-    )
-    return AccountView(
-        id=row.id,
-        code=row.code,
-        tariff=row.tariff.name,
-        tariff_id=row.tariff_id,
-        currency=row.currency,
-        balance=Money(row.balance_micros),
-        credit_limit=Money(row.credit_limit_micros),
-        reserved=Money(row.reserved_micros),
-        max_channels=row.max_channels,
-        live_channels=row.live_channels,
-        status=row.status,
-        clis=clis,
-        email=row.email,
-    )
-
-
-def account_for_update(store: Store, code: str) -> DbRow | None:
-    """The account's row, locked until the transaction ends (PostgreSQL; SQLite's BEGIN
-    IMMEDIATE already serializes writers). Call inside `store.transaction()`."""
-    m = store.models
-    q = m.Account.select().where(m.Account.code == code)
-    if store.kind == "postgresql":
-        q = q.for_update()
-    return q.first()
-
-
-def get_account(store: Store, code: str) -> AccountView:
-    m = store.models
-    with store.reading():
-        row = m.Account.select(m.Account, m.Tariff).join(m.Tariff).where(m.Account.code == code).first()
-        if row is None:
-            raise NotFound(f"no account {code!r} (see 'fsbill account list')")
-        return _account_view(m, row)
-
-
-def list_accounts(store: Store) -> list[AccountView]:
-    m = store.models
-    with store.reading():
-        rows = m.Account.select(m.Account, m.Tariff).join(m.Tariff).order_by(m.Account.code)
-        return [_account_view(m, r) for r in rows]
-
-
-def set_status(store: Store, code: str, status: str, now_us: int) -> AccountView:
-    if status not in ("active", "suspended"):
-        raise InvalidInput(f"unknown status {status!r}")
-    m = store.models
-    with store.transaction():
-        updated = m.Account.update(status=status, updated_us=now_us).where(m.Account.code == code).execute()
-    if not updated:
-        raise NotFound(f"no account {code!r}")
-    return get_account(store, code)
-
-
 # -- money movements by operators ------------------------------------------------------------
 @dataclass(frozen=True)
 class TopupResult:
@@ -359,34 +118,83 @@ class TopupResult:
 def topup(
     store: Store, code: str, amount: Money, now_us: int, *, reference: str | None = None, note: str = ""
 ) -> TopupResult:
+    _check_topup(amount, reference)
+    return _in_transaction(
+        store,
+        code,
+        amount,
+        "topup",
+        reference,
+        lambda: topup_within(store, code, amount, now_us, reference=reference, note=note),
+    )
+
+
+def _in_transaction(
+    store: Store, code: str, amount: Money, kind: str, reference: str | None, move: Callable[[], TopupResult]
+) -> TopupResult:
+    """`move` in a transaction of its own. A reference raced by another process (PostgreSQL,
+    READ COMMITTED) between our check and our insert: the unique index kept it to one and ours
+    rolled back; the result is the winner's movement."""
+    try:
+        with store.transaction():
+            return move()
+    except peewee.IntegrityError:
+        return TopupResult(_same_movement(_last_entry(store, code, reference), kind, amount), applied=False)
+
+
+def _move_within(
+    store: Store,
+    code: str,
+    amount: Money,
+    kind: str,
+    now_us: int,
+    *,
+    reference: str | None,
+    note: str,
+    check: Callable[[DbRow], None],
+) -> tuple[TopupResult, DbRow]:
+    """Post an operator's movement onto account `code` inside the caller's transaction, under the
+    account's lock (so it is not credited while it is being closed, nor debited past what its
+    live calls hold). A `reference` names one movement: used again, the earlier movement is the
+    result and nothing is added (`_same_movement`). `check(account)` raises if the movement may
+    not be made. Returns the result and the account's row as it was before the movement."""
+    m = store.models
+    account = account_for_update(store, code)
+    if account is None:
+        raise NotFound(f"no account {code!r}")
+    if reference is not None:
+        existing = m.LedgerEntry.get_or_none(
+            (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
+        )
+        if existing is not None:
+            return TopupResult(_same_movement(_ledger_view(existing, code), kind, amount), applied=False), account
+    check(account)
+    entry_id, _ = post(store, account.id, amount, kind, now_us, reference=reference, note=note)
+    check_low_balance(store, account.id, now_us)  # docs/NOTICES.md
+    return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True), account
+
+
+def _check_topup(amount: Money, reference: str | None) -> None:
     if amount.micros <= 0:
         raise InvalidInput(f"top-up amount must be positive, got {amount}")
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be empty")
-    m = store.models
-    try:
-        with store.transaction():
-            account = account_for_update(store, code)  # not credited while it is being closed
-            if account is None:
-                raise NotFound(f"no account {code!r}")
-            if reference is not None:
-                existing = m.LedgerEntry.get_or_none(
-                    (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
-                )
-                if existing is not None:
-                    return TopupResult(_same_movement(_ledger_view(existing, code), "topup", amount), applied=False)
-            if account.status == "closed":
-                raise InvalidInput(
-                    f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')"
-                )
-            entry_id, _ = post(store, account.id, amount, "topup", now_us, reference=reference, note=note)
-            check_low_balance(store, account.id, now_us)  # docs/NOTICES.md
-            entry = m.LedgerEntry.get_by_id(entry_id)
-        return TopupResult(_ledger_view(entry, code), applied=True)
-    except peewee.IntegrityError:
-        # Another process credited the same reference between our check and our insert
-        # (PostgreSQL, READ COMMITTED); the unique index kept it to one and ours rolled back.
-        return TopupResult(_same_movement(_last_entry(store, code, reference), "topup", amount), applied=False)
+
+
+def topup_within(
+    store: Store, code: str, amount: Money, now_us: int, *, reference: str | None = None, note: str = ""
+) -> TopupResult:
+    """`topup` inside a transaction the caller holds, so that what makes a redelivery a no-op
+    (the HTTP API's idempotency record) commits with the credit or not at all. A reference
+    raced by another process is the caller's peewee.IntegrityError."""
+    _check_topup(amount, reference)
+
+    def open_account(account: DbRow) -> None:
+        if account.status == "closed":
+            raise InvalidInput(f"account {code!r} is closed: it takes no top-ups (see 'fsbill account show {code}')")
+
+    result, _ = _move_within(store, code, amount, "topup", now_us, reference=reference, note=note, check=open_account)
+    return result
 
 
 def _same_movement(earlier: LedgerView, kind: str, amount: Money) -> LedgerView:
@@ -446,52 +254,74 @@ def adjust_result(
 ) -> TopupResult:
     """`adjust`, saying whether it was applied (False: its reference was already used for the
     same adjustment)."""
+    _check_adjust(amount, reason, reference)
+    return _in_transaction(
+        store,
+        code,
+        amount,
+        "adjust",
+        reference,
+        lambda: adjust_within(store, code, amount, reason, now_us, force=force, reference=reference, actor=actor),
+    )
+
+
+def _check_adjust(amount: Money, reason: str, reference: str | None) -> None:
     if not amount:
         raise InvalidInput("adjustment amount must not be zero")
     if not reason.strip():
         raise InvalidInput("an adjustment needs a --reason")
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be empty")
-    m = store.models
-    try:
-        with store.transaction():
-            account = account_for_update(store, code)  # not adjusted while it is being closed
-            if account is None:
-                raise NotFound(f"no account {code!r}")
-            if reference is not None:
-                existing = m.LedgerEntry.get_or_none(
-                    (m.LedgerEntry.account == account.id) & (m.LedgerEntry.reference == reference)
-                )
-                if existing is not None:
-                    return TopupResult(_same_movement(_ledger_view(existing, code), "adjust", amount), applied=False)
-            closed = account.status == "closed"
-            if closed and not force:
-                balance = Money(account.balance_micros)
+
+
+def adjust_within(
+    store: Store,
+    code: str,
+    amount: Money,
+    reason: str,
+    now_us: int,
+    *,
+    force: bool = False,
+    reference: str | None = None,
+    actor: str | None = "cli",
+) -> TopupResult:
+    """`adjust_result` inside a transaction the caller holds (see `topup_within`). `actor`
+    None: the caller writes every movement to the audit trail itself (the API does)."""
+    _check_adjust(amount, reason, reference)
+
+    def allowed(account: DbRow) -> None:
+        balance = Money(account.balance_micros)
+        if account.status == "closed" and not force:
+            raise InvalidInput(
+                f"account {code!r} is closed: an adjustment of {amount} would move its balance from "
+                f"{balance} to {balance + amount} after it was closed; use --force to correct the books "
+                f"of a closed account (written to the audit trail)"
+            )
+        if amount.is_negative() and not force:
+            held = Money(account.reserved_micros)
+            left = available_of(balance + amount, Money(account.credit_limit_micros), held)
+            if left.is_negative():
                 raise InvalidInput(
-                    f"account {code!r} is closed: an adjustment of {amount} would move its balance from "
-                    f"{balance} to {balance + amount} after it was closed; use --force to correct the books "
-                    f"of a closed account (written to the audit trail)"
+                    f"adjustment {amount} would leave {left} available "
+                    f"(live calls hold {held}); use --force to apply anyway"
                 )
-            if amount.is_negative() and not force:
-                left = available_of(
-                    Money(account.balance_micros) + amount,
-                    Money(account.credit_limit_micros),
-                    Money(account.reserved_micros),
-                )
-                if left.is_negative():
-                    raise InvalidInput(
-                        f"adjustment {amount} would leave {left} available "
-                        f"(live calls hold {Money(account.reserved_micros)}); use --force to apply anyway"
-                    )
-            entry_id, after = post(store, account.id, amount, "adjust", now_us, reference=reference, note=reason)
-            check_low_balance(store, account.id, now_us)  # docs/NOTICES.md
-            if closed:  # a forced correction of a closed account's books: who did it, and why
-                changes = [audit.Change("balance", str(Money(account.balance_micros)), str(Money(after)))]
-                audit.record(store, actor, now_us, "adjust", "account", code, changes)
-            return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True)
-    except peewee.IntegrityError:
-        # the same reference inserted by another process between our check and our insert
-        return TopupResult(_same_movement(_last_entry(store, code, reference), "adjust", amount), applied=False)
+
+    result, account = _move_within(
+        store, code, amount, "adjust", now_us, reference=reference, note=reason, check=allowed
+    )
+    if result.applied and account.status == "closed" and actor is not None:
+        # a forced correction of a closed account's books: who did it, and why
+        before = Money(account.balance_micros)
+        audit.record(
+            store,
+            actor,
+            now_us,
+            "adjust",
+            "account",
+            code,
+            [audit.Change("balance", str(before), str(before + amount))],
+        )
+    return result
 
 
 def _ledger_view(row: DbRow, code: str) -> LedgerView:
@@ -528,6 +358,31 @@ def ledger(store: Store, code: str, since_us: int | None = None, limit: int | No
         return [_ledger_view(r, code) for r in rows]
 
 
+def ledger_page(
+    store: Store,
+    code: str,
+    *,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> list[LedgerView]:
+    """One page of an account's movements, oldest first, continuing after entry `after_id`."""
+    m = store.models
+    with store.reading():
+        account = m.Account.get_or_none(m.Account.code == code)
+        if account is None:
+            raise NotFound(f"no account {code!r}")
+        q = m.LedgerEntry.select().where(m.LedgerEntry.account == account.id)
+        if since_us is not None:
+            q = q.where(m.LedgerEntry.created_us >= since_us)
+        if until_us is not None:
+            q = q.where(m.LedgerEntry.created_us < until_us)
+        if after_id is not None:
+            q = q.where(m.LedgerEntry.id > after_id)
+        return [_ledger_view(r, code) for r in q.order_by(m.LedgerEntry.id).limit(limit)]
+
+
 def ledger_sum(store: Store, code: str) -> Money:
     m = store.models
     with store.reading():
@@ -557,3 +412,29 @@ def topups_since(store: Store, after_id: int | None) -> tuple[int, dict[str, Mon
             .tuples()
         )
         return int(last), {currency: Money(int(total)) for currency, total in rows}
+
+
+__all__ = [
+    "AccountView",
+    "LedgerView",
+    "TariffView",
+    "TopupResult",
+    "account_for_update",
+    "adjust",
+    "adjust_result",
+    "adjust_within",
+    "create_account",
+    "create_tariff",
+    "get_account",
+    "get_tariff",
+    "ledger",
+    "ledger_page",
+    "ledger_sum",
+    "list_accounts",
+    "list_tariffs",
+    "post",
+    "set_status",
+    "topup",
+    "topup_within",
+    "topups_since",
+]

@@ -15,12 +15,11 @@ The rules (docs/ACCOUNTS.md):
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import dataclass
 
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
-from fsbill.db import audit, ledger, notices
+from fsbill.db import accounts, audit, ledger, notices
 from fsbill.db import vendors as dbvendors
 from fsbill.db.audit import Change
 from fsbill.db.connection import Store
@@ -52,14 +51,6 @@ def _valid_email(email: str) -> str:
             f"--email must be an address like billing@example.com (or 'none' to clear it), got {email!r}"
         )
     return email
-
-
-def _valid_timezone(timezone: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except Exception:
-        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
-    return timezone
 
 
 # -- accounts ----------------------------------------------------------------------------------------
@@ -184,7 +175,7 @@ def set_account_status(store: Store, code: str, status: str, now_us: int, actor:
 
 def account_cli(store: Store, code: str, number: str, add: bool, now_us: int, actor: str) -> AccountResult:
     """`account cli add|remove`: a caller id that identifies the account."""
-    number = ledger._valid_cli(number)
+    number = accounts._valid_cli(number)
     m = store.models
     with store.transaction():
         row = _open_account(store, code)
@@ -289,7 +280,7 @@ def _rounding_changes(
         update["rounding_method"] = method.value
         changes.append(Change("rounding", row.rounding_method, method.value))
     if timezone is not None:
-        update["timezone"] = _valid_timezone(timezone)
+        update["timezone"] = accounts._valid_timezone(timezone)
         changes.append(Change("timezone", row.timezone, timezone))
     changes = _changed(changes)
     if changes:

@@ -23,7 +23,7 @@ import gevent
 import peewee
 
 from fsbill.core.deckdiff import DEFAULT_LIMIT, DeckDiff, diff_decks
-from fsbill.core.money import RoundingMethod, RoundingRule
+from fsbill.core.money import RoundingRule
 from fsbill.core.ratedeck import (
     ROW_FIELDS,
     DeckFormat,
@@ -37,7 +37,7 @@ from fsbill.core.ratedeck import (
 )
 from fsbill.core.rating import Rate, RateDeck
 from fsbill.db.connection import Store
-from fsbill.db.rows import DbRow
+from fsbill.db.rows import DbRow, rounding_of
 from fsbill.errors import DatabaseUnavailable, InvalidInput, NotFound
 from fsbill.logs import event, render
 
@@ -86,10 +86,6 @@ def _tariff_row(store: Store, name: str) -> DbRow:
     if row is None:
         raise NotFound(f"no tariff named {name!r} (create it with 'fsbill tariff add')")
     return row
-
-
-def _rounding(row: DbRow) -> RoundingRule:
-    return RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method))
 
 
 Source = str | os.PathLike | BinaryIO | TextIO | Iterable[str]
@@ -291,9 +287,9 @@ def _load(store: Store, tariff_id: int, cooperative: bool = False) -> tuple[Rate
         if tariff is None:
             raise NotFound(f"no tariff with id {tariff_id}")
         if not cooperative:
-            rates = _rates(store, _rate_query(store, tariff_id), _rounding(tariff))
+            rates = _rates(store, _rate_query(store, tariff_id), rounding_of(tariff))
         else:
-            build = RateBuilder(_rounding(tariff))
+            build = RateBuilder(rounding_of(tariff))
             cursor = store.db.execute(_rate_query(store, tariff_id))
             rates = []
             while True:
@@ -333,7 +329,7 @@ class IndexedDeck:
             if tariff is None:
                 raise NotFound(f"no tariff with id {self.tariff_id}")
             query = _rate_query(self.store, self.tariff_id).where(m.Rate.prefix.in_(prefixes))
-            rates = _rates(self.store, query, _rounding(tariff))
+            rates = _rates(self.store, query, rounding_of(tariff))
         return RateDeck(rates, tariff.timezone).lookup(number, at_us)
 
 
@@ -468,7 +464,7 @@ def lookup_rate(store: Store, tariff_name: str, number: str, at_us: int) -> Rate
     prefixes = [number[:n] for n in range(1, len(number) + 1)]
     with store.reading():
         tariff = _tariff_row(store, tariff_name)
-        rates = _rates(store, _rate_query(store, tariff.id).where(m.Rate.prefix.in_(prefixes)), _rounding(tariff))
+        rates = _rates(store, _rate_query(store, tariff.id).where(m.Rate.prefix.in_(prefixes)), rounding_of(tariff))
     deck = RateDeck(rates, tariff.timezone)
     return deck.lookup(number, at_us)
 
@@ -486,7 +482,7 @@ def list_rates(
         query = query.order_by(m.Rate.prefix, m.Rate.id)
         if limit:
             query = query.limit(limit)
-        return _rates(store, query, _rounding(tariff))
+        return _rates(store, query, rounding_of(tariff))
 
 
 __all__ = [

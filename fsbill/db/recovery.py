@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsbill.core.money import Money, RoundingMethod, RoundingRule
-from fsbill.core.rating import Rate
+from fsbill.core.money import Money
 from fsbill.core.recovery import correct, visit_window
 from fsbill.db import calls as dbcalls
 from fsbill.db.calls import CdrView, _locked
 from fsbill.db.connection import Store
 from fsbill.db.ledger import post
-from fsbill.db.rows import DbRow
+from fsbill.db.rows import DbRow, rate_of, rounding_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, one
 
 CORRECTED_REASON = "corrected from FreeSWITCH's CDR (mod_json_cdr)"
@@ -150,15 +149,7 @@ def _correct_locked(store: Store, cdr: DbRow, posted: PostedCdr, until_us: int |
     if posted.end_us is not None and cdr.answer_us is not None and posted.end_us < cdr.answer_us:
         return Applied("outside_window", cdr.uuid, cdr.visit)
     start, end = visit_window(posted.answer_us, posted.end_us, cdr.answer_us or cdr.start_us, until_us)
-    rate = Rate(
-        prefix=cdr.prefix,
-        rate=Money(cdr.rate_micros),
-        connect_fee=Money(cdr.connect_fee_micros),
-        initial_increment_s=cdr.initial_increment_s,
-        increment_s=cdr.increment_s,
-        min_duration_s=cdr.min_duration_s,
-        rounding=RoundingRule(recovery.rounding_decimals, RoundingMethod(recovery.rounding_method)),
-    )
+    rate = rate_of(cdr, rounding_of(recovery))
     acc = one(db, q.account_by_id, (recovery.account_id,), ACCOUNT_COLUMNS)
     assert acc is not None  # the recovery row copies a live call's account id; accounts are never deleted
     available = Money(acc.balance_micros + acc.credit_limit_micros - acc.reserved_micros)

@@ -8,6 +8,7 @@ in signatures so a reader sees "a row of the database" rather than ``object``.
 
 from typing import Any, TypeAlias
 
+from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.rating import Rate
 
 DbRow: TypeAlias = Any
@@ -22,4 +23,25 @@ def rate_columns(rate: Rate) -> dict[str, Any]:
         initial_increment_s=rate.initial_increment_s,
         increment_s=rate.increment_s,
         min_duration_s=rate.min_duration_s,
+    )
+
+
+def rounding_of(row: DbRow) -> RoundingRule:
+    """The rounding rule a row holds in its rounding columns (tariff, live_call, recovery,
+    live_call_vendor)."""
+    return RoundingRule(row.rounding_decimals, RoundingMethod(row.rounding_method))
+
+
+def rate_of(row: DbRow, rounding: RoundingRule | None = None) -> Rate:
+    """The rate a row froze with `rate_columns` (so that a deck change or a crash cannot change
+    what a call costs), rounded by the row's own rule unless `rounding` names the one kept
+    elsewhere (a cdr's is on its recovery row)."""
+    return Rate(
+        prefix=row.prefix,
+        rate=Money(row.rate_micros),
+        connect_fee=Money(row.connect_fee_micros),
+        initial_increment_s=row.initial_increment_s,
+        increment_s=row.increment_s,
+        min_duration_s=row.min_duration_s,
+        rounding=rounding if rounding is not None else rounding_of(row),
     )

@@ -278,6 +278,57 @@ def build_models(database: Database) -> SimpleNamespace:
         last_error = TextField(default="")
         delivered_us = BigIntegerField(null=True)
 
+    class ApiToken(Base):  # the HTTP API's bearer tokens, as hashes (migrations/0008_api.py)
+        name = CharField(max_length=64, unique=True)
+        role = CharField(max_length=16)  # admin | readonly | account
+        account_code = CharField(max_length=64, null=True)  # role account: the one it may read
+        token_sha256 = CharField(max_length=64, unique=True)
+        created_us = BigIntegerField()
+        revoked_us = BigIntegerField(null=True)
+
+    class ApiIdempotency(Base):  # a money-moving request's Idempotency-Key and its response
+        key = CharField(max_length=255, unique=True)
+        fingerprint = CharField(max_length=64)  # SHA-256 of method, path and body
+        token_name = CharField(max_length=64)
+        status = IntegerField()
+        body = TextField()
+        created_us = BigIntegerField()
+
+    class Payment(Base):  # a gateway's credit or PayPal refund, once per identity (migrations/0009_payments.py)
+        identity = CharField(unique=True)  # stripe:<payment intent> | paypal:<txn_id>
+        provider = CharField()  # stripe | paypal
+        kind = CharField()  # credit | refund
+        parent_id = IntegerField(null=True)  # a refund's credit
+        account_id = IntegerField()
+        currency = CharField(max_length=3)
+        amount_micros = BigIntegerField()
+        refunded_micros = BigIntegerField(default=0)  # of a credit: refunds recorded, taken or owed
+        owed_micros = BigIntegerField(default=0)  # of those, what could not be taken (live calls held it)
+        reference = CharField(null=True)  # the ledger entry's
+        notice_id = IntegerField(null=True)
+        created_us = BigIntegerField()
+
+    class PaymentNotice(Base):  # a gateway's notification as received (migrations/0009_payments.py)
+        provider = CharField()
+        key = CharField(unique=True)  # stripe-event:<event id> | paypal-ipn:<sha256 of the body>
+        kind = CharField(default="")  # credit | refund | refund_total | '' (not read yet)
+        status = (
+            CharField()
+        )  # pending | credited | refunded | duplicate | unmatched | applied | rejected | invalid | ignored
+        identity = CharField(default="")  # the payment it names (a refund: the refund's own, PayPal)
+        parent = CharField(default="")  # a refund's credit
+        account = CharField(default="")  # the account code the notice names
+        amount_micros = BigIntegerField(null=True)
+        currency = CharField(default="")
+        reference = CharField(default="")
+        reason = TextField(default="")
+        payment_id = IntegerField(null=True)
+        body = TextField(default="")  # the raw notice (PayPal: latin-1, so any bytes round-trip)
+        received_us = BigIntegerField()
+        updated_us = BigIntegerField()
+        attempts = IntegerField(default=0)  # PayPal verification attempts
+        next_attempt_us = BigIntegerField(null=True)
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -295,6 +346,10 @@ def build_models(database: Database) -> SimpleNamespace:
         CallStart=CallStart,
         LowBalanceState=LowBalanceState,
         Notice=Notice,
+        ApiToken=ApiToken,
+        ApiIdempotency=ApiIdempotency,
+        Payment=Payment,
+        PaymentNotice=PaymentNotice,
     )
     all_models = [
         Tariff,
@@ -313,6 +368,10 @@ def build_models(database: Database) -> SimpleNamespace:
         CallStart,
         LowBalanceState,
         Notice,
+        ApiToken,
+        ApiIdempotency,
+        Payment,
+        PaymentNotice,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models

@@ -24,7 +24,7 @@ from typing import Any
 
 import peewee
 
-from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.money import Money, RoundingRule
 from fsbill.core.rating import Rate
 from fsbill.core.records import BridgeOutcome, Leg
 from fsbill.core.routing import Attempt, Option, VendorCost, vendor_cost
@@ -32,9 +32,9 @@ from fsbill.core.routing import Vendor as RoutingVendor
 from fsbill.core.routing import attempts as attempts_of
 from fsbill.db import audit
 from fsbill.db import rates as dbrates
+from fsbill.db.accounts import _valid_currency, _valid_timezone, new_tariff_row
 from fsbill.db.connection import Store
-from fsbill.db.ledger import _valid_currency
-from fsbill.db.rows import DbRow, rate_columns
+from fsbill.db.rows import DbRow, rate_columns, rate_of, rounding_of
 from fsbill.errors import Conflict, InvalidInput, NotFound
 
 DECK_PREFIX = "vendor:"
@@ -121,25 +121,13 @@ def create_vendor(
     currency = _valid_currency(currency)
     if max_channels < 0:
         raise InvalidInput("--max-channels must be 0 (no limit) or more")
-    try:
-        import zoneinfo
-
-        zoneinfo.ZoneInfo(timezone)
-    except Exception:
-        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
+    timezone = _valid_timezone(timezone)
     m = store.models
     try:
         with store.transaction():
             if m.Vendor.get_or_none(m.Vendor.name == name) is not None:
                 raise Conflict(f"vendor {name!r} already exists")
-            deck = m.Tariff.create(
-                name=deck_name(name),
-                currency=currency,
-                rounding_decimals=rounding.decimals,
-                rounding_method=rounding.method.value,
-                timezone=timezone,
-                created_us=now_us,
-            )
+            deck = new_tariff_row(store, deck_name(name), currency, rounding, timezone, now_us)
             m.Vendor.create(
                 name=name,
                 deck=deck.id,
@@ -180,7 +168,7 @@ def _view(row: DbRow, rate_count: int) -> VendorView:
         deck_id=t.id,
         dial_string=row.dial_string,
         currency=t.currency,
-        rounding=RoundingRule(t.rounding_decimals, RoundingMethod(t.rounding_method)),
+        rounding=rounding_of(t),
         timezone=t.timezone,
         max_channels=row.max_channels,
         live_channels=row.live_channels,
@@ -409,16 +397,7 @@ def settle_vendors(
     charged_by = None
     for r in rows:
         if r.leg_uuid == answered_leg and answered_leg:
-            rate = Rate(
-                prefix=r.prefix,
-                rate=Money(r.rate_micros),
-                connect_fee=Money(r.connect_fee_micros),
-                initial_increment_s=r.initial_increment_s,
-                increment_s=r.increment_s,
-                min_duration_s=r.min_duration_s,
-                rounding=RoundingRule(r.rounding_decimals, RoundingMethod(r.rounding_method)),
-            )
-            charged_by = vendor_cost(r.vendor.name, rate, answered_us, end_us, sell_cost)
+            charged_by = vendor_cost(r.vendor.name, rate_of(r), answered_us, end_us, sell_cost)
     if charged_by is not None:
         m.Cdr.update(
             vendor=charged_by.vendor, vendor_cost_micros=charged_by.cost.micros, margin_micros=charged_by.margin.micros

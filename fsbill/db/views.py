@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import peewee
+
 from fsbill.core.money import Money
 from fsbill.core.routing import Attempt
 from fsbill.db.connection import Store
@@ -235,11 +237,20 @@ def cdrs(
 ) -> list[CdrView]:
     m = store.models
     with store.reading():
-        q = m.Cdr.select()
-        if account:
-            q = q.where(m.Cdr.account_code == account)
-        if since_us is not None:
-            q = q.where(m.Cdr.start_us >= since_us)
-        if until_us is not None:
-            q = q.where(m.Cdr.start_us < until_us)
+        q = cdr_query(store, account, since_us, until_us)
         return [_cdr_view(r) for r in q.order_by(m.Cdr.start_us, m.Cdr.id)]
+
+
+def cdr_query(
+    store: Store, account: str | None, since_us: int | None, until_us: int | None
+) -> peewee.ModelSelect[DbRow]:
+    """The CDRs of `account` (all accounts if None) that started in [since_us, until_us)."""
+    m = store.models
+    q = m.Cdr.select()
+    if account:
+        q = q.where(m.Cdr.account_code == account)
+    if since_us is not None:
+        q = q.where(m.Cdr.start_us >= since_us)
+    if until_us is not None:
+        q = q.where(m.Cdr.start_us < until_us)
+    return q
