@@ -78,12 +78,13 @@ def printable(value: Any) -> Any:
             for f in dataclasses.fields(v):
                 item = getattr(v, f.name)
                 kind = f.metadata.get("secret")
+                key = f.metadata.get("key", f.name)  # the YAML key, when it is not the field's name
                 if kind == "value":
-                    out[f.name] = redact_value(item)
+                    out[key] = redact_value(item)
                 elif kind == "url":
-                    out[f.name] = redact_url(item)
+                    out[key] = redact_url(item)
                 else:
-                    out[f.name] = plain(item)
+                    out[key] = plain(item)
             return out
         if isinstance(v, Mapping):
             return {k: plain(x) for k, x in v.items()}
@@ -241,6 +242,48 @@ class Charges:
 
 
 @dataclass(frozen=True)
+class WebhookConfig:
+    """Where notices are POSTed (`notify.webhook`), signed per Standard Webhooks with `secret`
+    (whsec_ + base64 of the key). Off while `url` is empty."""
+
+    url: str = ""
+    secret: str = field(default="", metadata=SECRET)
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """The mail server notices are sent through (`notify.smtp`) to each account's `--email`.
+    Off while `host` is empty. YAML key `from` is the sender's address."""
+
+    host: str = ""
+    port: int = 25
+    from_: str = field(default="", metadata={"key": "from"})
+    username: str = ""
+    password: str = field(default="", metadata=SECRET)
+    starttls: bool = False
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    """Delivery of notices by `fsbill serve` (docs/NOTICES.md): at least once, with retries
+    every retry_first_s × 2^n up to retry_max_s; a deliverer holds a claimed notice for lease_s."""
+
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    poll_s: float = 2.0
+    retry_first_s: float = 10.0
+    retry_max_s: float = 3600.0
+    lease_s: float = 60.0
+    batch: int = 50
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhook.url or self.smtp.host)
+
+
+@dataclass(frozen=True)
 class Settings:
     database: str = field(default="sqlite:///fsbill.db", metadata=SECRET_URL)
     node: str = field(default_factory=socket.gethostname)
@@ -277,6 +320,7 @@ class Settings:
     switches: tuple[SwitchConfig, ...] = ()
     cdr_intake: CdrIntake = field(default_factory=CdrIntake)
     charges: Charges = field(default_factory=Charges)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)  # notices: webhook and email (docs/NOTICES.md)
     api: ApiConfig = field(default_factory=ApiConfig)
     payments: Payments = field(default_factory=Payments)
     # mod_nibblebill dialplans: honour `nibble_account` (who pays) and `nibble_rate` (the price,
@@ -367,6 +411,8 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             values[key] = _build(CdrIntake, value or {}, f"{name}.")
         elif key == "charges":
             values[key] = _build(Charges, value or {}, f"{name}.")
+        elif key == "notify":
+            values[key] = _notify(value, name)
         elif key == "api":
             values[key] = _build(ApiConfig, value or {}, f"{name}.")
         elif key == "payments":
@@ -393,6 +439,23 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     obj = cls(**values)
     _validate(obj, prefix)
     return obj
+
+
+def _notify(value: Any, name: str) -> NotifyConfig:
+    if not isinstance(value or {}, Mapping):
+        raise ConfigError(f"{name}: expected a mapping with webhook and/or smtp")
+    data = dict(value or {})
+    if "webhook" in data:
+        data["webhook"] = _build(WebhookConfig, data["webhook"] or {}, f"{name}.webhook.")
+    if "smtp" in data:
+        smtp = data["smtp"] or {}
+        if not isinstance(smtp, Mapping):
+            raise ConfigError(f"{name}.smtp: expected a mapping of keys")
+        if "from_" in smtp:
+            raise ConfigError(f"unknown config key '{name}.smtp.from_' (the sender is 'from')")
+        smtp = {("from_" if k == "from" else k): v for k, v in smtp.items()}
+        data["smtp"] = _build(SmtpConfig, smtp, f"{name}.smtp.")
+    return _build(NotifyConfig, data, f"{name}.")
 
 
 def _switches(value: Any, name: str) -> tuple[SwitchConfig, ...]:
@@ -467,6 +530,37 @@ def _validate(obj: Any, prefix: str) -> None:
     elif isinstance(obj, Charges):
         if obj.interval_s <= 0:
             bad("interval_s", "must be positive (to turn the runs off, set charges.enabled: false)")
+    elif isinstance(obj, WebhookConfig):
+        if obj.url:
+            if not obj.url.startswith(("http://", "https://")):
+                bad("url", f"must be an http:// or https:// URL, got {obj.url!r}")
+            from fsbill.core.notices import webhook_secret_problem
+
+            problem = webhook_secret_problem(obj.secret)
+            if problem:
+                bad("secret", problem)
+        if not obj.timeout_s > 0:
+            bad("timeout_s", "must be positive")
+    elif isinstance(obj, SmtpConfig):
+        if obj.host:
+            if not 0 < obj.port < 65536:
+                bad("port", "must be 1-65535")
+            if "@" not in obj.from_:
+                bad("from", f"the sender's address is needed when smtp.host is set, got {obj.from_!r}")
+            if obj.password and not obj.username:
+                bad("username", "needed with a password")
+        if not obj.timeout_s > 0:
+            bad("timeout_s", "must be positive")
+    elif isinstance(obj, NotifyConfig):
+        for key in ("poll_s", "retry_first_s", "retry_max_s", "lease_s"):
+            if not getattr(obj, key) > 0:
+                bad(key, "must be positive")
+        if obj.retry_max_s < obj.retry_first_s:
+            bad("retry_max_s", "must be at least retry_first_s")
+        if obj.batch <= 0:
+            bad("batch", "must be positive")
+        if obj.lease_s < obj.webhook.timeout_s + obj.smtp.timeout_s:
+            bad("lease_s", "must be at least webhook.timeout_s + smtp.timeout_s (one attempt must fit in its lease)")
     elif isinstance(obj, ApiConfig):
         obj.address()
     elif isinstance(obj, StripeConfig):

@@ -114,6 +114,10 @@ class Node:
         self._greenlets = [gevent.spawn(self._reaper), gevent.spawn(self.pending.run, 1.0)]
         if s.charges.enabled:
             self._greenlets.append(gevent.spawn(self._charges))
+        if s.notify.enabled:  # notices: webhook and email (fsbill.notify, docs/NOTICES.md)
+            from fsbill.notify import Notifier
+
+            self._greenlets.append(gevent.spawn(Notifier(s.notify, self.store, self.instance, self.clock.now_us).run))
         log_event(
             log,
             "started",

@@ -105,12 +105,13 @@ def _missing_keys(cls: type, data: dict, prefix: str = "") -> list[str]:
     """Dotted names of the fields of `cls` (recursively) that `data` does not set."""
     missing = []
     for f in dataclasses.fields(cls):
-        name = f"{prefix}{f.name}"
-        if f.name not in data:
+        key = f.metadata.get("key", f.name)  # the YAML key, when it is not the field's name (smtp `from`)
+        name = f"{prefix}{key}"
+        if key not in data:
             missing.append(name)
             continue
         ftype = _field_type(cls, f)
-        value = data[f.name]
+        value = data[key]
         if dataclasses.is_dataclass(ftype):
             missing += _missing_keys(ftype, value or {}, f"{name}.")
         elif isinstance(typing.get_origin(ftype), type) and issubclass(typing.get_origin(ftype), abc.Mapping):

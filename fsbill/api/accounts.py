@@ -20,6 +20,7 @@ from fsbill.api.routing import ADMIN, OWN_ACCOUNT, READ, Reply, Request, Route
 from fsbill.core.money import Money
 from fsbill.db import audit, ledger, management
 from fsbill.db import guards as dbguards
+from fsbill.db import notices as dbnotices
 from fsbill.db.audit import Change
 
 if TYPE_CHECKING:
@@ -58,7 +59,8 @@ def show(api: Api, req: Request) -> Reply:
     code = req.params["code"]
     a = ledger.get_account(api.store, code)
     g = dbguards.account_guards(api.store, code, req.now_us)
-    return Reply(200, a.as_json() | {"guards": g.as_json()})
+    low = dbnotices.levels_of(api.store, "account", code)  # docs/NOTICES.md, as `account show --json`
+    return Reply(200, a.as_json() | low.as_json() | {"guards": g.as_json()})
 
 
 def listing(api: Api, req: Request) -> Reply:

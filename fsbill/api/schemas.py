@@ -87,7 +87,16 @@ MOVEMENT = {
 }
 GUARDS = {"type": "object", "description": "fraud guards in force and usage (`account show --json`'s guards)"}
 ACCOUNT_DETAIL = {
-    "allOf": [{"$ref": "#/components/schemas/Account"}, _object({"guards": GUARDS})],
+    "allOf": [
+        {"$ref": "#/components/schemas/Account"},
+        _object(
+            {
+                "low_balance": {"type": "array", "items": _s("string"), "description": "low-balance levels in force"},
+                "low_balance_from": {"type": ["string", "null"], "description": "account | tariff | null (none)"},
+                "guards": GUARDS,
+            }
+        ),
+    ],
 }
 ACCOUNT_CHANGED = {
     "allOf": [{"$ref": "#/components/schemas/Account"}, _object({"changes": CHANGES})],

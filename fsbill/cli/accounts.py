@@ -9,6 +9,7 @@ from fsbill.clock import Clock
 from fsbill.core.money import Money
 from fsbill.db import guards as dbguards
 from fsbill.db import ledger, management
+from fsbill.db import notices as dbnotices
 from fsbill.db.audit import Change
 
 
@@ -71,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     )
     set_.add_argument("--max-channels", type=non_negative_int, help="simultaneous calls (0 = no limit); new calls only")
     set_.add_argument("--tariff", help="another tariff (another currency only with a zero balance and no live call)")
-    set_.add_argument("--email", help="contact address ('none' clears it)")
+    set_.add_argument("--email", help="contact address ('none' clears it); notices are mailed there")
+    add_low_balance_option(set_, on_account=True)
     set_.add_argument(
         "--force", action="store_true", help="apply a lower credit limit even if it leaves less than nothing available"
     )
@@ -98,6 +100,22 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     )
     add_actor_option(close)
     close.set_defaults(func=_close)
+
+
+def add_low_balance_option(parser: argparse.ArgumentParser, on_account: bool) -> None:
+    default = "'none' = the tariff's default, 'off' = no level" if on_account else "'none' clears them"
+    parser.add_argument(
+        "--low-balance",
+        metavar="LEVELS",
+        help=f"low-balance levels on what is available, e.g. 10.00,2.00: a balance.low notice when it falls "
+        f"under one (docs/NOTICES.md); {default}",
+    )
+
+
+def low_balance_text(what: str, v: dbnotices.LevelsView) -> str:
+    shown = ",".join(str(level) for level in v.levels) or "none"
+    source = f" (from the {v.source})" if v.source and v.source != v.entity else ""
+    return changes_text(what, v.changes) + f"\nlow balance  {shown}{source}"
 
 
 GUARD_OPTIONS = (
@@ -190,7 +208,13 @@ def _show(args: argparse.Namespace) -> int:
     store = open_store(load(args))
     a = ledger.get_account(store, args.code)
     g = dbguards.account_guards(store, args.code, Clock().now_us())
-    emit(args, a.as_json() | {"guards": g.as_json()}, lambda: describe(a) + "\n" + describe_guards(g))
+    low = dbnotices.levels_of(store, "account", args.code)
+    levels = ",".join(str(level) for level in low.levels) or "none"
+    emit(
+        args,
+        a.as_json() | low.as_json() | {"guards": g.as_json()},
+        lambda: describe(a) + f"\nlow balance  {levels}\n" + describe_guards(g),
+    )
     return 0
 
 
@@ -257,7 +281,7 @@ def _set(args: argparse.Namespace) -> int:
     attributes = (args.credit_limit, args.max_channels, args.tariff, args.email)
     out: dict = {}
     text = ""
-    if not guards or any(v is not None for v in attributes):
+    if (not guards and args.low_balance is None) or any(v is not None for v in attributes):
         r = management.set_account(
             store,
             args.code,
@@ -282,6 +306,11 @@ def _set(args: argparse.Namespace) -> int:
         out = out | {"account": g.account, "guards": g.as_json(), "changes": done}
         text = (text + "\n" if text else "") + changes_text(f"account {g.account}", g.changes) + "\n"
         text += describe_guards(g)
+    if args.low_balance is not None:  # notices (docs/NOTICES.md), audited like the rest
+        v = dbnotices.set_levels(store, "account", args.code, args.low_balance, Clock().now_us(), actor=actor(args))
+        done = [*out.get("changes", []), *changes_json(v.changes)]
+        out = out | {"account": args.code} | v.as_json() | {"changes": done}
+        text = (text + "\n" if text else "") + low_balance_text(f"account {args.code}", v)
     emit(args, out, text)
     return 0
 

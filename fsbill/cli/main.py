@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "fsbill.cli.plans",
     "fsbill.cli.payments",
     "fsbill.cli.audit",
+    "fsbill.cli.notices",
     "fsbill.cli.api",
     "fsbill.cli.calls",
     "fsbill.cli.reports",

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.accounts import add_guard_options, changes_json, changes_text, guard_changes
+from fsbill.cli.accounts import (
+    add_guard_options,
+    add_low_balance_option,
+    changes_json,
+    changes_text,
+    guard_changes,
+    low_balance_text,
+)
 from fsbill.cli.common import actor, add_actor_option, emit, load, non_negative_int, open_store, table
 from fsbill.clock import Clock
 from fsbill.core.money import RoundingMethod, RoundingRule
 from fsbill.db import guards as dbguards
 from fsbill.db import ledger, management
+from fsbill.db import notices as dbnotices
 from fsbill.db.audit import Change
 from fsbill.db.vendors import DECK_PREFIX as VENDOR_DECK_PREFIX
 from fsbill.errors import InvalidInput
@@ -57,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     set_.add_argument("--timezone", help="IANA zone for time-of-day bands (and the day of daily caps)")
     add_actor_option(set_)
     add_guard_options(set_)  # the default fraud guards of its accounts (docs/FRAUD.md)
+    add_low_balance_option(set_, on_account=False)  # the default levels of its accounts (docs/NOTICES.md)
     set_.set_defaults(func=_set)
     close = sub.add_parser("close", parents=[parent], help="give the tariff to no more accounts (those on it keep it)")
     close.add_argument("name")
@@ -117,24 +126,38 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _set(args: argparse.Namespace) -> int:
-    if guard_changes(args) and args.decimals is None and args.rounding is None and args.timezone is None:
+    attributes = any(v is not None for v in (args.decimals, args.rounding, args.timezone))
+    if guard_changes(args) and not attributes and args.low_balance is None:
         return _guard(args)
     guarded: tuple[Change, ...] = ()
     if guard_changes(args):  # the guards first, then the attributes (each its own transaction)
         guarded = dbguards.set_tariff_guards(
             open_store(load(args)), args.name, guard_changes(args), Clock().now_us(), actor=actor(args)
         ).changes
-    r = management.set_tariff(
-        open_store(load(args)),
-        args.name,
-        Clock().now_us(),
-        actor(args),
-        decimals=args.decimals,
-        rounding=args.rounding,
-        timezone=args.timezone,
-    )
-    done = (*guarded, *r.changes)
-    emit(args, _json(r.tariff) | {"changes": changes_json(done)}, changes_text(f"tariff {r.tariff.name}", done))
+    low: dbnotices.LevelsView | None = None
+    if args.low_balance is not None:  # its accounts' default low-balance levels (docs/NOTICES.md)
+        low = dbnotices.set_levels(
+            open_store(load(args)), "tariff", args.name, args.low_balance, Clock().now_us(), actor=actor(args)
+        )
+    if attributes or (low is None and not guarded):
+        r = management.set_tariff(
+            open_store(load(args)),
+            args.name,
+            Clock().now_us(),
+            actor(args),
+            decimals=args.decimals,
+            rounding=args.rounding,
+            timezone=args.timezone,
+        )
+        tariff, changed = r.tariff, r.changes
+    else:
+        tariff, changed = ledger.get_tariff(open_store(load(args)), args.name), ()
+    done = (*guarded, *(low.changes if low else ()), *changed)
+    data = _json(tariff) | (low.as_json() if low else {}) | {"changes": changes_json(done)}
+    text = changes_text(f"tariff {tariff.name}", done)
+    if low is not None:
+        text += "\n" + low_balance_text(f"tariff {tariff.name}", low).splitlines()[-1]
+    emit(args, data, text)
     return 0
 
 

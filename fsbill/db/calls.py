@@ -25,6 +25,7 @@ from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import pay_arrears, post
+from fsbill.db.notices import check_low_balance
 from fsbill.db.rows import DbRow, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
@@ -170,6 +171,7 @@ def reserve(
                 context[:255],
             ),
         )
+        check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
     return Authorization("", call, Money(acc.balance_micros), refused)
 
 
@@ -241,6 +243,7 @@ def heartbeat(
                 visit,
             ),
         )
+        check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
     return result
 
 
@@ -364,6 +367,7 @@ def _charge_account(store: Store, acc: DbRow, charge: Charge, now_us: int, call_
     if not charge.post:
         if charge.release:
             store.db.execute_sql(store.sql.hold, (-charge.release.micros, 0, acc.id))
+        check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
         return int(acc.balance_micros)
     _, balance_after = post(
         store,
@@ -375,6 +379,7 @@ def _charge_account(store: Store, acc: DbRow, charge: Charge, now_us: int, call_
         note=note,
         release_micros=charge.release.micros,
     )
+    check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
     return balance_after
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import peewee
@@ -24,9 +24,11 @@ import peewee
 from fsbill.core.arrears import split_charge
 from fsbill.core.call import AccountState
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.notices import ARREARS, CHARGE_POSTED
 from fsbill.core.plans import Charged, Due, Period, Terms, charge_due, credit_due, due, finished
 from fsbill.db.connection import Store
 from fsbill.db.ledger import pay_arrears, post
+from fsbill.db.notices import check_low_balance, raise_notice
 from fsbill.db.rows import DbRow
 from fsbill.db.statements import ACCOUNT_COLUMNS, one
 from fsbill.db.statements import row as as_row
@@ -252,6 +254,20 @@ def _charge(
     if split.arrears:
         db.execute_sql(store.sql.owe, (split.arrears.micros, acc.id))
         report.owed[acc.currency] += split.arrears.micros
+    # the account's notices, in the charge's transaction (docs/NOTICES.md)
+    period = f"{_iso(item.from_us)} to {_iso(item.until_us)}"
+    base = {"account": acc.code, "currency": acc.currency, "plan": sub.plan, "period": period}
+    raise_notice(
+        store,
+        CHARGE_POSTED,
+        acc.code,
+        base | {"amount": str(item.amount), "taken": str(split.taken), "owed": str(split.arrears)},
+        now_us,
+    )
+    if split.arrears:
+        owed = Money(acc.arrears_micros) + split.arrears
+        raise_notice(store, ARREARS, acc.code, base | {"arrears": str(owed)}, now_us)
+    check_low_balance(store, acc.id, now_us)
     report.charges += 1
     report.charged[acc.currency] += item.amount.micros
 
@@ -326,3 +342,7 @@ def release_lease(store: Store, name: str, holder: str) -> None:
 
 
 __all__ = ["RunReport", "release_lease", "run_charges", "take_lease"]
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us // 1_000_000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

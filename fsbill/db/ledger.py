@@ -31,6 +31,7 @@ from fsbill.db.accounts import (  # re-exported: callers read accounts and tarif
     set_status,
 )
 from fsbill.db.connection import Store
+from fsbill.db.notices import check_low_balance
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
@@ -189,6 +190,7 @@ def _move_within(
     entry_id, _ = post(store, account.id, amount, kind, now_us, reference=reference, note=note)
     if amount.micros > 0:
         pay_arrears(store, account.id, now_us)  # arrears are paid first (docs/PLANS.md)
+    check_low_balance(store, account.id, now_us)  # docs/NOTICES.md
     return TopupResult(_ledger_view(m.LedgerEntry.get_by_id(entry_id), code), applied=True), account
 
 

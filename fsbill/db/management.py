@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
-from fsbill.db import accounts, audit, ledger
+from fsbill.db import accounts, audit, ledger, notices
 from fsbill.db import vendors as dbvendors
 from fsbill.db.audit import Change
 from fsbill.db.connection import Store
@@ -153,6 +153,7 @@ def set_account(
             update["updated_us"] = now_us
             m.Account.update(update).where(m.Account.id == row.id).execute()
             audit.record(store, actor, now_us, "set", "account", code, changes)
+            notices.check_low_balance(store, row.id, now_us)  # a credit limit changes what is available
     return AccountResult(tuple(changes), ledger.get_account(store, code))
 
 
@@ -168,6 +169,7 @@ def set_account_status(store: Store, code: str, status: str, now_us: int, actor:
         if changes:
             m.Account.update(status=status, updated_us=now_us).where(m.Account.id == row.id).execute()
             audit.record(store, actor, now_us, "set", "account", code, changes)
+            notices.status_changed(store, code, row.status, status, now_us)  # account.suspended / resumed
     return AccountResult(tuple(changes), ledger.get_account(store, code))
 
 

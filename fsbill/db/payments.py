@@ -24,10 +24,12 @@ import peewee
 
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money
+from fsbill.core.notices import ARREARS, PAYMENT_UNMATCHED
 from fsbill.core.payment import refund_due, split_refund
 from fsbill.db import audit
 from fsbill.db.connection import Store
 from fsbill.db.ledger import account_for_update, pay_arrears, post
+from fsbill.db.notices import raise_notice
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
@@ -291,7 +293,7 @@ def _credit(store: Store, notice_id: int, c: Credit, now_us: int, forced_account
     if why:
         if forced_account is not None:  # an operator's choice is checked, never turned into a guess
             raise InvalidInput(f"{why}: nothing was changed")
-        _set(store, notice_id, now_us, status="unmatched", reason=why, **fields)
+        _unmatched(store, notice_id, now_us, why, c.amount, c.currency, c.reference or c.identity, fields)
         return Outcome("unmatched", notice_id, detail=why)
     assert row is not None
     payment_id = m.Payment.insert(
@@ -355,7 +357,7 @@ def _refund(store: Store, notice_id: int, r: Refund, now_us: int) -> Outcome:
             if credit is None
             else f"refund in {r.currency} of a credit in {credit.currency}"
         )
-        _set(store, notice_id, now_us, status="unmatched", reason=why, **fields)
+        _unmatched(store, notice_id, now_us, why, r.amount, r.currency, r.identity or r.parent, fields)
         return Outcome("unmatched", notice_id, detail=why)
     already, credited = Money(credit.refunded_micros), Money(credit.amount_micros)
     due = refund_due(r.amount if r.total else already + r.amount, already, credited)
@@ -377,8 +379,10 @@ def _refund(store: Store, notice_id: int, r: Refund, now_us: int) -> Outcome:
         return Outcome("duplicate", notice_id, int(payment_id), f"nothing more of {r.parent} to refund")
     account = m.Account.select().where(m.Account.id == credit.account_id)
     row = (account.for_update() if store.kind == "postgresql" else account).first()
+    arrears = Money(row.arrears_micros)
     split = split_refund(
-        due, available_of(Money(row.balance_micros), Money(row.credit_limit_micros), Money(row.reserved_micros))
+        due,
+        available_of(Money(row.balance_micros), Money(row.credit_limit_micros), Money(row.reserved_micros), arrears),
     )
     total = already + due
     if split.take:
@@ -391,6 +395,10 @@ def _refund(store: Store, notice_id: int, r: Refund, now_us: int) -> Outcome:
             reference=f"refund:{r.parent}:{total.micros}",  # unique per account: a second debit cannot land
             note=f"{r.provider} refund of {r.parent}" + (f" ({split.owed} owed)" if split.owed else ""),
         )
+    if split.owed:  # what live calls hold is not taken: it is owed, as arrears, paid first by the next money in
+        store.db.execute_sql(store.sql.owe, (split.owed.micros, row.id))
+        owed_now = {"arrears": str(arrears + split.owed), "currency": row.currency, "account": row.code}
+        raise_notice(store, ARREARS, row.code, owed_now | {"plan": f"{r.provider} refund of {r.parent}"}, now_us)
     updated = (
         m.Payment.update(refunded_micros=total.micros, owed_micros=m.Payment.owed_micros + split.owed.micros)
         .where((m.Payment.id == credit.id) & (m.Payment.refunded_micros == already.micros))
@@ -401,6 +409,23 @@ def _refund(store: Store, notice_id: int, r: Refund, now_us: int) -> Outcome:
     _set(store, notice_id, now_us, status="refunded", payment_id=payment_id, reason="", **fields)
     detail = f"refunded {due} {r.currency} of {r.parent}" + (f"; {split.owed} owed" if split.owed else "")
     return Outcome("refunded", notice_id, int(payment_id), detail, owed=split.owed)
+
+
+def _unmatched(
+    store: Store,
+    notice_id: int,
+    now_us: int,
+    why: str,
+    amount: Money,
+    currency: str,
+    reference: str,
+    fields: dict[str, object],
+) -> None:
+    """Keep a notification that verified but cannot be applied, and tell the operator (a
+    `payment.unmatched` notice in the same transaction, docs/NOTICES.md)."""
+    _set(store, notice_id, now_us, status="unmatched", reason=why, **fields)
+    payload = {"id": notice_id, "amount": str(amount), "currency": currency, "reference": reference, "reason": why}
+    raise_notice(store, PAYMENT_UNMATCHED, "", payload, now_us)
 
 
 def _set(store: Store, notice_id: int, now_us: int, **fields: object) -> None:

@@ -46,6 +46,7 @@ def build_models(database: Database) -> SimpleNamespace:
         allow_prefixes = TextField(null=True)
         max_rate_micros = BigIntegerField(null=True)
         max_calls_per_minute = IntegerField(null=True)
+        low_balance = TextField(null=True)  # its accounts' default low-balance levels (migrations/0011_notices.py)
 
     class Rate(Base):
         tariff = ForeignKeyField(Tariff, backref="rates", on_delete="CASCADE")
@@ -84,6 +85,7 @@ def build_models(database: Database) -> SimpleNamespace:
         max_rate_micros = BigIntegerField(null=True)
         max_calls_per_minute = IntegerField(null=True)
         arrears_micros = BigIntegerField(default=0)  # charges not yet paid (migrations/0010_plans.py)
+        low_balance = TextField(null=True)  # NULL = the tariff's levels, '' = none (migrations/0011_notices.py)
 
     class AccountCli(Base):
         number = CharField(unique=True)
@@ -288,6 +290,30 @@ def build_models(database: Database) -> SimpleNamespace:
         holder = CharField(default="")
         until_us = BigIntegerField(default=0)
 
+    class LowBalanceState(Base):  # a disarmed (account, level) (migrations/0011_notices.py)
+        account_id = IntegerField()
+        level_micros = BigIntegerField()
+        created_us = BigIntegerField()
+
+        class Meta:
+            indexes = ((("account_id", "level_micros"), True),)
+
+    class Notice(Base):  # the outbox (migrations/0011_notices.py, fsbill.db.notices)
+        uid = CharField(unique=True, max_length=64)  # the stable id receivers see (webhook-id)
+        kind = CharField(max_length=64)
+        account_code = CharField(default="")
+        payload = TextField()
+        created_us = BigIntegerField()
+        status = CharField(default="pending")  # pending | delivered
+        webhook_status = CharField(default="pending")  # pending | sent | none
+        email_status = CharField(default="pending")  # pending | sent | none
+        attempts = IntegerField(default=0)
+        next_attempt_us = BigIntegerField()
+        claimed_by = CharField(default="")
+        claimed_until_us = BigIntegerField(default=0)
+        last_error = TextField(default="")
+        delivered_us = BigIntegerField(null=True)
+
     class ApiToken(Base):  # the HTTP API's bearer tokens, as hashes (migrations/0008_api.py)
         name = CharField(max_length=64, unique=True)
         role = CharField(max_length=16)  # admin | readonly | account
@@ -358,6 +384,8 @@ def build_models(database: Database) -> SimpleNamespace:
         Subscription=Subscription,
         Charge=Charge,
         Lease=Lease,
+        LowBalanceState=LowBalanceState,
+        Notice=Notice,
         ApiToken=ApiToken,
         ApiIdempotency=ApiIdempotency,
         Payment=Payment,
@@ -382,6 +410,8 @@ def build_models(database: Database) -> SimpleNamespace:
         Subscription,
         Charge,
         Lease,
+        LowBalanceState,
+        Notice,
         ApiToken,
         ApiIdempotency,
         Payment,
