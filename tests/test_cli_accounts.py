@@ -164,6 +164,7 @@ def test_account_add_show_list(cli):
         "live_calls": 0,
         "clis": ["4930111", "4930222"],
         "email": "",
+        "parent": None,
     }
     shown = cli.json("account", "show", "1001")
     assert shown.pop("guards")["daily_cap"] is None  # the fraud guards (tests/test_guards.py)

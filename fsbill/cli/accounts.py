@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     add.add_argument("code", help="the account code (what the dialplan sets as fsbill_account / accountcode)")
     add.add_argument("--tariff", required=True)
     add.add_argument(
+        "--parent", metavar="CODE", help="the reseller it is created under (docs/RESELLERS.md; at most 5 levels)"
+    )
+    add.add_argument(
         "--credit-limit", type=amount, default=Money(0), help="how far below zero the balance may go (default 0)"
     )
     add.add_argument(
@@ -171,6 +174,10 @@ def describe(a: ledger.AccountView) -> str:
     lines = [
         f"account      {a.code} ({a.status})",
         f"tariff       {a.tariff}",
+    ]
+    if a.parent:
+        lines.append(f"parent       {a.parent}")
+    lines += [
         f"balance      {a.balance} {a.currency}",
         f"credit limit {a.credit_limit} {a.currency}",
         f"reserved     {a.reserved} {a.currency}",
@@ -199,8 +206,10 @@ def _add(args: argparse.Namespace) -> int:
         max_channels=args.max_channels,
         clis=args.cli,
         actor=actor(args),
+        parent=args.parent,
     )
-    emit(args, a.as_json(), f"account {a.code} created on tariff {a.tariff}")
+    under = f" under {a.parent}" if a.parent else ""
+    emit(args, a.as_json(), f"account {a.code} created on tariff {a.tariff}{under}")
     return 0
 
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field, replace
 
 from fsbill.core.grant import (
     US,
+    Cap,
     GrantPlan,
     GrantPolicy,
     affordable_s,
     available,
+    capped,
     collectable,
     cutoff_epoch_s,
     cutoff_offset_s,
@@ -251,10 +253,12 @@ def admit(
     now_us: int,
     max_ring_s: int,
     destination: str = "",
+    cap: Cap | None = None,
 ) -> Admission:
     """Admit a call or say why not: the account's status, its channel limit, its fraud guards
     (the destination, its price, the rate of new calls), then whether its available money,
-    within its spend caps, buys a first grant (the first billing block included)."""
+    within its spend caps, buys a first grant (the first billing block included). `cap`:
+    the longest grant the resellers above the account afford (fsbill.core.chain), None: none."""
     if account.status != "active":
         return Admission("closed" if account.status == "closed" else "suspended")
     if account.max_channels and account.live_channels >= account.max_channels:
@@ -265,7 +269,7 @@ def admit(
             return Admission(verdict)
         if call_rate_exceeded(account.guards, account.usage.calls_last_minute):
             return Admission(CALL_RATE)
-    plan = plan_grant(rate, 0, account.spendable, policy)
+    plan = capped(rate, 0, plan_grant(rate, 0, account.spendable, policy), cap, policy.margin_s)
     if plan.granted_s == 0:
         if account.spendable < account.available and plan_grant(rate, 0, account.available, policy).granted_s:
             return Admission(SPEND_CAP)  # the money is there; the cap is what stops it
@@ -334,9 +338,12 @@ class Beat:
     account_active: bool = True  # False: the account was suspended; the call gets no more time
 
 
-def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy, extend: bool) -> Beat:
+def beat(
+    call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy, extend: bool, cap: Cap | None = None
+) -> Beat:
     """A heartbeat: debit what the call consumed since the last one and, when its grant runs
-    low and the account's status and money allow, extend it by another slice."""
+    low and the account's status and money allow, extend it by another slice (within `cap`,
+    what the resellers above the account afford: fsbill.core.chain)."""
     debit = Money(0)
     if call.answered_us is not None:
         debit = heartbeat_debit(call.rate, call.answered_us, now_us, call.debited, call.held)
@@ -350,6 +357,7 @@ def beat(call: LiveCall, account: AccountState, now_us: int, policy: GrantPolicy
             # A debit moves money from held to posted: what is available (and what the spend
             # caps allow: spent + held) does not change.
             plan: GrantPlan = plan_grant(call.rate, call.granted_s, account.spendable, policy, elapsed_s)
+            plan = capped(call.rate, call.granted_s, plan, cap, policy.margin_s)
             final = plan.final
             if plan.granted_s > call.granted_s:
                 granted_s, extra = plan.granted_s, plan.extra_hold

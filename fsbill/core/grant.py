@@ -122,6 +122,29 @@ def plan_grant(rate: Rate, granted_s: int, available: Money, policy: GrantPolicy
     return GrantPlan(new_s, cost(rate, new_s) - committed, final)
 
 
+@dataclass(frozen=True)
+class Cap:
+    """The longest grant the levels above a payer afford (fsbill.core.chain), and whether any
+    of them is out of money for more (their grant is final)."""
+
+    granted_s: int
+    final: bool
+
+
+def capped(rate: Rate, granted_s: int, plan: GrantPlan, cap: Cap | None, margin_s: int) -> GrantPlan:
+    """`plan` within `cap`: the longest billing boundary of `rate` within it, never less than
+    the grant already given. A first grant that shrinks to the margin or less is no grant."""
+    if cap is None:
+        return plan
+    final = plan.final or cap.final
+    if plan.granted_s <= cap.granted_s:
+        return GrantPlan(plan.granted_s, plan.extra_hold, final)
+    new_s = max(granted_s, max_seconds(rate, UNLIMITED, cap.granted_s))
+    if granted_s == 0 and new_s <= margin_s:
+        return GrantPlan(0, Money(0), True)
+    return GrantPlan(new_s, cost(rate, new_s) - cost(rate, granted_s), final)
+
+
 def cutoff_offset_s(granted_s: int, margin_s: int) -> int:
     """Seconds after answer at which FreeSWITCH must end the call (at least 1)."""
     return max(1, granted_s - margin_s)

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import peewee
 
+from fsbill.core.chain import MAX_DEPTH
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money, RoundingRule
 from fsbill.db import audit
@@ -49,6 +50,7 @@ class AccountView:
     clis: tuple[str, ...]
     email: str = ""
     arrears: Money = Money(0)  # recurring charges not yet paid (fsbill.core.arrears)
+    parent: str = ""  # the reseller above it, "" = top level (docs/RESELLERS.md)
 
     @property
     def available(self) -> Money:
@@ -69,6 +71,7 @@ class AccountView:
             "live_calls": self.live_channels,
             "clis": list(self.clis),
             "email": self.email,
+            "parent": self.parent or None,
         }
 
 
@@ -174,8 +177,11 @@ def create_account(
     max_channels: int = 0,
     clis: Iterable[str] = (),
     actor: str | None = None,
+    parent: str | None = None,
 ) -> AccountView:
-    """`actor`: who creates it, for the audit trail (None: not audited)."""
+    """`actor`: who creates it, for the audit trail (None: not audited). `parent`: the
+    reseller it is created under (docs/RESELLERS.md): it must exist, not be closed, use the
+    same currency, and the tree stays at most MAX_DEPTH levels deep."""
     code = _valid_code(code)
     if credit_limit.is_negative():
         raise InvalidInput("credit limit must not be negative")
@@ -193,6 +199,7 @@ def create_account(
             raise InvalidInput(f"tariff {tariff_name!r} is closed: it is no longer given to accounts")
         if m.Account.get_or_none(m.Account.code == code) is not None:
             raise Conflict(f"account {code!r} already exists")
+        parent_id = _parent_id(store, parent, tariff.currency) if parent is not None else None
         taken = [c.number for c in m.AccountCli.select().where(m.AccountCli.number.in_(clis))] if clis else []
         if taken:
             raise Conflict(f"caller id {taken[0]} already belongs to another account")
@@ -204,6 +211,7 @@ def create_account(
             max_channels=max_channels,
             created_us=now_us,
             updated_us=now_us,
+            parent_id=parent_id,
         )
         for number in clis:
             m.AccountCli.create(number=number, account=row.id)
@@ -213,8 +221,34 @@ def create_account(
                 audit.Change("credit_limit", None, str(credit_limit)),
                 audit.Change("max_channels", None, str(max_channels)),
             ] + [audit.Change("cli", None, number) for number in clis]
+            if parent is not None:
+                changes.append(audit.Change("parent", None, parent))
             audit.record(store, actor, now_us, "add", "account", code, changes)
     return get_account(store, code)
+
+
+def _parent_id(store: Store, code: str, currency: str) -> int:
+    """The id of the reseller a new account is created under, checked: it exists, is not
+    closed, uses the same currency (no exchange rates yet), and a child of it is at most
+    MAX_DEPTH levels deep. (Cycles cannot arise: a parent is set once, to an existing account.)"""
+    m = store.models
+    parent = m.Account.get_or_none(m.Account.code == code)
+    if parent is None:
+        raise NotFound(f"no account {code!r} to create it under (see 'fsbill account list')")
+    if parent.status == "closed":
+        raise InvalidInput(f"account {code!r} is closed: no accounts can be created under it")
+    if parent.currency != currency:
+        raise InvalidInput(
+            f"account {code!r} pays in {parent.currency} but the tariff is in {currency}: a reseller and its "
+            "customers must use one currency (exchange rates between levels are not supported yet)"
+        )
+    depth, above = 1, parent.parent_id
+    while above is not None:
+        depth += 1
+        above = m.Account.get_by_id(above).parent_id
+    if depth >= MAX_DEPTH:
+        raise InvalidInput(f"account {code!r} is already {depth} levels deep: a tree has at most {MAX_DEPTH} levels")
+    return int(parent.id)
 
 
 def _valid_cli(number: str) -> str:
@@ -244,7 +278,15 @@ def _account_view(m: SimpleNamespace, row: DbRow) -> AccountView:
         clis=clis,
         email=row.email,
         arrears=Money(row.arrears_micros),
+        parent=_parent_code(m, row.parent_id),
     )
+
+
+def _parent_code(m: SimpleNamespace, parent_id: int | None) -> str:
+    if parent_id is None:
+        return ""
+    parent = m.Account.get_or_none(m.Account.id == parent_id)
+    return "" if parent is None else str(parent.code)
 
 
 def account_for_update(store: Store, code: str) -> DbRow | None:

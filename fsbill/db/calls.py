@@ -16,16 +16,19 @@ from typing import Any
 
 import peewee
 
+from fsbill.core import chain
 from fsbill.core.call import AccountState, Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
 from fsbill.core.grant import GrantPolicy, wants_extension
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
 from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
+from fsbill.db import chain as dbchain
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import pay_arrears, post
 from fsbill.db.notices import check_low_balance
+from fsbill.db.rates import IndexedDeck
 from fsbill.db.rows import DbRow, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
@@ -109,14 +112,29 @@ def reserve(
     accountcode: str = "",
     caller_id_name: str = "",
     context: str = "",
+    rate_for: Callable[[int], Rate | None] | None = None,
 ) -> Authorization:
     """Authorize a new call: read the account under its lock, ask the core (admit), hold the
     first grant and write the live-call row, in one transaction. With `vendor_legs` (least-cost
     routing) a channel is taken on each vendor of the bridge in the same transaction; the
     vendors found full or suspended by then are returned in `refused_vendors`, and a call
-    that gets none is refused as vendor_unavailable with nothing held."""
+    that gets none is refused as vendor_unavailable with nothing held.
+
+    Under resellers (fsbill.core.chain) the levels above the account are rated in their own
+    tariffs (`rate_for(tariff_id)`, else the database's index) and locked top first, before
+    the account; every level must afford the first block, the grant is the smallest any
+    level affords, and each level holds it at its own rate in the same transaction."""
     q = store.sql
+    above = dbchain.ancestors(store, account_id)
+    rates: list[Rate] = []
+    if above:
+        lookup = rate_for or (lambda tariff_id: IndexedDeck(store, tariff_id).lookup(destination, now_us))
+        found = dbchain.rate_levels(store, above, lookup)
+        if found is None:
+            return Authorization("no_rate", None, Money(0))
+        rates = found
     with store.transaction() as db:
+        levels = dbchain.lock_levels(store, [a.id for a in above], rates) if above else []
         acc = one(db, q.account_by_id, (account_id,), ACCOUNT_COLUMNS)
         if acc is None:
             return Authorization("unknown_account", None, Money(0))
@@ -126,7 +144,15 @@ def reserve(
         state = _account_state(acc)
         if not guards.is_empty:
             state = replace(state, guards=guards, usage=read_usage(store, db, acc.id, guards, tz, now_us))
-        admission = admit(uuid, visit, state, rate, policy, now_us, max_ring_s, destination)
+        cap = None
+        if levels:
+            why = chain.refusal(levels) if state.status == "active" else ""
+            cap = chain.cap(levels, 0, policy)
+            if not why and cap is not None and cap.granted_s == 0:
+                why = "insufficient_funds"
+            if why:
+                return Authorization(why, None, Money(acc.balance_micros))
+        admission = admit(uuid, visit, state, rate, policy, now_us, max_ring_s, destination, cap)
         call = admission.call
         if call is None:
             return Authorization(admission.reason, None, Money(acc.balance_micros))
@@ -171,6 +197,8 @@ def reserve(
                 context[:255],
             ),
         )
+        if levels:
+            dbchain.hold_first(store, uuid, call.visit, chain.first_holds(levels, call.granted_s))
         check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
     return Authorization("", call, Money(acc.balance_micros), refused)
 
@@ -202,20 +230,27 @@ def heartbeat(
         lc = one(db, q.live_call, (uuid, visit), LIVE_CALL_COLUMNS)
         if lc is None:
             return None
+        holds = dbchain.read_holds(store, uuid, visit)  # the levels above the payer (resellers)
+        levels = dbchain.lock_held(store, holds) if holds else []
         acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
         assert acc is not None  # live_call.account_id references account(id): the row exists
         call = _live_call(lc)
         if known is not None:  # what the row does not keep: is the grant final, is the warning armed
             call = replace(call, final=known.final, warned=known.warned)
-        state = _account_state(acc)
+        state = chain.status_of(_account_state(acc), levels)
         elapsed_s = max(0, now_us - call.answered_us) // 1_000_000 if call.answered_us is not None else 0
+        cap = None
         if extend and wants_extension(call.granted_s, elapsed_s, policy):
+            cap = chain.cap(levels, call.granted_s, policy, elapsed_s)
             # an extension is asked for: the spend caps bound it (read under the same lock)
             guards, tz = read_guards(store, db, acc.id)
             if guards.has_caps:
                 usage = read_usage(store, db, acc.id, guards, tz, now_us, calls=False)
                 state = replace(state, guards=guards, usage=usage)
-        result = beat(call, state, now_us, policy, extend)
+        result = beat(call, state, now_us, policy, extend, cap)
+        if holds:  # every level's debit and extension, together with the payer's
+            beats = chain.extension(holds, call.answered_us, now_us, call.granted_s, result.call.granted_s)
+            dbchain.beat_levels(store, uuid, visit, beats, now_us)
         call = result.call
         if result.debit:
             post(
@@ -308,6 +343,8 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
     """Read the account under the lock, ask the core (settlement or recovered), write the
     ledger entry, void the hold, delete the live row and insert the CDR."""
     q, db = store.sql, store.db
+    holds = dbchain.read_holds(store, lc.uuid, lc.visit)  # the levels above the payer (resellers)
+    levels = dbchain.lock_held(store, holds) if holds else []
     acc = one(db, q.account_by_id, (lc.account_id,), ACCOUNT_COLUMNS)
     assert acc is not None  # live_call.account_id references account(id): the row exists
     call = _live_call(lc)
@@ -319,6 +356,10 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
     db.execute_sql(q.hold, (0, -1, acc.id))
     if acc.arrears_micros:  # the released hold pays the account's arrears first
         pay_arrears(store, acc.id, end.now_us)
+    if holds:  # each level above pays its own rate for the same billed window
+        dbchain.settle_levels(
+            store, call, holds, levels, end.answered_us, end.end_us, end.now_us, recovered, charge.cost
+        )
     db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
     fields = _billed_fields(rate_of(lc), end, charge, acc, lc.balance_before_micros, balance_after) | dict(
         uuid=lc.uuid,

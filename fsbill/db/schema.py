@@ -86,6 +86,7 @@ def build_models(database: Database) -> SimpleNamespace:
         max_calls_per_minute = IntegerField(null=True)
         arrears_micros = BigIntegerField(default=0)  # charges not yet paid (migrations/0010_plans.py)
         low_balance = TextField(null=True)  # NULL = the tariff's levels, '' = none (migrations/0011_notices.py)
+        parent_id = IntegerField(null=True)  # the reseller above it, NULL = top level (migrations/0013_resellers.py)
 
     class AccountCli(Base):
         number = CharField(unique=True)
@@ -251,6 +252,42 @@ def build_models(database: Database) -> SimpleNamespace:
         old_value = TextField(null=True)
         new_value = TextField(null=True)
 
+    class CallHold(Base):  # what an ancestor of the payer holds for a live call (migrations/0013_resellers.py)
+        uuid = CharField()
+        visit = IntegerField()
+        account_id = IntegerField()
+        depth = IntegerField()  # 0 = the top of the chain
+        prefix = CharField(default="")
+        rate_micros = BigIntegerField()
+        connect_fee_micros = BigIntegerField()
+        initial_increment_s = IntegerField()
+        increment_s = IntegerField()
+        min_duration_s = IntegerField()
+        rounding_decimals = IntegerField()
+        rounding_method = CharField()
+        held_micros = BigIntegerField()
+        debited_micros = BigIntegerField(default=0)
+
+        class Meta:
+            primary_key = CompositeKey("uuid", "visit", "account_id")
+
+    class CdrLevel(Base):  # one ancestor level of a settled call (migrations/0013_resellers.py)
+        uuid = CharField()
+        visit = IntegerField()
+        depth = IntegerField()
+        account_code = CharField()
+        currency = CharField(max_length=3)
+        prefix = CharField(default="")
+        rate_micros = BigIntegerField()
+        billed_s = IntegerField()
+        cost_micros = BigIntegerField()
+        charged_micros = BigIntegerField()
+        uncollected_micros = BigIntegerField(default=0)
+        margin_micros = BigIntegerField(null=True)  # the level below's cost minus this one's
+
+        class Meta:
+            primary_key = CompositeKey("uuid", "visit", "depth")
+
     class CallStart(Base):  # calls admitted, for max_calls_per_minute (migrations/0007_fraud_guards.py)
         account_id = IntegerField()
         created_us = BigIntegerField()
@@ -380,6 +417,8 @@ def build_models(database: Database) -> SimpleNamespace:
         Recovery=Recovery,
         AuditEntry=AuditEntry,
         CallStart=CallStart,
+        CallHold=CallHold,
+        CdrLevel=CdrLevel,
         Plan=Plan,
         Subscription=Subscription,
         Charge=Charge,
@@ -406,6 +445,8 @@ def build_models(database: Database) -> SimpleNamespace:
         Recovery,
         AuditEntry,
         CallStart,
+        CallHold,
+        CdrLevel,
         Plan,
         Subscription,
         Charge,
