@@ -227,3 +227,56 @@ def settle_levels(
             uncollected_micros=c.uncollected.micros,
             margin_micros=margin.micros,
         ).execute()
+
+
+@dataclass(frozen=True)
+class LevelLine:
+    """One level above the payer on a settled call's CDR."""
+
+    depth: int
+    account: str
+    currency: str
+    rate: Money  # per minute, in the level's tariff
+    billed_s: int
+    cost: Money
+    charged: Money
+    uncollected: Money
+    margin: Money | None  # what the level below paid minus this level's cost
+
+    def as_json(self) -> dict:
+        return {
+            "depth": self.depth,
+            "account": self.account,
+            "currency": self.currency,
+            "rate": str(self.rate),
+            "billed_s": self.billed_s,
+            "cost": str(self.cost),
+            "charged": str(self.charged),
+            "uncollected": str(self.uncollected),
+            "margin": None if self.margin is None else str(self.margin),
+        }
+
+
+def cdr_levels(store: Store, uuid: str, visit: int) -> list[LevelLine]:
+    """A settled call's lines for the levels above its payer, top first (empty for one level)."""
+    m = store.models
+    with store.reading():
+        rows = (
+            m.CdrLevel.select()
+            .where((m.CdrLevel.uuid == uuid) & (m.CdrLevel.visit == visit))
+            .order_by(m.CdrLevel.depth)
+        )
+        return [
+            LevelLine(
+                r.depth,
+                r.account_code,
+                r.currency,
+                Money(r.rate_micros),
+                r.billed_s,
+                Money(r.cost_micros),
+                Money(r.charged_micros),
+                Money(r.uncollected_micros),
+                None if r.margin_micros is None else Money(r.margin_micros),
+            )
+            for r in rows
+        ]
