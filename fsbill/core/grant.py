@@ -122,6 +122,14 @@ def plan_grant(rate: Rate, granted_s: int, available: Money, policy: GrantPolicy
     return GrantPlan(new_s, cost(rate, new_s) - committed, final)
 
 
+def boundary_at_most(rate: Rate, s: int) -> int:
+    """The longest duration up to `s` whose billed seconds equal itself (0 below the first block)."""
+    first = billed_seconds(rate, 1)
+    if s < first:
+        return 0
+    return first + (s - first) // rate.increment_s * rate.increment_s
+
+
 @dataclass(frozen=True)
 class Cap:
     """The longest grant the levels above a payer afford (fsbill.core.chain), and whether any
@@ -139,7 +147,7 @@ def capped(rate: Rate, granted_s: int, plan: GrantPlan, cap: Cap | None, margin_
     final = plan.final or cap.final
     if plan.granted_s <= cap.granted_s:
         return GrantPlan(plan.granted_s, plan.extra_hold, final)
-    new_s = max(granted_s, max_seconds(rate, UNLIMITED, cap.granted_s))
+    new_s = max(granted_s, boundary_at_most(rate, cap.granted_s))
     if granted_s == 0 and new_s <= margin_s:
         return GrantPlan(0, Money(0), True)
     return GrantPlan(new_s, cost(rate, new_s) - cost(rate, granted_s), final)
