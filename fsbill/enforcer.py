@@ -253,6 +253,8 @@ class Driver:
                     accountcode=c.accountcode,
                     caller_id_name=c.caller_id_name,
                     context=c.context,
+                    # the levels above a reseller's customer rate the call in their own tariffs
+                    rate_for=lambda tariff_id: e.decks.get(tariff_id, now_us).lookup(c.number, now_us),
                 )
         except DatabaseUnavailable as exc:
             return ev.DatabaseDown(str(exc))
