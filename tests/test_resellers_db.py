@@ -14,9 +14,9 @@ from fsbill.core.rating import Rate
 from fsbill.core.records import CallEnd
 from fsbill.db import calls as dbcalls
 from fsbill.db import chain as dbchain
-from fsbill.db import ledger
+from fsbill.db import funding, ledger
 from fsbill.db.rates import import_deck
-from fsbill.errors import InvalidInput, NotFound
+from fsbill.errors import Conflict, InvalidInput, NotFound
 
 M = Money.parse
 US = 1_000_000
@@ -219,3 +219,34 @@ def test_a_one_level_account_writes_no_level_rows(store):
         assert dbchain.read_holds(store, "call-1", 1) == []
     dbcalls.settle_call(store, end("call-1", T0, 10))
     assert dbchain.cdr_levels(store, "call-1", 1) == []
+
+
+# -- money between levels -------------------------------------------------------------------------------
+def test_fund_moves_money_down_once_per_reference(store):
+    r, c = seed(store)
+    result = funding.fund(store, "C", M("0.20"), T0, reference="f-1")
+    assert result.applied and (result.parent.amount, result.child.amount) == (M("-0.20"), M("0.20"))
+    assert (books(store, "R").balance, books(store, "C").balance) == (M("0.10"), M("100.20"))
+    again = funding.fund(store, "C", M("0.20"), T0, reference="f-1")
+    assert not again.applied and again.child.id == result.child.id
+    assert (books(store, "R").balance, books(store, "C").balance) == (M("0.10"), M("100.20"))
+    with pytest.raises(Conflict, match="already used"):
+        funding.fund(store, "C", M("0.05"), T0, reference="f-1")
+
+
+def test_fund_never_takes_what_the_parent_does_not_have_or_what_its_calls_hold(store):
+    r, c = seed(store)
+    with pytest.raises(InvalidInput, match="0.30 EUR available"):
+        funding.fund(store, "C", M("0.31"), T0, reference="f-1")
+    reserve(store, "call-1", c)  # the reseller's 0.30 is held by its customer's call
+    with pytest.raises(InvalidInput, match="0.00 EUR available"):
+        funding.fund(store, "C", M("0.01"), T0, reference="f-2")
+    with pytest.raises(InvalidInput, match="no parent"):
+        funding.fund(store, "R", M("0.01"), T0, reference="f-3")
+    assert books(store, "R").balance == M("0.30") and books(store, "C").balance == M("100.00")
+
+
+def test_a_customer_topup_never_moves_its_reseller(store):
+    r, c = seed(store)
+    ledger.topup(store, "C", M("50.00"), T0, reference="pay-1")
+    assert books(store, "R").balance == M("0.30") and books(store, "C").balance == M("150.00")

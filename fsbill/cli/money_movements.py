@@ -16,7 +16,7 @@ from fsbill.cli.common import (
     table,
 )
 from fsbill.clock import Clock
-from fsbill.db import ledger
+from fsbill.db import funding, ledger
 from fsbill.instant import iso
 
 
@@ -44,6 +44,15 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     )
     add_actor_option(adj)
     adj.set_defaults(func=_adjust)
+    fnd = subparsers.add_parser(
+        "fund", parents=[parent], help="move money from an account's parent (its reseller) to it"
+    )
+    fnd.add_argument("code", help="the account to fund; its parent pays")
+    fnd.add_argument("amount", type=amount, help="positive exact amount, e.g. 25.00")
+    fnd.add_argument(
+        "--reference", required=True, help="names this funding: the same reference and amount move money once"
+    )
+    fnd.set_defaults(func=_fund)
     led = subparsers.add_parser("ledger", parents=[parent], help="an account's balance movements")
     led.add_argument("code")
     led.add_argument("--since", type=parse_instant, metavar="ISO8601")
@@ -82,6 +91,21 @@ def _adjust(args: argparse.Namespace) -> int:
     else:
         text = f"reference {args.reference} was already applied ({entry.amount} at {iso(entry.created_us)}); nothing changed"
     emit(args, entry.as_json() | {"applied": result.applied}, text)
+    return 0
+
+
+def _fund(args: argparse.Namespace) -> int:
+    store = open_store(load(args))
+    result = funding.fund(store, args.code, args.amount, Clock().now_us(), reference=args.reference)
+    data = {"parent": result.parent.as_json(), "child": result.child.as_json(), "applied": result.applied}
+    if result.applied:
+        text = (
+            f"moved {result.child.amount} from {result.parent.account} (balance {result.parent.balance_after}) "
+            f"to {result.child.account} (balance {result.child.balance_after})"
+        )
+    else:
+        text = f"reference {args.reference} already funded {result.child.account} with {result.child.amount}; nothing moved"
+    emit(args, data, text)
     return 0
 
 
