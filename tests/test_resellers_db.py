@@ -15,6 +15,7 @@ from fsbill.core.records import CallEnd
 from fsbill.db import calls as dbcalls
 from fsbill.db import chain as dbchain
 from fsbill.db import funding, ledger
+from fsbill.db.management import set_account
 from fsbill.db.rates import import_deck
 from fsbill.errors import Conflict, InvalidInput, NotFound
 
@@ -250,3 +251,15 @@ def test_a_customer_topup_never_moves_its_reseller(store):
     r, c = seed(store)
     ledger.topup(store, "C", M("50.00"), T0, reference="pay-1")
     assert books(store, "R").balance == M("0.30") and books(store, "C").balance == M("150.00")
+
+
+def test_an_account_of_a_tree_keeps_the_tree_currency(sqlite_store):
+    s = sqlite_store
+    tariff(s, "wholesale", "0.60")
+    tariff(s, "usd", "0.60", currency="USD")
+    account(s, "R", "wholesale", "0")
+    account(s, "C", "wholesale", "0", parent="R")
+    for code in ("R", "C"):
+        with pytest.raises(InvalidInput, match="reseller tree"):
+            set_account(s, code, T0, "test", tariff="usd")
+    assert ledger.get_account(s, "C").currency == "EUR"
