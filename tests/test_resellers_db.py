@@ -15,6 +15,7 @@ from fsbill.core.records import CallEnd
 from fsbill.db import calls as dbcalls
 from fsbill.db import chain as dbchain
 from fsbill.db import funding, ledger
+from fsbill.db.cdr_export import cdr_page
 from fsbill.db.management import set_account
 from fsbill.db.rates import import_deck
 from fsbill.errors import Conflict, InvalidInput, NotFound
@@ -263,3 +264,26 @@ def test_an_account_of_a_tree_keeps_the_tree_currency(sqlite_store):
         with pytest.raises(InvalidInput, match="reseller tree"):
             set_account(s, code, T0, "test", tariff="usd")
     assert ledger.get_account(s, "C").currency == "EUR"
+
+
+def test_a_reseller_export_lists_its_subtree_at_its_own_cost(store):
+    r, c = seed(store)
+    ledger.topup(store, "R", M("10.00"), T0, reference="more")
+    for uuid, payer, per_min in (("own", r, "0.60"), ("sub", c, "1.20")):
+        auth = reserve(store, uuid, payer, per_min=per_min)
+        assert auth.reason == "", auth.reason
+        dbcalls.settle_call(store, end(uuid, answered(store, auth, T0).answered_us, 30))
+    rows, _ = cdr_page(store, account="R")
+    by_uuid = {v.uuid: v for v in rows}
+    assert set(by_uuid) == {"own", "sub"}
+    assert (by_uuid["own"].account, by_uuid["own"].cost) == ("R", M("0.30"))
+    sub = by_uuid["sub"]
+    assert (sub.account, sub.rate, sub.cost, sub.charged, sub.margin) == (
+        "C",
+        M("0.60"),
+        M("0.30"),
+        M("0.30"),
+        M("0.30"),
+    )
+    [mine], _ = cdr_page(store, account="C")
+    assert (mine.uuid, mine.cost, mine.margin) == ("sub", M("0.60"), None)

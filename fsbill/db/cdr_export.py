@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from fsbill.db.chain import at_level, of_account
 from fsbill.db.connection import Store
 from fsbill.db.views import CdrView, _cdr_view, cdr_query
 
@@ -45,13 +46,18 @@ def cdr_page(
     read; returns the page and where the next one starts (None: this was the last page)."""
     m = store.models
     with store.reading():
-        q = cdr_query(store, account, since_us, until_us)
+        q = cdr_query(store, None, since_us, until_us)
+        if account:
+            q = q.where(of_account(store, account))  # a reseller's: its subtree's calls too
         if after is not None:
             start, row_id = after
             q = q.where((m.Cdr.start_us > start) | ((m.Cdr.start_us == start) & (m.Cdr.id > row_id)))
         rows = list(q.order_by(m.Cdr.start_us, m.Cdr.id).limit(limit))
     following = (rows[-1].start_us, rows[-1].id) if len(rows) == limit else None
-    return [_cdr_view(row) for row in rows], following
+    views = [_cdr_view(row) for row in rows]
+    if account is not None and any(v.account != account for v in views):
+        views = at_level(store, views, account)  # a reseller's subtree, at its own cost
+    return views, following
 
 
 __all__ = ["PAGE_ROWS", "cdr_page", "iter_cdrs"]

@@ -13,8 +13,10 @@ indexed read of `call_hold` (no rows) at each heartbeat and settlement.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
+
+import peewee
 
 from fsbill.core import chain
 from fsbill.core.call import AccountState, Charge, LiveCall
@@ -24,6 +26,7 @@ from fsbill.db.connection import Store
 from fsbill.db.ledger import pay_arrears, post
 from fsbill.db.rows import DbRow, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, one
+from fsbill.db.views import CdrView
 
 HOLD_COLUMNS = (
     "account_id",
@@ -280,3 +283,41 @@ def cdr_levels(store: Store, uuid: str, visit: int) -> list[LevelLine]:
             )
             for r in rows
         ]
+
+
+def of_account(store: Store, account: str) -> peewee.Expression:
+    """The CDRs an account's export lists: its own calls and, for a reseller, the calls of its
+    subtree, which it paid for at its own rate (a line of cdr_level). Call inside a read."""
+    m = store.models
+    own = m.Cdr.account_code == account
+    acc = m.Account.get_or_none(m.Account.code == account)
+    if acc is None or m.Account.get_or_none(m.Account.parent_id == acc.id) is None:
+        return own  # no children: the plain, indexed query
+    below = m.CdrLevel.select(m.CdrLevel.uuid).where(
+        (m.CdrLevel.account_code == account) & (m.CdrLevel.uuid == m.Cdr.uuid) & (m.CdrLevel.visit == m.Cdr.visit)
+    )
+    return own | peewee.fn.EXISTS(below)
+
+
+def at_level(store: Store, views: Sequence[CdrView], account: str) -> list[CdrView]:
+    """CDRs as `account` sees the calls of its subtree: its own rate, billed seconds, cost,
+    charge, currency and margin (what the level below paid minus its cost) in place of the
+    caller's. Its own calls, and CDRs it has no line on, are unchanged."""
+    out = []
+    for v in views:
+        if v.account != account:
+            mine = [line for line in cdr_levels(store, v.uuid, v.visit) if line.account == account]
+            if mine:
+                line = mine[0]
+                v = replace(
+                    v,
+                    currency=line.currency,
+                    rate=line.rate,
+                    billed_s=line.billed_s,
+                    cost=line.cost,
+                    charged=line.charged,
+                    uncollected=line.uncollected,
+                    margin=line.margin,
+                )
+        out.append(v)
+    return out
