@@ -287,3 +287,8 @@ def test_a_reseller_export_lists_its_subtree_at_its_own_cost(store):
     )
     [mine], _ = cdr_page(store, account="C")
     assert (mine.uuid, mine.cost, mine.margin) == ("sub", M("0.60"), None)
+
+
+def test_an_unknown_account_is_refused_as_before(store):
+    seed(store)
+    assert reserve(store, "x", 999_999).reason == "unknown_account"

@@ -24,6 +24,7 @@ from fsbill.core.money import Money
 from fsbill.core.rating import Rate
 from fsbill.db.connection import Store
 from fsbill.db.ledger import pay_arrears, post
+from fsbill.db.notices import check_low_balance
 from fsbill.db.rows import DbRow, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, one
 from fsbill.db.views import CdrView
@@ -69,7 +70,8 @@ def ancestors(store: Store, account_id: int) -> list[Ancestor]:
     sql = f'SELECT "parent_id", "tariff_id" FROM "account" WHERE "id" = {p}'
     out: list[Ancestor] = []
     with store.reading() as db:
-        parent = db.execute_sql(sql, (account_id,)).fetchone()[0]
+        found = db.execute_sql(sql, (account_id,)).fetchone()
+        parent = None if found is None else found[0]  # an unknown account: reserve says so
         while parent is not None and len(out) < chain.MAX_DEPTH:
             found = db.execute_sql(sql, (parent,)).fetchone()
             out.append(Ancestor(parent, found[1]))
@@ -167,6 +169,8 @@ def beat_levels(store: Store, uuid: str, visit: int, beats: Sequence[chain.Level
         if b.extra_hold:
             db.execute_sql(store.sql.hold, (b.extra_hold.micros, 0, h.account_id))
         db.execute_sql(sql, (h.held.micros, h.debited.micros, uuid, visit, h.account_id))
+        if b.debit:
+            check_low_balance(store, h.account_id, now_us)  # docs/NOTICES.md, at every level
 
 
 def settle_levels(
@@ -203,6 +207,7 @@ def settle_levels(
             db.execute_sql(store.sql.hold, (-charge.release.micros, -1, h.account_id))
         if lv.account.arrears:  # the released hold pays the level's arrears first
             pay_arrears(store, h.account_id, now_us)
+        check_low_balance(store, h.account_id, now_us)  # docs/NOTICES.md, at every level
         charges.append(charge)
     db.execute_sql(f'DELETE FROM "call_hold" WHERE "uuid" = {p} AND "visit" = {p}', (call.uuid, call.visit))
     codes = {
