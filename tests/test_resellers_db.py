@@ -16,6 +16,7 @@ from fsbill.db import calls as dbcalls
 from fsbill.db import chain as dbchain
 from fsbill.db import funding, ledger
 from fsbill.db.cdr_export import cdr_page
+from fsbill.db.guards import set_account_guards
 from fsbill.db.management import set_account
 from fsbill.db.rates import import_deck
 from fsbill.errors import Conflict, InvalidInput, NotFound
@@ -292,3 +293,26 @@ def test_a_reseller_export_lists_its_subtree_at_its_own_cost(store):
 def test_an_unknown_account_is_refused_as_before(store):
     seed(store)
     assert reserve(store, "x", 999_999).reason == "unknown_account"
+
+
+# -- the fraud guards hold per level -----------------------------------------------------------------------
+def test_a_reseller_guards_hold_for_its_subtree(store):
+    r, c = seed(store)
+    ledger.topup(store, "R", M("10.00"), T0, reference="more")
+    set_account_guards(store, "R", {"block_prefixes": "4930"}, T0, actor="test")
+    assert reserve(store, "a", c).reason == "destination_blocked"
+    set_account_guards(store, "R", {"block_prefixes": "none", "max_rate_micros": "0.50"}, T0, actor="test")
+    assert reserve(store, "b", c).reason == "rate_too_high"  # 0.60/min at the reseller's own rate
+    set_account_guards(store, "R", {"max_rate_micros": "none", "max_calls_per_minute": "1"}, T0, actor="test")
+    assert reserve(store, "c", c).reason == ""
+    assert reserve(store, "d", c, now_us=T0 + US).reason == "call_rate"
+    assert books(store, "R").live_channels == 1
+
+
+def test_a_reseller_spend_cap_bounds_the_grant(store):
+    r, c = seed(store)
+    ledger.topup(store, "R", M("10.00"), T0, reference="more")
+    set_account_guards(store, "R", {"daily_cap_micros": "0.20"}, T0, actor="test")
+    auth = reserve(store, "a", c)
+    assert auth.call is not None and auth.call.granted_s == 20  # 0.20 at 0.60/min
+    assert reserve(store, "b", c).reason == "spend_cap"

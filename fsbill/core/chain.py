@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 from fsbill.core.call import AccountState, Charge, LiveCall, recovered, settlement
 from fsbill.core.grant import Cap, GrantPolicy, heartbeat_debit, plan_grant
+from fsbill.core.guards import CALL_RATE, SPEND_CAP, call_rate_exceeded, destination_verdict
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, cost
 
@@ -56,16 +57,36 @@ class Level:
     rate: Rate
 
 
-def refusal(levels: Sequence[Level]) -> str:
+def refusal(levels: Sequence[Level], destination: str = "") -> str:
     """Why a level above the payer refuses a new call of its subtree ("" if none does): a
-    suspended or closed reseller, or one whose subtree uses all its channels."""
+    suspended or closed reseller, one whose subtree uses all its channels, or one of its fraud
+    guards (the destination, its price at the level's rate, its subtree's calls per minute)."""
     for level in levels:
         a = level.account
         if a.status != "active":
             return "closed" if a.status == "closed" else "suspended"
         if a.max_channels and a.live_channels >= a.max_channels:
             return "channel_limit"
+        if a.guards is not None:
+            verdict = destination_verdict(a.guards, destination, level.rate.rate)
+            if verdict:
+                return verdict
+            if call_rate_exceeded(a.guards, a.usage.calls_last_minute):
+                return CALL_RATE
     return ""
+
+
+def short_of(levels: Sequence[Level], policy: GrantPolicy) -> str:
+    """Why the levels cannot pay a first grant: a spend cap when the money is there but a level's
+    cap stops it, else insufficient_funds."""
+    for lv in levels:
+        a = lv.account
+        if (
+            not plan_grant(lv.rate, 0, a.spendable, policy).granted_s
+            and plan_grant(lv.rate, 0, a.available, policy).granted_s
+        ):
+            return SPEND_CAP
+    return "insufficient_funds"
 
 
 def status_of(payer: AccountState, levels: Sequence[Level]) -> AccountState:
@@ -150,5 +171,6 @@ __all__ = [
     "margins",
     "refusal",
     "settle_level",
+    "short_of",
     "status_of",
 ]

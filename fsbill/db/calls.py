@@ -146,10 +146,11 @@ def reserve(
             state = replace(state, guards=guards, usage=read_usage(store, db, acc.id, guards, tz, now_us))
         cap = None
         if levels:
-            why = chain.refusal(levels) if state.status == "active" else ""
+            levels = dbchain.with_guards(store, levels, now_us, calls=True)
+            why = chain.refusal(levels, destination) if state.status == "active" else ""
             cap = chain.cap(levels, 0, policy)
             if not why and cap is not None and cap.granted_s == 0:
-                why = "insufficient_funds"
+                why = chain.short_of(levels, policy)
             if why:
                 return Authorization(why, None, Money(acc.balance_micros))
         admission = admit(uuid, visit, state, rate, policy, now_us, max_ring_s, destination, cap)
@@ -199,6 +200,8 @@ def reserve(
         )
         if levels:
             dbchain.hold_first(store, uuid, call.visit, chain.first_holds(levels, call.granted_s))
+            if visit == 1:  # a new call, not a transfer back
+                dbchain.count_call_start(store, levels, now_us)
         check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
     return Authorization("", call, Money(acc.balance_micros), refused)
 
@@ -241,6 +244,8 @@ def heartbeat(
         elapsed_s = max(0, now_us - call.answered_us) // 1_000_000 if call.answered_us is not None else 0
         cap = None
         if extend and wants_extension(call.granted_s, elapsed_s, policy):
+            if levels:  # the levels' spend caps bound it too
+                levels = dbchain.with_guards(store, levels, now_us, calls=False)
             cap = chain.cap(levels, call.granted_s, policy, elapsed_s)
             # an extension is asked for: the spend caps bound it (read under the same lock)
             guards, tz = read_guards(store, db, acc.id)

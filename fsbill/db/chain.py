@@ -23,6 +23,7 @@ from fsbill.core.call import AccountState, Charge, LiveCall
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
 from fsbill.db.connection import Store
+from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import pay_arrears, post
 from fsbill.db.notices import check_low_balance
 from fsbill.db.rows import DbRow, rate_columns, rate_of
@@ -88,6 +89,28 @@ def lock_levels(store: Store, ids: Sequence[int], rates: Sequence[Rate]) -> list
         assert acc is not None  # an account is closed, never deleted
         levels.append(chain.Level(account_id, _state(acc), rate))
     return levels
+
+
+def with_guards(store: Store, levels: Sequence[chain.Level], now_us: int, *, calls: bool) -> list[chain.Level]:
+    """The levels with their fraud guards and what those count, read under the same locks
+    (`calls`: the calls of the last minute too, for admission; heartbeats need only the caps)."""
+    out = []
+    for lv in levels:
+        guards, tz = read_guards(store, store.db, lv.account_id)
+        if guards.is_empty or (not calls and not guards.has_caps):
+            out.append(lv)
+            continue
+        usage = read_usage(store, store.db, lv.account_id, guards, tz, now_us, calls=calls)
+        out.append(replace(lv, account=replace(lv.account, guards=guards, usage=usage)))
+    return out
+
+
+def count_call_start(store: Store, levels: Sequence[chain.Level], now_us: int) -> None:
+    """Count an admitted call at each level whose calls per minute are capped."""
+    for lv in levels:
+        g = lv.account.guards
+        if g is not None and g.max_calls_per_minute is not None:
+            record_call_start(store, store.db, lv.account_id, now_us)
 
 
 def rate_levels(
