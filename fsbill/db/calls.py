@@ -244,14 +244,14 @@ def heartbeat(
         elapsed_s = max(0, now_us - call.answered_us) // 1_000_000 if call.answered_us is not None else 0
         cap = None
         if extend and wants_extension(call.granted_s, elapsed_s, policy):
-            if levels:  # the levels' spend caps bound it too
-                levels = dbchain.with_guards(store, levels, now_us, calls=False)
-            cap = chain.cap(levels, call.granted_s, policy, elapsed_s)
             # an extension is asked for: the spend caps bound it (read under the same lock)
             guards, tz = read_guards(store, db, acc.id)
             if guards.has_caps:
                 usage = read_usage(store, db, acc.id, guards, tz, now_us, calls=False)
                 state = replace(state, guards=guards, usage=usage)
+            if levels:  # and every level above the payer, with its own spend caps (resellers)
+                levels = dbchain.with_guards(store, levels, now_us, calls=False)
+            cap = chain.cap(levels, call.granted_s, policy, elapsed_s)
         result = beat(call, state, now_us, policy, extend, cap)
         if holds:  # every level's debit and extension, together with the payer's
             beats = chain.extension(holds, call.answered_us, now_us, call.granted_s, result.call.granted_s)
