@@ -234,11 +234,15 @@ def _show(args: argparse.Namespace) -> int:
     a = ledger.get_account(store, args.code)
     g = dbguards.account_guards(store, args.code, Clock().now_us())
     low = dbnotices.levels_of(store, "account", args.code)
+    ar = management.auto_recharge_of(store, args.code)
     levels = ",".join(str(level) for level in low.levels) or "none"
+    recharging = recharge.describe(ar.settings) or "off"
+    if ar.failures:
+        recharging += f" ({ar.failures} failed in a row)"
     emit(
         args,
-        a.as_json() | low.as_json() | {"guards": g.as_json()},
-        lambda: describe(a) + f"\nlow balance  {levels}\n" + describe_guards(g),
+        a.as_json() | low.as_json() | ar.as_json() | {"guards": g.as_json()},
+        lambda: describe(a) + f"\nlow balance  {levels}\nauto-recharge  {recharging}\n" + describe_guards(g),
     )
     return 0
 
@@ -343,7 +347,7 @@ def _set(args: argparse.Namespace) -> int:
     if recharging:
         ar = management.set_auto_recharge(store, args.code, settings, Clock().now_us(), actor(args))
         done = [*out.get("changes", []), *changes_json(ar.changes)]
-        out = out | ar.as_json() | {"changes": done}
+        out = out | {"account": args.code} | ar.as_json() | {"changes": done}
         text = (text + "\n" if text else "") + changes_text(f"account {args.code}", ar.changes)
         text += f"\nauto-recharge  {recharge.describe(ar.settings) or 'off'}"
     emit(args, out, text)

@@ -170,7 +170,6 @@ class AutoRechargeResult:
 
     def as_json(self) -> dict:
         return {
-            "account": self.account,
             "auto_recharge": self.settings.as_json() if self.settings else None,
             "recharge_failures": self.failures,
         }
