@@ -97,7 +97,7 @@ def check_low_balance(store: Store, account_id: int, now_us: int) -> None:
         _check_levels(store, account_id, code, currency, _stored_levels(text), available, balance, now_us)
     settings = recharge_settings(*found[7:10])
     if settings is not None and available < settings.below:  # else nothing more is read
-        key = dbrecharge.consider(store, account_id, settings, available, found[10], found[11], now_us)
+        key = dbrecharge.consider(store, account_id, settings, available, found[10] or 0, found[11] or "UTC", now_us)
         if key is not None:
             payload = requested_payload(code, currency, key, settings, available, balance)
             raise_notice(store, RECHARGE_REQUESTED, code, payload, now_us)
