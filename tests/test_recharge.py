@@ -322,3 +322,29 @@ def test_cli_errors_are_one_line(cli, argv, code, words):
     assert (got, out) == (code, "") and words in err and len(err.strip().splitlines()) == 1, err
     got, out, err = cli.run(*argv, "--json")
     assert got == code and json.loads(err)["exit"] == code
+
+
+def test_the_check_stays_one_read_above_the_level(store, monkeypatch):
+    """No level and no auto-recharge, or auto-recharge above its level: the check is the one read
+    of the account it always was; under the level with a request open, one more."""
+    acc = seed(store)
+    seen: list[str] = []
+    real = store.db.execute_sql
+
+    def counted(sql, params=None, *args, **kwargs):
+        seen.append(sql)
+        return real(sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(store.db, "execute_sql", counted)
+
+    def statements() -> int:
+        seen.clear()
+        with store.transaction():
+            dbnotices.check_low_balance(store, acc, NOW)
+        return len([s for s in seen if s.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE"))])
+
+    assert statements() == 1  # 12.00 available, above 10.00
+    monkeypatch.undo()
+    cross(store, "-3")  # a request is open now
+    monkeypatch.setattr(store.db, "execute_sql", counted)
+    assert statements() == 2  # under: is one open? yes: nothing more
