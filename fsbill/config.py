@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,27 @@ from typing import Any
 
 import yaml
 
+from fsbill.config_services import (  # re-exported: every setting is read from here
+    PAYPAL_VERIFY_URL,
+    STRIPE_TOLERANCE_S,
+    ApiConfig,
+    Charges,
+    NotifyConfig,
+    Payments,
+    PaypalConfig,
+    SmtpConfig,
+    StripeConfig,
+    WebhookConfig,
+)
 from fsbill.errors import ConfigError
+from fsbill.redaction import (  # re-exported
+    REDACTED,
+    SECRET,
+    SECRET_URL,
+    printable,
+    redact_url,
+    redact_value,
+)
 
 REJECT_REASONS = (
     "unknown_account",
@@ -37,62 +56,6 @@ REJECT_REASONS = (
     "rate_too_high",
     "call_rate",
 )
-
-
-# -- secrets -----------------------------------------------------------------------------------
-# A setting that holds a secret says so in its field's metadata; every place that prints or logs
-# settings goes through `printable()` / `redact_url()`, so a secret added later is hidden
-# everywhere by marking its field (tests/test_config.py checks that every field named like a
-# secret is marked).
-SECRET: Mapping[str, str] = {"secret": "value"}  # the whole value is secret (a password)
-SECRET_URL: Mapping[str, str] = {"secret": "url"}  # a URL whose password part is secret
-REDACTED = "********"
-_QUERY_SECRET = re.compile(r"(?i)([?&;](?:ssl)?password=)[^&;#]*")
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password hidden: scheme://user:SECRET@host -> scheme://user:********@host,
-    and a `password=` query parameter likewise. Anything else is kept, so the operator still
-    sees which database it is."""
-    out = url
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        creds, host = rest.rsplit("@", 1)
-        if ":" in creds:
-            out = f"{scheme}://{creds.split(':', 1)[0]}:{REDACTED}@{host}"
-    return _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, out)
-
-
-def redact_value(value: str) -> str:
-    """A secret value as it is shown: empty stays empty (the operator sees it is not set)."""
-    return REDACTED if value else ""
-
-
-def printable(value: Any) -> Any:
-    """Settings (or any part of them) as plain YAML/JSON values with every secret hidden: the
-    one function used wherever settings are printed or logged."""
-
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            out = {}
-            for f in dataclasses.fields(v):
-                item = getattr(v, f.name)
-                kind = f.metadata.get("secret")
-                key = f.metadata.get("key", f.name)  # the YAML key, when it is not the field's name
-                if kind == "value":
-                    out[key] = redact_value(item)
-                elif kind == "url":
-                    out[key] = redact_url(item)
-                else:
-                    out[key] = plain(item)
-            return out
-        if isinstance(v, Mapping):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        return v
-
-    return plain(value)
 
 
 @dataclass(frozen=True)
@@ -184,103 +147,6 @@ class CdrIntake:
 
     def address(self) -> tuple[str, int] | None:
         return parse_hostport(self.listen, "cdr_intake.listen") if self.listen else None
-
-
-STRIPE_TOLERANCE_S = 300  # Stripe's own libraries' default: a signature older than this is a replay
-PAYPAL_VERIFY_URL = (
-    "https://ipnpb.paypal.com/cgi-bin/webscr"  # the sandbox: https://ipnpb.sandbox.paypal.com/cgi-bin/webscr
-)
-
-
-@dataclass(frozen=True)
-class StripeConfig:
-    """Stripe webhooks to `POST /v1/payments/stripe` (docs/PAYMENTS.md); off while
-    `webhook_secret` is empty."""
-
-    webhook_secret: str = field(default="", metadata=SECRET)  # whsec_..., the endpoint's signing secret
-    tolerance_s: int = STRIPE_TOLERANCE_S
-
-
-@dataclass(frozen=True)
-class PaypalConfig:
-    """PayPal IPN to `POST /v1/payments/paypal` (docs/PAYMENTS.md); off while `receiver_email`
-    is empty."""
-
-    receiver_email: str = ""  # the PayPal account payments must have gone to
-    verify_url: str = PAYPAL_VERIFY_URL
-    verify_timeout_s: float = 30.0
-    retry_max_s: int = 3600  # verification retried with backoff doubling up to this
-
-
-@dataclass(frozen=True)
-class Payments:
-    """Payment gateways (`payments:`): Stripe and PayPal, each credited exactly once."""
-
-    stripe: StripeConfig = field(default_factory=StripeConfig)
-    paypal: PaypalConfig = field(default_factory=PaypalConfig)
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    """The HTTP API (`api:`, docs/API.md); off while `listen` is empty. Its bearer tokens live
-    in the database (`fsbill api token add`), never in this file."""
-
-    listen: str = ""
-
-    def address(self) -> tuple[str, int] | None:
-        return parse_hostport(self.listen, "api.listen") if self.listen else None
-
-
-@dataclass(frozen=True)
-class Charges:
-    """Recurring charges posted by `fsbill serve` itself (`charges:`, docs/PLANS.md): every
-    `interval_s`, on one node at a time (a lease in the database). `enabled: false` leaves
-    it to cron running `fsbill charges run`."""
-
-    enabled: bool = True
-    interval_s: int = 300
-
-
-@dataclass(frozen=True)
-class WebhookConfig:
-    """Where notices are POSTed (`notify.webhook`), signed per Standard Webhooks with `secret`
-    (whsec_ + base64 of the key). Off while `url` is empty."""
-
-    url: str = ""
-    secret: str = field(default="", metadata=SECRET)
-    timeout_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class SmtpConfig:
-    """The mail server notices are sent through (`notify.smtp`) to each account's `--email`.
-    Off while `host` is empty. YAML key `from` is the sender's address."""
-
-    host: str = ""
-    port: int = 25
-    from_: str = field(default="", metadata={"key": "from"})
-    username: str = ""
-    password: str = field(default="", metadata=SECRET)
-    starttls: bool = False
-    timeout_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class NotifyConfig:
-    """Delivery of notices by `fsbill serve` (docs/NOTICES.md): at least once, with retries
-    every retry_first_s × 2^n up to retry_max_s; a deliverer holds a claimed notice for lease_s."""
-
-    webhook: WebhookConfig = field(default_factory=WebhookConfig)
-    smtp: SmtpConfig = field(default_factory=SmtpConfig)
-    poll_s: float = 2.0
-    retry_first_s: float = 10.0
-    retry_max_s: float = 3600.0
-    lease_s: float = 60.0
-    batch: int = 50
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.webhook.url or self.smtp.host)
 
 
 @dataclass(frozen=True)
@@ -654,3 +520,35 @@ def load_settings(path: str | None = None, overrides: Mapping[str, Any] | None =
     if overrides:
         data.update({k: v for k, v in overrides.items() if v is not None})
     return _build(Settings, data, "")
+
+
+__all__ = [
+    "ApiConfig",
+    "CdrIntake",
+    "Charges",
+    "Cutoff",
+    "DEFAULT_REJECTIONS",
+    "MAX_WORKERS",
+    "MIN_MARGIN_S",
+    "NotifyConfig",
+    "PAYPAL_VERIFY_URL",
+    "Payments",
+    "PaypalConfig",
+    "REDACTED",
+    "REJECT_REASONS",
+    "Rejection",
+    "SCHEDULER_LATENESS_S",
+    "SECRET",
+    "SECRET_URL",
+    "STRIPE_TOLERANCE_S",
+    "Settings",
+    "SmtpConfig",
+    "StripeConfig",
+    "SwitchConfig",
+    "WebhookConfig",
+    "load_settings",
+    "parse_hostport",
+    "printable",
+    "redact_url",
+    "redact_value",
+]

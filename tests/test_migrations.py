@@ -33,6 +33,7 @@ TABLES = {
     "lease",
     "api_token",
     "api_idempotency",
+    "recharge",
 }
 
 

@@ -178,8 +178,9 @@ def test_a_refund_never_takes_what_live_calls_hold(gateway):
     assert (status, reply["outcome"], reply["owed"]) == (200, "refunded", "4.00")
     after = ledger.get_account(gateway.store, "acme")
     assert after.reserved == held  # the live call keeps its hold
-    assert after.available == M("0")
-    assert after.balance == M("2.00")
+    assert after.balance == M("2.00")  # balance + credit - held = 0: nothing live calls hold was taken
+    assert after.arrears == M("4.00")  # what could not be taken is owed, paid first by the next money in
+    assert after.available == M("-4.00")
     payment = dbpay.get_payment(gateway.store, "stripe:pi_1")
     assert (payment.refunded, payment.owed) == (M("5.00"), M("4.00"))
     assert call.call is not None

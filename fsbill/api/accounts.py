@@ -17,6 +17,8 @@ import peewee
 from fsbill.api import idempotency, queries
 from fsbill.api.problems import Problem
 from fsbill.api.routing import ADMIN, OWN_ACCOUNT, READ, Reply, Request, Route
+from fsbill.core import recharge
+from fsbill.core.guards import GUARD_COLUMNS
 from fsbill.core.money import Money
 from fsbill.db import audit, ledger, management
 from fsbill.db import guards as dbguards
@@ -60,7 +62,8 @@ def show(api: Api, req: Request) -> Reply:
     a = ledger.get_account(api.store, code)
     g = dbguards.account_guards(api.store, code, req.now_us)
     low = dbnotices.levels_of(api.store, "account", code)  # docs/NOTICES.md, as `account show --json`
-    return Reply(200, a.as_json() | low.as_json() | {"guards": g.as_json()})
+    ar = management.auto_recharge_of(api.store, code)
+    return Reply(200, a.as_json() | low.as_json() | ar.as_json() | {"guards": g.as_json()})
 
 
 def listing(api: Api, req: Request) -> Reply:
@@ -75,17 +78,58 @@ def change(api: Api, req: Request) -> Reply:
     code, body = req.params["code"], req.body
     status = body.get("status")
     attributes = {k: body[k] for k in ("credit_limit", "max_channels", "tariff", "email") if k in body}
-    if status is not None and (attributes or "force" in body):
+    recharging = "auto_recharge" in body
+    if status is not None and (attributes or "force" in body or recharging):
         raise Problem("usage", "change status on its own (suspend or resume), not with other fields")
+    settings = _auto_recharge(body["auto_recharge"]) if recharging else None
+    changes: tuple[Change, ...] = ()
     if status is not None:
-        r = management.set_account_status(api.store, code, status, req.now_us, _actor(req))
-    else:
+        changes = management.set_account_status(api.store, code, status, req.now_us, _actor(req)).changes
+    elif attributes or not recharging:
         if "credit_limit" in attributes:
             attributes["credit_limit"] = _money(attributes["credit_limit"])
         r = management.set_account(
             api.store, code, req.now_us, _actor(req), force=body.get("force", False), **attributes
         )
+        changes = r.changes
+    if recharging:  # docs/NOTICES.md "Auto-recharge", as `account set --auto-recharge`
+        changes += management.set_auto_recharge(api.store, code, settings, req.now_us, _actor(req)).changes
+    return Reply(200, ledger.get_account(api.store, code).as_json() | {"changes": _changes(changes)})
+
+
+def _auto_recharge(value: dict | None) -> recharge.Settings | None:
+    if value is None:
+        return None
+    return recharge.parse_settings(value["amount"], value["below"], value.get("max_per_day"))
+
+
+# -- caller ids and fraud guards (`account cli`, `account guard`) ------------------------------------------
+def add_cli(api: Api, req: Request) -> Reply:
+    code = req.params["code"]
+    r = management.account_cli(api.store, code, req.body["number"], True, req.now_us, _actor(req))
     return Reply(200, r.account.as_json() | {"changes": _changes(r.changes)})
+
+
+def remove_cli(api: Api, req: Request) -> Reply:
+    code = req.params["code"]
+    r = management.account_cli(api.store, code, req.params["number"], False, req.now_us, _actor(req))
+    return Reply(200, r.account.as_json() | {"changes": _changes(r.changes)})
+
+
+def guards(api: Api, req: Request) -> Reply:
+    g = dbguards.account_guards(api.store, req.params["code"], req.now_us)
+    return Reply(200, {"account": g.account} | g.as_json() | {"changes": []})
+
+
+def change_guards(api: Api, req: Request) -> Reply:
+    wanted = {GUARD_COLUMN[k]: str(v) for k, v in req.body.items()}
+    if not wanted:
+        raise Problem("usage", f"nothing to change: give at least one of {', '.join(GUARD_COLUMN)}")
+    g = dbguards.set_account_guards(api.store, req.params["code"], wanted, req.now_us, actor=_actor(req))
+    return Reply(200, {"account": g.account} | g.as_json() | {"changes": _changes(g.changes)})
+
+
+GUARD_COLUMN = {c.removesuffix("_micros").removesuffix("_prefixes"): c for c in GUARD_COLUMNS}
 
 
 def close(api: Api, req: Request) -> Reply:
@@ -210,8 +254,18 @@ ROUTES = (
     Route("GET", "/v1/accounts/{code}", show, OWN_ACCOUNT, "getAccount",
           "Balance, reserved, available, live calls and guards (`account show`)", "AccountDetail"),
     Route("PATCH", "/v1/accounts/{code}", change, ADMIN, "changeAccount",
-          "Change credit limit, channel limit, tariff, email; or suspend/resume (`account set|suspend|resume`)",
+          "Change credit limit, channel limit, tariff, email, auto-recharge; or suspend/resume "
+          "(`account set|suspend|resume`)",
           "AccountChanged", request="AccountChange"),
+    Route("POST", "/v1/accounts/{code}/clis", add_cli, ADMIN, "addCallerId",
+          "Map a caller id to the account (`account cli --add`)", "AccountChanged", request="CallerId"),
+    Route("DELETE", "/v1/accounts/{code}/clis/{number}", remove_cli, ADMIN, "removeCallerId",
+          "Remove a caller id from the account (`account cli --remove`)", "AccountChanged"),
+    Route("GET", "/v1/accounts/{code}/guards", guards, OWN_ACCOUNT, "getGuards",
+          "The fraud guards in force and their usage (`account guard --json`)", "AccountGuards"),
+    Route("PATCH", "/v1/accounts/{code}/guards", change_guards, ADMIN, "changeGuards",
+          "Set the account's own fraud guards: a value, none (the tariff's) or off (`account guard`)",
+          "AccountGuards", request="GuardsChange"),
     Route("POST", "/v1/accounts/{code}/close", close, ADMIN, "closeAccount",
           "Close the account for good (`account close`)", "AccountClosed", request="AccountClose", body_required=False),
     Route("POST", "/v1/accounts/{code}/topups", topup, ADMIN, "topUp",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from fsbill.api import accounts, idempotency, openapi, readings, tokens
+from fsbill.api import accounts, idempotency, openapi, readings, recharges, tokens
 from fsbill.api.problems import MEDIA_TYPE, Problem, from_error
 from fsbill.api.routing import (
     ADMIN,
@@ -47,6 +47,7 @@ def _openapi(api: Api, req: Request) -> Reply:
 ROUTES: tuple[Route, ...] = (
     Route("GET", OPENAPI_PATH, _openapi, PUBLIC, "getOpenApi", "This document", "OpenApi"),
     *accounts.ROUTES,
+    *recharges.ROUTES,
     *readings.ROUTES,
 )
 

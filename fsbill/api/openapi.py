@@ -16,6 +16,7 @@ _PROBLEM = {problems.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Probl
 PATH_PARAMS = {
     "code": {"type": "string", "pattern": schemas.CODE_PATTERN, "description": "the account code"},
     "number": {"type": "string", "pattern": r"^\+?[0-9]{1,32}$", "description": "a dialled number, digits"},
+    "key": {"type": "string", "pattern": r"^rch_[!-~]{1,60}$", "description": "a recharge request's key"},
 }
 
 

@@ -85,6 +85,57 @@ MOVEMENT = {
         _object({"applied": _s("boolean", description="false: its reference was already applied; nothing moved")}),
     ]
 }
+AUTO_RECHARGE = _object(
+    {
+        "amount": _s("string", pattern=POSITIVE_PATTERN, description="requested when available falls under below"),
+        "below": _s("string", pattern=POSITIVE_PATTERN, description="the level of available"),
+        "max_per_day": _s("integer", minimum=1, maximum=100, description="requests a local day (default 3)"),
+    },
+    required=["amount", "below"],
+    closed=True,
+)
+AUTO_RECHARGE_OR_NULL = AUTO_RECHARGE | {
+    "type": ["object", "null"],
+    "description": 'auto-recharge settings (docs/NOTICES.md "Auto-recharge"); null: off',
+}
+RECHARGE = _object(
+    {
+        "key": _s("string", description="the reference its credit carries"),
+        "account": _s("string"),
+        "amount": AMOUNT,
+        "currency": _s("string"),
+        "status": _s("string", enum=["open", "credited", "failed"]),
+        "day": _s("string", description="local date it was made on (the tariff's time zone)"),
+        "time": INSTANT,
+        "closed": INSTANT_OR_NULL,
+        "entry": _s("integer", nullable=True, description="the ledger entry that credited it"),
+    }
+)
+RECHARGE_FAILED = {
+    "allOf": [
+        {"$ref": "#/components/schemas/Recharge"},
+        _object(
+            {
+                "failures": _s("integer", minimum=0, description="failed charges in a row"),
+                "stopped": _s("boolean", description="three in a row: no request until a credit arrives"),
+                "changed": _s("boolean", description="false: it was already reported failed"),
+            }
+        ),
+    ]
+}
+GUARD_FIELDS = ("daily_cap", "monthly_cap", "block", "allow", "max_rate", "max_calls_per_minute")
+ACCOUNT_GUARDS = _object(
+    {
+        "account": _s("string"),
+        **{name: {} for name in GUARD_FIELDS},
+        "from": {"type": "object"},
+        "timezone": _s("string"),
+        "spent_today": AMOUNT,
+        "spent_this_month": AMOUNT,
+        "calls_last_minute": COUNT,
+        "changes": CHANGES,
+    }
+)
 GUARDS = {"type": "object", "description": "fraud guards in force and usage (`account show --json`'s guards)"}
 ACCOUNT_DETAIL = {
     "allOf": [
@@ -93,6 +144,8 @@ ACCOUNT_DETAIL = {
             {
                 "low_balance": {"type": "array", "items": _s("string"), "description": "low-balance levels in force"},
                 "low_balance_from": {"type": ["string", "null"], "description": "account | tariff | null (none)"},
+                "auto_recharge": AUTO_RECHARGE_OR_NULL,
+                "recharge_failures": _s("integer", minimum=0, description="failed charges in a row"),
                 "guards": GUARDS,
             }
         ),
@@ -237,6 +290,20 @@ ACCOUNT_CHANGE = _object(
         "email": _s("string", description="contact address; 'none' or '' clears it"),
         "status": _s("string", enum=["active", "suspended"], description="suspend or resume (on its own)"),
         "force": _s("boolean", description="apply a lower credit limit even if it leaves less than nothing available"),
+        "auto_recharge": AUTO_RECHARGE_OR_NULL,
+    },
+    required=[],
+    closed=True,
+)
+CALLER_ID = _object({"number": _s("string", pattern=r"^\+?[0-9]{1,32}$")}, closed=True)
+GUARDS_CHANGE = _object(
+    {
+        "daily_cap": _s("string", minLength=1, maxLength=40, description="an amount, none or off"),
+        "monthly_cap": _s("string", minLength=1, maxLength=40, description="an amount, none or off"),
+        "block": _s("string", minLength=1, maxLength=2000, description="prefixes P,P; none or off"),
+        "allow": _s("string", minLength=1, maxLength=2000, description="prefixes P,P; none or off"),
+        "max_rate": _s("string", minLength=1, maxLength=40, description="a price a minute, none or off"),
+        "max_calls_per_minute": _s("string", minLength=1, maxLength=40, description="N, none or off"),
     },
     required=[],
     closed=True,
@@ -297,6 +364,13 @@ def components() -> dict[str, Any]:
         "AccountClose": ACCOUNT_CLOSE,
         "Topup": TOPUP,
         "Adjustment": ADJUSTMENT,
+        "AutoRecharge": AUTO_RECHARGE,
+        "Recharge": RECHARGE,
+        "RechargeList": _list("Recharge"),
+        "RechargeFailed": RECHARGE_FAILED,
+        "AccountGuards": ACCOUNT_GUARDS,
+        "CallerId": CALLER_ID,
+        "GuardsChange": GUARDS_CHANGE,
     }
 
 

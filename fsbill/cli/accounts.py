@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from fsbill.cli.common import actor, add_actor_option, amount, emit, load, non_negative_int, open_store, table
+from fsbill.cli.common import (
+    actor,
+    add_actor_option,
+    amount,
+    emit,
+    load,
+    non_negative_int,
+    open_store,
+    positive_int,
+    table,
+)
 from fsbill.clock import Clock
+from fsbill.core import recharge
 from fsbill.core.money import Money
 from fsbill.db import guards as dbguards
 from fsbill.db import ledger, management
 from fsbill.db import notices as dbnotices
 from fsbill.db.audit import Change
+from fsbill.errors import InvalidInput
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -77,6 +89,19 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     set_.add_argument("--tariff", help="another tariff (another currency only with a zero balance and no live call)")
     set_.add_argument("--email", help="contact address ('none' clears it); notices are mailed there")
     add_low_balance_option(set_, on_account=True)
+    set_.add_argument(
+        "--auto-recharge",
+        metavar="AMOUNT",
+        help="ask the payment side for AMOUNT when available falls under --below (a recharge.requested "
+        "notice, docs/NOTICES.md); 'none' turns it off",
+    )
+    set_.add_argument("--below", metavar="LEVEL", help="with --auto-recharge: the level of available")
+    set_.add_argument(
+        "--max-per-day",
+        type=positive_int,
+        metavar="N",
+        help=f"with --auto-recharge: at most N requests a day (default {recharge.DEFAULT_MAX_PER_DAY})",
+    )
     set_.add_argument(
         "--force", action="store_true", help="apply a lower credit limit even if it leaves less than nothing available"
     )
@@ -218,11 +243,15 @@ def _show(args: argparse.Namespace) -> int:
     a = ledger.get_account(store, args.code)
     g = dbguards.account_guards(store, args.code, Clock().now_us())
     low = dbnotices.levels_of(store, "account", args.code)
+    ar = management.auto_recharge_of(store, args.code)
     levels = ",".join(str(level) for level in low.levels) or "none"
+    recharging = recharge.describe(ar.settings) or "off"
+    if ar.failures:
+        recharging += f" ({ar.failures} failed in a row)"
     emit(
         args,
-        a.as_json() | low.as_json() | {"guards": g.as_json()},
-        lambda: describe(a) + f"\nlow balance  {levels}\n" + describe_guards(g),
+        a.as_json() | low.as_json() | ar.as_json() | {"guards": g.as_json()},
+        lambda: describe(a) + f"\nlow balance  {levels}\nauto-recharge  {recharging}\n" + describe_guards(g),
     )
     return 0
 
@@ -290,7 +319,11 @@ def _set(args: argparse.Namespace) -> int:
     attributes = (args.credit_limit, args.max_channels, args.tariff, args.email)
     out: dict = {}
     text = ""
-    if (not guards and args.low_balance is None) or any(v is not None for v in attributes):
+    recharging = args.auto_recharge is not None
+    if args.auto_recharge is None and (args.below is not None or args.max_per_day is not None):
+        raise InvalidInput("--below and --max-per-day go with --auto-recharge AMOUNT")
+    settings = recharge.parse_settings(args.auto_recharge, args.below, args.max_per_day) if recharging else None
+    if (not guards and args.low_balance is None and not recharging) or any(v is not None for v in attributes):
         r = management.set_account(
             store,
             args.code,
@@ -320,6 +353,12 @@ def _set(args: argparse.Namespace) -> int:
         done = [*out.get("changes", []), *changes_json(v.changes)]
         out = out | {"account": args.code} | v.as_json() | {"changes": done}
         text = (text + "\n" if text else "") + low_balance_text(f"account {args.code}", v)
+    if recharging:
+        ar = management.set_auto_recharge(store, args.code, settings, Clock().now_us(), actor(args))
+        done = [*out.get("changes", []), *changes_json(ar.changes)]
+        out = out | {"account": args.code} | ar.as_json() | {"changes": done}
+        text = (text + "\n" if text else "") + changes_text(f"account {args.code}", ar.changes)
+        text += f"\nauto-recharge  {recharge.describe(ar.settings) or 'off'}"
     emit(args, out, text)
     return 0
 

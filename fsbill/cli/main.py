@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "fsbill.cli.payments",
     "fsbill.cli.audit",
     "fsbill.cli.notices",
+    "fsbill.cli.recharges",
     "fsbill.cli.api",
     "fsbill.cli.calls",
     "fsbill.cli.reports",

@@ -32,6 +32,7 @@ from fsbill.db.accounts import (  # re-exported: callers read accounts and tarif
 )
 from fsbill.db.connection import Store
 from fsbill.db.notices import check_low_balance
+from fsbill.db.recharge import credited
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
@@ -99,6 +100,8 @@ def post(
         q.insert_ledger,
         (account_id, amount.micros, kind, reference, call_uuid, balance_after, note, now_us),
     ).fetchone()[0]
+    if kind == "topup":  # money in (CLI, API, gateway): it closes an auto-recharge request it names
+        credited(store, account_id, reference, entry_id, now_us)
     return entry_id, balance_after
 
 

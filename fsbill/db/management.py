@@ -19,6 +19,10 @@ from dataclasses import dataclass
 
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
+from fsbill.core.recharge import Settings
+from fsbill.core.recharge import describe as describe_recharge
+from fsbill.core.recharge import from_stored as recharge_settings
+from fsbill.core.recharge import stored as stored_recharge
 from fsbill.db import accounts, audit, ledger, notices
 from fsbill.db import vendors as dbvendors
 from fsbill.db.audit import Change
@@ -160,6 +164,57 @@ def set_account(
             audit.record(store, actor, now_us, "set", "account", code, changes)
             notices.check_low_balance(store, row.id, now_us)  # a credit limit changes what is available
     return AccountResult(tuple(changes), ledger.get_account(store, code))
+
+
+@dataclass(frozen=True)
+class AutoRechargeResult:
+    account: str
+    settings: Settings | None  # in force now (None: off)
+    failures: int  # failed charges in a row since the last credit
+    changes: tuple[Change, ...]
+
+    def as_json(self) -> dict:
+        return {
+            "auto_recharge": self.settings.as_json() if self.settings else None,
+            "recharge_failures": self.failures,
+        }
+
+
+def set_auto_recharge(
+    store: Store, code: str, settings: Settings | None, now_us: int, actor: str
+) -> AutoRechargeResult:
+    """`account set --auto-recharge AMOUNT --below LEVEL [--max-per-day N]` (None: off), audited
+    in the same transaction. Checked at once: an account already under the level is asked for
+    money now (docs/NOTICES.md "Auto-recharge")."""
+    m = store.models
+    with store.transaction():
+        row = _open_account(store, code)
+        _refuse_if_closed(row, "a closed account cannot be changed")
+        old = recharge_settings(row.auto_recharge_micros, row.auto_recharge_below_micros, row.auto_recharge_max_per_day)
+        changes = _changed([Change("auto_recharge", describe_recharge(old), describe_recharge(settings))])
+        if changes:
+            amount, below, per_day = stored_recharge(settings)
+            m.Account.update(
+                auto_recharge_micros=amount,
+                auto_recharge_below_micros=below,
+                auto_recharge_max_per_day=per_day,
+                updated_us=now_us,
+            ).where(m.Account.id == row.id).execute()
+            audit.record(store, actor, now_us, "set", "account", code, changes)
+            notices.check_low_balance(store, row.id, now_us)
+    return AutoRechargeResult(code, settings, row.recharge_failures, tuple(changes))
+
+
+def auto_recharge_of(store: Store, code: str) -> AutoRechargeResult:
+    m = store.models
+    with store.reading():
+        row = m.Account.get_or_none(m.Account.code == code)
+        if row is None:
+            raise NotFound(f"no account {code!r} (see 'fsbill account list')")
+    settings = recharge_settings(
+        row.auto_recharge_micros, row.auto_recharge_below_micros, row.auto_recharge_max_per_day
+    )
+    return AutoRechargeResult(code, settings, row.recharge_failures, ())
 
 
 def set_account_status(store: Store, code: str, status: str, now_us: int, actor: str) -> AccountResult:

@@ -26,13 +26,17 @@ from fsbill.core.notices import (
     ACCOUNT_SUSPENDED,
     BALANCE_LOW,
     ID_PREFIX,
+    RECHARGE_REQUESTED,
     balance_low_payload,
     format_levels,
     level_changes,
     parse_levels,
     valid_kind,
 )
+from fsbill.core.recharge import from_stored as recharge_settings
+from fsbill.core.recharge import requested_payload
 from fsbill.db import audit
+from fsbill.db import recharge as dbrecharge
 from fsbill.db.connection import Store
 from fsbill.db.rows import DbRow
 from fsbill.errors import InvalidInput, NotFound
@@ -70,22 +74,46 @@ def status_changed(store: Store, account: str, old: str, new: str, now_us: int) 
 # -- low balance ----------------------------------------------------------------------------------------
 def check_low_balance(store: Store, account_id: int, now_us: int) -> None:
     """Raise `balance.low` for each level what is available has just fallen under, and arm again
-    the levels it is back above; call at the end of a transaction that changed what the account
-    has available, after the change, under the account's lock (every caller holds it)."""
+    the levels it is back above; and, with auto-recharge on, `recharge.requested` when what is
+    available is under its level and a request is due (fsbill.db.recharge). Call at the end of a
+    transaction that changed what the account has available, after the change, under the
+    account's lock (every caller holds it)."""
     db, p = store.db, store.db.param
     found = db.execute_sql(
         'SELECT a."code", a."currency", a."balance_micros", a."credit_limit_micros", a."reserved_micros", '
-        'COALESCE(a."low_balance", t."low_balance"), a."arrears_micros" '
+        'COALESCE(a."low_balance", t."low_balance"), a."arrears_micros", '
+        'a."auto_recharge_micros", a."auto_recharge_below_micros", a."auto_recharge_max_per_day", '
+        'a."recharge_failures", t."timezone" '
         'FROM "account" a JOIN "tariff" t ON t."id" = a."tariff_id" '
         f'WHERE a."id" = {p}',
         (account_id,),
     ).fetchone()
-    if found is None or not found[5]:
-        return  # no level: the common case costs this one read
-    code, currency, balance_micros, limit_micros, held_micros, text, arrears_micros = found
+    if found is None or not (found[5] or found[7] is not None):
+        return  # no level, no auto-recharge: the common case costs this one read
+    code, currency, balance_micros, limit_micros, held_micros, text, arrears_micros = found[:7]
     balance = Money(balance_micros)
     available = available_of(balance, Money(limit_micros), Money(held_micros), Money(arrears_micros))
-    levels = _stored_levels(text)
+    if text:
+        _check_levels(store, account_id, code, currency, _stored_levels(text), available, balance, now_us)
+    settings = recharge_settings(*found[7:10])
+    if settings is not None and available < settings.below:  # else nothing more is read
+        key = dbrecharge.consider(store, account_id, settings, available, found[10] or 0, found[11] or "UTC", now_us)
+        if key is not None:
+            payload = requested_payload(code, currency, key, settings, available, balance)
+            raise_notice(store, RECHARGE_REQUESTED, code, payload, now_us)
+
+
+def _check_levels(
+    store: Store,
+    account_id: int,
+    code: str,
+    currency: str,
+    levels: tuple[Money, ...],
+    available: Money,
+    balance: Money,
+    now_us: int,
+) -> None:
+    db, p = store.db, store.db.param
     disarmed = {
         Money(r[0])
         for r in db.execute_sql(

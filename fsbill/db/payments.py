@@ -30,9 +30,9 @@ from fsbill.db import audit
 from fsbill.db.connection import Store
 from fsbill.db.ledger import account_for_update, pay_arrears, post
 from fsbill.db.notices import raise_notice
+from fsbill.db.payment_views import NoticeView, PaymentView, get_payment, notices, unmatched
 from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
-from fsbill.instant import iso
 
 MAX_CODE_CHARS = 64  # an account code (fsbill.db.ledger._valid_code)
 _RACE_RETRIES = 3  # a unique index refused our row: run the unit again, it then sees the other's
@@ -80,70 +80,6 @@ class Outcome:
         if self.owed:
             out["owed"] = str(self.owed)
         return out
-
-
-@dataclass(frozen=True)
-class NoticeView:
-    id: int
-    provider: str
-    key: str
-    kind: str
-    status: str
-    identity: str
-    account: str
-    amount: Money | None
-    currency: str
-    reason: str
-    payment_id: int | None
-    received_us: int
-    attempts: int
-
-    def as_json(self) -> dict:
-        return {
-            "id": self.id,
-            "provider": self.provider,
-            "key": self.key,
-            "kind": self.kind,
-            "status": self.status,
-            "identity": self.identity,
-            "account": self.account,
-            "amount": None if self.amount is None else str(self.amount),
-            "currency": self.currency,
-            "reason": self.reason,
-            "payment": self.payment_id,
-            "time": iso(self.received_us),
-            "attempts": self.attempts,
-        }
-
-
-@dataclass(frozen=True)
-class PaymentView:
-    id: int
-    identity: str
-    provider: str
-    kind: str
-    account: str
-    amount: Money
-    currency: str
-    refunded: Money
-    owed: Money
-    reference: str | None
-    created_us: int
-
-    def as_json(self) -> dict:
-        return {
-            "id": self.id,
-            "identity": self.identity,
-            "provider": self.provider,
-            "kind": self.kind,
-            "account": self.account,
-            "amount": str(self.amount),
-            "currency": self.currency,
-            "refunded": str(self.refunded),
-            "owed": str(self.owed),
-            "reference": self.reference,
-            "time": iso(self.created_us),
-        }
 
 
 # -- receiving -------------------------------------------------------------------------------------
@@ -446,67 +382,6 @@ def _once(store: Store, unit: Callable[[], Outcome]) -> Outcome:
 
 
 # -- operators -----------------------------------------------------------------------------------
-def _notice_view(row: DbRow) -> NoticeView:
-    return NoticeView(
-        id=row.id,
-        provider=row.provider,
-        key=row.key,
-        kind=row.kind,
-        status=row.status,
-        identity=row.identity,
-        account=row.account,
-        amount=None if row.amount_micros is None else Money(row.amount_micros),
-        currency=row.currency,
-        reason=row.reason,
-        payment_id=row.payment_id,
-        received_us=row.received_us,
-        attempts=row.attempts,
-    )
-
-
-def notices(store: Store, status: str | None = None, limit: int | None = None) -> list[NoticeView]:
-    """Notifications received, oldest first (with `status`, only those)."""
-    m = store.models
-    with store.reading():
-        q = m.PaymentNotice.select()
-        if status is not None:
-            q = q.where(m.PaymentNotice.status == status)
-        q = q.order_by(m.PaymentNotice.id)
-        if limit:
-            q = q.limit(limit)
-        return [_notice_view(r) for r in q]
-
-
-def unmatched(store: Store) -> list[NoticeView]:
-    return notices(store, "unmatched")
-
-
-def get_payment(store: Store, identity: str) -> PaymentView:
-    m = store.models
-    with store.reading():
-        row = (
-            m.Payment.select(m.Payment, m.Account.code)
-            .join(m.Account, on=(m.Payment.account_id == m.Account.id))
-            .where(m.Payment.identity == identity)
-            .first()
-        )
-        if row is None:
-            raise NotFound(f"no payment {identity!r}")
-        return PaymentView(
-            id=row.id,
-            identity=row.identity,
-            provider=row.provider,
-            kind=row.kind,
-            account=row.account.code,
-            amount=Money(row.amount_micros),
-            currency=row.currency,
-            refunded=Money(row.refunded_micros),
-            owed=Money(row.owed_micros),
-            reference=row.reference,
-            created_us=row.created_us,
-        )
-
-
 def apply_unmatched(store: Store, notice_id: int, account: str, actor: str, now_us: int) -> Outcome:
     """An operator applies an unmatched notification to the account they name: once (a second
     apply is a Conflict naming the first), audited, and checked like any credit (the account's

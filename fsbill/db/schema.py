@@ -87,6 +87,11 @@ def build_models(database: Database) -> SimpleNamespace:
         arrears_micros = BigIntegerField(default=0)  # charges not yet paid (migrations/0010_plans.py)
         low_balance = TextField(null=True)  # NULL = the tariff's levels, '' = none (migrations/0011_notices.py)
         parent_id = IntegerField(null=True)  # the reseller above it, NULL = top level (migrations/0013_resellers.py)
+        # auto-recharge: all NULL = off (migrations/0012_recharge.py)
+        auto_recharge_micros = BigIntegerField(null=True)
+        auto_recharge_below_micros = BigIntegerField(null=True)
+        auto_recharge_max_per_day = IntegerField(null=True)
+        recharge_failures = IntegerField(default=0)  # failed charges in a row since the last credit
 
     class AccountCli(Base):
         number = CharField(unique=True)
@@ -351,6 +356,19 @@ def build_models(database: Database) -> SimpleNamespace:
         last_error = TextField(default="")
         delivered_us = BigIntegerField(null=True)
 
+    class Recharge(Base):  # an auto-recharge request (migrations/0012_recharge.py, fsbill.db.recharge)
+        uid = CharField(unique=True, max_length=64)  # its key: the reference its credit carries
+        account_id = IntegerField()
+        amount_micros = BigIntegerField()
+        status = CharField(default="open")  # open | credited | failed
+        day = CharField(max_length=10)  # the local date it was made on (the tariff's time zone)
+        created_us = BigIntegerField()
+        closed_us = BigIntegerField(null=True)
+        entry_id = IntegerField(null=True)  # the ledger entry that credited it
+
+        class Meta:
+            indexes = ((("account_id", "day"), False), (("account_id", "status"), False))
+
     class ApiToken(Base):  # the HTTP API's bearer tokens, as hashes (migrations/0008_api.py)
         name = CharField(max_length=64, unique=True)
         role = CharField(max_length=16)  # admin | readonly | account
@@ -425,6 +443,7 @@ def build_models(database: Database) -> SimpleNamespace:
         Lease=Lease,
         LowBalanceState=LowBalanceState,
         Notice=Notice,
+        Recharge=Recharge,
         ApiToken=ApiToken,
         ApiIdempotency=ApiIdempotency,
         Payment=Payment,
@@ -453,6 +472,7 @@ def build_models(database: Database) -> SimpleNamespace:
         Lease,
         LowBalanceState,
         Notice,
+        Recharge,
         ApiToken,
         ApiIdempotency,
         Payment,
