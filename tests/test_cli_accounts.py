@@ -169,6 +169,7 @@ def test_account_add_show_list(cli):
     shown = cli.json("account", "show", "1001")
     assert shown.pop("guards")["daily_cap"] is None  # the fraud guards (tests/test_guards.py)
     assert (shown.pop("low_balance"), shown.pop("low_balance_from")) == ([], None)  # docs/NOTICES.md
+    assert (shown.pop("auto_recharge"), shown.pop("recharge_failures")) == (None, 0)  # off by default
     assert shown == created
     text = cli.ok("account", "show", "1001")
     assert "balance      0.00 EUR" in text
