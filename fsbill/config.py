@@ -36,6 +36,8 @@ REJECT_REASONS = (
     "destination_blocked",
     "rate_too_high",
     "call_rate",
+    # inbound numbers (docs/DIDS.md): an inbound call to a number that is not ours
+    "unknown_did",
 )
 
 

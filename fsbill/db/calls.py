@@ -18,6 +18,7 @@ import peewee
 
 from fsbill.core.call import AccountState, Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
+from fsbill.core.did import INBOUND, OUTBOUND, Did, admit_inbound
 from fsbill.core.grant import GrantPolicy, wants_extension
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
@@ -109,12 +110,16 @@ def reserve(
     accountcode: str = "",
     caller_id_name: str = "",
     context: str = "",
+    did: Did | None = None,
 ) -> Authorization:
     """Authorize a new call: read the account under its lock, ask the core (admit), hold the
     first grant and write the live-call row, in one transaction. With `vendor_legs` (least-cost
     routing) a channel is taken on each vendor of the bridge in the same transaction; the
     vendors found full or suspended by then are returned in `refused_vendors`, and a call
-    that gets none is refused as vendor_unavailable with nothing held."""
+    that gets none is refused as vendor_unavailable with nothing held. With `did` (an inbound
+    call, docs/DIDS.md) the account is the number's owner and the calls live on the number are
+    counted under the owner's lock (fsbill.core.did.admit_inbound); an admitted call's reason
+    is then "" or free_on_empty."""
     q = store.sql
     with store.transaction() as db:
         acc = one(db, q.account_by_id, (account_id,), ACCOUNT_COLUMNS)
@@ -126,7 +131,11 @@ def reserve(
         state = _account_state(acc)
         if not guards.is_empty:
             state = replace(state, guards=guards, usage=read_usage(store, db, acc.id, guards, tz, now_us))
-        admission = admit(uuid, visit, state, rate, policy, now_us, max_ring_s, destination)
+        if did is None:
+            admission = admit(uuid, visit, state, rate, policy, now_us, max_ring_s, destination)
+        else:
+            did_live = db.execute_sql(q.did_live_calls, (did.number,)).fetchone()[0]
+            admission = admit_inbound(uuid, visit, state, did, did_live, policy, now_us, max_ring_s)
         call = admission.call
         if call is None:
             return Authorization(admission.reason, None, Money(acc.balance_micros))
@@ -169,10 +178,12 @@ def reserve(
                 accountcode[:255],
                 caller_id_name[:255],
                 context[:255],
+                did.number if did is not None else "",
+                admission.reason,
             ),
         )
         check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
-    return Authorization("", call, Money(acc.balance_micros), refused)
+    return Authorization(admission.reason, call, Money(acc.balance_micros), refused)
 
 
 def mark_answered(store: Store, call: LiveCall, lease_until_us: int) -> None:
@@ -330,11 +341,15 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         start_us=end.start_us or lc.created_us,
         answer_us=end.answered_us if not recovered else lc.answered_us,
         result="recovered" if recovered else end.result,
-        reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
+        reason=(getattr(lc, "reason", "") or "")
+        if not recovered
+        else "settled by reaper: charged the minimum it provably owes",
         bleg_uuid=(end.bleg_uuid or getattr(lc, "bleg_uuid", "") or "")[:255],
         accountcode=getattr(lc, "accountcode", "") or "",
         caller_id_name=getattr(lc, "caller_id_name", "") or "",
         context=getattr(lc, "context", "") or "",
+        direction=INBOUND if getattr(lc, "did", "") else OUTBOUND,
+        did=getattr(lc, "did", "") or "",
     )
     view = _write_cdr(store, fields)
     if end.bridge is not None or recovered:
@@ -432,6 +447,8 @@ def write_rejection(store: Store, rejection: RejectionRecord, now_us: int, resul
                 accountcode=r.accountcode[:255],
                 caller_id_name=r.caller_id_name[:255],
                 context=r.context[:255],
+                direction=r.direction,
+                did=r.did[:255],
             )
             return _cdr_view(row)
     except peewee.IntegrityError:
