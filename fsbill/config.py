@@ -131,6 +131,8 @@ DEFAULT_REJECTIONS: dict[str, Rejection] = {
     "destination_blocked": Rejection(action="respond", code=403, text="Forbidden"),
     "rate_too_high": Rejection(action="respond", code=403, text="Forbidden"),
     "call_rate": Rejection(action="respond", code=503, text="Service Unavailable"),
+    # an inbound call (fsbill_direction=inbound) to a number that is not ours (docs/DIDS.md)
+    "unknown_did": Rejection(action="respond", code=404, text="Not Found"),
 }
 
 

@@ -139,6 +139,7 @@ def reserve(
         call = admission.call
         if call is None:
             return Authorization(admission.reason, None, Money(acc.balance_micros))
+        rate = call.rate  # what it was admitted at (an inbound free_on_empty call: zero)
         refused: frozenset[str] = frozenset()
         if vendor_legs:
             refused = frozenset(take_channels(store, uuid, visit, vendor_legs))
