@@ -191,3 +191,17 @@ def test_an_on_net_call_to_a_customers_number_without_the_direction_stays_the_ca
     )
     assert cdr.charged == Money.parse("0.50")
     assert rig.show("shop").balance == Money.parse("10.00")
+
+
+def test_a_free_on_empty_call_of_a_suspended_owner_is_not_cut_under_on_suspend_cut(db_url):
+    rig = Rig(db_url, time_scale=25, on_suspend="cut")
+    try:
+        rig.account("shop", "1.00")
+        add_did(rig, rate=Money.parse("0.60"), on_empty="free")
+        ledger.set_status(rig.store, "shop", "suspended", rig.clock.now_us())
+        rec = rig.switch.place_call(rig.address, inbound(rig, talk_s=40))  # several heartbeats (10 s)
+        [cdr] = rig.settled(1)
+        assert rec.hangup_cause == "NORMAL_CLEARING"
+        assert (cdr.result, cdr.reason, cdr.billed_s, cdr.charged) == ("completed", "free_on_empty", 40, Money(0))
+    finally:
+        rig.close()

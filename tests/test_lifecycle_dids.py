@@ -131,3 +131,23 @@ def test_an_owner_with_money_pays_the_numbers_price():
     )
     assert admission.reason == "" and admission.call is not None
     assert admission.call.granted_s == 10 and admission.call.held == Money.parse("0.10")
+
+
+def test_a_call_let_through_unbilled_is_never_cut_for_its_owners_suspension():
+    from dataclasses import replace
+
+    from fsbill.core.call import Beat
+
+    cfg = replace(config(), on_suspend="cut")
+    owner = PayerAccount(7, "shop", 1, "EUR", "suspended")
+    free = Did("4930555000", 7, "x", Money.parse("0.60"), on_empty="free")
+    state, _ = lc.start(inbound(), cfg, T0)
+    state, _ = lc.step(state, ev.PayerFound(owner, free), T0)
+    admission = admit_inbound("u-9", 1, active(status="suspended"), free, 0, POLICY, T0, 120)
+    state, commands = lc.step(state, ev.Reserved(admission.reason, admission.call, 0), T0)
+    assert state.unbilled and lc.Note("accepted", {"reason": FREE_ON_EMPTY}) in commands
+    state, _ = lc.step(state, ev.Answered(T0 + US), T0 + US)
+    state, commands = lc.step(state, ev.Tick(), T0 + 2 * US)
+    beat = next(c for c in commands if isinstance(c, lc.Beat))
+    _, commands = lc.step(state, ev.BeatDone(Beat(beat.known, Money(0), Money(0), False, False)), T0 + 2 * US)
+    assert not [c for c in commands if isinstance(c, lc.Kill)]

@@ -27,7 +27,7 @@ from fsbill.core.commands import (
     Reserve,
     RoutesStale,
 )
-from fsbill.core.did import UNKNOWN_DID, Did, dial_of_did, rate_of_did
+from fsbill.core.did import FREE_ON_EMPTY, UNKNOWN_DID, Did, dial_of_did, rate_of_did
 from fsbill.core.grant import cutoff_offset_s
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, normalize_number
@@ -159,7 +159,7 @@ def _reserved(state: CallState, result: ev.Reserved, now_us: int) -> Step:
     if legs:
         legs = tuple(leg for leg in legs if leg.vendor not in result.refused_vendors)
         dial = ""  # the driver composes the failover bridge from the legs
-    state = replace(state, call=call, dial=dial, legs=legs)
+    state = replace(state, call=call, dial=dial, legs=legs, unbilled=result.reason == FREE_ON_EMPTY)
     commands += [
         Note(
             "authorized",

@@ -61,6 +61,7 @@ class CallState:
     settlement: CallEnd | None = None  # the settlement in flight
     after_settling: str = DONE  # where a settlement in flight leads (TRANSFERRED for a transfer)
     did: Did | None = None  # an inbound call's number, once found (docs/DIDS.md)
+    unbilled: bool = False  # let through unbilled (an inbound number's on_empty: free): never cut for suspension
 
     @property
     def leg(self) -> tuple[str, int] | None:
