@@ -8,6 +8,7 @@ import gevent
 import pytest
 from rig import Rig
 
+from fsbill.cdr_format import FIELDS, record
 from fsbill.core.money import Money
 from fsbill.db import dids as dbdids
 from fsbill.db import ledger, management
@@ -63,6 +64,14 @@ def test_an_inbound_call_is_billed_to_the_owner_at_the_numbers_rate_not_to_the_c
     assert (cdr.initial_increment_s, cdr.increment_s) == (30, 6)
     # 31 s at 30/6 bills 36 s: 0.05 + 36 × 0.60 / 60 = 0.41
     assert (cdr.billed_s, cdr.cost, cdr.charged, cdr.reason) == (36, Money.parse("0.41"), Money.parse("0.41"), "")
+    exported = record(cdr)  # `fsbill cdr export`: the new fields come after all the others
+    assert list(exported)[-2:] == ["direction", "did"] and list(exported) == list(FIELDS)
+    assert (exported["account"], exported["direction"], exported["did"], exported["charged"]) == (
+        "shop",
+        "inbound",
+        DID,
+        "0.41",
+    )
     assert rig.show("shop").balance == Money.parse("9.59")
     assert rig.show("caller").balance == Money.parse("5.00")
     assert rig.show("shop").reserved == Money(0)
