@@ -214,3 +214,28 @@ def test_a_free_on_empty_call_of_a_suspended_owner_is_not_cut_under_on_suspend_c
         assert (cdr.result, cdr.reason, cdr.billed_s, cdr.charged) == ("completed", "free_on_empty", 40, Money(0))
     finally:
         rig.close()
+
+
+def test_max_channels_counts_the_calls_to_the_number_on_every_node(pg_url):
+    """Two nodes on one PostgreSQL database: the number's limit is counted in the database,
+    under its owner's lock, so a call on node B sees the one live on node A."""
+    a = Rig(pg_url, time_scale=25)
+    b = Rig(pg_url, time_scale=25, seed_tariff=False, node="node-b")
+    try:
+        a.account("shop", "10.00")
+        add_did(a, rate=Money.parse("0.60"), max_channels=1)
+        first = a.switch.start_call(a.address, inbound(a, talk_s=60))
+        with gevent.Timeout(10):
+            while not a.live():
+                gevent.sleep(0.02)
+        second = b.switch.place_call(b.address, inbound(b, talk_s=5))
+        assert second.responded is not None and second.responded.startswith("486")
+        first.get(timeout=30)
+        cdrs = a.settled(2)
+        assert sorted((c.node, c.result, c.reason) for c in cdrs) == [
+            ("node-a", "completed", ""),
+            ("node-b", "rejected", "channel_limit"),
+        ]
+    finally:
+        b.close()
+        a.close()
