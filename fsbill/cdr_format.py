@@ -81,6 +81,9 @@ BILLING_FIELDS = (
     "vendor",
     "vendor_cost",
     "margin",
+    # inbound numbers (docs/DIDS.md): after every other field, so column positions stay put
+    "direction",
+    "did",
 )
 FIELDS = FREESWITCH_FIELDS + BILLING_FIELDS
 
@@ -144,6 +147,8 @@ def record(cdr: CdrView) -> dict[str, Any]:
         "vendor": cdr.vendor or None,
         "vendor_cost": money(cdr.vendor_cost),
         "margin": money(cdr.margin),
+        "direction": cdr.direction,
+        "did": cdr.did or None,
     }
 
 

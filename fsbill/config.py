@@ -55,6 +55,8 @@ REJECT_REASONS = (
     "destination_blocked",
     "rate_too_high",
     "call_rate",
+    # inbound numbers (docs/DIDS.md): an inbound call to a number that is not ours
+    "unknown_did",
 )
 
 
@@ -92,6 +94,8 @@ DEFAULT_REJECTIONS: dict[str, Rejection] = {
     "destination_blocked": Rejection(action="respond", code=403, text="Forbidden"),
     "rate_too_high": Rejection(action="respond", code=403, text="Forbidden"),
     "call_rate": Rejection(action="respond", code=503, text="Service Unavailable"),
+    # an inbound call (fsbill_direction=inbound) to a number that is not ours (docs/DIDS.md)
+    "unknown_did": Rejection(action="respond", code=404, text="Not Found"),
 }
 
 

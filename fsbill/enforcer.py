@@ -25,6 +25,7 @@ from fsbill.core import lifecycle as lc
 from fsbill.core.grant import US, GrantPolicy
 from fsbill.db import Store
 from fsbill.db import calls as dbcalls
+from fsbill.db import dids as dbdids
 from fsbill.db import vendors as dbvendors
 from fsbill.db.adoption import Adopted
 from fsbill.db.rates import DeckCache
@@ -209,6 +210,9 @@ class Driver:
     def find_payer(self, c: lc.FindPayer, state: lc.CallState) -> ev.Event:
         try:
             with self.e.timed("find_account"):
+                if c.payer.by == "did":  # an inbound call: the number's owner (docs/DIDS.md)
+                    found = dbdids.find_did(self.e.store, c.payer.value)
+                    return ev.PayerFound(found[1], found[0]) if found else ev.PayerFound(None)
                 return ev.PayerFound(dbcalls.find_payer(self.e.store, c.payer))
         except DatabaseUnavailable as exc:
             return ev.DatabaseDown(str(exc))
@@ -255,6 +259,7 @@ class Driver:
                     context=c.context,
                     # the levels above a reseller's customer rate the call in their own tariffs
                     rate_for=lambda tariff_id: e.decks.get(tariff_id, now_us).lookup(c.number, now_us),
+                    did=c.did,
                 )
         except DatabaseUnavailable as exc:
             return ev.DatabaseDown(str(exc))

@@ -70,3 +70,18 @@ def test_simulate_without_a_dial_string_exercises_lcr(sqlite_url, capsys, monkey
         assert attempts(rig.store, dialled["uuid"]) == []
     finally:
         rig.close()
+
+
+def test_the_inbound_dialplan_marks_the_call_inbound_and_names_neither_payer_nor_bridge():
+    """dialplan/fsbill_inbound.xml (docs/DIDS.md): the number's owner pays and the number's dial
+    string is bridged, so the file sets neither; it marks the call inbound and hands it to the
+    same socket as the prepaid dialplan, with the same 503 fallback."""
+    inbound = _actions(DIALPLAN / "fsbill_inbound.xml")
+    prepaid = _actions(DIALPLAN / "fsbill_prepaid.xml")
+    assert inbound[0] == ("set", "fsbill_direction=inbound")
+    assert [a for a in inbound if a[0] == "socket"] == [a for a in prepaid if a[0] == "socket"]
+    assert inbound[-1] == ("respond", "503 Service Unavailable")
+    assert not any(name in data for _, data in inbound for name in ("fsbill_account", "fsbill_dial_string"))
+    # the prepaid dialplans never mark a call inbound: an on-net call to a DID stays outbound
+    for name in ("fsbill_prepaid.xml", "fsbill_prepaid_lcr.xml"):
+        assert not any("fsbill_direction" in data for _, data in _actions(DIALPLAN / name))

@@ -27,6 +27,7 @@ from fsbill.core.commands import (
     Reserve,
     RoutesStale,
 )
+from fsbill.core.did import FREE_ON_EMPTY, UNKNOWN_DID, Did, dial_of_did, rate_of_did
 from fsbill.core.grant import cutoff_offset_s
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, normalize_number
@@ -42,6 +43,8 @@ def authorizing(state: CallState, event: ev.Event, now_us: int) -> Step:
     if isinstance(event, (ev.SocketClosed, ev.CommandFailed)):
         return replace(state, phase=DONE), [Note("authorization_abandoned", {"uuid": state.channel.uuid}), Finish()]
     if state.phase == PAYER and isinstance(event, ev.PayerFound):
+        if state.payer is not None and state.payer.by == "did":
+            return _did_found(state, event.account, event.did)
         return _payer_found(state, event.account, now_us)
     if state.phase == RATE and isinstance(event, ev.RateFound):
         if event.rate is None:
@@ -79,6 +82,21 @@ def _payer_found(state: CallState, account: PayerAccount | None, now_us: int) ->
     if nibble is not None:
         return _rated(replace(state, rate=Rate.adhoc(nibble)), now_us)
     return replace(state, phase=RATE), [FindRate(account.tariff_id, number, ch.created_us or now_us)]
+
+
+def _did_found(state: CallState, owner: PayerAccount | None, did: Did | None) -> Step:
+    """An inbound call: its number's owner pays at the number's own price, and it is bridged to
+    the number's dial string. A number that is not ours (or was removed) is refused; an owner
+    that may not pay is refused here unless the number lets such calls through (on_empty:
+    free, decided with the reservation, fsbill.core.did.admit_inbound)."""
+    payer = state.payer
+    assert payer is not None
+    if did is None or owner is None or did.status != "active":
+        return refuse(state, Refused(UNKNOWN_DID, f"no inbound number {payer.value}"))
+    state = replace(state, account=owner, did=did, number=did.number, rate=rate_of_did(did), dial=dial_of_did(did))
+    if owner.status != "active" and did.on_empty != "free":
+        return refuse(state, refusal_of(state, "closed" if owner.status == "closed" else "suspended"))
+    return _routed(state, None, ())
 
 
 def _rated(state: CallState, now_us: int) -> Step:
@@ -122,6 +140,7 @@ def _routed(state: CallState, route: Route | None, legs: tuple[Leg, ...]) -> Ste
             ch.var("accountcode"),
             ch.caller_id_name,
             ch.context,
+            state.did,
         )
     )
     return replace(state, phase=RESERVE, dial=dial, legs=legs), commands
@@ -140,7 +159,7 @@ def _reserved(state: CallState, result: ev.Reserved, now_us: int) -> Step:
     if legs:
         legs = tuple(leg for leg in legs if leg.vendor not in result.refused_vendors)
         dial = ""  # the driver composes the failover bridge from the legs
-    state = replace(state, call=call, dial=dial, legs=legs)
+    state = replace(state, call=call, dial=dial, legs=legs, unbilled=result.reason == FREE_ON_EMPTY)
     commands += [
         Note(
             "authorized",
@@ -156,7 +175,7 @@ def _reserved(state: CallState, result: ev.Reserved, now_us: int) -> Step:
                 "vendors": ",".join(leg.vendor for leg in legs) or None,
             },
         ),
-        Note("accepted"),
+        Note("accepted", {"reason": result.reason} if result.reason else {}),
         Follow((call.uuid, call.visit)),
         HoldChanged(account.currency, call.held),
     ]
@@ -172,7 +191,9 @@ def _database_down(state: CallState, error: str, now_us: int) -> Step:
     commands: list[Command] = [
         Note("database_unavailable", {"uuid": ch.uuid, "account": name, "error": error, "policy": config.on_db_error})
     ]
-    if config.on_db_error != "allow":
+    if config.on_db_error != "allow" or payer.by == "did":
+        # an inbound call is never let through unreserved: its payer is a number's owner,
+        # found only in the database
         return refuse(state, Refused("db_error", error, name), commands)
     # The operator chose availability over the invariant for outages: the call gets a short
     # FreeSWITCH-enforced grant with nothing held, and is charged once the database is back

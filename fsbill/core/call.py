@@ -63,6 +63,7 @@ READ_VARIABLES = (
     "fsbill_destination",
     "fsbill_dial_string",
     "nibble_rate",
+    "fsbill_direction",  # inbound: the called number's owner pays (fsbill.core.did, docs/DIDS.md)
 )
 
 

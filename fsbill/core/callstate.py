@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from fsbill.core.call import Channel, LiveCall, Payer
 from fsbill.core.commands import Command, Config
+from fsbill.core.did import Did
 from fsbill.core.grant import US
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
@@ -59,6 +60,8 @@ class CallState:
     rejection: RejectionRecord | None = None  # the refused call's CDR, once its end is known
     settlement: CallEnd | None = None  # the settlement in flight
     after_settling: str = DONE  # where a settlement in flight leads (TRANSFERRED for a transfer)
+    did: Did | None = None  # an inbound call's number, once found (docs/DIDS.md)
+    unbilled: bool = False  # let through unbilled (an inbound number's on_empty: free): never cut for suspension
 
     @property
     def leg(self) -> tuple[str, int] | None:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fsbill.core.call import CutoffMark, LiveCall, Payer
+from fsbill.core.did import Did
 from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
@@ -43,6 +44,9 @@ class Subscribe:
 
 @dataclass(frozen=True)
 class FindPayer:
+    """Who pays: the account the payer names, or (`payer.by == "did"`) the owner of the inbound
+    number it names, with that number."""
+
     payer: Payer
 
 
@@ -72,6 +76,7 @@ class Reserve:
     accountcode: str
     caller_id_name: str
     context: str
+    did: Did | None = None  # an inbound call: admitted on the number's limits and on_empty policy
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fsbill.core.call import Beat, LiveCall
+from fsbill.core.did import Did
 from fsbill.core.rating import Rate
 from fsbill.core.records import Leg, PayerAccount
 from fsbill.core.routing import Route
@@ -124,6 +125,7 @@ class Tick:
 @dataclass(frozen=True)
 class PayerFound:
     account: PayerAccount | None  # None: no account goes by that name or caller id
+    did: Did | None = None  # an inbound call's number (its owner is `account`); None: not ours
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ from fsbill.core.commands import (
     WarnAt,
     WriteRejection,
 )
+from fsbill.core.did import UNKNOWN_DID, did_number, is_inbound
 from fsbill.core.grant import US
 from fsbill.core.live import beat, live, on_answer
 from fsbill.core.records import PayerAccount
@@ -98,6 +99,12 @@ def start(channel: Channel, config: Config, now_us: int) -> Step:
     pre_answered = channel.answered_us is not None
     state = CallState(PAYER, channel, pre_answered, config)
     commands: list[Command] = [Subscribe(bridge_events=pre_answered or config.lcr)]
+    if is_inbound(channel):  # the number's owner pays, never the caller (docs/DIDS.md)
+        number = did_number(channel)
+        if number is None:
+            return refuse(state, Refused(UNKNOWN_DID, f"not a number: {channel.destination!r}"), commands)
+        owner = Payer("did", number, "destination_number")
+        return replace(state, payer=owner), [*commands, FindPayer(owner)]
     payer = payer_of(channel, config.nibblebill_compat)
     if payer is None:
         return refuse(

@@ -150,7 +150,7 @@ def _beat_done(state: CallState, event: ev.BeatDone, now_us: int) -> Step:
     if call.held != old.held:
         commands.append(HoldChanged(account.currency, call.held - old.held))
     kill: list[Command] = []
-    if not result.account_active and config.on_suspend == "cut" and not state.cut_for_suspension:
+    if not result.account_active and config.on_suspend == "cut" and not state.cut_for_suspension and not state.unbilled:
         # on_suspend: cut — the account was suspended: end its calls now, through their own
         # socket (finish_grant, the default, lets them run to the end of what they hold)
         state = replace(state, cut_for_suspension=True)

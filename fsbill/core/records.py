@@ -78,6 +78,8 @@ class RejectionRecord:
     accountcode: str = ""
     caller_id_name: str = ""
     context: str = ""
+    direction: str = "outbound"  # outbound | inbound (docs/DIDS.md)
+    did: str = ""  # the inbound number called
 
 
 __all__ = ["BridgeOutcome", "CallEnd", "Leg", "PayerAccount", "RejectionRecord"]

@@ -13,6 +13,7 @@ from fsbill.core import events as ev
 from fsbill.core.call import destination_of
 from fsbill.core.callstate import DONE, REFUSED, REFUSING, WRITING_REJECTION, CallState, Refused, Step
 from fsbill.core.commands import Command, DeferRejection, Finish, Note, Refuse, WriteRejection
+from fsbill.core.did import INBOUND, OUTBOUND
 from fsbill.core.grant import US
 from fsbill.core.records import RejectionRecord
 
@@ -76,6 +77,8 @@ def _write_rejection(state: CallState, cause: str, now_us: int) -> Step:
         accountcode=ch.var("accountcode"),
         caller_id_name=ch.caller_id_name,
         context=ch.context,
+        direction=INBOUND if state.payer is not None and state.payer.by == "did" else OUTBOUND,
+        did=state.payer.value if state.payer is not None and state.payer.by == "did" else "",
     )
     return replace(state, phase=WRITING_REJECTION, wake_us=None, rejection=record), [WriteRejection(record)]
 

@@ -19,6 +19,7 @@ import peewee
 from fsbill.core import chain
 from fsbill.core.call import AccountState, Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
+from fsbill.core.did import INBOUND, OUTBOUND, Did, admit_inbound
 from fsbill.core.grant import GrantPolicy, wants_extension
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
@@ -113,19 +114,23 @@ def reserve(
     caller_id_name: str = "",
     context: str = "",
     rate_for: Callable[[int], Rate | None] | None = None,
+    did: Did | None = None,
 ) -> Authorization:
     """Authorize a new call: read the account under its lock, ask the core (admit), hold the
     first grant and write the live-call row, in one transaction. With `vendor_legs` (least-cost
     routing) a channel is taken on each vendor of the bridge in the same transaction; the
     vendors found full or suspended by then are returned in `refused_vendors`, and a call
-    that gets none is refused as vendor_unavailable with nothing held.
+    that gets none is refused as vendor_unavailable with nothing held. With `did` (an inbound
+    call, docs/DIDS.md) the account is the number's owner and the calls live on the number are
+    counted under the owner's lock (fsbill.core.did.admit_inbound); an admitted call's reason
+    is then "" or free_on_empty. Such a call is billed to the owner alone, not its chain.
 
     Under resellers (fsbill.core.chain) the levels above the account are rated in their own
     tariffs (`rate_for(tariff_id)`, else the database's index) and locked top first, before
     the account; every level must afford the first block, the grant is the smallest any
     level affords, and each level holds it at its own rate in the same transaction."""
     q = store.sql
-    above = dbchain.ancestors(store, account_id)
+    above = dbchain.ancestors(store, account_id) if did is None else []  # inbound: the owner alone
     rates: list[Rate] = []
     if above:
         lookup = rate_for or (lambda tariff_id: IndexedDeck(store, tariff_id).lookup(destination, now_us))
@@ -153,10 +158,15 @@ def reserve(
                 why = chain.short_of(levels, policy)
             if why:
                 return Authorization(why, None, Money(acc.balance_micros))
-        admission = admit(uuid, visit, state, rate, policy, now_us, max_ring_s, destination, cap)
+        if did is None:
+            admission = admit(uuid, visit, state, rate, policy, now_us, max_ring_s, destination, cap)
+        else:
+            did_live = db.execute_sql(q.did_live_calls, (did.number,)).fetchone()[0]
+            admission = admit_inbound(uuid, visit, state, did, did_live, policy, now_us, max_ring_s)
         call = admission.call
         if call is None:
             return Authorization(admission.reason, None, Money(acc.balance_micros))
+        rate = call.rate  # what it was admitted at (an inbound free_on_empty call: zero)
         refused: frozenset[str] = frozenset()
         if vendor_legs:
             refused = frozenset(take_channels(store, uuid, visit, vendor_legs))
@@ -196,6 +206,8 @@ def reserve(
                 accountcode[:255],
                 caller_id_name[:255],
                 context[:255],
+                did.number if did is not None else "",
+                admission.reason,
             ),
         )
         if levels:
@@ -203,7 +215,7 @@ def reserve(
             if visit == 1:  # a new call, not a transfer back
                 dbchain.count_call_start(store, levels, now_us)
         check_low_balance(store, acc.id, now_us)  # docs/NOTICES.md
-    return Authorization("", call, Money(acc.balance_micros), refused)
+    return Authorization(admission.reason, call, Money(acc.balance_micros), refused)
 
 
 def mark_answered(store: Store, call: LiveCall, lease_until_us: int) -> None:
@@ -376,11 +388,15 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         start_us=end.start_us or lc.created_us,
         answer_us=end.answered_us if not recovered else lc.answered_us,
         result="recovered" if recovered else end.result,
-        reason="" if not recovered else "settled by reaper: charged the minimum it provably owes",
+        reason=(getattr(lc, "reason", "") or "")
+        if not recovered
+        else "settled by reaper: charged the minimum it provably owes",
         bleg_uuid=(end.bleg_uuid or getattr(lc, "bleg_uuid", "") or "")[:255],
         accountcode=getattr(lc, "accountcode", "") or "",
         caller_id_name=getattr(lc, "caller_id_name", "") or "",
         context=getattr(lc, "context", "") or "",
+        direction=INBOUND if getattr(lc, "did", "") else OUTBOUND,
+        did=getattr(lc, "did", "") or "",
     )
     view = _write_cdr(store, fields)
     if end.bridge is not None or recovered:
@@ -478,6 +494,8 @@ def write_rejection(store: Store, rejection: RejectionRecord, now_us: int, resul
                 accountcode=r.accountcode[:255],
                 caller_id_name=r.caller_id_name[:255],
                 context=r.context[:255],
+                direction=r.direction,
+                did=r.did[:255],
             )
             return _cdr_view(row)
     except peewee.IntegrityError:

@@ -140,6 +140,9 @@ def build_models(database: Database) -> SimpleNamespace:
         accountcode = CharField(default="")
         caller_id_name = CharField(default="")
         context = CharField(default="")
+        # inbound numbers (migrations/0014_dids.py): the number called, why it is unbilled
+        did = CharField(default="")
+        reason = CharField(default="")
 
         class Meta:
             primary_key = CompositeKey("uuid", "visit")
@@ -180,6 +183,23 @@ def build_models(database: Database) -> SimpleNamespace:
         accountcode = CharField(default="")
         caller_id_name = CharField(default="")
         context = CharField(default="")
+        # inbound numbers (migrations/0014_dids.py), after the columns the CGRateS mapping numbers
+        direction = CharField(default="outbound")  # outbound | inbound
+        did = CharField(default="")
+
+    class Did(Base):  # an inbound number (migrations/0014_dids.py, fsbill.db.dids)
+        number = CharField(unique=True)
+        account_id = IntegerField()
+        dial_string = CharField()
+        rate_micros = BigIntegerField(null=True)  # None: free inbound
+        connect_fee_micros = BigIntegerField(default=0)
+        initial_increment_s = IntegerField(default=1)
+        increment_s = IntegerField(default=1)
+        on_empty = CharField(default="reject")  # reject | free
+        max_channels = IntegerField(default=0)  # 0 = no limit
+        status = CharField(default="active")  # active | removed
+        created_us = BigIntegerField()
+        updated_us = BigIntegerField()
 
     class Vendor(Base):
         name = CharField(unique=True)
@@ -448,6 +468,7 @@ def build_models(database: Database) -> SimpleNamespace:
         ApiIdempotency=ApiIdempotency,
         Payment=Payment,
         PaymentNotice=PaymentNotice,
+        Did=Did,
     )
     all_models = [
         Tariff,
@@ -477,6 +498,7 @@ def build_models(database: Database) -> SimpleNamespace:
         ApiIdempotency,
         Payment,
         PaymentNotice,
+        Did,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models

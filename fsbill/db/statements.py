@@ -54,6 +54,8 @@ LIVE_CALL_COLUMNS = (
     "accountcode",
     "caller_id_name",
     "context",
+    "did",
+    "reason",
 )
 CDR_COLUMNS = (
     "uuid",
@@ -90,6 +92,8 @@ CDR_COLUMNS = (
     "accountcode",
     "caller_id_name",
     "context",
+    "direction",
+    "did",
 )
 LEDGER_COLUMNS = (
     "account_id",
@@ -157,6 +161,8 @@ class Statements:
             f'UPDATE "live_call" SET "held_micros" = {p}, "debited_micros" = {p}, "granted_s" = {p}, '
             f'"lease_until_us" = {p}, "hold_until_us" = {p}, "cutoff_us" = {p} WHERE {leg}'
         )
+        # the live calls to an inbound number (counted under its owner's lock: fsbill.db.calls.reserve)
+        self.did_live_calls = f'SELECT COUNT(*) FROM "live_call" WHERE "did" = {p}'
         self.delete_live_call = f'DELETE FROM "live_call" WHERE {leg}'
         self.insert_cdr = f'INSERT INTO "cdr" ({_cols(CDR_COLUMNS)}) VALUES ({", ".join([p] * len(CDR_COLUMNS))})'
 
@@ -201,6 +207,8 @@ def cdr_values(**fields: Any) -> list[Any]:
         "accountcode": "",
         "caller_id_name": "",
         "context": "",
+        "direction": "outbound",
+        "did": "",
         "visit": 1,
     }
     unknown = set(fields) - set(CDR_COLUMNS)

@@ -50,6 +50,8 @@ class CdrView:
     accountcode: str = ""
     caller_id_name: str = ""
     context: str = ""
+    direction: str = "outbound"  # outbound | inbound (docs/DIDS.md)
+    did: str = ""  # the inbound number called
 
     FIELDS = (
         "uuid",
@@ -81,6 +83,8 @@ class CdrView:
         "vendor",
         "vendor_cost",
         "margin",
+        "direction",
+        "did",
     )
 
     def as_json(self) -> dict:
@@ -117,6 +121,8 @@ class CdrView:
             "vendor": self.vendor,
             "vendor_cost": money(self.vendor_cost),
             "margin": money(self.margin),
+            "direction": self.direction,
+            "did": self.did,
         }
 
 
@@ -158,6 +164,8 @@ def _cdr_view(row: DbRow) -> CdrView:
         accountcode=getattr(row, "accountcode", "") or "",
         caller_id_name=getattr(row, "caller_id_name", "") or "",
         context=getattr(row, "context", "") or "",
+        direction=getattr(row, "direction", "") or "outbound",
+        did=getattr(row, "did", "") or "",
     )
 
 
