@@ -7,7 +7,8 @@ file's fixtures, ports and timing assumptions exactly as in a plain `pytest` run
 
 Many tests wait on a scaled real-time clock (restarts, leases, calls of several seconds), so
 files run side by side even on two cores: the longest start first (what we measured, below),
-then the rest by size. `FSBILL_TEST_JOBS` sets how many run at once (default 3). Extra
+then the rest by size. `FSBILL_TEST_JOBS` sets how many run at once (default 4: most files
+wait on those clocks far more than they compute). Extra
 arguments go to every pytest (e.g. `-x`, `-k pattern`). The last line gives the files passed and
 the tests passed, failed and skipped over all of them. Exit status: 0 only if every file
 passed; each failing file's output is printed whole.
@@ -31,13 +32,18 @@ ROOT = Path(__file__).resolve().parent.parent
 # process from starting a four-minute file when the others are done.
 MEASURED_S = {
     "tests/test_restart.py": 240,
+    "tests/test_call_flows.py": 150,
     "tests/test_multinode.py": 110,
-    "tests/test_call_flows.py": 100,
+    "tests/test_enforcer.py": 110,
+    "tests/test_cli_contract.py": 95,
     "tests/test_books.py": 90,
-    "tests/test_enforcer.py": 60,
+    "tests/test_dids.py": 85,
+    "tests/test_lcr.py": 80,
+    "tests/test_api_schema.py": 65,
+    "tests/test_readme.py": 55,
+    "tests/test_charges.py": 50,
     "tests/test_workers.py": 40,
     "tests/test_hostile_peers.py": 30,
-    "tests/test_readme.py": 28,
 }
 
 
@@ -80,7 +86,7 @@ def suite_files() -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    jobs = int(os.environ.get("FSBILL_TEST_JOBS", "3"))
+    jobs = int(os.environ.get("FSBILL_TEST_JOBS", "4"))
     queue = suite_files()
     running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
     results: list[tuple[str, int, float, str]] = []
