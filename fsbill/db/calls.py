@@ -17,7 +17,7 @@ from typing import Any
 import peewee
 
 from fsbill.core import chain
-from fsbill.core.call import AccountState, Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
+from fsbill.core.call import Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
 from fsbill.core.did import INBOUND, OUTBOUND, Did, admit_inbound
 from fsbill.core.grant import GrantPolicy, wants_extension
@@ -30,7 +30,7 @@ from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import pay_arrears, post
 from fsbill.db.notices import check_low_balance
 from fsbill.db.rates import IndexedDeck
-from fsbill.db.rows import DbRow, rate_columns, rate_of
+from fsbill.db.rows import DbRow, account_state_of, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, CDR_COLUMNS, LIVE_CALL_COLUMNS, Statements, cdr_values, one
 from fsbill.db.statements import row as as_row
 from fsbill.db.vendors import settle_vendors, take_channels
@@ -53,18 +53,6 @@ def find_payer(store: Store, payer: Payer) -> PayerAccount | None:
 
 
 # -- reading what a decision needs, under the lock --------------------------------------------------
-def _account_state(acc: DbRow) -> AccountState:
-    return AccountState(
-        status=acc.status,
-        balance=Money(acc.balance_micros),
-        credit_limit=Money(acc.credit_limit_micros),
-        held=Money(acc.reserved_micros),
-        live_channels=acc.live_channels,
-        max_channels=acc.max_channels or 0,
-        arrears=Money(acc.arrears_micros),
-    )
-
-
 def _live_call(lc: DbRow) -> LiveCall:
     return LiveCall(
         uuid=lc.uuid,
@@ -146,7 +134,7 @@ def reserve(
         visit = _next_visit(db, q, uuid)
         # the fraud guards, read under the same lock: the period's spend, the calls of the last minute
         guards, tz = read_guards(store, db, acc.id)
-        state = _account_state(acc)
+        state = account_state_of(acc)
         if not guards.is_empty:
             state = replace(state, guards=guards, usage=read_usage(store, db, acc.id, guards, tz, now_us))
         cap = None
@@ -252,7 +240,7 @@ def heartbeat(
         call = _live_call(lc)
         if known is not None:  # what the row does not keep: is the grant final, is the warning armed
             call = replace(call, final=known.final, warned=known.warned)
-        state = chain.status_of(_account_state(acc), levels)
+        state = chain.status_of(account_state_of(acc), levels)
         elapsed_s = max(0, now_us - call.answered_us) // 1_000_000 if call.answered_us is not None else 0
         cap = None
         if extend and wants_extension(call.granted_s, elapsed_s, policy):
@@ -368,7 +356,7 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
     if recovered:
         charge = recovered_charge(call)
     else:
-        charge = settlement(call, end.answered_us, end.end_us, _account_state(acc))
+        charge = settlement(call, end.answered_us, end.end_us, account_state_of(acc))
     balance_after = _charge_account(store, acc, charge, end.now_us, lc.uuid, "recovered" if recovered else "settlement")
     db.execute_sql(q.hold, (0, -1, acc.id))
     if acc.arrears_micros:  # the released hold pays the account's arrears first
@@ -524,7 +512,7 @@ def settle_unreserved(
             return _write_cdr(
                 store, leg | _end_fields(end) | dict(account_code=account_code, result=end.result, reason=reason)
             )
-        charge = unreserved(rate, end.answered_us, end.end_us, _account_state(acc))
+        charge = unreserved(rate, end.answered_us, end.end_us, account_state_of(acc))
         balance_after = _charge_account(store, acc, charge, end.now_us, end.uuid, "charged after a database outage")
         fields = _billed_fields(rate, end, charge, acc, acc.balance_micros, balance_after)
         return _write_cdr(store, leg | fields | dict(result=end.result, reason="db_error_allowed"))

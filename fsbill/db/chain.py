@@ -19,14 +19,14 @@ from types import SimpleNamespace
 import peewee
 
 from fsbill.core import chain
-from fsbill.core.call import AccountState, Charge, LiveCall
+from fsbill.core.call import Charge, LiveCall
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import pay_arrears, post
 from fsbill.db.notices import check_low_balance
-from fsbill.db.rows import DbRow, rate_columns, rate_of
+from fsbill.db.rows import account_state_of, rate_columns, rate_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, one
 from fsbill.db.views import CdrView
 
@@ -52,18 +52,6 @@ class Ancestor:
     tariff_id: int
 
 
-def _state(acc: DbRow) -> AccountState:
-    return AccountState(
-        status=acc.status,
-        balance=Money(acc.balance_micros),
-        credit_limit=Money(acc.credit_limit_micros),
-        held=Money(acc.reserved_micros),
-        live_channels=acc.live_channels,
-        max_channels=acc.max_channels or 0,
-        arrears=Money(acc.arrears_micros),
-    )
-
-
 def ancestors(store: Store, account_id: int) -> list[Ancestor]:
     """The accounts above `account_id`, top first (empty for a top-level account). A parent is
     set once, when an account is created, so this needs no lock."""
@@ -87,7 +75,7 @@ def lock_levels(store: Store, ids: Sequence[int], rates: Sequence[Rate]) -> list
     for account_id, rate in zip(ids, rates, strict=True):
         acc = one(store.db, store.sql.account_by_id, (account_id,), ACCOUNT_COLUMNS)
         assert acc is not None  # an account is closed, never deleted
-        levels.append(chain.Level(account_id, _state(acc), rate))
+        levels.append(chain.Level(account_id, account_state_of(acc), rate))
     return levels
 
 

@@ -22,14 +22,13 @@ from zoneinfo import ZoneInfo
 import peewee
 
 from fsbill.core.arrears import split_charge
-from fsbill.core.call import AccountState
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.notices import ARREARS, CHARGE_POSTED
 from fsbill.core.plans import Charged, Due, Period, Terms, charge_due, credit_due, due, finished
 from fsbill.db.connection import Store
 from fsbill.db.ledger import pay_arrears, post
 from fsbill.db.notices import check_low_balance, raise_notice
-from fsbill.db.rows import DbRow
+from fsbill.db.rows import DbRow, account_state_of
 from fsbill.db.statements import ACCOUNT_COLUMNS, one
 from fsbill.db.statements import row as as_row
 
@@ -240,13 +239,7 @@ def _insert(
 def _charge(
     store: Store, db: peewee.Database, acc: DbRow, sub: _Sub, item: Due, now_us: int, node: str, report: RunReport
 ) -> None:
-    state = AccountState(
-        status=acc.status,
-        balance=Money(acc.balance_micros),
-        credit_limit=Money(acc.credit_limit_micros),
-        held=Money(acc.reserved_micros),
-        arrears=Money(acc.arrears_micros),
-    )
+    state = account_state_of(acc)
     split = split_charge(item.amount, state.available)
     _insert(db, store.db.param, sub, item, split.taken, split.arrears, now_us, node)  # first: unique per period
     if split.taken:

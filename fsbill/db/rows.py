@@ -8,6 +8,7 @@ in signatures so a reader sees "a row of the database" rather than ``object``.
 
 from typing import Any, TypeAlias
 
+from fsbill.core.call import AccountState
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.rating import Rate
 
@@ -44,4 +45,17 @@ def rate_of(row: DbRow, rounding: RoundingRule | None = None) -> Rate:
         increment_s=row.increment_s,
         min_duration_s=row.min_duration_s,
         rounding=rounding if rounding is not None else rounding_of(row),
+    )
+
+
+def account_state_of(row: DbRow) -> AccountState:
+    """What a decision needs of an account, from its row (ACCOUNT_COLUMNS, read under its lock)."""
+    return AccountState(
+        status=row.status,
+        balance=Money(row.balance_micros),
+        credit_limit=Money(row.credit_limit_micros),
+        held=Money(row.reserved_micros),
+        live_channels=row.live_channels,
+        max_channels=row.max_channels or 0,
+        arrears=Money(row.arrears_micros),
     )
