@@ -5,28 +5,12 @@ the old and the new value. Refusals are one line, exit 2, nothing changed, nothi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from cli_rig import Cli as BaseCli
 
-from fsbill.cli.main import main
 
-
-class Cli:
-    def __init__(self, capsys, config: Path) -> None:
-        self.capsys = capsys
-        self.config = str(config)
-
-    def run(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        try:
-            code = main([*argv, "--config", self.config])
-        except SystemExit as exc:  # argparse usage errors
-            code = exc.code
-        out, err = self.capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
+class Cli(BaseCli):
     def ok(self, *argv: str) -> str:
         code, out, err = self.run(*argv)
         assert code == 0, err

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import uuid as uuidlib
-from pathlib import Path
 
 import pytest
+from cli_rig import Cli
 
-from fsbill.cli.main import main
 from fsbill.core.call import answer
 from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
@@ -191,26 +190,6 @@ def test_the_generic_entry_other_features_call(store):
 
 
 # -- the CLI ----------------------------------------------------------------------------------------------
-class Cli:
-    def __init__(self, capsys, config: Path) -> None:
-        self.capsys, self.config = capsys, str(config)
-
-    def run(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        try:
-            code = main([*argv, "--config", self.config])
-        except SystemExit as exc:
-            code = exc.code
-        out, err = self.capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    def json(self, *argv: str):
-        code, out, err = self.run(*argv, "--json")
-        assert code == 0, err
-        return json.loads(out)
-
-
 @pytest.fixture
 def cli(capsys, tmp_path) -> Cli:
     config = tmp_path / "fsbill.yaml"

@@ -15,9 +15,9 @@ import textwrap
 
 import gevent
 import pytest
+from cli_rig import Cli
 from payments_rig import US, hold, start_gateway, succeeded
 
-from fsbill.cli.main import main
 from fsbill.core.money import Money
 from fsbill.core.recharge import MAX_FAILURES, parse_settings
 from fsbill.db import Store, audit, ledger, management
@@ -251,25 +251,6 @@ def test_processes_crossing_at_once_raise_one_request(store):
 
 
 # -- the CLI ---------------------------------------------------------------------------------------------
-class Cli:
-    def __init__(self, capsys, config) -> None:
-        self.capsys, self.config = capsys, str(config)
-
-    def run(self, *argv: str) -> tuple[int, str, str]:
-        try:
-            code = main([*argv, "--config", self.config])
-        except SystemExit as exc:
-            code = exc.code
-        out, err = self.capsys.readouterr()
-        assert "Traceback" not in out + err
-        return code, out, err
-
-    def json(self, *argv: str):
-        code, out, err = self.run(*argv, "--json")
-        assert code == 0, err
-        return json.loads(out)
-
-
 @pytest.fixture
 def cli(capsys, tmp_path) -> Cli:
     config = tmp_path / "fsbill.yaml"
