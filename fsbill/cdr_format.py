@@ -84,6 +84,8 @@ BILLING_FIELDS = (
     # inbound numbers (docs/DIDS.md): after every other field, so column positions stay put
     "direction",
     "did",
+    # bundles of minutes (docs/BUNDLES.md): the seconds taken from bundles, after the rest
+    "bundle_s",
 )
 FIELDS = FREESWITCH_FIELDS + BILLING_FIELDS
 
@@ -149,6 +151,7 @@ def record(cdr: CdrView) -> dict[str, Any]:
         "margin": money(cdr.margin),
         "direction": cdr.direction,
         "did": cdr.did or None,
+        "bundle_s": getattr(cdr, "bundle_s", 0),
     }
 
 

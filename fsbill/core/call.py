@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from fsbill.core.bundle import paid_start_us, plan_mixed
 from fsbill.core.grant import (
     US,
     Cap,
@@ -200,6 +201,7 @@ class AccountState:
     guards: Guards | None = None  # its fraud guards (fsbill.core.guards), None = none read
     usage: Usage = Usage()  # what the guards count, read under the same lock
     arrears: Money = Money(0)  # recurring charges it could not pay yet (fsbill.core.arrears)
+    bundle_free_s: int = 0  # seconds its bundles covering the call have that no live call holds
 
     @property
     def available(self) -> Money:
@@ -231,6 +233,9 @@ class LiveCall:
     cutoff_us: int | None = None  # when FreeSWITCH ends it (a whole second), once answered
     final: bool = False  # no further extension can be granted
     warned: bool = False  # the warning before the final cut-off is scheduled (not persisted)
+    # the first bundle_s seconds from answer are paid from bundles (fsbill.core.bundle), the
+    # rest of the grant in money: debited + held == cost(granted_s - bundle_s)
+    bundle_s: int = 0
 
 
 @dataclass(frozen=True)
@@ -270,7 +275,13 @@ def admit(
             return Admission(verdict)
         if call_rate_exceeded(account.guards, account.usage.calls_last_minute):
             return Admission(CALL_RATE)
-    plan = capped(rate, 0, plan_grant(rate, 0, account.spendable, policy), cap, policy.margin_s)
+    bundle_s = 0
+    if account.bundle_free_s > 0:  # bundle seconds first, money after (fsbill.core.bundle)
+        mixed = plan_mixed(rate, 0, 0, account.bundle_free_s, account.spendable, policy, 0, cap)
+        plan = GrantPlan(mixed.granted_s, mixed.extra_hold, mixed.final)
+        bundle_s = mixed.bundle_s
+    else:
+        plan = capped(rate, 0, plan_grant(rate, 0, account.spendable, policy), cap, policy.margin_s)
     if plan.granted_s == 0:
         if account.spendable < account.available and plan_grant(rate, 0, account.available, policy).granted_s:
             return Admission(SPEND_CAP)  # the money is there; the cap is what stops it
@@ -285,6 +296,7 @@ def admit(
         created_us=now_us,
         hold_until_us=hold_deadline_us(now_us, plan.granted_s, max_ring_s),
         final=plan.final,
+        bundle_s=bundle_s,
     )
     return Admission("", call)
 
@@ -337,6 +349,7 @@ class Beat:
     extra_hold: Money  # newly held for an extension
     extended: bool
     account_active: bool = True  # False: the account was suspended; the call gets no more time
+    extra_bundle_s: int = 0  # newly held on bundles for an extension (fsbill.core.bundle)
 
 
 def beat(
@@ -347,9 +360,11 @@ def beat(
     what the resellers above the account afford: fsbill.core.chain)."""
     debit = Money(0)
     if call.answered_us is not None:
-        debit = heartbeat_debit(call.rate, call.answered_us, now_us, call.debited, call.held)
+        paid_from = call.answered_us + call.bundle_s * US  # the bundle part costs no money
+        debit = heartbeat_debit(call.rate, paid_from, now_us, call.debited, call.held)
     held, debited = call.held - debit, call.debited + debit
     granted_s, extra, final = call.granted_s, Money(0), call.final
+    bundle_s = call.bundle_s
     elapsed_s = max(0, now_us - call.answered_us) // US if call.answered_us is not None else 0
     if extend and wants_extension(call.granted_s, elapsed_s, policy):
         if account.status != "active":
@@ -357,11 +372,26 @@ def beat(
         else:
             # A debit moves money from held to posted: what is available (and what the spend
             # caps allow: spent + held) does not change.
-            plan: GrantPlan = plan_grant(call.rate, call.granted_s, account.spendable, policy, elapsed_s)
-            plan = capped(call.rate, call.granted_s, plan, cap, policy.margin_s)
-            final = plan.final
-            if plan.granted_s > call.granted_s:
-                granted_s, extra = plan.granted_s, plan.extra_hold
+            if call.bundle_s or account.bundle_free_s:  # bundle seconds first (fsbill.core.bundle)
+                mixed = plan_mixed(
+                    call.rate,
+                    call.granted_s,
+                    call.bundle_s,
+                    account.bundle_free_s,
+                    account.spendable,
+                    policy,
+                    elapsed_s,
+                    cap,
+                )
+                final = mixed.final
+                if mixed.granted_s > call.granted_s:
+                    granted_s, extra, bundle_s = mixed.granted_s, mixed.extra_hold, mixed.bundle_s
+            else:
+                plan: GrantPlan = plan_grant(call.rate, call.granted_s, account.spendable, policy, elapsed_s)
+                plan = capped(call.rate, call.granted_s, plan, cap, policy.margin_s)
+                final = plan.final
+                if plan.granted_s > call.granted_s:
+                    granted_s, extra = plan.granted_s, plan.extra_hold
     start_us = call.answered_us if call.answered_us is not None else call.created_us
     new = replace(
         call,
@@ -369,12 +399,13 @@ def beat(
         debited=debited,
         granted_s=granted_s,
         final=final,
+        bundle_s=bundle_s,
         hold_until_us=max(call.hold_until_us, hold_deadline_us(start_us, granted_s)),
         cutoff_us=(
             cutoff_instant_us(call.answered_us, granted_s, policy.margin_s) if call.answered_us is not None else None
         ),
     )
-    return Beat(new, debit, extra, granted_s > call.granted_s, account.status == "active")
+    return Beat(new, debit, extra, granted_s > call.granted_s, account.status == "active", bundle_s - call.bundle_s)
 
 
 # -- the end ------------------------------------------------------------------------------------------------
@@ -393,7 +424,7 @@ class Charge:
 def settlement(call: LiveCall, start_us: int | None, end_us: int | None, account: AccountState) -> Charge:
     """Final rating from FreeSWITCH's own times; a cost beyond what was held is collected
     only as far as the account's available money goes, the rest is uncollected."""
-    s = settle(call.rate, start_us, end_us, call.debited, call.held)
+    s = settle(call.rate, paid_start_us(start_us, call.bundle_s), end_us, call.debited, call.held)
     after_release = available(account.balance - s.post, account.credit_limit, account.held - call.held, account.arrears)
     extra = collectable(s.overflow, after_release)
     post = s.post + extra
@@ -406,7 +437,7 @@ def recovered(call: LiveCall) -> Charge:
     and at least what its heartbeats already debited; never more than it was promised
     (debited + held). The rest of its hold is voided."""
     owed = call.debited
-    if call.answered_us is not None:
+    if call.answered_us is not None and not call.bundle_s:  # with a bundle part, money may not have started
         first_block = cost(call.rate, billed_seconds(call.rate, 1))
         promised = call.debited + call.held
         owed = max(owed, first_block if first_block <= promised else promised)

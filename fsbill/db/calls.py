@@ -17,6 +17,7 @@ from typing import Any
 import peewee
 
 from fsbill.core import chain
+from fsbill.core.bundle import free_seconds
 from fsbill.core.call import Beat, Charge, LiveCall, Payer, admit, beat, settlement, unreserved
 from fsbill.core.call import recovered as recovered_charge
 from fsbill.core.did import INBOUND, OUTBOUND, Did, admit_inbound
@@ -24,6 +25,7 @@ from fsbill.core.grant import GrantPolicy, wants_extension
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
 from fsbill.core.records import CallEnd, Leg, PayerAccount, RejectionRecord
+from fsbill.db import bundles as dbbundles
 from fsbill.db import chain as dbchain
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
@@ -65,6 +67,7 @@ def _live_call(lc: DbRow) -> LiveCall:
         hold_until_us=lc.hold_until_us,
         answered_us=lc.answered_us,
         cutoff_us=lc.cutoff_us,
+        bundle_s=lc.bundle_s or 0,
     )
 
 
@@ -137,6 +140,10 @@ def reserve(
         state = account_state_of(acc)
         if not guards.is_empty:
             state = replace(state, guards=guards, usage=read_usage(store, db, acc.id, guards, tz, now_us))
+        # its bundles of minutes covering the destination, renewed if due (docs/BUNDLES.md)
+        usable = dbbundles.covering(store, acc.id, destination, now_us) if did is None else []
+        if usable:
+            state = replace(state, bundle_free_s=free_seconds(usable))
         cap = None
         if levels:
             levels = dbchain.with_guards(store, levels, now_us, calls=True)
@@ -196,8 +203,11 @@ def reserve(
                 context[:255],
                 did.number if did is not None else "",
                 admission.reason,
+                call.bundle_s,
             ),
         )
+        if call.bundle_s:  # its bundle part, held on the bundles in their order
+            dbbundles.hold(store, uuid, call.visit, usable, call.bundle_s)
         if levels:
             dbchain.hold_first(store, uuid, call.visit, chain.first_holds(levels, call.granted_s))
             if visit == 1:  # a new call, not a transfer back
@@ -243,6 +253,7 @@ def heartbeat(
         state = chain.status_of(account_state_of(acc), levels)
         elapsed_s = max(0, now_us - call.answered_us) // 1_000_000 if call.answered_us is not None else 0
         cap = None
+        usable = []
         if extend and wants_extension(call.granted_s, elapsed_s, policy):
             # an extension is asked for: the spend caps bound it (read under the same lock)
             guards, tz = read_guards(store, db, acc.id)
@@ -252,7 +263,12 @@ def heartbeat(
             if levels:  # and every level above the payer, with its own spend caps (resellers)
                 levels = dbchain.with_guards(store, levels, now_us, calls=False)
             cap = chain.cap(levels, call.granted_s, policy, elapsed_s)
+            if call.bundle_s and call.bundle_s == call.granted_s:  # no paid part yet: bundles first
+                usable = dbbundles.covering(store, acc.id, lc.destination, now_us)
+                state = replace(state, bundle_free_s=free_seconds(usable))
         result = beat(call, state, now_us, policy, extend, cap)
+        if result.extra_bundle_s:
+            dbbundles.hold(store, uuid, visit, usable, result.extra_bundle_s, result.call.bundle_s)
         if holds:  # every level's debit and extension, together with the payer's
             beats = chain.extension(holds, call.answered_us, now_us, call.granted_s, result.call.granted_s)
             dbchain.beat_levels(store, uuid, visit, beats, now_us)
@@ -365,6 +381,13 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         dbchain.settle_levels(
             store, call, holds, levels, end.answered_us, end.end_us, end.now_us, recovered, charge.cost
         )
+    bundle_used = 0
+    if call.bundle_s:  # consume what it used of its bundle holds, release the rest (docs/BUNDLES.md)
+        if recovered:  # nobody saw it end: an answered call used its bundle part (it comes first)
+            window = (lc.answered_us, None if lc.answered_us is None else lc.answered_us + call.bundle_s * 1_000_000)
+        else:
+            window = (end.answered_us, end.end_us)
+        bundle_used = dbbundles.settle_holds(store, lc.uuid, lc.visit, acc.id, *window, end.now_us)
     db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
     fields = _billed_fields(rate_of(lc), end, charge, acc, lc.balance_before_micros, balance_after) | dict(
         uuid=lc.uuid,
@@ -385,6 +408,7 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         context=getattr(lc, "context", "") or "",
         direction=INBOUND if getattr(lc, "did", "") else OUTBOUND,
         did=getattr(lc, "did", "") or "",
+        bundle_s=bundle_used,
     )
     view = _write_cdr(store, fields)
     if end.bridge is not None or recovered:

@@ -25,6 +25,7 @@ from fsbill.core.arrears import split_charge
 from fsbill.core.money import Money, RoundingMethod, RoundingRule
 from fsbill.core.notices import ARREARS, CHARGE_POSTED
 from fsbill.core.plans import Charged, Due, Period, Terms, charge_due, credit_due, due, finished
+from fsbill.db.bundles import renew_due
 from fsbill.db.connection import Store
 from fsbill.db.ledger import pay_arrears, post
 from fsbill.db.notices import check_low_balance, raise_notice
@@ -44,6 +45,7 @@ class RunReport:
     skipped: int = 0  # already posted by another run (another node, a concurrent cron)
     arrears_paid: int = 0  # accounts whose arrears were paid from money that became available
     more: bool = False  # stopped at the limit: run again
+    bundles_renewed: int = 0  # bundle balances whose period turned (fsbill.db.bundles, docs/BUNDLES.md)
     # per currency: charged (taken + owed), credited, owed as arrears, arrears paid
     charged: Counter[str] = field(default_factory=Counter)
     credited: Counter[str] = field(default_factory=Counter)
@@ -60,6 +62,7 @@ class RunReport:
             "skipped": self.skipped,
             "arrears_paid": self.arrears_paid,
             "more": self.more,
+            "bundles_renewed": self.bundles_renewed,
             "charged": amounts(self.charged),
             "credited": amounts(self.credited),
             "arrears": amounts(self.owed),
@@ -145,7 +148,9 @@ def run_charges(store: Store, now_us: int, *, node: str = "", limit: int = DEFAU
     p = store.db.param
     with store.reading() as db:
         rows = db.execute_sql(
-            _SUB_SQL + f'WHERE s."done_us" IS NULL AND s."start_us" <= {p} ORDER BY s."id"', (now_us,)
+            # a plan of fee 0 is a free bundle allowance: nothing to charge, only its bundle to renew
+            _SUB_SQL + f'WHERE s."done_us" IS NULL AND s."start_us" <= {p} AND p."fee_micros" <> 0 ORDER BY s."id"',
+            (now_us,),
         ).fetchall()
     subs = [_sub(as_row(_SUB_COLUMNS, r)) for r in rows]
     budget = limit
@@ -162,6 +167,7 @@ def run_charges(store: Store, now_us: int, *, node: str = "", limit: int = DEFAU
             report.more = True
             break
     _sweep_arrears(store, now_us, report)
+    report.bundles_renewed = renew_due(store, now_us)
     return report
 
 

@@ -15,6 +15,7 @@ import peewee
 from fsbill.core.money import Money
 from fsbill.core.plans import Period, check_fee, parse_period
 from fsbill.db import audit
+from fsbill.db import bundles as dbbundles
 from fsbill.db.accounts import _valid_currency, account_for_update
 from fsbill.db.connection import Store
 from fsbill.db.rows import DbRow
@@ -30,15 +31,17 @@ class PlanView:
     period: Period
     currency: str
     subscriptions: int = 0  # running ones (not ended)
+    bundle: str = ""  # the bundle of minutes it sells (docs/BUNDLES.md), "" if none
 
     def as_json(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "fee": str(self.fee),
             "period": self.period.value,
             "currency": self.currency,
             "subscriptions": self.subscriptions,
         }
+        return out | {"bundle": self.bundle} if self.bundle else out
 
 
 @dataclass(frozen=True)
@@ -69,34 +72,53 @@ class SubscriptionView:
         }
 
 
-def _plan_view(row: DbRow, running: int = 0) -> PlanView:
-    return PlanView(row.id, row.name, Money(row.fee_micros), Period(row.period), row.currency, running)
+def _plan_view(row: DbRow, running: int = 0, bundle: str = "") -> PlanView:
+    return PlanView(row.id, row.name, Money(row.fee_micros), Period(row.period), row.currency, running, bundle)
 
 
 def create_plan(
-    store: Store, name: str, fee: Money, period: str, currency: str, now_us: int, *, actor: str = "cli"
+    store: Store,
+    name: str,
+    fee: Money,
+    period: str,
+    currency: str,
+    now_us: int,
+    *,
+    actor: str = "cli",
+    bundle: str | None = None,
 ) -> PlanView:
+    """A plan; with `bundle`, it sells that bundle of minutes (docs/BUNDLES.md), and a fee of 0
+    makes it a free allowance."""
     name = name.strip()
     if not name or len(name) > 64:
         raise InvalidInput(f"plan name must be 1-64 characters, got {name!r}")
-    check_fee(fee)
+    if not (bundle and fee.micros == 0):
+        check_fee(fee)
     kind = parse_period(period)
     currency = _valid_currency(currency)
     m = store.models
     try:
         with store.transaction():
+            bundle_id = dbbundles.bundle_row(store, bundle).id if bundle else None
             row = m.Plan.create(
-                name=name, fee_micros=fee.micros, period=kind.value, currency=currency, created_us=now_us
+                name=name,
+                fee_micros=fee.micros,
+                period=kind.value,
+                currency=currency,
+                created_us=now_us,
+                bundle_id=bundle_id,
             )
             changes = [
                 audit.Change("fee", None, str(fee)),
                 audit.Change("period", None, kind.value),
                 audit.Change("currency", None, currency),
             ]
+            if bundle:
+                changes.append(audit.Change("bundle", None, bundle))
             audit.record(store, actor, now_us, "add", "plan", name, changes)
     except peewee.IntegrityError:
         raise Conflict(f"plan {name!r} already exists") from None
-    return _plan_view(row)
+    return _plan_view(row, 0, bundle or "")
 
 
 def list_plans(store: Store) -> list[PlanView]:
@@ -108,7 +130,11 @@ def list_plans(store: Store) -> list[PlanView]:
             .group_by(m.Subscription.plan_id)
             .tuples()
         )
-        return [_plan_view(p, running.get(p.id, 0)) for p in m.Plan.select().order_by(m.Plan.name)]
+        bundles = dict(m.Bundle.select(m.Bundle.id, m.Bundle.name).tuples())
+        return [
+            _plan_view(p, running.get(p.id, 0), bundles.get(p.bundle_id, ""))
+            for p in m.Plan.select().order_by(m.Plan.name)
+        ]
 
 
 def _plan(store: Store, name: str) -> DbRow:
@@ -139,7 +165,8 @@ def subscribe(
         if account is None:
             raise NotFound(f"no account {code!r} (see 'fsbill account list')")
         plan = _plan(store, plan_name)
-        check_fee(Money(plan.fee_micros), quantity)
+        if not (plan.bundle_id and plan.fee_micros == 0):  # a free allowance has no fee to check
+            check_fee(Money(plan.fee_micros), quantity)
         if account.status == "closed":
             raise InvalidInput(f"account {code!r} is closed: it takes no subscriptions")
         if plan.currency != account.currency:
@@ -160,6 +187,10 @@ def subscribe(
         row = m.Subscription.create(
             account_id=account.id, plan_id=plan.id, quantity=quantity, start_us=start, created_us=now_us
         )
+        if plan.bundle_id is not None:  # the plan sells a bundle of minutes: its balance starts now
+            bundle = m.Bundle.get_by_id(plan.bundle_id)
+            tz = m.Tariff.get_by_id(account.tariff_id).timezone
+            dbbundles.start_balance(store, account.id, row.id, bundle, Period(plan.period), tz, start, quantity, now_us)
         changes = [audit.Change(f"plan:{plan_name}", None, f"quantity {quantity} from {iso(start)}")]
         audit.record(store, actor, now_us, "subscribe", "account", code, changes)
     return _subscription_view(row, code, plan)

@@ -157,7 +157,9 @@ def _correct_locked(store: Store, cdr: DbRow, posted: PostedCdr, until_us: int |
         Money(acc.balance_micros), Money(acc.credit_limit_micros), Money(acc.reserved_micros), Money(acc.arrears_micros)
     )
     charged = Money(cdr.charged_micros)
-    fix = correct(rate, start, end, charged, Money(recovery.grant_micros), available)
+    # a call with a bundle part (docs/BUNDLES.md) pays money only after it
+    paid_from = start + cdr.bundle_s * 1_000_000 if start is not None and cdr.bundle_s else start
+    fix = correct(rate, paid_from, end, charged, Money(recovery.grant_micros), available)
     balance_after = acc.balance_micros
     if fix.post:
         _, balance_after = post(store, acc.id, -fix.post, "call", now_us, call_uuid=cdr.uuid, note=CORRECTED_REASON)

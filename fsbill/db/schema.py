@@ -143,6 +143,7 @@ def build_models(database: Database) -> SimpleNamespace:
         # inbound numbers (migrations/0014_dids.py): the number called, why it is unbilled
         did = CharField(default="")
         reason = CharField(default="")
+        bundle_s = IntegerField(default=0)  # of its grant, paid from bundles (migrations/0015_bundles.py)
 
         class Meta:
             primary_key = CompositeKey("uuid", "visit")
@@ -186,6 +187,7 @@ def build_models(database: Database) -> SimpleNamespace:
         # inbound numbers (migrations/0014_dids.py), after the columns the CGRateS mapping numbers
         direction = CharField(default="outbound")  # outbound | inbound
         did = CharField(default="")
+        bundle_s = IntegerField(default=0)  # bundle seconds used (migrations/0015_bundles.py)
 
     class Did(Base):  # an inbound number (migrations/0014_dids.py, fsbill.db.dids)
         number = CharField(unique=True)
@@ -324,6 +326,7 @@ def build_models(database: Database) -> SimpleNamespace:
         period = CharField()  # monthly | daily
         currency = CharField(max_length=3)
         created_us = BigIntegerField()
+        bundle_id = IntegerField(null=True)  # the bundle it sells (migrations/0015_bundles.py)
 
     class Subscription(Base):
         account_id = IntegerField()
@@ -440,6 +443,47 @@ def build_models(database: Database) -> SimpleNamespace:
         attempts = IntegerField(default=0)  # PayPal verification attempts
         next_attempt_us = BigIntegerField(null=True)
 
+    # bundles of minutes (migrations/0015_bundles.py, fsbill.db.bundles)
+    class Bundle(Base):
+        name = CharField(unique=True)
+        seconds = BigIntegerField()
+        prefixes = TextField(default="")  # comma-separated; '' = every destination
+        rollover_max_s = BigIntegerField(default=0)
+        increment_s = IntegerField(default=1)
+        created_us = BigIntegerField()
+
+    class AccountBundle(Base):  # one balance per subscription to a plan with a bundle
+        account_id = IntegerField()
+        subscription_id = IntegerField(unique=True)
+        bundle_id = IntegerField()
+        period_start_us = BigIntegerField()
+        period_end_us = BigIntegerField()
+        seconds = BigIntegerField(default=0)  # left this period, held seconds included
+        held_s = BigIntegerField(default=0)  # held by live calls
+        created_us = BigIntegerField()
+
+    class BundleHold(Base):  # what a live call holds on a balance
+        uuid = CharField()
+        visit = IntegerField()
+        account_bundle_id = IntegerField()
+        position = IntegerField()
+        held_s = BigIntegerField()
+        period_start_us = BigIntegerField()
+
+        class Meta:
+            primary_key = CompositeKey("uuid", "visit", "account_bundle_id")
+
+    class BundleEntry(Base):  # the ledger of bundle seconds
+        account_bundle_id = IntegerField()
+        account_id = IntegerField()
+        delta_s = BigIntegerField()
+        kind = CharField()  # given | carried | expired | call
+        period_start_us = BigIntegerField()
+        call_uuid = CharField(default="")
+        visit = IntegerField(default=0)
+        seconds_after = BigIntegerField()
+        created_us = BigIntegerField()
+
     models = SimpleNamespace(
         Tariff=Tariff,
         Rate=Rate,
@@ -469,6 +513,10 @@ def build_models(database: Database) -> SimpleNamespace:
         Payment=Payment,
         PaymentNotice=PaymentNotice,
         Did=Did,
+        Bundle=Bundle,
+        AccountBundle=AccountBundle,
+        BundleHold=BundleHold,
+        BundleEntry=BundleEntry,
     )
     all_models = [
         Tariff,
@@ -499,6 +547,10 @@ def build_models(database: Database) -> SimpleNamespace:
         Payment,
         PaymentNotice,
         Did,
+        Bundle,
+        AccountBundle,
+        BundleHold,
+        BundleEntry,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models

@@ -56,6 +56,7 @@ LIVE_CALL_COLUMNS = (
     "context",
     "did",
     "reason",
+    "bundle_s",
 )
 CDR_COLUMNS = (
     "uuid",
@@ -94,6 +95,7 @@ CDR_COLUMNS = (
     "context",
     "direction",
     "did",
+    "bundle_s",
 )
 LEDGER_COLUMNS = (
     "account_id",
@@ -209,6 +211,7 @@ def cdr_values(**fields: Any) -> list[Any]:
         "context": "",
         "direction": "outbound",
         "did": "",
+        "bundle_s": 0,
         "visit": 1,
     }
     unknown = set(fields) - set(CDR_COLUMNS)

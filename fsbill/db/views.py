@@ -52,6 +52,7 @@ class CdrView:
     context: str = ""
     direction: str = "outbound"  # outbound | inbound (docs/DIDS.md)
     did: str = ""  # the inbound number called
+    bundle_s: int = 0  # seconds taken from bundles (docs/BUNDLES.md); money stays in cost/charged
 
     FIELDS = (
         "uuid",
@@ -85,6 +86,7 @@ class CdrView:
         "margin",
         "direction",
         "did",
+        "bundle_s",
     )
 
     def as_json(self) -> dict:
@@ -123,6 +125,7 @@ class CdrView:
             "margin": money(self.margin),
             "direction": self.direction,
             "did": self.did,
+            "bundle_s": self.bundle_s,
         }
 
 
@@ -166,6 +169,7 @@ def _cdr_view(row: DbRow) -> CdrView:
         context=getattr(row, "context", "") or "",
         direction=getattr(row, "direction", "") or "outbound",
         did=getattr(row, "did", "") or "",
+        bundle_s=getattr(row, "bundle_s", 0) or 0,
     )
 
 
