@@ -18,11 +18,13 @@ from fsbill.cli.common import (
 from fsbill.clock import Clock
 from fsbill.core import recharge
 from fsbill.core.money import Money
+from fsbill.db import bundles as dbbundles
 from fsbill.db import guards as dbguards
 from fsbill.db import ledger, management
 from fsbill.db import notices as dbnotices
 from fsbill.db.audit import Change
 from fsbill.errors import InvalidInput
+from fsbill.instant import iso
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -248,12 +250,21 @@ def _show(args: argparse.Namespace) -> int:
     recharging = recharge.describe(ar.settings) or "off"
     if ar.failures:
         recharging += f" ({ar.failures} failed in a row)"
+    held = dbbundles.balances(store, args.code, Clock().now_us())  # bundles of minutes (docs/BUNDLES.md)
+    bundles = "".join(
+        f"bundle {b.bundle}  {b.remaining_s} s left ({b.held_s} s held by live calls) until {iso(b.period_end_us)}\n"
+        for b in held
+    )
     emit(
         args,
-        a.as_json() | low.as_json() | ar.as_json() | {"guards": g.as_json()},
-        lambda: describe(a) + f"\nlow balance  {levels}\nauto-recharge  {recharging}\n" + describe_guards(g),
+        a.as_json() | low.as_json() | ar.as_json() | {"guards": g.as_json()} | _bundles_json(held),
+        lambda: describe(a) + f"\nlow balance  {levels}\nauto-recharge  {recharging}\n" + bundles + describe_guards(g),
     )
     return 0
+
+
+def _bundles_json(held: list[dbbundles.BalanceView]) -> dict:
+    return {"bundles": [b.as_json() for b in held]} if held else {}
 
 
 def _guard(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "fsbill.cli.accounts",
     "fsbill.cli.money_movements",
     "fsbill.cli.plans",
+    "fsbill.cli.bundles",
     "fsbill.cli.dids",
     "fsbill.cli.payments",
     "fsbill.cli.audit",

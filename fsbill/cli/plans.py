@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         help="monthly: charged in advance each calendar month; daily: a share of the monthly fee each day",
     )
     add.add_argument("--currency", default="EUR", help="ISO 4217 code (default EUR); must be the account's")
+    add.add_argument(
+        "--bundle",
+        metavar="NAME",
+        help="sell this bundle of minutes, renewed each period (docs/BUNDLES.md); --fee 0 makes it a free allowance",
+    )
     add_actor_option(add)
     add.set_defaults(func=_plan_add)
     lst = sub.add_parser("list", parents=[parent], help="list plans")
@@ -87,8 +92,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 def _plan_add(args: argparse.Namespace) -> int:
     store = open_store(load(args))
-    p = dbplans.create_plan(store, args.name, args.fee, args.period, args.currency, Clock().now_us(), actor=actor(args))
-    emit(args, p.as_json(), f"plan {p.name} created: {p.fee} {p.currency} a month, charged {p.period.value}")
+    p = dbplans.create_plan(
+        store, args.name, args.fee, args.period, args.currency, Clock().now_us(), actor=actor(args), bundle=args.bundle
+    )
+    sells = f", with bundle {p.bundle}" if p.bundle else ""
+    emit(args, p.as_json(), f"plan {p.name} created: {p.fee} {p.currency} a month, charged {p.period.value}{sells}")
     return 0
 
 
