@@ -378,8 +378,17 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
     if acc.arrears_micros:  # the released hold pays the account's arrears first
         pay_arrears(store, acc.id, end.now_us)
     if holds:  # each level above pays its own rate for the same billed window
+        # the payer's bundle covers only the payer's price: every level pays its own for the whole call
         dbchain.settle_levels(
-            store, call, holds, levels, end.answered_us, end.end_us, end.now_us, recovered, charge.cost
+            store,
+            replace(call, bundle_s=0),
+            holds,
+            levels,
+            end.answered_us,
+            end.end_us,
+            end.now_us,
+            recovered,
+            charge.cost,
         )
     bundle_used = 0
     if call.bundle_s:  # consume what it used of its bundle holds, release the rest (docs/BUNDLES.md)
