@@ -1,6 +1,9 @@
 """The books balance to the micro-unit after thousands of random calls: Σ CDR charges ==
 Σ ledger call debits == balance change, every CDR's cost is exactly the rated cost of the
-times FreeSWITCH reported, and no account ever had less than nothing available."""
+times FreeSWITCH reported, and no account ever had less than nothing available. Bundle seconds
+likewise (docs/BUNDLES.md): Σ CDR bundle seconds == Σ bundle ledger call entries, the bundle
+ledger adds up to each balance, none goes below zero, and a call's paid part is rated from the
+end of its bundle part."""
 
 import random
 
@@ -9,7 +12,9 @@ from rig import Rig
 
 from fsbill.core.money import Money, RoundingRule
 from fsbill.core.rating import Rate, billed_seconds_us, cost
+from fsbill.db import bundles as dbbundles
 from fsbill.db import ledger
+from fsbill.db import plans as dbplans
 
 DECK = """prefix,rate,connect_fee,initial_increment,increment,min_duration
 49,1.00,0,1,1,0
@@ -19,6 +24,8 @@ DECK = """prefix,rate,connect_fee,initial_increment,increment,min_duration
 1,0.0100,0,6,6,0
 7,2.7777,0.1,1,1,30
 """
+# (name, seconds, prefixes, increment): sold by free plans of the same name
+BUNDLES = [("any", 60, None, 1), ("de", 300, "49", 30), ("fr-mobile", 120, "33,4915", 1)]
 DESTINATIONS = ["4930123456", "4915112345678", "442071234567", "33612345678", "12125551234", "74951234567"]
 
 
@@ -26,6 +33,10 @@ def run_random_traffic(db_url: str, calls: int, seed: int) -> None:
     rnd = random.Random(seed)
     rig = Rig(db_url, time_scale=50, deck=DECK, slice_s=rnd.choice([30, 60, 120]), heartbeat_s=10)
     try:
+        now = rig.clock.now_us()
+        for name, seconds, prefixes, increment in BUNDLES:
+            dbbundles.create_bundle(rig.store, name, seconds, now, prefixes=prefixes, increment_s=increment)
+            dbplans.create_plan(rig.store, name, Money(0), "monthly", "EUR", now, bundle=name)
         accounts = {}
         for i in range(8):
             code = f"acct{i}"
@@ -37,6 +48,8 @@ def run_random_traffic(db_url: str, calls: int, seed: int) -> None:
                 max_channels=rnd.choice([0, 0, 3, 10]),
             )
             accounts[code] = Money.parse(balance)
+            for name, *_ in rnd.sample(BUNDLES, rnd.choice([0, 0, 1, 2])):
+                dbplans.subscribe(rig.store, code, name, now)
         specs = []
         for _ in range(calls):
             kind = rnd.random()
@@ -81,7 +94,10 @@ def run_random_traffic(db_url: str, calls: int, seed: int) -> None:
             )
             assert cdr.answer_us == rec.answered_us
             talked_us = min(rec.ended_us, rec.unbridged_us or rec.ended_us) - rec.answered_us
-            assert cdr.billed_s == billed_seconds_us(rate, talked_us)
+            if cdr.bundle_s and not cdr.billed_s:  # within its bundle part: every started second used
+                assert cdr.bundle_s >= -(-talked_us // 1_000_000), cdr
+            else:  # the paid part starts where the bundle part (all of it used) ends
+                assert cdr.billed_s == billed_seconds_us(rate, talked_us - cdr.bundle_s * 1_000_000)
             assert cdr.cost == cost(rate, cdr.billed_s)
         for code, initial in accounts.items():
             acct = rig.show(code)
@@ -94,6 +110,17 @@ def run_random_traffic(db_url: str, calls: int, seed: int) -> None:
             assert acct.balance + acct.credit_limit >= Money(0), code  # never overspent
             # every ledger entry's running balance stayed within the credit limit too
             assert all(e.balance_after + acct.credit_limit >= Money(0) for e in entries)
+            # bundle seconds, like money
+            moves = dbbundles.entries(rig.store, code)
+            used = sum(c.bundle_s for c in cdrs if c.account == code)
+            assert -sum(e.delta_s for e in moves if e.kind == "call") == used, code
+            assert all(e.seconds_after >= 0 for e in moves)
+            held = dbbundles.balances(rig.store, code, rig.clock.now_us())
+            for b in held:
+                assert b.held_s == 0 and b.seconds >= 0
+                assert b.seconds == sum(e.delta_s for e in moves if e.bundle == b.bundle), code
+            if not held:
+                assert used == 0
         assert rig.live() == []
     finally:
         rig.close()
