@@ -176,6 +176,7 @@ _CDR_INTS = (
     "end_uepoch",
     "billsec",
     "billed_s",
+    "bundle_s",  # bundle seconds used (docs/BUNDLES.md)
 )
 _CDR_AMOUNTS = ("cost", "charged", "uncollected")
 _CDR_OPTIONAL_AMOUNTS = (
