@@ -171,7 +171,6 @@ _BALANCE_SQL = (
 @dataclass
 class _Balance:
     id: int
-    account_id: int
     period_start_us: int
     period_end_us: int
     seconds: int
@@ -192,7 +191,7 @@ def _balances(store: Store, where: str, params: tuple) -> list[_Balance]:
         bundle = Bundle(r[6], int(r[7]), prefixes, int(r[9]), int(r[10]))
         out.append(
             _Balance(
-                r[0], 0, int(r[2]), int(r[3]), int(r[4]), int(r[5]), bundle, r[11], r[12], Period(r[13]), r[14], r[15]
+                r[0], int(r[2]), int(r[3]), int(r[4]), int(r[5]), bundle, r[11], r[12], Period(r[13]), r[14], r[15]
             )
         )
     return out
@@ -286,7 +285,7 @@ def start_balance(
         held_s=0,
         created_us=now_us,
     )
-    b = _Balance(row.id, account_id, start_us, end_us, seconds, 0, _bundle(bundle_row_), quantity, None, period, tz, "")
+    b = _Balance(row.id, start_us, end_us, seconds, 0, _bundle(bundle_row_), quantity, None, period, tz, "")
     _entry(store, b, account_id, seconds, "given", start_us, now_us)
 
 
