@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsbill.core import chain
+from fsbill.core import chain, fx
 from fsbill.core.call import AccountState, LiveCall, admit, answer, beat, settlement
 from fsbill.core.grant import Cap, GrantPlan, GrantPolicy, capped, wants_extension
 from fsbill.core.money import Money
@@ -90,7 +90,8 @@ def test_settle_level_charges_the_same_window_at_the_level_rate():
 
 
 def test_margins_are_against_the_level_below():
-    assert chain.margins([M("0.10"), M("0.20")], M("0.40")) == [M("0.10"), M("0.20")]
+    lines = fx.margins([(M("0.10"), "EUR"), (M("0.20"), "EUR")], (M("0.40"), "EUR"), {})
+    assert [(m.margin, m.fx) for m in lines] == [(M("0.10"), None), (M("0.20"), None)]
 
 
 # -- the property: random trees, calls, top-ups and suspensions ---------------------------------------------

@@ -363,7 +363,7 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
         pay_arrears(store, acc.id, end.now_us)
     if holds:  # each level above pays its own rate for the same billed window
         dbchain.settle_levels(
-            store, call, holds, levels, end.answered_us, end.end_us, end.now_us, recovered, charge.cost
+            store, call, holds, levels, end.answered_us, end.end_us, end.now_us, recovered, charge.cost, acc.currency
         )
     db.execute_sql(q.delete_live_call, (lc.uuid, lc.visit))
     fields = _billed_fields(rate_of(lc), end, charge, acc, lc.balance_before_micros, balance_after) | dict(
