@@ -113,3 +113,7 @@ def test_without_a_rate_the_margin_is_left_empty():
     top, mid = fx.margins([(M("0.005"), "USD"), (M("0.30"), "RUB")], (M("0.60"), "RUB"), {("EUR", "RUB"): "100"})
     assert top == fx.LevelMargin(None, None)
     assert mid.margin == M("0.30")
+
+
+def test_a_payer_without_levels_has_no_margins():
+    assert fx.margins([], (M("1.00"), "EUR"), {}) == []

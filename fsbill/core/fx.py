@@ -125,6 +125,8 @@ def margins(costs: Sequence[tuple[Money, str]], payer: tuple[Money, str], rates:
     """Each level's margin, top first: what the level below it paid, converted into this level's
     currency (rounded half-even to MARGIN_DECIMALS), minus what this level paid itself. Levels
     sharing a currency need no rate; across currencies without a rate the margin is None."""
+    if not costs:
+        return []
     below = list(costs[1:]) + [payer]
     out = []
     for (cost, currency), (below_cost, below_currency) in zip(costs, below, strict=True):
