@@ -84,6 +84,9 @@ BILLING_FIELDS = (
     # inbound numbers (docs/DIDS.md): after every other field, so column positions stay put
     "direction",
     "did",
+    # a reseller's export (docs/RESELLERS.md): the exchange rate its margin was converted at
+    "fx_pair",
+    "fx_rate",
 )
 FIELDS = FREESWITCH_FIELDS + BILLING_FIELDS
 
@@ -149,6 +152,8 @@ def record(cdr: CdrView) -> dict[str, Any]:
         "margin": money(cdr.margin),
         "direction": cdr.direction,
         "did": cdr.did or None,
+        "fx_pair": cdr.fx_pair or None,
+        "fx_rate": cdr.fx_rate or None,
     }
 
 

@@ -10,6 +10,7 @@ import io
 import pytest
 from test_resellers_db import HEADER, T0, US, account, answered, books, end, reserve
 
+from fsbill.cdr_format import record
 from fsbill.core.money import Money
 from fsbill.db import audit, funding, ledger, reports
 from fsbill.db import calls as dbcalls
@@ -108,6 +109,11 @@ def test_a_reseller_export_shows_its_lines_in_its_currency(store):
     [cdr], _ = cdr_page(store, account="W")
     # R paid 0.10 RUB = 0.0011 USD; W paid 0.01 USD
     assert (cdr.account, cdr.currency, cdr.cost, cdr.margin) == ("C", "USD", M("0.01"), M("0.0011") - M("0.01"))
+    exported = record(cdr)
+    assert list(exported)[-2:] == ["fx_pair", "fx_rate"]  # after every other field: positions stay put
+    assert (exported["fx_pair"], exported["fx_rate"], exported["margin"]) == ("RUB/USD", "0.011", "-0.0089")
+    [own], _ = cdr_page(store, account="C")  # the caller's own view: no conversion
+    assert (own.currency, own.fx_pair, record(own)["fx_rate"]) == ("RUB", "", None)
 
 
 def test_fund_across_currencies_converts_at_the_rate_once(store):

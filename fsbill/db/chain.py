@@ -349,6 +349,8 @@ def at_level(store: Store, views: Sequence[CdrView], account: str) -> list[CdrVi
                     charged=line.charged,
                     uncollected=line.uncollected,
                     margin=line.margin,
+                    fx_pair=line.fx_pair or "",
+                    fx_rate=line.fx_rate or "",
                 )
         out.append(v)
     return out

@@ -52,6 +52,10 @@ class CdrView:
     context: str = ""
     direction: str = "outbound"  # outbound | inbound (docs/DIDS.md)
     did: str = ""  # the inbound number called
+    # a reseller's view of a call of its subtree (fsbill.db.chain.at_level): the exchange rate its
+    # margin was converted at, "" when none was needed or none was set (docs/RESELLERS.md)
+    fx_pair: str = ""
+    fx_rate: str = ""
 
     FIELDS = (
         "uuid",
@@ -85,6 +89,8 @@ class CdrView:
         "margin",
         "direction",
         "did",
+        "fx_pair",
+        "fx_rate",
     )
 
     def as_json(self) -> dict:
@@ -123,6 +129,8 @@ class CdrView:
             "margin": money(self.margin),
             "direction": self.direction,
             "did": self.did,
+            "fx_pair": self.fx_pair or None,
+            "fx_rate": self.fx_rate or None,
         }
 
 
