@@ -42,8 +42,9 @@ def _locked(store: Store, account_id: int) -> DbRow:
 def fund(store: Store, child_code: str, amount: Money, now_us: int, *, reference: str) -> Funding:
     """Move `amount` from `child_code`'s parent to it. Refused (nothing moved) when the amount is
     not positive, the reference is empty, the account has no parent, either is closed, their
-    currencies differ and no exchange rate is set, or the parent's available money (balance + credit − held − arrears) is
-    less than the amount. The same reference and amount again: the first funding, nothing moved."""
+    currencies differ and no exchange rate is set, or the parent's available money (balance +
+    credit − held − arrears) is less than the amount. The same reference and amount again: the
+    first funding, nothing moved. Across currencies `amount` is the parent's debit."""
     if amount.micros <= 0:
         raise InvalidInput(f"amount must be positive, got {amount}")
     if not reference.strip():
