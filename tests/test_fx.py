@@ -117,3 +117,9 @@ def test_without_a_rate_the_margin_is_left_empty():
 
 def test_a_payer_without_levels_has_no_margins():
     assert fx.margins([], (M("1.00"), "EUR"), {}) == []
+
+
+def test_a_margin_beyond_what_fsbill_keeps_is_left_empty_never_raised():
+    huge = fx.FxRate("AAA", "BBB", "999999999")
+    [line] = fx.margins([(M("0"), "BBB")], (M("999999999999"), "AAA"), {("AAA", "BBB"): huge.rate})
+    assert line == fx.LevelMargin(None, huge)

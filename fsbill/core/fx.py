@@ -124,7 +124,8 @@ class LevelMargin:
 def margins(costs: Sequence[tuple[Money, str]], payer: tuple[Money, str], rates: Rates) -> list[LevelMargin]:
     """Each level's margin, top first: what the level below it paid, converted into this level's
     currency (rounded half-even to MARGIN_DECIMALS), minus what this level paid itself. Levels
-    sharing a currency need no rate; across currencies without a rate the margin is None."""
+    sharing a currency need no rate; across currencies without a rate the margin is None (and
+    so it is, with the rate, for an absurd rate that takes it beyond MAX_MICROS). Never raises."""
     if not costs:
         return []
     below = list(costs[1:]) + [payer]
@@ -136,8 +137,13 @@ def margins(costs: Sequence[tuple[Money, str]], payer: tuple[Money, str], rates:
         fx = rate_between(rates, below_currency, currency)
         if fx is None:
             out.append(LevelMargin(None, None))
-        else:
-            out.append(LevelMargin(convert(below_cost, below_currency, fx, MARGIN_DECIMALS) - cost, fx))
+            continue
+        try:
+            converted = convert(below_cost, below_currency, fx, MARGIN_DECIMALS)
+        except MoneyError:  # beyond what fsbill keeps: a report figure must never stop a settlement
+            out.append(LevelMargin(None, fx))
+            continue
+        out.append(LevelMargin(converted - cost, fx))
     return out
 
 
