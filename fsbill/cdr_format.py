@@ -86,6 +86,9 @@ BILLING_FIELDS = (
     "did",
     # bundles of minutes (docs/BUNDLES.md): the seconds taken from bundles, after the rest
     "bundle_s",
+    # a reseller's export (docs/RESELLERS.md): the exchange rate its margin was converted at
+    "fx_pair",
+    "fx_rate",
 )
 FIELDS = FREESWITCH_FIELDS + BILLING_FIELDS
 
@@ -152,6 +155,8 @@ def record(cdr: CdrView) -> dict[str, Any]:
         "direction": cdr.direction,
         "did": cdr.did or None,
         "bundle_s": getattr(cdr, "bundle_s", 0),
+        "fx_pair": cdr.fx_pair or None,
+        "fx_rate": cdr.fx_rate or None,
     }
 
 

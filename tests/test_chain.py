@@ -1,15 +1,17 @@
 """The pure core of resellers (fsbill.core.chain): the grant every level affords, every level's
 extension and settlement, and a property test over random trees of concurrent calls, top-ups
-and suspensions in which the invariant holds at every level after every step."""
+and suspensions in which the invariant holds at every level after every step, each level in a
+random currency (its margin converted at a random exact rate, or empty without one)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsbill.core import chain
+from fsbill.core import chain, fx
 from fsbill.core.call import AccountState, LiveCall, admit, answer, beat, settlement
 from fsbill.core.grant import Cap, GrantPlan, GrantPolicy, capped, wants_extension
 from fsbill.core.money import Money
@@ -90,7 +92,8 @@ def test_settle_level_charges_the_same_window_at_the_level_rate():
 
 
 def test_margins_are_against_the_level_below():
-    assert chain.margins([M("0.10"), M("0.20")], M("0.40")) == [M("0.10"), M("0.20")]
+    lines = fx.margins([(M("0.10"), "EUR"), (M("0.20"), "EUR")], (M("0.40"), "EUR"), {})
+    assert [(m.margin, m.fx) for m in lines] == [(M("0.10"), None), (M("0.20"), None)]
 
 
 # -- the property: random trees, calls, top-ups and suspensions ---------------------------------------------
@@ -100,6 +103,7 @@ class Acc:
     rate: Rate
     state: AccountState
     ledger: list[Money] = field(default_factory=list)
+    currency: str = "EUR"
 
 
 @dataclass
@@ -151,6 +155,36 @@ def check(accs: dict[int, Acc], live: list[Live]) -> None:
             assert h.debited + h.held == cost(h.rate, lv.call.granted_s)
 
 
+CURRENCIES = ("EUR", "EUR", "USD", "RUB")
+fx_rates_drawn = st.dictionaries(
+    st.sampled_from([("EUR", "USD"), ("USD", "EUR"), ("USD", "RUB"), ("RUB", "EUR")]),
+    st.builds(lambda n, scale: format(Decimal(n).scaleb(-scale), "f"), st.integers(1, 10**6), st.integers(0, 6)),
+)
+
+
+def check_margins(levels: list[tuple[Money, str]], payer: tuple[Money, str], rates: dict) -> None:
+    """Each level's margin is what the level below paid, in this level's currency (the rate set
+    that way multiplies, the other way divides; half-even to 6 decimals, checked with Decimal),
+    minus its own cost; None across currencies without a rate."""
+    if not levels:
+        assert fx.margins(levels, payer, rates) == []
+        return
+    below = levels[1:] + [payer]
+    for (c, cur), (b, b_cur), got in zip(levels, below, fx.margins(levels, payer, rates), strict=True):
+        if cur == b_cur:
+            assert got == fx.LevelMargin(b - c, None)
+            continue
+        if (b_cur, cur) in rates:
+            exact = b.to_decimal() * Decimal(rates[(b_cur, cur)])
+        elif (cur, b_cur) in rates:
+            exact = b.to_decimal() / Decimal(rates[(cur, b_cur)])
+        else:
+            assert got == fx.LevelMargin(None, None)
+            continue
+        converted = Money.parse(exact.quantize(Decimal("0.000001"), ROUND_HALF_EVEN))
+        assert got.margin == converted - c and got.fx is not None
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_the_invariant_holds_at_every_level_after_every_step(data):
@@ -161,9 +195,11 @@ def test_the_invariant_holds_at_every_level_after_every_step(data):
         parent = data.draw(st.sampled_from([None, *parents]))
         balance = Money(data.draw(st.integers(0, 5_000_000)))
         credit = Money(data.draw(st.sampled_from([0, 0, 1_000_000])))
-        accs[i] = Acc(parent, data.draw(rates), AccountState("active", Money(0), credit, Money(0)))
+        state = AccountState("active", Money(0), credit, Money(0))
+        accs[i] = Acc(parent, data.draw(rates), state, currency=data.draw(st.sampled_from(CURRENCIES)))
         if balance:
             post(accs[i], balance)
+    fx_rates = data.draw(fx_rates_drawn)
     live: list[Live] = []
     now = 0
     for step in range(data.draw(st.integers(1, 30))):
@@ -217,6 +253,7 @@ def test_the_invariant_holds_at_every_level_after_every_step(data):
             post(accs[lv.payer], -payer_charge.post, payer_charge.release)
             hold(accs[lv.payer], Money(0), -1)
             billed = payer_charge.billed_s
+            level_costs = []
             for h in lv.holds:
                 a = accs[h.account_id]
                 ch = chain.settle_level(lv.call, h, a.state, lv.call.answered_us, end, True)
@@ -224,6 +261,8 @@ def test_the_invariant_holds_at_every_level_after_every_step(data):
                 assert ch.cost == cost(h.rate, -(-(end - lv.call.answered_us) // US))
                 post(a, -ch.post, ch.release)
                 hold(a, Money(0), -1)
+                level_costs.append((ch.cost, a.currency))
+            check_margins(level_costs, (payer_charge.cost, accs[lv.payer].currency), fx_rates)
             assert billed >= 0
             live.remove(lv)
         elif op == "topup":

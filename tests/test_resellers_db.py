@@ -89,7 +89,7 @@ def books(store, code: str) -> ledger.AccountView:
 
 
 # -- the tree -------------------------------------------------------------------------------------------
-def test_parent_is_shown_and_must_exist_be_open_and_share_the_currency(sqlite_store):
+def test_parent_is_shown_and_must_exist_and_be_open_in_any_currency(sqlite_store):
     s = sqlite_store
     tariff(s, "wholesale", "0.60")
     tariff(s, "usd", "0.60", currency="USD")
@@ -99,12 +99,12 @@ def test_parent_is_shown_and_must_exist_be_open_and_share_the_currency(sqlite_st
     assert ledger.get_account(s, "C").as_json()["parent"] == "R"
     with pytest.raises(NotFound, match="no account 'X'"):
         account(s, "D", "wholesale", "0", parent="X")
-    with pytest.raises(InvalidInput, match="one currency"):
-        account(s, "D", "usd", "0", parent="R")
+    account(s, "U", "usd", "0", parent="R")  # each level pays in its own currency (docs/RESELLERS.md)
+    assert ledger.get_account(s, "U").currency == "USD"
     s.models.Account.update(status="closed").where(s.models.Account.code == "R").execute()
     with pytest.raises(InvalidInput, match="closed"):
         account(s, "D", "wholesale", "0", parent="R")
-    assert [a.code for a in ledger.list_accounts(s)] == ["C", "R"]  # nothing half-created
+    assert [a.code for a in ledger.list_accounts(s)] == ["C", "R", "U"]  # nothing half-created
 
 
 def test_a_tree_is_at_most_five_levels_deep(sqlite_store):
@@ -255,16 +255,17 @@ def test_a_customer_topup_never_moves_its_reseller(store):
     assert books(store, "R").balance == M("0.30") and books(store, "C").balance == M("150.00")
 
 
-def test_an_account_of_a_tree_keeps_the_tree_currency(sqlite_store):
+def test_an_account_of_a_tree_may_change_currency_like_any_other(sqlite_store):
     s = sqlite_store
     tariff(s, "wholesale", "0.60")
     tariff(s, "usd", "0.60", currency="USD")
     account(s, "R", "wholesale", "0")
     account(s, "C", "wholesale", "0", parent="R")
-    for code in ("R", "C"):
-        with pytest.raises(InvalidInput, match="reseller tree"):
-            set_account(s, code, T0, "test", tariff="usd")
-    assert ledger.get_account(s, "C").currency == "EUR"
+    set_account(s, "C", T0, "test", tariff="usd")  # a zero balance and no live call, as for anyone
+    assert ledger.get_account(s, "C").currency == "USD" and ledger.get_account(s, "C").parent == "R"
+    ledger.topup(s, "R", M("1.00"), T0, reference="r")
+    with pytest.raises(InvalidInput, match="zero balance"):
+        set_account(s, "R", T0, "test", tariff="usd")
 
 
 def test_a_reseller_export_lists_its_subtree_at_its_own_cost(store):

@@ -6,13 +6,17 @@ pays exactly 1.20/min for exactly the seconds the reseller paid 0.60/min for."""
 from __future__ import annotations
 
 import io
+from decimal import ROUND_HALF_EVEN, Decimal
 
+import gevent
+import gevent.event
 import pytest
 from rig import Rig
 
 from fsbill.core.money import Money
 from fsbill.db import chain as dbchain
-from fsbill.db import ledger
+from fsbill.db import funding, ledger, reports
+from fsbill.db import fx as dbfx
 from fsbill.db.rates import import_deck
 
 M = Money.parse
@@ -107,3 +111,82 @@ def test_three_levels_the_top_is_the_limit(db_url):
         assert M("100.00") - c.balance == sum((cdr.charged for cdr in cdrs), Money(0))
     finally:
         rig.close()
+
+
+def test_a_rub_reseller_under_a_usd_wholesaler_never_below_zero_with_and_without_a_rate(sqlite_url):
+    """W pays 0.06 USD/min (holding 0.03 USD: 30 s), R, a RUB reseller under it, 0.60 RUB/min,
+    R's customer C 1.20 RUB/min. Each level holds and pays in its own currency; W's margin is in
+    USD at the rate snapshotted when the call settled, empty before a rate was set. (SQLite only:
+    tests/test_fx_db.py runs the same holds, settlement and margins on PostgreSQL too.)"""
+    rig = Rig(sqlite_url, time_scale=20, seed_tariff=False)
+    try:
+        for name, per_min, currency in (
+            ("top", "0.06", "USD"),
+            ("wholesale", "0.60", "RUB"),
+            ("retail", "1.20", "RUB"),
+        ):
+            ledger.create_tariff(rig.store, name, currency, rig.clock.now_us())
+            import_deck(rig.store, name, io.StringIO(HEADER + f"49,{per_min},0,1,1,0,Germany\n"))
+        account(rig, "W", "top", "0.03")
+        account(rig, "R", "wholesale", "100.00", parent="W")
+        account(rig, "C", "retail", "100.00", parent="R")
+
+        lowest = watch_available(rig, ("W", "R", "C"), lambda: rig.calls([rig.spec(account="C", talk_s=40)] * 3))
+        first = rig.settled(3, timeout_s=30)
+        talked = [cdr for cdr in first if cdr.billed_s]
+        assert talked and sum(cdr.billed_s for cdr in talked) <= 30  # what W's 0.03 USD pays for
+        for cdr in talked:
+            top, mid = dbchain.cdr_levels(rig.store, cdr.uuid, cdr.visit)
+            assert (top.currency, mid.currency, cdr.currency) == ("USD", "RUB", "RUB")
+            assert (top.charged, mid.charged, cdr.charged) == (
+                M("0.001") * cdr.billed_s,
+                M("0.01") * cdr.billed_s,
+                M("0.02") * cdr.billed_s,
+            )
+            assert (top.margin, top.fx_rate) == (None, None)  # no rate yet: left empty
+            assert mid.margin == cdr.charged - mid.charged  # one currency: no rate needed
+        assert sum(r.no_rate_calls for r in reports.reseller_margin(rig.store, "W")) == len(talked)
+
+        dbfx.set_rate(rig.store, "USD", "RUB", "9", rig.clock.now_us(), actor="test")
+        ledger.topup(rig.store, "W", M("0.03"), rig.clock.now_us(), reference="more")
+        moved = funding.fund(rig.store, "R", M("0.01"), rig.clock.now_us(), reference="f-1")
+        assert moved.child.amount == M("0.09")  # 0.01 USD at 9 RUB
+        lowest = min(
+            lowest,
+            watch_available(rig, ("W", "R", "C"), lambda: rig.calls([rig.spec(account="C", talk_s=40)] * 3)),
+        )
+        second = [cdr for cdr in rig.settled(6, timeout_s=30) if cdr.uuid not in {c.uuid for c in first}]
+        talked = [cdr for cdr in second if cdr.billed_s]
+        assert talked and sum(cdr.billed_s for cdr in talked) <= 20  # W's 0.02 USD left after funding R
+        for cdr in talked:
+            top, mid = dbchain.cdr_levels(rig.store, cdr.uuid, cdr.visit)
+            paid_by_r = (mid.cost.to_decimal() / Decimal(9)).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
+            assert (top.fx_pair, top.fx_rate) == ("USD/RUB", "9")
+            assert top.margin == M(str(paid_by_r)) - top.cost
+        assert lowest >= Money(0), "a level went below zero"
+        w, r, c = books(rig, "W"), books(rig, "R"), books(rig, "C")
+        assert M("0.06") - M("0.01") - w.balance == levels_paid(rig, "W")
+        assert M("100.09") - r.balance == levels_paid(rig, "R")
+        assert M("100.00") - c.balance == sum((cdr.charged for cdr in rig.cdrs()), Money(0))
+    finally:
+        rig.close()
+
+
+def watch_available(rig: Rig, codes: tuple[str, ...], run) -> Money:
+    """Run `run` (the calls) while reading what each account has available, over and over; the
+    lowest amount seen at any level."""
+    seen: list[Money] = []
+    done = gevent.event.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.extend(rig.show(code).available for code in codes)
+            gevent.sleep(0.02)
+
+    watcher = gevent.spawn(sample)
+    try:
+        run()
+    finally:
+        done.set()
+        watcher.join()
+    return min(seen)

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "fsbill.cli.vendors",
     "fsbill.cli.accounts",
     "fsbill.cli.money_movements",
+    "fsbill.cli.fx",
     "fsbill.cli.plans",
     "fsbill.cli.bundles",
     "fsbill.cli.dids",

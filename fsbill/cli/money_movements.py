@@ -103,6 +103,8 @@ def _fund(args: argparse.Namespace) -> int:
             f"moved {result.child.amount} from {result.parent.account} (balance {result.parent.balance_after}) "
             f"to {result.child.account} (balance {result.child.balance_after})"
         )
+        if result.child.amount != -result.parent.amount:  # across currencies: docs/RESELLERS.md
+            text = f"{text}; {result.child.note}"
     else:
         text = f"reference {args.reference} already funded {result.child.account} with {result.child.amount}; nothing moved"
     emit(args, data, text)

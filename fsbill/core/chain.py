@@ -12,7 +12,8 @@ Admission asks every level what it affords (`cap`): the grant is the smallest, a
 payer's plan is cut to it (fsbill.core.grant.capped). A heartbeat does the same over the same
 levels, so every level's hold is extended together or none is (`extension`). Settlement rates
 the same billed window at every level (`settle_level`), so each level pays exactly its rate for
-exactly the seconds the others paid for theirs.
+exactly the seconds the others paid for theirs. Each level's margin against the level below
+(converted across currencies) is fsbill.core.fx.margins.
 
 Each level's hold stays a cost of the grant at its own rate: debited + held == cost(rate,
 granted_s). Since the grant is within what each level's plan_grant allowed (a billing boundary
@@ -153,12 +154,6 @@ def settle_level(
     return settlement(lc, start_us, end_us, account) if seen else recovered(lc)
 
 
-def margins(costs: Sequence[Money], payer_cost: Money) -> list[Money]:
-    """Each level's margin, top first: what the level below it pays minus what it pays itself."""
-    below = list(costs[1:]) + [payer_cost]
-    return [b - c for b, c in zip(below, costs, strict=True)]
-
-
 __all__ = [
     "MAX_DEPTH",
     "Level",
@@ -168,7 +163,6 @@ __all__ = [
     "extension",
     "first_holds",
     "level_call",
-    "margins",
     "refusal",
     "settle_level",
     "short_of",

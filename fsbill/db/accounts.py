@@ -180,8 +180,8 @@ def create_account(
     parent: str | None = None,
 ) -> AccountView:
     """`actor`: who creates it, for the audit trail (None: not audited). `parent`: the
-    reseller it is created under (docs/RESELLERS.md): it must exist, not be closed, use the
-    same currency, and the tree stays at most MAX_DEPTH levels deep."""
+    reseller it is created under (docs/RESELLERS.md): it must exist, not be closed, and the
+    tree stays at most MAX_DEPTH levels deep (its currency may differ from the tariff's)."""
     code = _valid_code(code)
     if credit_limit.is_negative():
         raise InvalidInput("credit limit must not be negative")
@@ -199,7 +199,7 @@ def create_account(
             raise InvalidInput(f"tariff {tariff_name!r} is closed: it is no longer given to accounts")
         if m.Account.get_or_none(m.Account.code == code) is not None:
             raise Conflict(f"account {code!r} already exists")
-        parent_id = _parent_id(store, parent, tariff.currency) if parent is not None else None
+        parent_id = _parent_id(store, parent) if parent is not None else None
         taken = [c.number for c in m.AccountCli.select().where(m.AccountCli.number.in_(clis))] if clis else []
         if taken:
             raise Conflict(f"caller id {taken[0]} already belongs to another account")
@@ -227,21 +227,17 @@ def create_account(
     return get_account(store, code)
 
 
-def _parent_id(store: Store, code: str, currency: str) -> int:
+def _parent_id(store: Store, code: str) -> int:
     """The id of the reseller a new account is created under, checked: it exists, is not
-    closed, uses the same currency (no exchange rates yet), and a child of it is at most
-    MAX_DEPTH levels deep. (Cycles cannot arise: a parent is set once, to an existing account.)"""
+    closed, and a child of it is at most MAX_DEPTH levels deep. Its currency may differ: each
+    level pays in its own tariff's currency (`fsbill fx set` prices margins and fundings
+    across). Cycles cannot arise: a parent is set once, to an existing account."""
     m = store.models
     parent = m.Account.get_or_none(m.Account.code == code)
     if parent is None:
         raise NotFound(f"no account {code!r} to create it under (see 'fsbill account list')")
     if parent.status == "closed":
         raise InvalidInput(f"account {code!r} is closed: no accounts can be created under it")
-    if parent.currency != currency:
-        raise InvalidInput(
-            f"account {code!r} pays in {parent.currency} but the tariff is in {currency}: a reseller and its "
-            "customers must use one currency (exchange rates between levels are not supported yet)"
-        )
     depth, above = 1, parent.parent_id
     while above is not None:
         depth += 1

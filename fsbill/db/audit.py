@@ -22,7 +22,7 @@ from fsbill.db.rows import DbRow
 from fsbill.errors import InvalidInput
 from fsbill.instant import iso
 
-ENTITIES = ("account", "tariff", "vendor", "api_token", "plan", "did", "bundle")
+ENTITIES = ("account", "tariff", "vendor", "api_token", "plan", "did", "bundle", "fx")
 
 
 @dataclass(frozen=True)

@@ -389,6 +389,7 @@ def _settle_locked(store: Store, lc: DbRow, end: CallEnd, recovered: bool) -> Cd
             end.now_us,
             recovered,
             charge.cost,
+            acc.currency,
         )
     bundle_used = 0
     if call.bundle_s:  # consume what it used of its bundle holds, release the rest (docs/BUNDLES.md)

@@ -18,10 +18,11 @@ from types import SimpleNamespace
 
 import peewee
 
-from fsbill.core import chain
+from fsbill.core import chain, fx
 from fsbill.core.call import Charge, LiveCall
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
+from fsbill.db import fx as dbfx
 from fsbill.db.connection import Store
 from fsbill.db.guards import read_guards, read_usage, record_call_start
 from fsbill.db.ledger import pay_arrears, post
@@ -194,9 +195,11 @@ def settle_levels(
     now_us: int,
     recovered: bool,
     payer_cost: Money,
+    payer_currency: str,
 ) -> None:
     """Charge every level its own rated cost for the payer's billed window, release its hold
-    and channel, and write its line of the CDR (cdr_level), margins against the level below."""
+    and channel, and write its line of the CDR (cdr_level), margins against the level below
+    (across currencies at the exchange rate set now, snapshotted on the line: fsbill.core.fx)."""
     db, p = store.db, store.db.param
     charges: list[Charge] = []
     for h, lv in zip(holds, levels, strict=True):
@@ -228,9 +231,13 @@ def settle_levels(
             [h.account_id for h in holds],
         ).fetchall()
     }
-    margins = chain.margins([c.cost for c in charges], payer_cost)
+    currencies = [codes[h.account_id][1] for h in holds]
+    rates = dbfx.rates_between(store, [*currencies, payer_currency])  # no query for one currency
+    margins = fx.margins(
+        list(zip([c.cost for c in charges], currencies, strict=True)), (payer_cost, payer_currency), rates
+    )
     m = store.models
-    for h, c, margin in zip(holds, charges, margins, strict=True):
+    for h, c, lm in zip(holds, charges, margins, strict=True):
         code, currency = codes[h.account_id]
         m.CdrLevel.insert(
             uuid=call.uuid,
@@ -244,7 +251,9 @@ def settle_levels(
             cost_micros=c.cost.micros,
             charged_micros=c.charged.micros,
             uncollected_micros=c.uncollected.micros,
-            margin_micros=margin.micros,
+            margin_micros=None if lm.margin is None else lm.margin.micros,
+            fx_pair=None if lm.fx is None else lm.fx.pair,
+            fx_rate=None if lm.fx is None else lm.fx.rate,
         ).execute()
 
 
@@ -260,7 +269,9 @@ class LevelLine:
     cost: Money
     charged: Money
     uncollected: Money
-    margin: Money | None  # what the level below paid minus this level's cost
+    margin: Money | None  # what the level below paid (in this level's currency) minus this level's cost
+    fx_pair: str | None = None  # the rate the margin was converted at ("RUB/USD"); None: one currency
+    fx_rate: str | None = None
 
     def as_json(self) -> dict:
         return {
@@ -273,6 +284,8 @@ class LevelLine:
             "charged": str(self.charged),
             "uncollected": str(self.uncollected),
             "margin": None if self.margin is None else str(self.margin),
+            "fx_pair": self.fx_pair,
+            "fx_rate": self.fx_rate,
         }
 
 
@@ -296,6 +309,8 @@ def cdr_levels(store: Store, uuid: str, visit: int) -> list[LevelLine]:
                 Money(r.charged_micros),
                 Money(r.uncollected_micros),
                 None if r.margin_micros is None else Money(r.margin_micros),
+                r.fx_pair,
+                r.fx_rate,
             )
             for r in rows
         ]
@@ -334,6 +349,8 @@ def at_level(store: Store, views: Sequence[CdrView], account: str) -> list[CdrVi
                     charged=line.charged,
                     uncollected=line.uncollected,
                     margin=line.margin,
+                    fx_pair=line.fx_pair or "",
+                    fx_rate=line.fx_rate or "",
                 )
         out.append(v)
     return out

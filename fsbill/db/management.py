@@ -130,11 +130,6 @@ def set_account(
                             f"(balance {balance} {row.currency}, live calls {row.live_channels} holding {held}); "
                             f"move the balance out with 'fsbill adjust' first"
                         )
-                    if row.parent_id is not None or m.Account.get_or_none(m.Account.parent_id == row.id):
-                        raise InvalidInput(  # docs/RESELLERS.md: one currency per tree for now
-                            f"account {code!r} is part of a reseller tree: its parent and children must keep "
-                            f"its currency {row.currency} (exchange rates between levels are not supported yet)"
-                        )
                     update["currency"] = new.currency
                     changes.append(Change("currency", row.currency, new.currency))
                 update["tariff"] = new.id

@@ -1,5 +1,10 @@
 """Reports over settled calls: the margin per vendor, account or prefix, and vendor quality.
 
+The operator's margin (`margin`) is the top account's cost minus the vendor's cost. A
+reseller's (`reseller_margin`) is, over the calls of its subtree, what the level below it paid
+(in the reseller's currency, at the rate snapshotted on the call's cdr_level line) minus what
+the reseller paid its own parent (docs/RESELLERS.md).
+
 Sums are taken by the database over integer micro-units (exact; PostgreSQL returns NUMERIC for a
 SUM of BIGINT, converted back to int here). Calls are selected by their start, like
 `fsbill cdr export`.
@@ -14,6 +19,7 @@ import peewee
 from fsbill.core.money import Money
 from fsbill.db.connection import Store
 from fsbill.db.rows import DbRow
+from fsbill.errors import NotFound
 
 MARGIN_GROUPS = ("vendor", "account", "prefix")
 
@@ -75,6 +81,71 @@ def margin(
         return [
             MarginRow(k, cur, int(n), int(b or 0), Money(int(c or 0)), Money(int(v or 0)), Money(int(g or 0)))
             for k, cur, n, b, c, v, g in rows
+        ]
+
+
+@dataclass(frozen=True)
+class ResellerMarginRow:
+    """A reseller's calls of its subtree in one group, in its own currency. `margin` sums the
+    calls that have one; `no_rate_calls` counts those without (the level below paid in another
+    currency and no exchange rate was set when they settled): None when no call has one."""
+
+    key: str
+    currency: str
+    calls: int
+    billed_s: int
+    cost: Money  # what the reseller paid its parent
+    margin: Money | None
+    no_rate_calls: int
+
+    def as_json(self, by: str) -> dict:
+        return {
+            by: self.key,
+            "currency": self.currency,
+            "calls": self.calls,
+            "billed_s": self.billed_s,
+            "cost": str(self.cost),
+            "margin": None if self.margin is None else str(self.margin),
+            "no_rate_calls": self.no_rate_calls,
+        }
+
+
+def reseller_margin(
+    store: Store, account: str, by: str = "account", since_us: int | None = None, until_us: int | None = None
+) -> list[ResellerMarginRow]:
+    """`account`'s margin over the calls of its subtree (its lines of cdr_level; its own calls,
+    which nobody below it paid for, have none), grouped by `by`: the caller's account, the
+    vendor that carried the call, or the prefix of `account`'s own rate."""
+    m = store.models
+    line = m.CdrLevel
+    key = {"vendor": m.Cdr.vendor, "account": m.Cdr.account_code, "prefix": line.prefix}[by]
+    fn = peewee.fn
+    unpriced = fn.SUM(peewee.Case(None, [(line.margin_micros.is_null(True), 1)], 0))
+    query = (
+        line.select(
+            key,
+            line.currency,
+            fn.COUNT(line.uuid),
+            fn.SUM(line.billed_s),
+            fn.SUM(line.cost_micros),
+            fn.SUM(line.margin_micros),
+            unpriced,
+        )
+        .join(m.Cdr, on=((m.Cdr.uuid == line.uuid) & (m.Cdr.visit == line.visit)))
+        .where(line.account_code == account)
+        .group_by(key, line.currency)
+        .order_by(key, line.currency)
+    )
+    query = _window(query, m.Cdr.start_us, since_us, until_us)
+    with store.reading():
+        if m.Account.get_or_none(m.Account.code == account) is None:
+            raise NotFound(f"no account {account!r}")
+        rows = query.tuples()
+        return [
+            ResellerMarginRow(
+                k, cur, int(n), int(b or 0), Money(int(c or 0)), None if g is None else Money(int(g)), int(u or 0)
+            )
+            for k, cur, n, b, c, g, u in rows
         ]
 
 
@@ -147,4 +218,12 @@ def quality(store: Store, since_us: int | None = None, until_us: int | None = No
     return out
 
 
-__all__ = ["MARGIN_GROUPS", "MarginRow", "QualityRow", "margin", "quality"]
+__all__ = [
+    "MARGIN_GROUPS",
+    "MarginRow",
+    "QualityRow",
+    "ResellerMarginRow",
+    "margin",
+    "quality",
+    "reseller_margin",
+]

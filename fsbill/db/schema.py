@@ -311,9 +311,22 @@ def build_models(database: Database) -> SimpleNamespace:
         charged_micros = BigIntegerField()
         uncollected_micros = BigIntegerField(default=0)
         margin_micros = BigIntegerField(null=True)  # the level below's cost minus this one's
+        # the exchange rate the margin was converted at (migrations/0016_fx.py); NULL: one currency
+        fx_pair = CharField(null=True)  # "RUB/USD": 1 RUB = fx_rate USD
+        fx_rate = CharField(null=True)  # exact decimal text, as set with `fsbill fx set`
 
         class Meta:
             primary_key = CompositeKey("uuid", "visit", "depth")
+
+    class FxRate(Base):  # exchange rates between levels (migrations/0016_fx.py, fsbill.db.fx)
+        source = CharField(max_length=3)
+        target = CharField(max_length=3)
+        rate = CharField()  # exact decimal text: 1 source = rate target
+        created_us = BigIntegerField()
+        updated_us = BigIntegerField()
+
+        class Meta:
+            indexes = ((("source", "target"), True),)
 
     class CallStart(Base):  # calls admitted, for max_calls_per_minute (migrations/0007_fraud_guards.py)
         account_id = IntegerField()
@@ -517,6 +530,7 @@ def build_models(database: Database) -> SimpleNamespace:
         AccountBundle=AccountBundle,
         BundleHold=BundleHold,
         BundleEntry=BundleEntry,
+        FxRate=FxRate,
     )
     all_models = [
         Tariff,
@@ -551,6 +565,7 @@ def build_models(database: Database) -> SimpleNamespace:
         AccountBundle,
         BundleHold,
         BundleEntry,
+        FxRate,
     ]
     database.bind(all_models, bind_refs=False, bind_backrefs=False)
     models.all = all_models

@@ -53,6 +53,10 @@ class CdrView:
     direction: str = "outbound"  # outbound | inbound (docs/DIDS.md)
     did: str = ""  # the inbound number called
     bundle_s: int = 0  # seconds taken from bundles (docs/BUNDLES.md); money stays in cost/charged
+    # a reseller's view of a call of its subtree (fsbill.db.chain.at_level): the exchange rate its
+    # margin was converted at, "" when none was needed or none was set (docs/RESELLERS.md)
+    fx_pair: str = ""
+    fx_rate: str = ""
 
     FIELDS = (
         "uuid",
@@ -87,6 +91,8 @@ class CdrView:
         "direction",
         "did",
         "bundle_s",
+        "fx_pair",
+        "fx_rate",
     )
 
     def as_json(self) -> dict:
@@ -126,6 +132,8 @@ class CdrView:
             "direction": self.direction,
             "did": self.did,
             "bundle_s": self.bundle_s,
+            "fx_pair": self.fx_pair or None,
+            "fx_rate": self.fx_rate or None,
         }
 
 
