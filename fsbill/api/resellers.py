@@ -79,7 +79,7 @@ def fund(api: Api, req: Request) -> Reply:
 
     def act() -> Reply:
         reference = body.get("reference") or req.idempotency_key or ""
-        result = funding.fund(api.store, code, amount, req.now_us, reference=reference)
+        result = funding.fund(api.store, code, amount, req.now_us, reference=reference, in_transaction=True)
         if result.applied:
             for entry in (result.parent, result.child):
                 before = entry.balance_after - entry.amount
