@@ -65,6 +65,9 @@ def test_the_nodes_histograms_add_up_to_one_quantile_over_all_their_observations
     assert row["count"] == 200 and row["mean_ms"] == 10.0  # (0.4 + 1.6) s / 200
     assert row["p50_ms"] == pytest.approx(1 + 9 * (100 - 50) / 110, abs=0.01)  # inside (1 ms, 10 ms]
     assert row["p99_ms"] == 10.0  # beyond the last finite bucket: its bound, as Prometheus
+    assert (row["over_ms"], row["over_share"]) == (10.0, 0.2)  # node1's 40 of all 200 took longer
+    slow = op_figures(Scrape({}), _scrape("reserve", {0.001: 0, 0.01: 90, inf: 100}, 2.0), "reserve")
+    assert (slow["over_ms"], slow["over_share"]) == (10.0, 0.1)  # 10 of 100 took longer than 10 ms
     assert op_figures(empty, empty, "settle") == {
         "count": 0,
         "mean_ms": None,
@@ -121,3 +124,7 @@ def test_the_report_reads_as_figures_per_mode():
     assert "chain (3 levels, every call under one top reseller)" in text
     assert "reserve   (   10): p50 1.50 ms, p95 3.00 ms, p99 4.00 ms, mean 2.00 ms" in text
     assert "reserve mean, chain / flat: 1x" in text
+    assert "one reserve, heartbeat or settlement every 50.0 ms on average" in text
+    row["reserve"] |= {"over_ms": 5000.0, "over_share": 0.02}
+    text = render(Report({"machine": machine, "options": options, CHAIN: row}))
+    assert "p50 1.50 ms, p95 3.00 ms, p99 > 5000 ms" in text  # 2 % past the last bucket: p99 is beyond it

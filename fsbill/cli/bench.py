@@ -381,16 +381,16 @@ def _add_chain(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser)
         help="a PostgreSQL server (postgresql://user@host:port/db); a database is made on it for the run and "
         "dropped after; without it, one node on SQLite",
     )
-    chain.add_argument("--rounds", type=positive_int, default=5, help="calls each slot places in turn (default 5)")
+    chain.add_argument("--rounds", type=positive_int, default=2, help="calls each slot places in turn (default 2)")
     chain.add_argument(
-        "--talk", type=_positive_float, default=3.0, metavar="S", help="real seconds each call talks (default 3)"
+        "--talk", type=_positive_float, default=12.0, metavar="S", help="real seconds each call talks (default 12)"
     )
     chain.add_argument(
         "--time-scale",
         type=_positive_float,
-        default=10.0,
+        default=1.0,
         metavar="X",
-        help="call time runs X times faster than real time (default 10: a heartbeat every real second)",
+        help="call time runs X times faster than real time (default 1: a heartbeat every 10 s)",
     )
     chain.add_argument("--pool-size", type=positive_int, default=10, help="each node's pool_size (default 10)")
     chain.add_argument(
