@@ -196,7 +196,11 @@ class Api:
             return
         if how == OWNED_TARIFF and subtree.tariff_owned_within(self.store, top, params.get("name", "")):
             return
-        raise Problem("forbidden", scope.outside(token, "funds only its own children" if how == CHILD else ""))
+        why = {
+            CHILD: "funds only its own children",
+            "": "may not call this route (top-ups, adjustments, account changes and vendors are the operator's)",
+        }.get(how, "")
+        raise Problem("forbidden", scope.outside(token, why))
 
     def _tariff_of(self, code: str) -> str | None:
         try:
