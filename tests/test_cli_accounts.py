@@ -90,6 +90,7 @@ def test_tariff_add_and_list(cli):
         "timezone": "America/New_York",
         "rates": 0,
         "status": "active",
+        "owner": None,  # the operator's (a reseller's: docs/RESELLERS.md)
     }
     listed = cli.json("tariff", "list")
     assert [x["name"] for x in listed] == ["retail", "wholesale"]

@@ -14,13 +14,13 @@ from urllib.parse import quote
 
 import peewee
 
-from fsbill.api import idempotency, queries
+from fsbill.api import idempotency, queries, scope
 from fsbill.api.problems import Problem
-from fsbill.api.routing import ADMIN, OWN_ACCOUNT, READ, Reply, Request, Route
+from fsbill.api.routing import ADMIN, IN_SUBTREE, OWN_ACCOUNT, READ, SCOPED, Reply, Request, Route
 from fsbill.core import recharge
 from fsbill.core.guards import GUARD_COLUMNS
 from fsbill.core.money import Money
-from fsbill.db import audit, ledger, management
+from fsbill.db import audit, ledger, management, subtree
 from fsbill.db import guards as dbguards
 from fsbill.db import notices as dbnotices
 from fsbill.db.audit import Change
@@ -44,6 +44,13 @@ def _money(value: str) -> Money:
 
 def create(api: Api, req: Request) -> Reply:
     body = req.body
+    top = scope.reseller_of(req)
+    parent = body.get("parent", top)  # a reseller token's accounts go under it by default
+    if top is not None:
+        scope.within(api, req, parent)
+        if not subtree.tariff_owned_within(api.store, top, body["tariff"]):
+            assert req.token is not None
+            raise Problem("forbidden", scope.outside(req.token, "gives its accounts only tariffs it owns"))
     a = ledger.create_account(
         api.store,
         body["code"],
@@ -53,6 +60,7 @@ def create(api: Api, req: Request) -> Reply:
         max_channels=body.get("max_channels", 0),
         clis=body.get("clis", []),
         actor=_actor(req),
+        parent=parent,
     )
     return Reply(201, a.as_json(), headers=(("Location", "/v1/accounts/" + quote(a.code, safe="")),))
 
@@ -69,7 +77,9 @@ def show(api: Api, req: Request) -> Reply:
 def listing(api: Api, req: Request) -> Reply:
     limit = queries.limit(req.query)
     after = queries.decode_cursor(req.query, str)
-    accounts = ledger.list_accounts(api.store, after=after, limit=limit)
+    top = scope.reseller_of(req)
+    within = None if top is None else subtree.member_ids(api.store, top)  # a reseller lists its subtree
+    accounts = ledger.list_accounts(api.store, after=after, limit=limit, within=within)
     following = queries.encode_cursor(accounts[-1].code) if len(accounts) == limit else None
     return Reply(200, {"items": [a.as_json() for a in accounts], "next_cursor": following})
 
@@ -248,11 +258,12 @@ def ledger_page(api: Api, req: Request) -> Reply:
 
 ROUTES = (
     Route("GET", "/v1/accounts", listing, READ, "listAccounts", "All accounts, by code", "AccountList",
-          query=(queries.LIMIT, queries.CURSOR)),
+          query=(queries.LIMIT, queries.CURSOR), reseller=SCOPED),
     Route("POST", "/v1/accounts", create, ADMIN, "createAccount", "Create an account (`account add`)", "Account",
-          status=201, request="NewAccount"),
+          status=201, request="NewAccount", reseller=SCOPED),
     Route("GET", "/v1/accounts/{code}", show, OWN_ACCOUNT, "getAccount",
-          "Balance, reserved, available, live calls and guards (`account show`)", "AccountDetail"),
+          "Balance, reserved, available, live calls and guards (`account show`)", "AccountDetail",
+          reseller=IN_SUBTREE),
     Route("PATCH", "/v1/accounts/{code}", change, ADMIN, "changeAccount",
           "Change credit limit, channel limit, tariff, email, auto-recharge; or suspend/resume "
           "(`account set|suspend|resume`)",
@@ -262,7 +273,8 @@ ROUTES = (
     Route("DELETE", "/v1/accounts/{code}/clis/{number}", remove_cli, ADMIN, "removeCallerId",
           "Remove a caller id from the account (`account cli --remove`)", "AccountChanged"),
     Route("GET", "/v1/accounts/{code}/guards", guards, OWN_ACCOUNT, "getGuards",
-          "The fraud guards in force and their usage (`account guard --json`)", "AccountGuards"),
+          "The fraud guards in force and their usage (`account guard --json`)", "AccountGuards",
+          reseller=IN_SUBTREE),
     Route("PATCH", "/v1/accounts/{code}/guards", change_guards, ADMIN, "changeGuards",
           "Set the account's own fraud guards: a value, none (the tariff's) or off (`account guard`)",
           "AccountGuards", request="GuardsChange"),
@@ -276,7 +288,7 @@ ROUTES = (
           request="Adjustment", idempotent=True),
     Route("GET", "/v1/accounts/{code}/ledger", ledger_page, OWN_ACCOUNT, "getLedger",
           "The account's movements, oldest first (`ledger`)", "LedgerPage",
-          query=(queries.SINCE, queries.UNTIL, queries.LIMIT, queries.CURSOR)),
+          query=(queries.SINCE, queries.UNTIL, queries.LIMIT, queries.CURSOR), reseller=IN_SUBTREE),
 )  # fmt: skip
 
 __all__ = ["ROUTES", "once"]

@@ -15,14 +15,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from fsbill.api import accounts, idempotency, openapi, readings, recharges, tokens
+from fsbill.api import accounts, idempotency, openapi, readings, recharges, resellers, scope, tokens
 from fsbill.api.problems import MEDIA_TYPE, Problem, from_error
 from fsbill.api.routing import (
     ADMIN,
+    CHILD,
+    IN_SUBTREE,
+    IN_SUBTREE_QUERY,
     OWN_ACCOUNT,
     OWN_QUERY,
     OWN_TARIFF,
+    OWNED_TARIFF,
     PUBLIC,
+    SCOPED,
+    SEEN_TARIFF,
     Invalid,
     Reply,
     Request,
@@ -30,7 +36,7 @@ from fsbill.api.routing import (
     find,
     validate,
 )
-from fsbill.db import Store, ledger
+from fsbill.db import Store, ledger, subtree
 from fsbill.errors import FsbillError, NotFound
 from fsbill.wsgi import BodyError, WSGIApp, read_body, serve_wsgi
 
@@ -49,6 +55,7 @@ ROUTES: tuple[Route, ...] = (
     *accounts.ROUTES,
     *recharges.ROUTES,
     *readings.ROUTES,
+    *resellers.ROUTES,
 )
 
 
@@ -155,6 +162,8 @@ class Api:
     def _authorize(self, route: Route, token: tokens.Token, params: dict[str, str], query: dict[str, str]) -> None:
         if token.role == tokens.ADMIN:
             return
+        if token.role == tokens.RESELLER:
+            return self._authorize_reseller(route, token, params, query)
         if route.access == ADMIN:
             raise Problem("forbidden", f"token {token.name!r} ({token.role}) may not make changes or move money")
         if token.role == tokens.READONLY:
@@ -167,6 +176,31 @@ class Api:
         if route.access == OWN_TARIFF and own is not None and params.get("name") == self._tariff_of(own):
             return
         raise Problem("forbidden", f"token {token.name!r} may read only account {own!r} and its tariff")
+
+    def _authorize_reseller(
+        self, route: Route, token: tokens.Token, params: dict[str, str], query: dict[str, str]
+    ) -> None:
+        """A `reseller` token acts only inside its account's subtree (fsbill.api.routing), and
+        is refused the same way whether or not what it names exists."""
+        top = token.account or ""
+        how = route.reseller
+        if how == SCOPED:
+            return
+        if how == IN_SUBTREE and subtree.contains(self.store, top, params.get("code", "")):
+            return
+        if how == IN_SUBTREE_QUERY and subtree.contains(self.store, top, query.get("account", top)):
+            return
+        if how == CHILD and subtree.is_child(self.store, top, params.get("code", "")):
+            return
+        if how == SEEN_TARIFF and subtree.tariff_visible(self.store, top, params.get("name", "")):
+            return
+        if how == OWNED_TARIFF and subtree.tariff_owned_within(self.store, top, params.get("name", "")):
+            return
+        why = {
+            CHILD: "funds only its own children",
+            "": "may not call this route (top-ups, adjustments, account changes and vendors are the operator's)",
+        }.get(how, "")
+        raise Problem("forbidden", scope.outside(token, why))
 
     def _tariff_of(self, code: str) -> str | None:
         try:
@@ -210,7 +244,7 @@ def _query(text: str) -> dict[str, str]:
 
 def _json_body(environ: dict[str, Any], route: Route) -> Any:
     try:
-        raw = read_body(environ, MAX_BODY_BYTES)
+        raw = read_body(environ, route.max_body or MAX_BODY_BYTES)
     except BodyError as exc:
         raise Problem("usage", exc.reason, [("Connection", "close")], status=exc.status) from None
     if not raw.strip():

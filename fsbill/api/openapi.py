@@ -73,7 +73,7 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.access != PUBLIC:
         op["security"] = [{"bearer": []}]
         responses["401"] = _problem("no valid bearer token (kind unauthorized)")
-        responses["403"] = _problem("outside the token's role or account (kind forbidden)")
+        responses["403"] = _problem("outside the token's role, account or subtree (kind forbidden)")
     if route.path_params or route.access != PUBLIC:
         responses["404"] = _problem("no such account, tariff, vendor or rate (kind not_found)")
     if route.access == ADMIN or route.request is not None:

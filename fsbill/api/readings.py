@@ -9,11 +9,23 @@ from typing import TYPE_CHECKING
 
 from fsbill import cdr_format
 from fsbill.api import queries
-from fsbill.api.routing import OWN_QUERY, OWN_TARIFF, READ, Param, Reply, Request, Route
+from fsbill.api.routing import (
+    IN_SUBTREE_QUERY,
+    OWN_QUERY,
+    OWN_TARIFF,
+    READ,
+    SCOPED,
+    SEEN_TARIFF,
+    Param,
+    Reply,
+    Request,
+    Route,
+)
+from fsbill.api.scope import reseller_of
 from fsbill.cli.rates import _rate_json
 from fsbill.cli.tariffs import _json as tariff_json
 from fsbill.core.rating import normalize_number
-from fsbill.db import ledger, views
+from fsbill.db import ledger, subtree, views
 from fsbill.db import rates as dbrates
 from fsbill.db import vendors as dbvendors
 from fsbill.db.cdr_export import cdr_page
@@ -65,6 +77,10 @@ def _sold(name: str) -> str:
 
 def tariffs(api: Api, req: Request) -> Reply:
     found = [t for t in ledger.list_tariffs(api.store) if not t.name.startswith(dbvendors.DECK_PREFIX)]
+    top = reseller_of(req)
+    if top is not None:  # a reseller sees the tariffs of its subtree (fsbill.db.subtree)
+        seen = subtree.visible_tariffs(api.store, top)
+        found = [t for t in found if t.name in seen]
     return Reply(200, {"items": [tariff_json(t) for t in found]})
 
 
@@ -104,16 +120,19 @@ AT = Param("at", {"type": "string", "format": "date-time"}, "call start (default
 
 ROUTES = (
     Route("GET", "/v1/calls", live_calls, OWN_QUERY, "listLiveCalls",
-          "Live calls on every node and what each holds (`calls`)", "LiveCallList", query=(queries.ACCOUNT,)),
+          "Live calls on every node and what each holds (`calls`)", "LiveCallList", query=(queries.ACCOUNT,),
+          reseller=IN_SUBTREE_QUERY),
     Route("GET", "/v1/cdrs", cdrs, OWN_QUERY, "listCdrs",
           "CDRs by call start, in pages (`cdr export`)", "CdrPage",
-          query=(queries.ACCOUNT, queries.SINCE, queries.UNTIL, queries.LIMIT, queries.CURSOR)),
-    Route("GET", "/v1/tariffs", tariffs, READ, "listTariffs", "All tariffs (`tariff list`)", "TariffList"),
-    Route("GET", "/v1/tariffs/{name}", tariff, OWN_TARIFF, "getTariff", "One tariff", "Tariff"),
+          query=(queries.ACCOUNT, queries.SINCE, queries.UNTIL, queries.LIMIT, queries.CURSOR),
+          reseller=IN_SUBTREE_QUERY),
+    Route("GET", "/v1/tariffs", tariffs, READ, "listTariffs", "All tariffs (`tariff list`)", "TariffList", reseller=SCOPED),
+    Route("GET", "/v1/tariffs/{name}", tariff, OWN_TARIFF, "getTariff", "One tariff", "Tariff", reseller=SEEN_TARIFF),
     Route("GET", "/v1/tariffs/{name}/rates", rates, OWN_TARIFF, "listRates",
-          "A tariff's rates by prefix (`rates list`)", "RateList", query=(PREFIX, queries.LIMIT)),
+          "A tariff's rates by prefix (`rates list`)", "RateList", query=(PREFIX, queries.LIMIT),
+          reseller=SEEN_TARIFF),
     Route("GET", "/v1/tariffs/{name}/rates/{number}", rate_lookup, OWN_TARIFF, "lookupRate",
-          "The rate a number gets (`rates lookup`)", "RateLookup", query=(AT,)),
+          "The rate a number gets (`rates lookup`)", "RateLookup", query=(AT,), reseller=SEEN_TARIFF),
     Route("GET", "/v1/vendors", vendors, READ, "listVendors", "All vendors (`vendor list`)", "VendorList"),
     Route("GET", "/v1/vendors/{name}", vendor, READ, "getVendor", "One vendor (`vendor show`)", "Vendor"),
 )  # fmt: skip

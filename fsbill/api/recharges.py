@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fsbill.api.routing import ADMIN, OWN_ACCOUNT, Reply, Request, Route
+from fsbill.api.routing import ADMIN, IN_SUBTREE, OWN_ACCOUNT, Reply, Request, Route
 from fsbill.db import recharge as dbrecharge
 
 if TYPE_CHECKING:
@@ -29,7 +29,8 @@ def failed(api: Api, req: Request) -> Reply:
 
 ROUTES = (
     Route("GET", "/v1/accounts/{code}/recharges", listing, OWN_ACCOUNT, "listRecharges",
-          "The account's auto-recharge requests, oldest first (`recharge list`)", "RechargeList"),
+          "The account's auto-recharge requests, oldest first (`recharge list`)", "RechargeList",
+          reseller=IN_SUBTREE),
     Route("POST", "/v1/accounts/{code}/recharges/{key}/failed", failed, ADMIN, "rechargeFailed",
           "The payment side could not charge the card for this request (`recharge failed`)", "RechargeFailed"),
 )  # fmt: skip

@@ -10,6 +10,16 @@ Who may call a route (`access`), by the token's role (fsbill.api.tokens):
 - OWN_TARIFF: admin, readonly, and an `account` token for its account's tariff `{name}`;
 - OWN_QUERY: admin, readonly, and an `account` token whose `account` query parameter is its
   own (it is its own when left out).
+
+A `reseller` token for R (docs/RESELLERS.md "Reseller tokens") may call a route only if the
+route says how (`reseller`), else it is a 403:
+- IN_SUBTREE: `{code}` is R or an account below R;
+- IN_SUBTREE_QUERY: the `account` query parameter is R or below R (R when left out);
+- CHILD: `{code}` sits directly under R (a funding moves R's own money);
+- SEEN_TARIFF: `{name}` is a tariff owned inside R's subtree or held by an account of it;
+- OWNED_TARIFF: `{name}` is a tariff owned by R or by a reseller below R;
+- SCOPED: the handler narrows what it lists, or checks the body (the parent of a new account,
+  the owner of a new tariff), to R's subtree.
 """
 
 from __future__ import annotations
@@ -30,6 +40,14 @@ PUBLIC, ADMIN, READ, OWN_ACCOUNT, OWN_TARIFF, OWN_QUERY = (
     "own_account",
     "own_tariff",
     "own_query",
+)
+IN_SUBTREE, IN_SUBTREE_QUERY, CHILD, SEEN_TARIFF, OWNED_TARIFF, SCOPED = (
+    "in_subtree",
+    "in_subtree_query",
+    "child",
+    "seen_tariff",
+    "owned_tariff",
+    "scoped",
 )
 
 
@@ -79,6 +97,8 @@ class Route:
     body_required: bool = True
     query: tuple[Param, ...] = ()
     idempotent: bool = False  # a money movement: needs an Idempotency-Key
+    reseller: str = ""  # how a `reseller` token may call it ("": it may not)
+    max_body: int = 0  # the largest body it takes, in bytes (0: fsbill.api.app.MAX_BODY_BYTES)
     segments: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -184,4 +204,21 @@ def _is(value: Any, kind: str) -> bool:
     return True
 
 
-__all__ = ["ADMIN", "OWN_ACCOUNT", "OWN_QUERY", "OWN_TARIFF", "PUBLIC", "READ", "Param", "Reply", "Request", "Route"]
+__all__ = [
+    "ADMIN",
+    "CHILD",
+    "IN_SUBTREE",
+    "IN_SUBTREE_QUERY",
+    "OWNED_TARIFF",
+    "OWN_ACCOUNT",
+    "OWN_QUERY",
+    "OWN_TARIFF",
+    "PUBLIC",
+    "READ",
+    "SCOPED",
+    "SEEN_TARIFF",
+    "Param",
+    "Reply",
+    "Request",
+    "Route",
+]

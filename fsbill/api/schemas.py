@@ -238,6 +238,7 @@ TARIFF = _object(
         "timezone": _s("string"),
         "rates": COUNT,
         "status": _s("string", enum=["active", "closed"]),
+        "owner": _s("string", nullable=True, description="the reseller it belongs to; null: the operator's"),
     }
 )
 RATE = _object(
@@ -279,6 +280,11 @@ NEW_ACCOUNT = _object(
         "credit_limit": _s("string", pattern=POSITIVE_PATTERN, description="default 0"),
         "max_channels": _s("integer", minimum=0, maximum=1_000_000, description="0 = no limit (default)"),
         "clis": {"type": "array", "maxItems": 100, "items": _s("string", pattern=r"^\+?[0-9]{1,32}$")},
+        "parent": _s(
+            "string",
+            pattern=CODE_PATTERN,
+            description="the reseller above it (`--parent`); a reseller token's own by default",
+        ),
     },
     required=["code", "tariff"],
     closed=True,
@@ -336,6 +342,58 @@ ADJUSTMENT = _object(
     closed=True,
 )
 
+NEW_TARIFF = _object(
+    {
+        "name": _s("string", minLength=1, maxLength=64, pattern=r"^[!-~]+$"),
+        "currency": _s("string", pattern=r"^[A-Za-z]{3}$", description="ISO 4217 code"),
+        "decimals": _s("integer", minimum=0, maximum=6, description="a call's cost is rounded to these (default 4)"),
+        "rounding": _s("string", enum=["half_up", "half_even", "up", "down"], description="default half_up"),
+        "timezone": _s(
+            "string", minLength=1, maxLength=64, description="IANA zone for time-of-day bands (default UTC)"
+        ),
+        "owner": _s(
+            "string", pattern=CODE_PATTERN, description="the reseller it belongs to (a reseller token's own by default)"
+        ),
+    },
+    required=["name", "currency"],
+    closed=True,
+)
+DECK_IMPORT = _object(
+    {
+        "csv": _s("string", description="the deck, as `rates import` reads it (prefix,rate,... with a header line)"),
+        "replace": _s("boolean", description="replace the deck instead of adding to it (default false)"),
+        "allow_empty": _s("boolean", description="with replace: a deck without a rate may empty the tariff"),
+        "dry_run": _s("boolean", description="check and compare only; write nothing"),
+    },
+    required=["csv"],
+    closed=True,
+)
+DECK_IMPORTED = _object(
+    {
+        "tariff": _s("string"),
+        "imported": COUNT,
+        "replaced": _s("boolean"),
+        "deck_version": COUNT,
+        "dry_run": _s("boolean"),
+    },
+    required=["tariff", "deck_version"],
+)
+FUND = _object(
+    {
+        "amount": _s("string", pattern=POSITIVE_PATTERN, description='positive exact amount, e.g. "10.00"'),
+        "reference": _s("string", minLength=1, maxLength=255, description="default: the Idempotency-Key"),
+    },
+    required=["amount"],
+    closed=True,
+)
+FUNDING = _object(
+    {
+        "parent": {"$ref": "#/components/schemas/LedgerEntry"},
+        "child": {"$ref": "#/components/schemas/LedgerEntry"},
+        "applied": _s("boolean", description="false: its reference was already applied; nothing moved"),
+    }
+)
+
 
 def components() -> dict[str, Any]:
     return {
@@ -372,6 +430,11 @@ def components() -> dict[str, Any]:
         "AccountGuards": ACCOUNT_GUARDS,
         "CallerId": CALLER_ID,
         "GuardsChange": GUARDS_CHANGE,
+        "NewTariff": NEW_TARIFF,
+        "DeckImport": DECK_IMPORT,
+        "DeckImported": DECK_IMPORTED,
+        "Fund": FUND,
+        "Funding": FUNDING,
     }
 
 

@@ -6,7 +6,9 @@ hash leaks nothing an attacker could use. It is shown once, when made.
 
 Roles (docs/API.md): `admin` may do everything; `readonly` reads everything; `account` (a
 customer portal) reads only its own account - its ledger, CDRs, live calls and its tariff's
-rates - and moves no money.
+rates - and moves no money; `reseller` runs one account's subtree (docs/RESELLERS.md
+"Reseller tokens"): it creates accounts under it and tariffs it owns, imports their decks, funds
+its children from it, and reads its subtree's accounts, ledgers, calls and CDRs.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from fsbill.db.rows import DbRow
 from fsbill.errors import Conflict, InvalidInput, NotFound
 from fsbill.instant import iso
 
-ADMIN, READONLY, ACCOUNT = "admin", "readonly", "account"
-ROLES = (ADMIN, READONLY, ACCOUNT)
+ADMIN, READONLY, ACCOUNT, RESELLER = "admin", "readonly", "account", "reseller"
+ROLES = (ADMIN, READONLY, ACCOUNT, RESELLER)
+SCOPED = (ACCOUNT, RESELLER)  # roles that name an account
 PREFIX = "fsb_"
 MAX_NAME = 64
 MAX_TOKEN_CHARS = 512  # a header longer than any token fsbill makes is not looked up
@@ -38,7 +41,7 @@ class Token:
 
     name: str
     role: str
-    account: str | None = None  # role `account`: the one account it may read
+    account: str | None = None  # role `account`: the one account it may read; `reseller`: its subtree's top
     created_us: int = 0
     revoked_us: int | None = None
 
@@ -69,11 +72,11 @@ def add_token(
     name = _valid_name(name)
     if role not in ROLES:
         raise InvalidInput(f"--role must be one of {', '.join(ROLES)}, got {role!r}")
-    if (role == ACCOUNT) != (account is not None):
+    if (role in SCOPED) != (account is not None):
         raise InvalidInput(
-            "--account CODE is needed with --role account"
-            if role == ACCOUNT
-            else f"--account only goes with --role {ACCOUNT}"
+            f"--account CODE is needed with --role {role}"
+            if role in SCOPED
+            else f"--account only goes with --role {ACCOUNT} or {RESELLER}"
         )
     secret = PREFIX + secrets.token_urlsafe(32)
     m = store.models
@@ -131,4 +134,16 @@ def authenticate(store: Store, presented: str) -> Token | None:
     return _view(row)
 
 
-__all__ = ["ACCOUNT", "ADMIN", "READONLY", "ROLES", "Token", "add_token", "authenticate", "list_tokens", "revoke_token"]
+__all__ = [
+    "ACCOUNT",
+    "ADMIN",
+    "READONLY",
+    "RESELLER",
+    "ROLES",
+    "SCOPED",
+    "Token",
+    "add_token",
+    "authenticate",
+    "list_tokens",
+    "revoke_token",
+]

@@ -23,9 +23,14 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         "--role",
         required=True,
         choices=tokens.ROLES,
-        help="admin: everything; readonly: reads everything; account: reads only --account, moves no money",
+        help="admin: everything; readonly: reads everything; account: reads only --account, moves no money; "
+        "reseller: runs --account's subtree (docs/RESELLERS.md)",
     )
-    add.add_argument("--account", metavar="CODE", help="with --role account: the account it may read")
+    add.add_argument(
+        "--account",
+        metavar="CODE",
+        help="with --role account: the account it may read; reseller: the top of its subtree",
+    )
     add_actor_option(add)
     add.set_defaults(func=_add)
     lst = tsub.add_parser("list", parents=[parent], help="the tokens (names, roles, scopes; never the tokens)")

@@ -362,9 +362,81 @@ def _routing(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- chain ----------------------------------------------------------------------------------------
+def _add_chain(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    chain = sub.add_parser(
+        "chain",
+        parents=[parent],
+        help="a busy reseller: reserve latency and throughput of concurrent calls under one top account",
+        description="Place --calls concurrent calls under one top reseller (--levels deep) through --nodes "
+        "`fsbill serve` processes sharing one database, then the same load from independent one-level "
+        "accounts; print reserve, heartbeat and settlement latency and throughput (docs/BENCHMARKS.md).",
+    )
+    chain.add_argument("--levels", type=positive_int, default=3, help="levels from the top to a caller (default 3)")
+    chain.add_argument("--calls", type=positive_int, default=200, help="concurrent calls (default 200)")
+    chain.add_argument("--nodes", type=positive_int, default=2, help="fsbill serve processes (default 2)")
+    chain.add_argument(
+        "--db",
+        metavar="URL",
+        help="a PostgreSQL server (postgresql://user@host:port/db); a database is made on it for the run and "
+        "dropped after; without it, one node on SQLite",
+    )
+    chain.add_argument("--rounds", type=positive_int, default=2, help="calls each slot places in turn (default 2)")
+    chain.add_argument(
+        "--talk", type=_positive_float, default=12.0, metavar="S", help="real seconds each call talks (default 12)"
+    )
+    chain.add_argument(
+        "--time-scale",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="call time runs X times faster than real time (default 1: a heartbeat every 10 s)",
+    )
+    chain.add_argument("--pool-size", type=positive_int, default=10, help="each node's pool_size (default 10)")
+    chain.add_argument(
+        "--modes",
+        type=_modes_of_chain,
+        default=("chain", "flat"),
+        metavar="M,M",
+        help="chain (one top reseller), flat (independent accounts) or both (default chain,flat)",
+    )
+    chain.add_argument("--workdir", help="keep the servers' logs here (default: a temporary directory)")
+    chain.set_defaults(func=_chain)
+
+
+def _modes_of_chain(text: str) -> tuple[str, ...]:
+    modes = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not modes or any(m not in ("chain", "flat") for m in modes):
+        raise argparse.ArgumentTypeError(f"expected chain, flat or chain,flat, got {text!r}")
+    return modes
+
+
+def _chain(args: argparse.Namespace) -> int:
+    from fsbill.bench.chain import Options, check, render, run
+
+    options = check(
+        Options(
+            levels=args.levels,
+            calls=args.calls,
+            nodes=args.nodes,
+            db=args.db,
+            rounds=args.rounds,
+            talk_s=args.talk,
+            time_scale=args.time_scale,
+            pool_size=args.pool_size,
+            modes=args.modes,
+            keep_dir=args.workdir,
+        )
+    )
+    report = run(options, progress=_say)
+    emit(args, dict(report.figures, notes=report.notes), lambda: render(report))
+    return 0
+
+
 BENCHMARKS: list[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None]] = [
     _add_rating,
     _add_calls,
     _add_switch,
     _add_routing,
+    _add_chain,
 ]

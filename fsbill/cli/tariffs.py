@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         help="how a call's cost is rounded, once, at the end (default half_up)",
     )
     add.add_argument("--timezone", default="UTC", help="IANA zone for time-of-day bands (default UTC)")
+    add.add_argument(
+        "--owner",
+        metavar="CODE",
+        help="the reseller account it belongs to: only accounts under it may have it (docs/RESELLERS.md)",
+    )
     add_actor_option(add)
     add.set_defaults(func=_add)
     guard = sub.add_parser(
@@ -82,6 +87,7 @@ def _json(t: ledger.TariffView) -> dict:
         "timezone": t.timezone,
         "rates": t.rate_count,
         "status": t.status,
+        "owner": t.owner or None,
     }
 
 
@@ -92,7 +98,9 @@ def _add(args: argparse.Namespace) -> int:
         )
     store = open_store(load(args))
     rule = RoundingRule(args.decimals, RoundingMethod(args.rounding))
-    t = ledger.create_tariff(store, args.name, args.currency, Clock().now_us(), rule, args.timezone, actor=actor(args))
+    t = ledger.create_tariff(
+        store, args.name, args.currency, Clock().now_us(), rule, args.timezone, actor=actor(args), owner=args.owner
+    )
     emit(
         args,
         _json(t),

@@ -16,7 +16,7 @@ import peewee
 from fsbill.core.chain import MAX_DEPTH
 from fsbill.core.grant import available as available_of
 from fsbill.core.money import Money, RoundingRule
-from fsbill.db import audit
+from fsbill.db import audit, subtree
 from fsbill.db.connection import Store
 from fsbill.db.rows import DbRow, rounding_of
 from fsbill.errors import Conflict, InvalidInput, NotFound
@@ -32,6 +32,7 @@ class TariffView:
     deck_version: int
     rate_count: int = 0
     status: str = "active"  # active | closed (fsbill.db.management)
+    owner: str = ""  # the reseller that made it, "" = the operator's (fsbill.db.subtree)
 
 
 @dataclass(frozen=True)
@@ -113,25 +114,36 @@ def create_tariff(
     timezone: str = "UTC",
     *,
     actor: str | None = None,
+    owner: str | None = None,
 ) -> TariffView:
-    """`actor`: who creates it, for the audit trail (None: not audited)."""
+    """`actor`: who creates it, for the audit trail (None: not audited). `owner`: the reseller
+    account it belongs to (given only inside its subtree, fsbill.db.subtree); None: the operator's."""
     if not name.strip():
         raise InvalidInput("tariff name must not be empty")
     currency = _valid_currency(currency)
     timezone = _valid_timezone(timezone)
+    m = store.models
     try:
         with store.transaction():
+            owner_row = None if owner is None else m.Account.get_or_none(m.Account.code == owner)
+            if owner is not None and owner_row is None:
+                raise NotFound(f"no account {owner!r} to own the tariff (see 'fsbill account list')")
             row = new_tariff_row(store, name, currency, rounding, timezone, now_us)
+            if owner_row is not None:
+                m.Tariff.update(owner_id=owner_row.id).where(m.Tariff.id == row.id).execute()
+                row.owner_id = owner_row.id
             if actor is not None:
                 fields = {"currency": currency, "decimals": str(rounding.decimals), "rounding": rounding.method.value}
+                if owner is not None:
+                    fields["owner"] = owner
                 changes = [audit.Change(k, None, v) for k, v in (fields | {"timezone": timezone}).items()]
                 audit.record(store, actor, now_us, "add", "tariff", name, changes)
     except peewee.IntegrityError:
         raise Conflict(f"tariff {name!r} already exists") from None
-    return _tariff_view(row, 0)
+    return _tariff_view(row, 0, {} if owner_row is None else {owner_row.id: owner_row.code})
 
 
-def _tariff_view(row: DbRow, rate_count: int) -> TariffView:
+def _tariff_view(row: DbRow, rate_count: int, owners: dict[int, str] | None = None) -> TariffView:
     return TariffView(
         id=row.id,
         name=row.name,
@@ -141,14 +153,24 @@ def _tariff_view(row: DbRow, rate_count: int) -> TariffView:
         deck_version=row.deck_version,
         rate_count=rate_count,
         status=row.status,
+        owner="" if row.owner_id is None else (owners or {}).get(row.owner_id, ""),
     )
+
+
+def _owners(m: SimpleNamespace, ids: Iterable[int | None]) -> dict[int, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    return dict(m.Account.select(m.Account.id, m.Account.code).where(m.Account.id.in_(wanted)).tuples())
 
 
 def list_tariffs(store: Store) -> list[TariffView]:
     m = store.models
     with store.reading():
         counts = dict(m.Rate.select(m.Rate.tariff, peewee.fn.COUNT(m.Rate.id)).group_by(m.Rate.tariff).tuples())
-        return [_tariff_view(t, counts.get(t.id, 0)) for t in m.Tariff.select().order_by(m.Tariff.name)]
+        rows = list(m.Tariff.select().order_by(m.Tariff.name))
+        owners = _owners(m, (t.owner_id for t in rows))
+        return [_tariff_view(t, counts.get(t.id, 0), owners) for t in rows]
 
 
 def get_tariff(store: Store, name: str) -> TariffView:
@@ -157,7 +179,7 @@ def get_tariff(store: Store, name: str) -> TariffView:
         row = m.Tariff.get_or_none(m.Tariff.name == name)
         if row is None:
             raise NotFound(f"no tariff named {name!r} (see 'fsbill tariff list')")
-        return _tariff_view(row, m.Rate.select().where(m.Rate.tariff == row.id).count())
+        return _tariff_view(row, m.Rate.select().where(m.Rate.tariff == row.id).count(), _owners(m, [row.owner_id]))
 
 
 # -- accounts ---------------------------------------------------------------------------------
@@ -200,6 +222,7 @@ def create_account(
         if m.Account.get_or_none(m.Account.code == code) is not None:
             raise Conflict(f"account {code!r} already exists")
         parent_id = _parent_id(store, parent) if parent is not None else None
+        subtree.check_tariff_for(store, tariff, parent_id, code)  # a reseller's tariff stays in its subtree
         taken = [c.number for c in m.AccountCli.select().where(m.AccountCli.number.in_(clis))] if clis else []
         if taken:
             raise Conflict(f"caller id {taken[0]} already belongs to another account")
@@ -304,11 +327,16 @@ def get_account(store: Store, code: str) -> AccountView:
         return _account_view(m, row)
 
 
-def list_accounts(store: Store, after: str | None = None, limit: int | None = None) -> list[AccountView]:
-    """Accounts by code; `after` and `limit` read one page of them (the HTTP API's)."""
+def list_accounts(
+    store: Store, after: str | None = None, limit: int | None = None, within: Iterable[int] | None = None
+) -> list[AccountView]:
+    """Accounts by code; `after` and `limit` read one page of them (the HTTP API's); `within`:
+    only these ids (a reseller's subtree, fsbill.db.subtree.member_ids)."""
     m = store.models
     with store.reading():
         rows = m.Account.select(m.Account, m.Tariff).join(m.Tariff)
+        if within is not None:
+            rows = rows.where(m.Account.id.in_(list(within)))
         if after is not None:
             rows = rows.where(m.Account.code > after)
         rows = rows.order_by(m.Account.code)

@@ -11,6 +11,7 @@ reseller's balance; funding is the one way money goes down the tree.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from fsbill.core import fx
@@ -39,18 +40,22 @@ def _locked(store: Store, account_id: int) -> DbRow:
     return (q.for_update() if store.kind == "postgresql" else q).first()
 
 
-def fund(store: Store, child_code: str, amount: Money, now_us: int, *, reference: str) -> Funding:
+def fund(
+    store: Store, child_code: str, amount: Money, now_us: int, *, reference: str, in_transaction: bool = False
+) -> Funding:
     """Move `amount` from `child_code`'s parent to it. Refused (nothing moved) when the amount is
     not positive, the reference is empty, the account has no parent, either is closed, their
     currencies differ and no exchange rate is set, or the parent's available money (balance +
     credit − held − arrears) is less than the amount. The same reference and amount again: the
-    first funding, nothing moved. Across currencies `amount` is the parent's debit."""
+    first funding, nothing moved. Across currencies `amount` is the parent's debit.
+    `in_transaction`: the caller holds the transaction (the HTTP API, whose idempotency record
+    commits with the funding or not at all)."""
     if amount.micros <= 0:
         raise InvalidInput(f"amount must be positive, got {amount}")
     if not reference.strip():
         raise InvalidInput("--reference must not be empty: it makes the funding happen once")
     m = store.models
-    with store.transaction():
+    with contextlib.nullcontext() if in_transaction else store.transaction():
         found = m.Account.get_or_none(m.Account.code == child_code)
         if found is None:
             raise NotFound(f"no account {child_code!r}")

@@ -23,7 +23,7 @@ from fsbill.core.recharge import Settings
 from fsbill.core.recharge import describe as describe_recharge
 from fsbill.core.recharge import from_stored as recharge_settings
 from fsbill.core.recharge import stored as stored_recharge
-from fsbill.db import accounts, audit, ledger, notices
+from fsbill.db import accounts, audit, ledger, notices, subtree
 from fsbill.db import vendors as dbvendors
 from fsbill.db.audit import Change
 from fsbill.db.connection import Store
@@ -122,6 +122,7 @@ def set_account(
             if new.id != old.id:
                 if new.status == CLOSED:
                     raise InvalidInput(f"tariff {tariff!r} is closed: it is no longer given to accounts")
+                subtree.check_tariff_for(store, new, row.parent_id, code)  # a reseller's tariff stays in its subtree
                 if new.currency != row.currency:
                     if balance or held or row.live_channels:
                         raise InvalidInput(

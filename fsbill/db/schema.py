@@ -47,6 +47,7 @@ def build_models(database: Database) -> SimpleNamespace:
         max_rate_micros = BigIntegerField(null=True)
         max_calls_per_minute = IntegerField(null=True)
         low_balance = TextField(null=True)  # its accounts' default low-balance levels (migrations/0011_notices.py)
+        owner_id = IntegerField(null=True)  # the reseller that made it, NULL = the operator's (migrations/0017)
 
     class Rate(Base):
         tariff = ForeignKeyField(Tariff, backref="rates", on_delete="CASCADE")
