@@ -1,6 +1,6 @@
 """The command table of fsbill.cli.main: each command's module is the one that registers it, so
-a command imports only its own module, and a short command neither patches gevent nor loads the
-server."""
+a command imports only its own module, and a short command on SQLite neither patches gevent nor
+loads the server or the PostgreSQL driver."""
 
 import argparse
 import importlib
@@ -58,7 +58,7 @@ def test_the_command_is_the_first_word_after_the_top_level_options(argv, command
     assert command_of(argv) == command
 
 
-def test_a_database_command_imports_neither_the_server_nor_gevents_patches(tmp_path):
+def test_a_sqlite_command_imports_neither_the_server_nor_gevents_patches_nor_psycopg(tmp_path):
     config = tmp_path / "fsbill.yaml"
     config.write_text(f"database: sqlite:///{tmp_path}/fsbill.db\n", encoding="utf-8")
     probe = (
@@ -66,8 +66,8 @@ def test_a_database_command_imports_neither_the_server_nor_gevents_patches(tmp_p
         "from gevent import monkey\n"
         "from fsbill.cli.main import main\n"
         f"code = main(['tariff', 'add', 'retail', '--config', {str(config)!r}])\n"
-        "loaded = [m for m in ('fsbill.server', 'fsbill.enforcer', 'fsbill.metrics', 'greenswitch', 'fsbill.sim')"
-        " if m in sys.modules]\n"
+        "loaded = [m for m in ('fsbill.server', 'fsbill.enforcer', 'fsbill.metrics', 'greenswitch', 'fsbill.sim',"
+        " 'psycopg') if m in sys.modules]\n"
         "print(code, monkey.is_module_patched('socket'), loaded)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
