@@ -1,9 +1,6 @@
-"""Console entry point. gevent must patch the standard library before anything imports
-socket, threading or the PostgreSQL driver (psycopg only cooperates when imported after)."""
-
-from gevent import monkey
-
-monkey.patch_all()
+"""Console entry point. The commands that run greenlets over sockets have gevent patch the
+standard library before anything imports socket, threading or the PostgreSQL driver (psycopg
+only cooperates when imported after): fsbill.cli.main does it before importing their module."""
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ pending and the notice is retried later with exponential backoff. A failed deliv
 marked delivered. Each attempt carries the notice's stable id (`webhook-id`, `Message-ID`), so a
 receiver drops the duplicates that at-least-once delivery can produce.
 
-Blocking I/O is urllib and smtplib: cooperative under gevent's monkey-patching (fsbill.entry).
+Blocking I/O is urllib and smtplib: cooperative under gevent's monkey-patching (fsbill.cli.main patches before `serve`).
 """
 
 from __future__ import annotations

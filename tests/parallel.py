@@ -35,7 +35,6 @@ MEASURED_S = {
     "tests/test_call_flows.py": 150,
     "tests/test_multinode.py": 110,
     "tests/test_enforcer.py": 110,
-    "tests/test_cli_contract.py": 95,
     "tests/test_books.py": 90,
     "tests/test_dids.py": 85,
     "tests/test_lcr.py": 80,
@@ -44,6 +43,7 @@ MEASURED_S = {
     "tests/test_charges.py": 50,
     "tests/test_workers.py": 40,
     "tests/test_hostile_peers.py": 30,
+    "tests/test_cli_contract.py": 30,  # was 95: 42 console-script runs instead of 96, each 0.7 s of CPU instead of 1.8 s
 }
 
 

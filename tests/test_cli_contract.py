@@ -3,6 +3,7 @@ command (docs/COMMANDS.md "Exit codes"), one line on stderr, `{"error": ...}` un
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,30 +13,46 @@ import pytest
 SCRIPT = Path(sys.executable).with_name("fsbill")
 
 
-@pytest.fixture
-def fsbill(tmp_path):
-    config = tmp_path / "fsbill.yaml"
-    config.write_text(f"database: sqlite:///{tmp_path}/fsbill.db\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("FSBILL_CONFIG", "FSBILL_DEBUG")}
+ENV = {k: v for k, v in os.environ.items() if k not in ("FSBILL_CONFIG", "FSBILL_DEBUG")}
+
+
+def _runner(workdir: Path):
+    config = workdir / "fsbill.yaml"
+    config.write_text(f"database: sqlite:///{workdir}/fsbill.db\n", encoding="utf-8")
 
     def run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(SCRIPT), *argv, "--config", str(config)],
             capture_output=True,
             text=True,
-            env=env,
+            env=ENV,
             timeout=60,
             input=stdin,
-            cwd=tmp_path,
+            cwd=workdir,
         )
 
-    deck = tmp_path / "deck.csv"
+    run.tmp = workdir
+    return run
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory) -> Path:
+    """A tariff with a deck and an account, made once by the script; each test gets a copy."""
+    workdir = tmp_path_factory.mktemp("books")
+    run = _runner(workdir)
+    deck = workdir / "deck.csv"
     deck.write_text("prefix,rate\n49,1.00\n", encoding="utf-8")
     assert run("tariff", "add", "retail").returncode == 0
     assert run("rates", "import", "retail", str(deck)).returncode == 0
     assert run("account", "add", "acme", "--tariff", "retail").returncode == 0
-    run.tmp = tmp_path
-    return run
+    return workdir / "fsbill.db"
+
+
+@pytest.fixture
+def fsbill(tmp_path, books):
+    for path in books.parent.glob(books.name + "*"):  # the database and any -wal/-shm beside it
+        shutil.copy2(path, tmp_path / path.name)
+    return _runner(tmp_path)
 
 
 def _one_json_error(p: subprocess.CompletedProcess, code: int) -> dict:

@@ -7,24 +7,30 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fsbill.config import Settings, load_settings
 from fsbill.core.money import Money
-from fsbill.db import Store
 from fsbill.errors import InvalidInput
 from fsbill.instant import parse_iso
+
+if TYPE_CHECKING:  # imported where used: parsing the command line needs neither
+    from fsbill.config import Settings
+    from fsbill.db import Store
 
 
 def load(args: argparse.Namespace, overrides: Mapping[str, Any] | None = None) -> Settings:
     """The settings of every command, found the same way for all: `--config PATH`, else
     $FSBILL_CONFIG, else the defaults; `overrides` (a command's own options) win over the file.
     No command reads a setting any other way."""
+    from fsbill.config import load_settings
+
     return load_settings(getattr(args, "config", None), overrides)
 
 
 def open_store(settings: Settings) -> Store:
     """The configured database, migrated first when `auto_migrate` is on (the default)."""
+    from fsbill.db import Store
+
     store = Store(
         settings.database,
         pool_size=settings.pool_size,

@@ -8,7 +8,8 @@ Under gevent every call is a greenlet in one OS thread, so:
   same host). A `BEGIN IMMEDIATE` that must wait for another process's write lock waits on a
   thread of its own (`_OffHubSqlite`), so every other call of the process goes on meanwhile.
 - PostgreSQL: psycopg 3 made cooperative by `gevent.monkey.patch_all()` before it is imported
-  (fsbill's entry point patches first); a pool of connections, one per greenlet for the length
+  (fsbill.cli.main patches first for the commands that serve; psycopg is imported only when a
+  PostgreSQL database is opened, see `_give_peewee_psycopg`); a pool of connections, one per greenlet for the length
   of a unit of work, bounded by a gevent semaphore so greenlets queue instead of failing.
 Driver errors leave this module as `DatabaseUnavailable` (the server keeps running and
 retries); integrity errors pass through for callers that expect them.
@@ -21,6 +22,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -29,14 +31,26 @@ from urllib.parse import unquote, urlparse
 
 import gevent.lock
 import gevent.threadpool
-import peewee
-from playhouse.migrations import Runner
-from playhouse.pool import PooledPostgresqlDatabase
 
-from fsbill.config import redact_url
-from fsbill.db.schema import build_models
-from fsbill.db.statements import Statements
-from fsbill.errors import ConfigError, DatabaseUnavailable
+# peewee imports psycopg when it is installed (0.2 s of every start), even for a SQLite database,
+# and so does playhouse.migrate (through its optional CockroachDB support, whose hstore helper
+# fsbill does not use). Both are imported here as if psycopg were absent; `_give_peewee_psycopg`
+# hands it to peewee when a PostgreSQL database is opened.
+_PSYCOPG_LATER = "psycopg" not in sys.modules
+if _PSYCOPG_LATER:
+    sys.modules["psycopg"] = None  # type: ignore[assignment]  # makes `import psycopg` fail
+try:
+    import peewee
+    from playhouse.migrations import Runner
+    from playhouse.pool import PooledPostgresqlDatabase
+finally:
+    if _PSYCOPG_LATER:
+        del sys.modules["psycopg"]
+
+from fsbill.config import redact_url  # noqa: E402
+from fsbill.db.schema import build_models  # noqa: E402
+from fsbill.db.statements import Statements  # noqa: E402
+from fsbill.errors import ConfigError, DatabaseUnavailable  # noqa: E402
 
 log = logging.getLogger("fsbill.db")
 
@@ -55,6 +69,24 @@ def require_driver(url: str) -> None:
             "database: a postgresql:// URL needs PostgreSQL's driver, which is not installed: "
             "pip install 'fsbill[postgresql]' (psycopg 3)"
         )
+
+
+def _give_peewee_psycopg() -> None:
+    """What peewee's own import does when psycopg 3 is installed (peewee 4.5, its module header and
+    Psycopg3Adapter), done when the first PostgreSQL database is opened."""
+    if getattr(peewee, "psycopg", None) is not None:
+        return
+    import psycopg
+    from psycopg.pq import TransactionStatus
+    from psycopg.types.json import Json, Jsonb
+
+    module: Any = peewee  # these names are not in peewee's stubs
+    module.psycopg, module.TransactionStatus = psycopg, TransactionStatus
+    module.Json_pg3, module.Jsonb_pg3 = Json, Jsonb
+    adapter = module.Psycopg3Adapter
+    adapter.txn_idle = TransactionStatus.IDLE
+    adapter.txn_inerror = TransactionStatus.INERROR
+    adapter.txn_unknown = TransactionStatus.UNKNOWN
 
 
 def migrations_dir() -> Path:
@@ -169,6 +201,7 @@ class Store:
             if not parsed.path.strip("/"):
                 raise ConfigError(f"database: {redact_url(url)!r} names no database")
             require_driver(url)
+            _give_peewee_psycopg()
             self.kind = "postgresql"
             self.path = ""
             self.db = PooledPostgresqlDatabase(
