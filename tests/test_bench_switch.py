@@ -437,3 +437,18 @@ def test_a_database_url_that_is_not_postgresql_is_refused_with_a_message(tmp_pat
     )
     assert out.returncode == 2, out.stderr
     assert "postgresql://" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_bench_dialplan_is_xml_freeswitch_can_load_with_every_mode_extension():
+    """FreeSWITCH refuses the whole configuration on one bad comment (a `--` inside `<!-- -->`)."""
+    import xml.etree.ElementTree as ET
+
+    from fsbill.bench.switch import EXTENSIONS
+
+    root = ET.parse(Path(__file__).parent.parent / "dialplan" / "fsbill_bench.xml").getroot()
+    names = {e.get("name") for e in root.iter("extension")}
+    assert set(EXTENSIONS.values()) <= names
+    nibble = next(e for e in root.iter("extension") if e.get("name") == EXTENSIONS["nibblebill"])
+    actions = [(a.get("application"), a.get("data")) for a in nibble.iter("action")]
+    assert actions[0] == ("multiset", "nibble_rate=0.01 nibble_account=bench")
+    assert ("nibblebill", "heartbeat 1") in actions and actions[-1][0] == "bridge"
