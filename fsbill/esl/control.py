@@ -45,7 +45,17 @@ NORMAL_CLEARING = "NORMAL_CLEARING"
 # uuid: `myevents` in an outbound socket is the session's own channel), so its replies arrive
 # with the connect reply instead of costing a round trip of their own. CHANNEL_BRIDGE is left
 # out: a call that needs it (arrived answered, least-cost routing) asks for it on its own.
-SUBSCRIPTION = ("myevents", f"nixevent {' '.join(IGNORED_EVENTS)}", "linger")
+# The two filters drop the CHANNEL_EXECUTE_COMPLETE of every application but `bridge` (the
+# multiset that arms the call, the cut-off's sched_* run on answer...), each a frame with every
+# channel variable that fsbill read only to skip: filters are OR-ed (mod_event_socket.c
+# event_handler), the first matches the other events by name, the second bridge's completion.
+SUBSCRIPTION = (
+    "myevents",
+    f"nixevent {' '.join(IGNORED_EVENTS)}",
+    "filter Event-Name /^CHANNEL_(ANSWER|BRIDGE|UNBRIDGE|HANGUP|HANGUP_COMPLETE)$/",
+    "filter Application bridge",
+    "linger",
+)
 BRIDGE_EVENTS = "event plain CHANNEL_BRIDGE"
 
 
