@@ -46,14 +46,16 @@ NORMAL_CLEARING = "NORMAL_CLEARING"
 # with the connect reply instead of costing a round trip of their own. CHANNEL_BRIDGE is left
 # out: a call that needs it (arrived answered, least-cost routing) asks for it on its own.
 # The two filters drop the CHANNEL_EXECUTE_COMPLETE of every application but `bridge` (the
-# multiset that arms the call, the cut-off's sched_* run on answer...), each a frame with every
-# channel variable that fsbill read only to skip: filters are OR-ed (mod_event_socket.c
-# event_handler), the first matches the other events by name, the second bridge's completion.
+# multiset that arms the call, the cut-off's sched_* run on answer, socket...), each a frame
+# with every channel variable that fsbill read only to skip: filters are OR-ed
+# (mod_event_socket.c event_handler), the first matches the other events by name, the second
+# bridge's completion. They come before `myevents`: in the instant between `myevents` and
+# `nixevent` the channel's CHANNEL_PARK got through (seen on a real switch, tests/data/).
 SUBSCRIPTION = (
-    "myevents",
-    f"nixevent {' '.join(IGNORED_EVENTS)}",
     "filter Event-Name /^CHANNEL_(ANSWER|BRIDGE|UNBRIDGE|HANGUP|HANGUP_COMPLETE)$/",
     "filter Application bridge",
+    "myevents",
+    f"nixevent {' '.join(IGNORED_EVENTS)}",
     "linger",
 )
 BRIDGE_EVENTS = "event plain CHANNEL_BRIDGE"
