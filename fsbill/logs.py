@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from types import TracebackType
@@ -16,6 +17,9 @@ from typing import Any
 from fsbill.core.money import Money
 
 _FORMAT = {"json": False}
+# a value with whitespace, a quote or an equals sign is written as a JSON string (one regex
+# search in C; a per-character generator here cost more than the rest of the line)
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
 
 
 def _text(value: Any) -> str:
@@ -38,9 +42,10 @@ def render(name: str, fields: dict[str, Any]) -> str:
         record.update({k: _text(v) if isinstance(v, Money) else v for k, v in fields.items()})
         return json.dumps(record, default=str, separators=(",", ":"))
     parts = [f"event={name}"]
+    needs_quotes = _NEEDS_QUOTES.search
     for key, value in fields.items():
-        text = _text(value)
-        if text == "" or any(c.isspace() or c in '"=' for c in text):
+        text = value if type(value) is str else _text(value)
+        if text == "" or needs_quotes(text):
             text = json.dumps(text)
         parts.append(f"{key}={text}")
     return " ".join(parts)
@@ -50,9 +55,14 @@ class _Formatter(logging.Formatter):
     def __init__(self, as_json: bool) -> None:
         super().__init__()
         self.as_json = as_json
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        second = int(record.created)
+        if second != self._second:  # one strftime a second, not one a line
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        stamp = f"{self._stamp}.{int(record.msecs):03d}Z"
         message = record.getMessage()
         if self.as_json:
             if message.startswith("{"):
@@ -75,6 +85,14 @@ class _Formatter(logging.Formatter):
 def configure(level: str, fmt: str, stream=None) -> None:
     """Route fsbill's logs to stderr in the configured format (called by `fsbill serve`)."""
     _FORMAT["json"] = fmt == "json"
+    # What the formatter never writes is not gathered per record (the logging docs'
+    # "Optimization" section): the caller's file and line (a stack walk per line), thread,
+    # process and asyncio task names.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # Python 3.12+; harmless before
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_Formatter(fmt == "json"))
     root = logging.getLogger("fsbill")

@@ -23,6 +23,10 @@ from fsbill.bench.switch import (
     highest_clean_rate,
     is_clean,
     latency_figures,
+    median_socket_ratio,
+    nibblebill_accounts,
+    nibblebill_balance,
+    nibblebill_conf,
     parse_proc_stat,
     parse_rtt_csv,
     parse_stat_csv,
@@ -187,14 +191,14 @@ def test_channel_count_reply():
         channel_count("-ERR no reply\n")
 
 
-def _run(mode, rate, *, created=100, answered=100, failed=0, p99=20.0, cpu=10.0, left=0):
+def _run(mode, rate, *, created=100, answered=100, failed=0, p99=20.0, cpu=10.0, left=0, app=2.0):
     return {
         "mode": mode,
         "rate": rate,
         "calls": {"created": created, "answered": answered, "failed": failed, "open": 0},
         "latency": {"samples": answered, "p50_ms": 5.0, "p95_ms": p99, "p99_ms": p99, "max_ms": p99},
         "switch_cpu_ms_per_call": cpu,
-        "fsbill_cpu_ms_per_call": 2.0 if mode == "fsbill" else None,
+        "fsbill_cpu_ms_per_call": app if mode == "fsbill" else None,
         "channels_left": left,
     }
 
@@ -222,33 +226,95 @@ def test_highest_clean_rate_stops_at_the_first_unclean_rate():
     assert highest_clean_rate([_run("fsbill", 20, p99=500)], "fsbill", 100) is None
 
 
-def test_targets_of_the_issue():
-    runs = [_run("plain", 150, cpu=8.0), _run("fsbill", 150, cpu=11.0, p99=90)]
-    clean = {"plain": 150.0, "fsbill": 150.0}
-    assert switch_cpu_ratio(runs, 150) == 1.38
+def test_targets_of_issue_26():
+    runs = [
+        _run("socket", 20, cpu=20.0),
+        _run("fsbill", 20, cpu=21.0, app=1.8),
+        _run("socket", 40, cpu=20.0),
+        _run("fsbill", 40, cpu=23.0, app=2.0),
+        _run("socket", 60, cpu=22.0),
+        _run("fsbill", 60, cpu=22.0, app=1.9),
+        _run("nibblebill", 60),
+        _run("nibblebill", 80, failed=3, answered=97),
+    ]
+    clean = {m: highest_clean_rate(runs, m, 100) for m in ("socket", "nibblebill", "fsbill")}
+    assert clean == {"socket": 60.0, "nibblebill": 60.0, "fsbill": 60.0}
+    # ratios 1.05, 1.15, 1.0: the median of the rates where the socket app ran clean
+    assert [switch_cpu_ratio(runs, r) for r in (20, 40, 60)] == [1.05, 1.15, 1.0]
+    assert median_socket_ratio(runs, 100) == 1.05
     assert verdicts(runs, clean, 100) == {
-        "fsbill_clean@150cps": True,
-        "switch_cpu<=1.5x_plain@150cps": True,
-        "clean_rate>=0.9x_plain": True,
+        "fsbill_cpu<=2ms@20,40cps": True,
+        "fsbill_clean@60cps": True,
+        "clean_rate>=nibblebill": True,
+        "switch_cpu<=1.1x_socket": True,
     }
-    runs = [_run("plain", 150, cpu=8.0), _run("fsbill", 150, cpu=24.0, failed=9, answered=91)]
-    assert verdicts(runs, {"plain": 150.0, "fsbill": 100.0}, 100) == {
-        "fsbill_clean@150cps": False,
-        "switch_cpu<=1.5x_plain@150cps": False,
-        "clean_rate>=0.9x_plain": False,
+    worse = [_run("socket", 20, cpu=20.0), _run("fsbill", 20, cpu=25.0, app=5.7), _run("nibblebill", 20)]
+    worse += [_run("socket", 40, cpu=20.0), _run("fsbill", 40, cpu=24.0, app=1.2, p99=240), _run("nibblebill", 40)]
+    clean = {m: highest_clean_rate(worse, m, 100) for m in ("socket", "nibblebill", "fsbill")}
+    assert verdicts(worse, clean, 100) == {
+        "fsbill_cpu<=2ms@20,40cps": False,  # one of the two rates is over
+        "fsbill_clean@60cps": None,  # not tried
+        "clean_rate>=nibblebill": False,  # 20 against 40
+        "switch_cpu<=1.1x_socket": False,  # 1.2 and 1.25
     }
-    # a plain bridge that did not hold 150 cps leaves nothing to compare the CPU with
-    collapsed = [_run("plain", 150, cpu=29.0, failed=366, answered=1509), _run("fsbill", 150, cpu=39.0)]
-    assert verdicts(collapsed, {"plain": 100.0, "fsbill": 20.0}, 100)["switch_cpu<=1.5x_plain@150cps"] is None
+    # the socket app never ran clean: nothing to compare the switch's CPU with
+    collapsed = [_run("socket", 80, cpu=29.0, failed=3, answered=97), _run("fsbill", 80, cpu=39.0)]
+    assert median_socket_ratio(collapsed, 100) is None
     assert verdicts([_run("plain", 20)], {"plain": 20.0}, 100) == {
-        "fsbill_clean@150cps": None,
-        "switch_cpu<=1.5x_plain@150cps": None,
-        "clean_rate>=0.9x_plain": None,
+        "fsbill_cpu<=2ms@20,40cps": None,
+        "fsbill_clean@60cps": None,
+        "clean_rate>=nibblebill": None,
+        "switch_cpu<=1.1x_socket": None,
     }
+    # mod_nibblebill that held no rate at all: any clean fsbill rate is enough
+    assert verdicts([], {"nibblebill": None, "fsbill": None}, 100)["clean_rate>=nibblebill"] is True
+    assert (
+        median_socket_ratio(
+            [
+                _run("socket", 20, cpu=10.0),
+                _run("fsbill", 20, cpu=11.0),
+                _run("socket", 40, cpu=10.0),
+                _run("fsbill", 40, cpu=12.0),
+            ],
+            100,
+        )
+        == 1.15
+    )
+
+
+def test_nibblebill_conf_and_accounts(tmp_path):
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    db = tmp_path / "nibble.db"
+    conf = ET.fromstring(nibblebill_conf(str(db)))
+    params = {p.get("name"): p.get("value") for p in conf.iter("param")}
+    # switch_core_sqldb.c: "sqlite://" + an absolute path is FreeSWITCH's own SQLite on that file
+    assert params["odbc-dsn"] == f"sqlite://{db}" and params["odbc-dsn"].startswith("sqlite:///")
+    assert (params["db_table"], params["db_column_cash"], params["db_column_account"]) == ("accounts", "cash", "id")
+    assert params["global_heartbeat"] == "1"
+    assert float(params["nobal_amt"]) < 0 and float(params["lowbal_amt"]) < 0  # never cuts a benchmark call
+    assert nibblebill_accounts(str(db)) == 1e9
+    # what mod_nibblebill then runs (mod_nibblebill.c bill_event / get_balance, its default SQL)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE accounts SET cash=cash- 0.001667 WHERE id='bench'")
+    assert nibblebill_balance(str(db)) == pytest.approx(1e9 - 0.001667)
+    assert nibblebill_accounts(str(db)) == 1e9 and nibblebill_balance(str(db)) == 1e9  # refilled per run
+    assert nibblebill_balance(str(tmp_path / "none.db")) is None
+    with pytest.raises(BenchError, match="nibblebill-db"):
+        nibblebill_accounts(str(tmp_path / "no" / "dir.db"))
+
+
+def test_print_nibblebill_conf(capsys, tmp_path):
+    from fsbill.cli.main import main
+
+    assert main(["bench", "switch", "--print-nibblebill-conf", "--nibblebill-db", str(tmp_path / "n.db")]) == 0
+    out = capsys.readouterr().out
+    assert f'value="sqlite://{tmp_path / "n.db"}"' in out and "CREATE TABLE IF NOT EXISTS accounts" in out
 
 
 def test_render_shows_every_run_and_the_verdicts():
-    runs = [_run("plain", 150, cpu=8.0), _run("fsbill", 150, cpu=11.37, p99=811.999)]
+    runs = [_run("socket", 60, cpu=8.0), _run("fsbill", 60, cpu=11.37, p99=811.999)]
     figures = {
         "target": "127.0.0.1:5060",
         "switch_pid": 7,
@@ -261,17 +327,20 @@ def test_render_shows_every_run_and_the_verdicts():
         "p99_limit_ms": 100.0,
         "machine": {"loadavg_before": "0.1 0.2 0.3", "loadavg_after": "1 1 1"},
         "runs": runs,
-        "highest_clean_rate": {"plain": 150.0, "fsbill": 150.0},
-        "switch_cpu_ratio": {"150": 1.38},
-        "targets": verdicts(runs, {"plain": 150.0, "fsbill": 150.0}, 100),
+        "highest_clean_rate": {"socket": 60.0, "fsbill": None},
+        "switch_cpu_ratio": {"60": 1.42},
+        "targets": verdicts(runs, {"socket": 60.0, "fsbill": None}, 100),
+        "nibblebill_debited": 1.25,
     }
     text = render(figures)
-    assert "SCHED_FIFO 1" in text and "150 fsbill" in text
-    assert "highest clean rate (fsbill): 150 cps" in text
-    assert "fsbill / plain at 150 cps: 1.38x" in text
-    assert "clean_rate>=0.9x_plain: met" in text
+    assert "SCHED_FIFO 1" in text and "60 fsbill" in text
+    assert "highest clean rate (fsbill): none" in text
+    assert "fsbill / socket app at 60 cps: 1.42x" in text
+    assert "fsbill_clean@60cps: MISSED" in text and "switch_cpu<=1.1x_socket: MISSED" in text
+    assert "fsbill_cpu<=2ms@20,40cps: -" in text
+    assert "mod_nibblebill debited 1.25" in text
     # latencies in whole milliseconds, as sipp measures them (its file can say 811.999); CPU exact
-    fsbill_row = next(line for line in text.splitlines() if "150 fsbill" in line)
+    fsbill_row = next(line for line in text.splitlines() if "60 fsbill" in line)
     assert fsbill_row.split()[-7:] == ["812", "812", "812", "11.37", "ms", "2", "ms"]
 
 
@@ -279,6 +348,7 @@ def test_cli_rates_and_modes():
     assert _rates("150,20,100,20") == (20.0, 100.0, 150.0)
     assert _modes("fsbill,plain") == ("plain", "fsbill")
     assert _modes("socket") == ("socket",)
+    assert _modes("fsbill,nibblebill,socket") == ("socket", "nibblebill", "fsbill")
     for bad in ("0", "1.5", "x", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             _rates(bad)
@@ -367,3 +437,18 @@ def test_a_database_url_that_is_not_postgresql_is_refused_with_a_message(tmp_pat
     )
     assert out.returncode == 2, out.stderr
     assert "postgresql://" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_bench_dialplan_is_xml_freeswitch_can_load_with_every_mode_extension():
+    """FreeSWITCH refuses the whole configuration on one bad comment (a `--` inside `<!-- -->`)."""
+    import xml.etree.ElementTree as ET
+
+    from fsbill.bench.switch import EXTENSIONS
+
+    root = ET.parse(Path(__file__).parent.parent / "dialplan" / "fsbill_bench.xml").getroot()
+    names = {e.get("name") for e in root.iter("extension")}
+    assert set(EXTENSIONS.values()) <= names
+    nibble = next(e for e in root.iter("extension") if e.get("name") == EXTENSIONS["nibblebill"])
+    actions = [(a.get("application"), a.get("data")) for a in nibble.iter("action")]
+    assert actions[0] == ("multiset", "nibble_rate=0.01 nibble_account=bench")
+    assert ("nibblebill", "heartbeat 1") in actions and actions[-1][0] == "bridge"

@@ -23,6 +23,7 @@ with files from real runs (tests/test_bench_switch.py); CI has neither FreeSWITC
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -42,13 +43,23 @@ if TYPE_CHECKING:
     from fsbill.bench.calls import Server
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-MODES = ("plain", "socket", "fsbill")
+MODES = ("plain", "socket", "nibblebill", "fsbill")
 # destination numbers of dialplan/fsbill_bench.xml
-EXTENSIONS = {"plain": "fsbill_bench_plain", "socket": "fsbill_bench_socket", "fsbill": "fsbill_bench_billed"}
-TARGET_RATE = 150.0
+EXTENSIONS = {
+    "plain": "fsbill_bench_plain",
+    "socket": "fsbill_bench_socket",
+    "nibblebill": "fsbill_bench_nibble",
+    "fsbill": "fsbill_bench_billed",
+}
+# issue 26's targets, on this machine kind (2 cores shared by the switch, sipp and the app)
 TARGET_P99_MS = 100.0
-TARGET_CPU_RATIO = 1.5
-TARGET_CLEAN_RATIO = 0.9
+TARGET_APP_CPU_MS = 2.0  # fsbill's own CPU per call ...
+TARGET_APP_CPU_RATES = (20.0, 40.0)  # ... at these rates
+TARGET_CLEAN_RATE = 60.0  # fsbill clean at this rate
+TARGET_SOCKET_RATIO = 1.1  # the switch's CPU per call with fsbill / with the smallest socket app
+# mod_nibblebill's accounts, as the dialplan's fsbill_bench_nibble extension names them
+NIBBLEBILL_ACCOUNT = "bench"
+NIBBLEBILL_BALANCE = 1_000_000_000
 
 
 class BenchError(FsbillError):
@@ -81,6 +92,7 @@ class Options:
     warmup: int = 40  # calls per mode at 10 cps before anything is measured (imports, caches)
     quiet_timeout_s: float = 30.0  # how long to wait for the switch to go idle between runs
     keep_dir: str | None = None
+    nibblebill_db: str = "/tmp/fsbill-bench-nibblebill.db"  # mod_nibblebill's accounts (its odbc-dsn sqlite://PATH)
 
 
 # -- pure parts (unit-tested) ---------------------------------------------------------------------
@@ -273,30 +285,113 @@ def highest_clean_rate(runs: list[dict[str, Any]], mode: str, p99_limit_ms: floa
 
 
 def verdicts(runs: list[dict[str, Any]], clean: dict[str, float | None], p99_limit_ms: float) -> dict[str, bool | None]:
-    """The issue's targets; None when the run did not include what a target needs."""
-    fs = next((r for r in runs if r["mode"] == "fsbill" and r["rate"] == TARGET_RATE), None)
+    """Issue 26's targets; None when the run did not include what a target needs.
+
+    - fsbill's own CPU per call <= TARGET_APP_CPU_MS at each of TARGET_APP_CPU_RATES tried;
+    - fsbill clean at TARGET_CLEAN_RATE;
+    - fsbill's highest clean rate >= mod_nibblebill's in the same run;
+    - the switch's CPU per call with fsbill <= TARGET_SOCKET_RATIO x with the smallest socket
+      app: the median of the ratios at the rates where the socket app ran clean (a switch that
+      collapses spends its CPU on calls that fail, whatever the mode). The issue judges it as
+      the median of three interleaved runs: single runs vary by about 20 %.
+    """
+    by = {(r["mode"], r["rate"]): r for r in runs}
     out: dict[str, bool | None] = {}
-    out["fsbill_clean@150cps"] = None if fs is None else is_clean(fs, p99_limit_ms)
-    plain = next((r for r in runs if r["mode"] == "plain" and r["rate"] == TARGET_RATE), None)
-    # CPU per call compares like with like only where the plain bridge held the rate: a switch
-    # that collapses spends its CPU on calls that fail, whatever the mode
-    ratio = switch_cpu_ratio(runs, TARGET_RATE) if plain is not None and is_clean(plain, p99_limit_ms) else None
-    out["switch_cpu<=1.5x_plain@150cps"] = None if ratio is None else ratio <= TARGET_CPU_RATIO
-    p, f = clean.get("plain"), clean.get("fsbill")
-    if "plain" not in clean or "fsbill" not in clean:
-        out["clean_rate>=0.9x_plain"] = None
+    cpu = [
+        by[("fsbill", rate)].get("fsbill_cpu_ms_per_call") for rate in TARGET_APP_CPU_RATES if ("fsbill", rate) in by
+    ]
+    known = [c for c in cpu if c is not None]
+    out[f"fsbill_cpu<={TARGET_APP_CPU_MS:g}ms@20,40cps"] = all(c <= TARGET_APP_CPU_MS for c in known) if known else None
+    fs = by.get(("fsbill", TARGET_CLEAN_RATE))
+    out[f"fsbill_clean@{TARGET_CLEAN_RATE:g}cps"] = None if fs is None else is_clean(fs, p99_limit_ms)
+    if "nibblebill" not in clean or "fsbill" not in clean:
+        out["clean_rate>=nibblebill"] = None
     else:
-        out["clean_rate>=0.9x_plain"] = p is None or (f is not None and f >= TARGET_CLEAN_RATIO * p)
+        n, f = clean["nibblebill"], clean["fsbill"]
+        out["clean_rate>=nibblebill"] = n is None or (f is not None and f >= n)
+    ratio = median_socket_ratio(runs, p99_limit_ms)
+    out[f"switch_cpu<={TARGET_SOCKET_RATIO:g}x_socket"] = None if ratio is None else ratio <= TARGET_SOCKET_RATIO
     return out
 
 
-def switch_cpu_ratio(runs: list[dict[str, Any]], rate: float) -> float | None:
+def switch_cpu_ratio(runs: list[dict[str, Any]], rate: float, base: str = "socket") -> float | None:
+    """The switch's CPU per call with fsbill over that with `base` (socket, plain) at `rate`."""
     by = {(r["mode"], r["rate"]): r for r in runs}
-    fs, plain = by.get(("fsbill", rate)), by.get(("plain", rate))
-    if fs is None or plain is None:
+    fs, other = by.get(("fsbill", rate)), by.get((base, rate))
+    if fs is None or other is None:
         return None
-    a, b = fs.get("switch_cpu_ms_per_call"), plain.get("switch_cpu_ms_per_call")
+    a, b = fs.get("switch_cpu_ms_per_call"), other.get("switch_cpu_ms_per_call")
     return round(a / b, 2) if a is not None and b else None
+
+
+def median_socket_ratio(runs: list[dict[str, Any]], p99_limit_ms: float) -> float | None:
+    """The median of fsbill/socket switch-CPU ratios over the rates where the socket app ran clean."""
+    ratios = []
+    for run in runs:
+        if run["mode"] == "socket" and is_clean(run, p99_limit_ms):
+            ratio = switch_cpu_ratio(runs, run["rate"])
+            if ratio is not None:
+                ratios.append(ratio)
+    if not ratios:
+        return None
+    ordered = sorted(ratios)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else round((ordered[middle - 1] + ordered[middle]) / 2, 3)
+
+
+def nibblebill_conf(db_path: str) -> str:
+    """The nibblebill.conf.xml the `nibblebill` mode needs (autoload_configs/ of the switch).
+
+    mod_nibblebill 1.10.12 opens its `odbc-dsn` with switch_cache_db_get_db_handle_dsn, which
+    takes `sqlite://PATH` as FreeSWITCH's own SQLite (switch_core_sqldb.c; an absolute path is
+    used as it is): no ODBC driver needed. Balance checks are set out of reach (the benchmark
+    measures billing, not cut-offs; its stock lowbal_action "play ding" is no application)."""
+    return f"""<configuration name="nibblebill.conf" description="Nibble Billing (fsbill bench switch)">
+  <settings>
+    <param name="odbc-dsn" value="sqlite://{db_path}"/>
+    <param name="db_table" value="accounts"/>
+    <param name="db_column_cash" value="cash"/>
+    <param name="db_column_account" value="id"/>
+    <param name="global_heartbeat" value="1"/>
+    <param name="lowbal_amt" value="-{NIBBLEBILL_BALANCE}"/>
+    <param name="lowbal_action" value="hangup"/>
+    <param name="nobal_amt" value="-{NIBBLEBILL_BALANCE}"/>
+    <param name="nobal_action" value="hangup"/>
+    <param name="percall_max_amt" value="{NIBBLEBILL_BALANCE}"/>
+    <param name="percall_action" value="hangup"/>
+  </settings>
+</configuration>
+"""
+
+
+NIBBLEBILL_TABLE = (
+    "CREATE TABLE IF NOT EXISTS accounts (id VARCHAR(255) PRIMARY KEY, cash DOUBLE PRECISION NOT NULL)",
+    f"INSERT OR REPLACE INTO accounts (id, cash) VALUES ('{NIBBLEBILL_ACCOUNT}', {NIBBLEBILL_BALANCE})",
+)
+
+
+def nibblebill_accounts(db_path: str) -> float:
+    """Create (or refill) mod_nibblebill's accounts table; returns the balance it starts with."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(db_path)) as db, db:
+            for statement in NIBBLEBILL_TABLE:
+                db.execute(statement)
+    except sqlite3.Error as exc:
+        raise BenchError(f"--nibblebill-db {db_path}: cannot write mod_nibblebill's accounts: {exc}") from None
+    return float(NIBBLEBILL_BALANCE)
+
+
+def nibblebill_balance(db_path: str) -> float | None:
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(db_path)) as db:
+            row = db.execute("SELECT cash FROM accounts WHERE id = ?", (NIBBLEBILL_ACCOUNT,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else float(row[0])
 
 
 def render(figures: dict[str, Any]) -> str:
@@ -324,7 +419,9 @@ def render(figures: dict[str, Any]) -> str:
             f"  (p99 <= {figures['p99_limit_ms']:g} ms, no failed call)"
         )
     for rate, ratio in figures.get("switch_cpu_ratio", {}).items():
-        lines.append(f"switch CPU per call, fsbill / plain at {rate} cps: {'-' if ratio is None else f'{ratio}x'}")
+        lines.append(f"switch CPU per call, fsbill / socket app at {rate} cps: {'-' if ratio is None else f'{ratio}x'}")
+    if figures.get("nibblebill_debited") is not None:
+        lines.append(f"mod_nibblebill debited {figures['nibblebill_debited']:g} from account bench (it billed)")
     met = ", ".join(f"{k}: {'-' if v is None else 'met' if v else 'MISSED'}" for k, v in figures["targets"].items())
     lines.append(f"targets: {met}")
     return "\n".join(lines)
@@ -687,6 +784,13 @@ class SwitchBench:
             if o.switch_esl:
                 self.console = SwitchConsole(o.switch_esl, o.switch_password)
                 figures["switch_channels_at_start"] = self.console.channels()
+            if "nibblebill" in o.modes:
+                if self.console is not None and self.console.api("module_exists mod_nibblebill").strip() != "true":
+                    raise BenchError(
+                        "mode nibblebill: the switch has no mod_nibblebill loaded; load it with the "
+                        "configuration `fsbill bench switch --print-nibblebill-conf` prints"
+                    )
+                figures["nibblebill_start"] = nibblebill_accounts(o.nibblebill_db)
             if "fsbill" in o.modes and self.fsbill_pid is None:
                 self.start_fsbill(workdir)
             figures["fsbill_pid"] = self.fsbill_pid
@@ -727,7 +831,11 @@ class SwitchBench:
                 shutil.rmtree(workdir, ignore_errors=True)
         runs = figures["runs"]
         figures["highest_clean_rate"] = {m: highest_clean_rate(runs, m, o.p99_limit_ms) for m in o.modes}
-        figures["switch_cpu_ratio"] = {f"{r:g}": switch_cpu_ratio(runs, r) for r in o.rates if len(o.modes) > 1}
+        if "socket" in o.modes and "fsbill" in o.modes:
+            figures["switch_cpu_ratio"] = {f"{r:g}": switch_cpu_ratio(runs, r) for r in o.rates}
+        if "nibblebill_start" in figures:
+            left = nibblebill_balance(o.nibblebill_db)
+            figures["nibblebill_debited"] = None if left is None else round(figures["nibblebill_start"] - left, 6)
         figures["targets"] = verdicts(runs, figures["highest_clean_rate"], o.p99_limit_ms)
         figures["run_s"] = round(time.monotonic() - started, 1)
         figures["machine"]["loadavg_after"] = machine()["loadavg_before"]

@@ -179,16 +179,29 @@ def _add_switch(sub: argparse._SubParsersAction, parent: argparse.ArgumentParser
     switch.add_argument(
         "--rates",
         type=_rates,
-        default=(20.0, 100.0, 150.0),
+        default=(20.0, 40.0, 60.0, 80.0),
         metavar="CPS,CPS",
-        help="offered call rates, each run in both modes (default 20,100,150)",
+        help="offered call rates, each run in every mode (default 20,40,60,80)",
     )
     switch.add_argument(
         "--modes",
         type=_modes,
-        default=("plain", "fsbill"),
+        default=("socket", "fsbill"),
         metavar="MODE,MODE",
-        help="any of plain, socket (the smallest outbound-socket app: the design's floor), fsbill (default plain,fsbill)",
+        help="any of plain, socket (the smallest outbound-socket app: the design's floor), nibblebill "
+        "(mod_nibblebill, heartbeat 1; see --print-nibblebill-conf), fsbill (default socket,fsbill)",
+    )
+    switch.add_argument(
+        "--nibblebill-db",
+        default="/tmp/fsbill-bench-nibblebill.db",
+        metavar="PATH",
+        help="mod_nibblebill's accounts table, an SQLite file the benchmark (re)creates: the switch's "
+        "nibblebill.conf.xml names it as odbc-dsn sqlite://PATH (default %(default)s)",
+    )
+    switch.add_argument(
+        "--print-nibblebill-conf",
+        action="store_true",
+        help="print the nibblebill.conf.xml and the accounts table the nibblebill mode needs, and exit",
     )
     switch.add_argument("--ramp", type=_whole, default=5, metavar="S", help="seconds of ramp to the rate (default 5)")
     switch.add_argument(
@@ -296,7 +309,20 @@ def _whole(text: str) -> int:
 
 
 def _switch(args: argparse.Namespace) -> int:
-    from fsbill.bench.switch import Options, render, run
+    from fsbill.bench.switch import NIBBLEBILL_TABLE, Options, nibblebill_conf, render, run
+
+    if args.print_nibblebill_conf:
+        conf = nibblebill_conf(args.nibblebill_db)
+        table = ";\n".join(NIBBLEBILL_TABLE) + ";"
+        emit(
+            args,
+            {"nibblebill_conf_xml": conf, "accounts_sql": table, "database": args.nibblebill_db},
+            lambda: (
+                f"<!-- autoload_configs/nibblebill.conf.xml -->\n{conf}\n-- {args.nibblebill_db} "
+                f"(the benchmark creates it)\n{table}"
+            ),
+        )
+        return 0
 
     options = Options(
         rates=args.rates,
@@ -318,6 +344,7 @@ def _switch(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         sqlite_synchronous=args.sqlite_synchronous,
         keep_dir=args.workdir,
+        nibblebill_db=args.nibblebill_db,
     )
     figures = run(options, progress=_say)
     emit(args, figures, lambda: render(figures))

@@ -51,6 +51,7 @@ from fsbill.esl.control import (
     IGNORED_EVENTS,
     NIBBLEBILL_VARIABLES,
     NORMAL_CLEARING,
+    SUBSCRIPTION,
     CallControl,
     _when,
     cutoff_api,
@@ -108,6 +109,7 @@ class EslSession(OutboundSession):
         self.events: gevent.queue.Queue = gevent.queue.Queue()
         self.closed_reason = ""
         self.client_address = client_address
+        self.subscribed = False  # SUBSCRIPTION sent with `connect` and taken (see connect)
         super().__init__(client_address, sock)
 
     # greenswitch spawns receive_events and process_events; events go straight to `events`.
@@ -231,12 +233,19 @@ class EslSession(OutboundSession):
             if not frame.data.startswith("+OK"):
                 raise ProtocolError(f"{command.split()[0]!r} refused: {frame.data.strip()[:80]}")
 
-    def connect(self, already_sent: bool = False) -> Mapping[str, str]:
-        reply = self.send_many(["connect"], already_sent=already_sent)[-1]
+    def connect(self, already_sent: bool = False, subscription: tuple[str, ...] = ()) -> Mapping[str, str]:
+        """`connect`, and the `subscription` commands written right after it (one write, one
+        wait: FreeSWITCH answers them in order); each of their replies must be +OK."""
+        replies = self.send_many(["connect", *subscription], already_sent=already_sent)
+        reply = replies[0]
         if not reply.headers.get("Reply-Text", "").startswith("+OK"):
             raise ProtocolError("connect refused")
+        for command, frame in zip(subscription, replies[1:], strict=True):
+            if not frame.data.startswith("+OK"):
+                raise ProtocolError(f"{command.split()[0]!r} refused: {frame.data.strip()[:80]}")
         self.session_data = reply.headers
         self._outbound_connected = True
+        self.subscribed = bool(subscription)
         return reply.headers
 
     def next_event(self, timeout_s: float | None) -> CallEvent | None:
@@ -246,11 +255,13 @@ class EslSession(OutboundSession):
             return None
 
     def stop(self) -> None:
-        """Say `exit` if we still can (FreeSWITCH then frees the channel), then close."""
+        """Say `exit` if we still can (FreeSWITCH then frees the channel), then close. Its
+        reply ("+OK bye") is not waited for: the socket closes either way, and FreeSWITCH
+        ends the listener on the command or on the close, whichever it sees first."""
         if self.connected:
             try:
-                self.send("exit")
-            except (FsbillError, NotConnectedError, OutboundSessionHasGoneAway, OSError):
+                self.sock.sendall(b"exit\n\n")
+            except OSError:
                 pass
         self._shutdown("closed by fsbill")
         if self._receive_events_greenlet is not None:
@@ -292,6 +303,8 @@ class EslServer(OutboundESLServer):
         self.on_refused = on_refused
         self._accept_greenlet: gevent.Greenlet | None = None
         self.started = gevent.event.Event()
+        self.subscription = SUBSCRIPTION  # written with `connect` (fsbill.esl.control)
+        self._hello = ("connect\n\n" + "".join(f"{c}\n\n" for c in self.subscription)).encode()
 
     def bind(self) -> int:
         self.server = listening_socket(self.bind_address, self.bind_port[0])
@@ -335,10 +348,11 @@ class EslServer(OutboundESLServer):
             # arrives, FreeSWITCH's socket app spins on the channel's thread (mod_event_socket.c
             # socket_function: `while (... !LFLAG_CONNECTED) switch_cond_next();`), and a busy
             # switch (realtime priority by default) starves this process of the CPU it needs to
-            # get there, so a short delay snowballed into a collapse (docs/BENCHMARKS.md).
+            # get there, so a short delay snowballed into a collapse (docs/BENCHMARKS.md). The
+            # call's subscription goes in the same write: its replies come with connect's.
             try:
                 sock.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
-                sock.sendall(b"connect\n\n")
+                sock.sendall(self._hello)
             except OSError as exc:
                 log.info("esl session from %s ended early: %s", peer, exc)
                 sock.close()
@@ -360,7 +374,7 @@ class EslServer(OutboundESLServer):
                 on_protocol_error=self.on_protocol_error,
             )
             session.accepted_perf = accepted_perf  # the setup-latency histogram starts here
-            session.connect(already_sent=True)
+            session.connect(already_sent=True, subscription=self.subscription)
             session.command_timeout_s = self.command_timeout_s
             self.handler(session)
         except (FsbillError, NotConnectedError, OutboundSessionHasGoneAway, OSError) as exc:
@@ -428,6 +442,7 @@ __all__ = [
     "MAX_HEADER_LINE",
     "NIBBLEBILL_VARIABLES",
     "NORMAL_CLEARING",
+    "SUBSCRIPTION",
     "SocketClosed",
     "Unbridged",
     "_TRANSLATED",

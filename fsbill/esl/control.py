@@ -41,6 +41,24 @@ IGNORED_EVENTS = (
     "TALK",
 )
 NORMAL_CLEARING = "NORMAL_CLEARING"
+# What every call subscribes to, written with `connect` when the socket is accepted (needs no
+# uuid: `myevents` in an outbound socket is the session's own channel), so its replies arrive
+# with the connect reply instead of costing a round trip of their own. CHANNEL_BRIDGE is left
+# out: a call that needs it (arrived answered, least-cost routing) asks for it on its own.
+# The two filters drop the CHANNEL_EXECUTE_COMPLETE of every application but `bridge` (the
+# multiset that arms the call, the cut-off's sched_* run on answer, socket...), each a frame
+# with every channel variable that fsbill read only to skip: filters are OR-ed
+# (mod_event_socket.c event_handler), the first matches the other events by name, the second
+# bridge's completion. They come before `myevents`: in the instant between `myevents` and
+# `nixevent` the channel's CHANNEL_PARK got through (seen on a real switch, tests/data/).
+SUBSCRIPTION = (
+    "filter Event-Name /^CHANNEL_(ANSWER|BRIDGE|UNBRIDGE|HANGUP|HANGUP_COMPLETE)$/",
+    "filter Application bridge",
+    "myevents",
+    f"nixevent {' '.join(IGNORED_EVENTS)}",
+    "linger",
+)
+BRIDGE_EVENTS = "event plain CHANNEL_BRIDGE"
 
 
 def multiset_arg(assignments: list[str]) -> str:
@@ -121,10 +139,15 @@ class CallControl:
         self.strip = strip  # channel variables to remove when the call is armed
 
     def subscribe(self, bridge_events: bool = False) -> None:
-        """One round trip: the call's events (see IGNORED_EVENTS; `bridge_events` keeps
-        CHANNEL_BRIDGE), and linger so that the final events still arrive after the hangup."""
-        ignored = [e for e in IGNORED_EVENTS if not (bridge_events and e == "CHANNEL_BRIDGE")]
-        self.session.expect_ok_many(["myevents", f"nixevent {' '.join(ignored)}", "linger"])
+        """The call's events (see IGNORED_EVENTS; `bridge_events` adds CHANNEL_BRIDGE), and
+        linger so that the final events still arrive after the hangup. The SUBSCRIPTION went
+        out with `connect` and its replies were checked then (EslServer.listen); a session
+        that did not send it says so (`subscribed` False) and it is sent here."""
+        commands = [] if getattr(self.session, "subscribed", False) else list(SUBSCRIPTION)
+        if bridge_events:
+            commands.append(BRIDGE_EVENTS)
+        if commands:
+            self.session.expect_ok_many(commands)
 
     def arm_from_now(self, cutoff_after_s: int) -> None:
         """Arm the cut-off `cutoff_after_s` from now, relative (`+N`): for a channel that is
