@@ -1,6 +1,7 @@
 """Resellers on two `fsbill serve` processes sharing PostgreSQL (issue 24): customers of one
 reseller calling through both nodes never take it below zero, every level's books add up, and a
-node killed mid-call (`kill -9`) and restarted settles every level of its calls once."""
+node killed mid-call (`kill -9`) and restarted settles every level of its calls once, with three
+levels (a wholesaler above the reseller)."""
 
 from __future__ import annotations
 
@@ -24,16 +25,20 @@ M = Money.parse
 HEADER = "prefix,rate,connect_fee,initial_increment,increment,min_duration,description\n"
 
 
-def seed(url: str, reseller: str) -> Store:
-    """Reseller R (0.60/min) with `reseller` money; customers C1 and C2 (1.00/min) with 20.00 each."""
+def seed(url: str, reseller: str, top: str) -> Store:
+    """Three levels: wholesaler W (0.30/min) with `top` money, reseller R (0.60/min) under it with
+    `reseller` money, customers C1 and C2 (1.00/min) under R with 20.00 each."""
     store = Store(url)
     store.upgrade()
     now = Clock(SCALE).now_us()
     ledger.create_tariff(store, "retail", "EUR", now)
     import_deck(store, "retail", io.StringIO(DECK))
-    ledger.create_tariff(store, "wholesale", "EUR", now)
-    import_deck(store, "wholesale", io.StringIO(HEADER + "49,0.60,0,1,1,0,Germany\n"))
-    ledger.create_account(store, "R", "wholesale", now)
+    for tariff, price in (("wholesale", "0.60"), ("top", "0.30")):
+        ledger.create_tariff(store, tariff, "EUR", now)
+        import_deck(store, tariff, io.StringIO(HEADER + f"49,{price},0,1,1,0,Germany\n"))
+    ledger.create_account(store, "W", "top", now)
+    ledger.topup(store, "W", M(top), now, reference="seed-W")
+    ledger.create_account(store, "R", "wholesale", now, parent="W")
     ledger.topup(store, "R", M(reseller), now, reference="seed-R")
     for code in ("C1", "C2"):
         ledger.create_account(store, code, "retail", now, parent="R")
@@ -41,30 +46,41 @@ def seed(url: str, reseller: str) -> Store:
     return store
 
 
-def level_charges(store: Store, cdrs: list) -> Money:
+def level_charges(store: Store, cdrs: list, account: str) -> Money:
+    """What `account` (W or R) was charged for the customers' calls: one line each per billed call."""
     total = Money(0)
     for cdr in cdrs:
-        for line in dbchain.cdr_levels(store, cdr.uuid, cdr.visit):
-            assert line.account == "R" and line.billed_s == cdr.billed_s
-            total += line.charged
+        lines = dbchain.cdr_levels(store, cdr.uuid, cdr.visit)
+        accounts = sorted(line.account for line in lines)
+        assert accounts == ["R", "W"] if cdr.billed_s else accounts in ([], ["R", "W"])
+        for line in lines:
+            assert line.billed_s == cdr.billed_s
+            if line.account == account:
+                total += line.charged
     return total
 
 
-def check_level_books(store: Store, cdrs: list, initial: Money) -> ledger.AccountView:
-    r = ledger.get_account(store, "R")
-    assert r.balance == ledger.ledger_sum(store, "R") and r.balance >= Money(0)
-    assert r.reserved == Money(0) and r.live_channels == 0
-    assert initial - r.balance == level_charges(store, cdrs)
+def check_level_books(store: Store, cdrs: list, initial: dict[str, Money]) -> dict[str, ledger.AccountView]:
+    """Every level's ledger adds up to its balance, nothing is held, nobody is below zero, and each
+    level's balance fell by exactly what its level lines charged."""
+    levels = {}
+    for code in ("W", "R"):
+        a = ledger.get_account(store, code)
+        assert a.balance == ledger.ledger_sum(store, code) and a.balance >= Money(0)
+        assert a.reserved == Money(0) and a.live_channels == 0
+        assert initial[code] - a.balance == level_charges(store, cdrs, code)
+        levels[code] = a
     for code in ("C1", "C2"):
         c = ledger.get_account(store, code)
         assert c.balance == ledger.ledger_sum(store, code) and c.reserved == Money(0)
         mine = [x for x in cdrs if x.account == code]
         assert M("20.00") - c.balance == sum((x.charged for x in mine), Money(0))
-    return r
+    return levels
 
 
 def test_two_nodes_never_take_the_reseller_below_zero(pg_url, tmp_path):
-    store = seed(pg_url, "1.00")  # 100 s at 0.60/min for all the customers' calls together
+    # R affords 100 s at 0.60/min, W above it only 80 s at 0.30/min: the top is the limit
+    store = seed(pg_url, "1.00", "0.40")
     servers = [ServeProcess(tmp_path, f"node{i}", node_settings(pg_url)) for i in range(2)]
     try:
         for s in servers:
@@ -80,11 +96,11 @@ def test_two_nodes_never_take_the_reseller_below_zero(pg_url, tmp_path):
         gevent.joinall(greenlets, raise_error=True)
         cdrs = wait_for_cdrs(store, n)
         assert {c.node for c in cdrs} == {s.name for s in servers}
-        r = check_level_books(store, cdrs, M("1.00"))
+        levels = check_level_books(store, cdrs, {"W": M("0.40"), "R": M("1.00")})
         talked = [c for c in cdrs if c.billed_s]
-        assert talked and sum(c.billed_s for c in talked) <= 100
+        assert talked and sum(c.billed_s for c in talked) <= 80
         assert {c.reason for c in cdrs if c.result == "rejected"} <= {"insufficient_funds"}
-        assert r.balance < M("1.00")
+        assert levels["W"].balance < M("0.40") and levels["R"].balance < M("1.00")
         for s in servers:
             assert s.alive(), s.output()[-2000:]
     finally:
@@ -94,7 +110,7 @@ def test_two_nodes_never_take_the_reseller_below_zero(pg_url, tmp_path):
 
 
 def test_kill_9_then_restart_settles_every_level_once(pg_url, tmp_path):
-    store = seed(pg_url, "10.00")
+    store = seed(pg_url, "10.00", "10.00")
     server = ServeProcess(tmp_path, "crashy", node_settings(pg_url, slice_s=120))
     server.start()
     switch = Switch(Clock(SCALE))
@@ -110,10 +126,10 @@ def test_kill_9_then_restart_settles_every_level_once(pg_url, tmp_path):
     try:
         cdrs = wait_for_cdrs(store, 3, timeout_s=60)
         assert all(c.result == "recovered" for c in cdrs)
-        check_level_books(store, cdrs, M("10.00"))
+        check_level_books(store, cdrs, {"W": M("10.00"), "R": M("10.00")})
         assert sorted(c.uuid for c in cdrs) == sorted(r.uuid for r in records)
         gevent.sleep(1)
-        assert len(dbcalls.cdrs(store)) == 3 and level_charges(store, dbcalls.cdrs(store)) > Money(0)
+        assert len(dbcalls.cdrs(store)) == 3 and level_charges(store, dbcalls.cdrs(store), "W") > Money(0)
     finally:
         server.terminate()
         store.close()
