@@ -116,7 +116,9 @@ def test_the_charges_config_key():
 
 
 def test_serve_posts_charges_itself_on_one_node_at_a_time(sqlite_url):
-    rig = Rig(sqlite_url, time_scale=25, charges={"interval_s": 1})
+    # the lease lasts two intervals: 60 s at 25x is 2.4 s of real time, so a loaded machine's stall
+    # cannot let it lapse between the first node's run and the second node's try (1 s: 80 ms could)
+    rig = Rig(sqlite_url, time_scale=25, charges={"interval_s": 30})
     other = None
     try:
         rig.account("acme", "100.00")
