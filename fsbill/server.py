@@ -44,6 +44,7 @@ class Node:
             pool_size=settings.pool_size,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             sqlite_synchronous=settings.sqlite_synchronous,
+            group_commit=True,
         )
         self.metrics = Metrics()
         self.decks = DeckCache(self.store, refresh_s=settings.rates_refresh_s, background=True)

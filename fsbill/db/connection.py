@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import gevent
+import gevent.event
 import gevent.lock
 import gevent.threadpool
 
@@ -171,8 +173,12 @@ class Store:
         busy_timeout_ms: int = 5000,
         sqlite_synchronous: str = "full",
         connect_timeout_s: int = 5,
+        group_commit: bool = False,
     ) -> None:
         self.url = url
+        # SQLite only (see `_grouped_transaction`): the server's store, where many calls commit at once.
+        self._group_commit = group_commit and url.startswith("sqlite:")
+        self._group: _Group | None = None
         parsed = urlparse(url)
         if parsed.scheme == "sqlite":
             # sqlite:///relative.db and sqlite:////abs/path.db, as SQLAlchemy writes them
@@ -227,7 +233,12 @@ class Store:
     # -- units of work -------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[peewee.Database]:
-        """One short write transaction. Raises DatabaseUnavailable on driver errors."""
+        """One short write transaction. Raises DatabaseUnavailable on driver errors.
+
+        Returns only once what it wrote is committed (with group commit, once its group is)."""
+        if self._group_commit:
+            yield from self._grouped_transaction()
+            return
         with self._gate:
             try:
                 if self.kind == "sqlite":
@@ -242,6 +253,104 @@ class Store:
             except _DRIVER_ERRORS as exc:
                 self._discard_connection()
                 raise DatabaseUnavailable(f"database error: {_one_line(exc)}") from exc
+
+    def _grouped_transaction(self) -> Iterator[peewee.Database]:
+        """Group commit on SQLite: the units of work of the calls that reach the database in the
+        same turn of the event loop share one transaction, and so one COMMIT and one fsync.
+
+        The first unit of a group begins the transaction (`BEGIN IMMEDIATE`) and spawns the
+        group's committer; each unit is a savepoint in it, so a unit that raises undoes only its
+        own writes. The committer runs after every greenlet the loop has already made runnable
+        (gevent runs a spawned greenlet in the loop's next callback round), and so commits every
+        unit that finished meanwhile. Each unit returns only when its group is committed: nothing
+        a caller does after a unit (bridging a call, answering an HTTP request) ever rests on a
+        write that is not yet on disk. A unit that fails on a driver error raises DatabaseUnavailable
+        and is undone alone; if SQLite ended the whole transaction, or the COMMIT fails, the group
+        is rolled back and every unit of it raises DatabaseUnavailable. With one call at a time a
+        group is one unit, committed as soon as its caller waits for it.
+
+        Readers in this process may see a group's writes a moment before they are committed; a
+        group that then fails takes them back. Other processes see them only once committed."""
+        with self._gate:
+            try:
+                if self.db.is_closed():
+                    self.db.connect()
+                conn = self.db.connection()
+                if self._group is None:
+                    sqlite_db = self.db
+                    assert isinstance(sqlite_db, _OffHubSqlite)  # group commit is SQLite's
+                    sqlite_db.begin("IMMEDIATE")
+                    self._group = _Group()
+                    gevent.spawn(self._commit_group, self._group)
+                group = self._group
+                with _PEEWEE_ERRORS:
+                    conn.execute("SAVEPOINT unit")
+            except _DRIVER_ERRORS as exc:
+                raise self._abort_group(exc) from exc
+            try:
+                yield self.db
+            except BaseException as exc:
+                # Undo this unit alone, unless SQLite already ended the whole transaction (it
+                # does on some I/O errors): then the group's earlier units are gone with it.
+                if not conn.in_transaction:
+                    raise self._abort_group(exc) from exc
+                try:
+                    with _PEEWEE_ERRORS:
+                        conn.execute("ROLLBACK TO unit")
+                        conn.execute("RELEASE unit")
+                except _DRIVER_ERRORS as failed:
+                    raise self._abort_group(failed) from exc
+                if isinstance(exc, _DRIVER_ERRORS):
+                    raise DatabaseUnavailable(f"database error: {_one_line(exc)}") from exc
+                raise
+            try:
+                with _PEEWEE_ERRORS:
+                    conn.execute("RELEASE unit")
+            except _DRIVER_ERRORS as exc:
+                raise self._abort_group(exc) from exc
+        group.wait()
+
+    def _commit_group(self, group: _Group) -> None:
+        with self._gate:
+            if self._group is not group:
+                return  # already committed (close) or rolled back (a failed unit)
+            self._group = None
+            self._commit(group)
+
+    def _commit(self, group: _Group) -> None:
+        try:
+            with _PEEWEE_ERRORS:
+                self.db.connection().execute("COMMIT")
+        except Exception as exc:  # any failed COMMIT (I/O, a deferred constraint): none of it is written
+            self._rollback_quietly()
+            group.fail(f"database error: {_one_line(exc)}")
+        else:
+            group.done()
+
+    def _abort_group(self, exc: BaseException) -> DatabaseUnavailable:
+        """Roll back the open group (the gate held) after a driver error; its units all fail."""
+        error = f"database error: {_one_line(exc)}"
+        self._rollback_quietly()
+        if self._group is not None:
+            self._group.fail(error)
+            self._group = None
+        return DatabaseUnavailable(error)
+
+    def _rollback_quietly(self) -> None:
+        try:
+            conn = self.db.connection()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except Exception:  # the connection is broken; the transaction ends with it
+            log.debug("rolling back a failed group failed", exc_info=True)
+
+    def _flush_group(self) -> None:
+        """Commit the open group now (the gate held): before migrating or closing."""
+        group = self._group
+        if group is None:
+            return
+        self._group = None
+        self._commit(group)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[peewee.Database]:
@@ -281,6 +390,9 @@ class Store:
                 pooled: PooledPostgresqlDatabase = self.db  # kind "postgresql" is always the pool
                 pooled.close_all()
             else:
+                if self._group is not None:
+                    with self._gate:
+                        self._flush_group()
                 if not self.db.is_closed():
                     self.db.close()
                 if isinstance(self.db, _OffHubSqlite):
@@ -292,6 +404,7 @@ class Store:
     def upgrade(self) -> list[str]:
         """Apply pending migrations; returns their names. Safe to run from several nodes."""
         with self._gate:
+            self._flush_group()
             if self.kind == "sqlite":
                 # Processes racing on one file (serve and the CLI both auto-migrate) must not both
                 # apply a migration. A transaction cannot be the lock: the SQLite migrator toggles
@@ -322,6 +435,28 @@ class Store:
     def pending_migrations(self) -> list[str]:
         with self.reading():
             return [m.name for m in Runner(self.db, directory=str(migrations_dir())).status() if not m.applied]
+
+
+class _Group:
+    """The units of work sharing one SQLite transaction; they wait here for its COMMIT."""
+
+    __slots__ = ("_event", "_error")
+
+    def __init__(self) -> None:
+        self._event = gevent.event.Event()
+        self._error = ""
+
+    def done(self) -> None:
+        self._event.set()
+
+    def fail(self, error: str) -> None:
+        self._error = error
+        self._event.set()
+
+    def wait(self) -> None:
+        self._event.wait()
+        if self._error:
+            raise DatabaseUnavailable(self._error)
 
 
 @contextlib.contextmanager
