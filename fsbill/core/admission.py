@@ -8,8 +8,6 @@ Nothing here reads a clock, logs or performs I/O.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from fsbill.core import events as ev
 from fsbill.core.call import LiveCall, Payer, destination_of, dial_string_of, nibble_rate_of, warning_after_answer_s
 from fsbill.core.callstate import DONE, LIVE, PAYER, RATE, RESERVE, ROUTE, CallState, Refused, Step, schedule_beat
@@ -28,6 +26,7 @@ from fsbill.core.commands import (
     RoutesStale,
 )
 from fsbill.core.did import FREE_ON_EMPTY, UNKNOWN_DID, Did, dial_of_did, rate_of_did
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import cutoff_offset_s
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate, normalize_number
@@ -41,7 +40,7 @@ def authorizing(state: CallState, event: ev.Event, now_us: int) -> Step:
     if isinstance(event, ev.DatabaseDown):
         return _database_down(state, event.error, now_us)
     if isinstance(event, (ev.SocketClosed, ev.CommandFailed)):
-        return replace(state, phase=DONE), [Note("authorization_abandoned", {"uuid": state.channel.uuid}), Finish()]
+        return evolve(state, phase=DONE), [Note("authorization_abandoned", {"uuid": state.channel.uuid}), Finish()]
     if state.phase == PAYER and isinstance(event, ev.PayerFound):
         if state.payer is not None and state.payer.by == "did":
             return _did_found(state, event.account, event.did)
@@ -49,7 +48,7 @@ def authorizing(state: CallState, event: ev.Event, now_us: int) -> Step:
     if state.phase == RATE and isinstance(event, ev.RateFound):
         if event.rate is None:
             return refuse(state, refusal_of(state, "no_rate", f"no rate for {state.number}"))
-        return _rated(replace(state, rate=event.rate), now_us)
+        return _rated(evolve(state, rate=event.rate), now_us)
     if state.phase == ROUTE and isinstance(event, ev.RoutePlanned):
         return _routed(state, event.route, event.legs)
     if state.phase == RESERVE and isinstance(event, ev.Reserved):
@@ -65,7 +64,7 @@ def _payer_found(state: CallState, account: PayerAccount | None, now_us: int) ->
         # no account: the CDR's account stays empty (the caller id is in its own field, the
         # detail says which variable named whom)
         return refuse(state, Refused("unknown_account", f"{payer.source}={payer.value}"))
-    state = replace(state, account=account)
+    state = evolve(state, account=account)
     if account.status != "active":
         reason = "closed" if account.status == "closed" else "suspended"
         return refuse(state, refusal_of(state, reason))
@@ -74,14 +73,14 @@ def _payer_found(state: CallState, account: PayerAccount | None, now_us: int) ->
         number = normalize_number(destination, config.international_prefix)
     except NumberError as exc:
         return refuse(state, refusal_of(state, "invalid_number", str(exc)))
-    state = replace(state, number=number)
+    state = evolve(state, number=number)
     try:
         nibble = nibble_rate_of(ch, config.nibblebill_compat, config.nibblebill_allow_zero_rate)
     except MoneyError as exc:
         return refuse(state, refusal_of(state, "no_rate", f"bad nibble_rate: {exc}"))
     if nibble is not None:
-        return _rated(replace(state, rate=Rate.adhoc(nibble)), now_us)
-    return replace(state, phase=RATE), [FindRate(account.tariff_id, number, ch.created_us or now_us)]
+        return _rated(evolve(state, rate=Rate.adhoc(nibble)), now_us)
+    return evolve(state, phase=RATE), [FindRate(account.tariff_id, number, ch.created_us or now_us)]
 
 
 def _did_found(state: CallState, owner: PayerAccount | None, did: Did | None) -> Step:
@@ -93,7 +92,7 @@ def _did_found(state: CallState, owner: PayerAccount | None, did: Did | None) ->
     assert payer is not None
     if did is None or owner is None or did.status != "active":
         return refuse(state, Refused(UNKNOWN_DID, f"no inbound number {payer.value}"))
-    state = replace(state, account=owner, did=did, number=did.number, rate=rate_of_did(did), dial=dial_of_did(did))
+    state = evolve(state, account=owner, did=did, number=did.number, rate=rate_of_did(did), dial=dial_of_did(did))
     if owner.status != "active" and did.on_empty != "free":
         return refuse(state, refusal_of(state, "closed" if owner.status == "closed" else "suspended"))
     return _routed(state, None, ())
@@ -105,10 +104,10 @@ def _rated(state: CallState, now_us: int) -> Step:
     account, rate = state.account, state.rate
     assert account is not None and rate is not None
     dial = dial_string_of(state.channel, "", state.number) or ""
-    state = replace(state, dial=dial)
+    state = evolve(state, dial=dial)
     if not dial and state.config.lcr:
         at = state.channel.created_us or now_us
-        return replace(state, phase=ROUTE), [PlanRoute(account.currency, rate, state.number, at)]
+        return evolve(state, phase=ROUTE), [PlanRoute(account.currency, rate, state.number, at)]
     return _routed(state, None, ())
 
 
@@ -143,7 +142,7 @@ def _routed(state: CallState, route: Route | None, legs: tuple[Leg, ...]) -> Ste
             state.did,
         )
     )
-    return replace(state, phase=RESERVE, dial=dial, legs=legs), commands
+    return evolve(state, phase=RESERVE, dial=dial, legs=legs), commands
 
 
 def _reserved(state: CallState, result: ev.Reserved, now_us: int) -> Step:
@@ -151,7 +150,7 @@ def _reserved(state: CallState, result: ev.Reserved, now_us: int) -> Step:
     if state.legs and (result.refused_vendors or result.reason == VENDOR_UNAVAILABLE):
         commands.append(RoutesStale())
     if result.call is None:
-        refused = replace(refusal_of(state, result.reason), balance=Money(result.balance_micros))
+        refused = evolve(refusal_of(state, result.reason), balance=Money(result.balance_micros))
         return refuse(state, refused, commands)
     call, account, rate = result.call, state.account, state.rate
     assert account is not None and rate is not None
@@ -159,7 +158,7 @@ def _reserved(state: CallState, result: ev.Reserved, now_us: int) -> Step:
     if legs:
         legs = tuple(leg for leg in legs if leg.vendor not in result.refused_vendors)
         dial = ""  # the driver composes the failover bridge from the legs
-    state = replace(state, call=call, dial=dial, legs=legs, unbilled=result.reason == FREE_ON_EMPTY)
+    state = evolve(state, call=call, dial=dial, legs=legs, unbilled=result.reason == FREE_ON_EMPTY)
     commands += [
         Note(
             "authorized",
@@ -215,7 +214,7 @@ def _database_down(state: CallState, error: str, now_us: int) -> Step:
     )
     # Charged later as the call named its payer: by account code, or by caller id (looked up
     # in the caller-id map when the database is back), never the caller id taken as a code.
-    state = replace(
+    state = evolve(
         state,
         account=PayerAccount(0, name, 0, "", "active"),
         payer=Payer("code", code, payer.source) if code else payer,
@@ -244,12 +243,12 @@ def arm_and_bridge(state: CallState, commands: list[Command], now_us: int) -> St
         warning = warning_after_answer_s(call.granted_s, policy) if call.final else None
         commands.append(Arm(variables, offset, warning))
         if warning is not None:
-            state = replace(state, call=replace(call, warned=True))
+            state = evolve(state, call=evolve(call, warned=True))
     else:
         # FreeSWITCH never runs on-answer actions for an answered channel: arm the cut-off now,
         # relative, bounded by the ring allowance plus the grant; it is moved to its real
         # instant when the bridge comes up.
         commands += [Arm(variables, None, None), ArmFromNow(state.config.max_ring_s + offset)]
     commands.append(Bridge(state.dial))
-    state = schedule_beat(replace(state, phase=LIVE), now_us)
+    state = schedule_beat(evolve(state, phase=LIVE), now_us)
     return state, commands

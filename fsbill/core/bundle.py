@@ -23,8 +23,9 @@ Pure: no database, no clock. The rules:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import US, Cap, GrantPolicy, boundary_at_most, plan_grant
 from fsbill.core.money import Money
 from fsbill.core.plans import Period, span_of
@@ -203,7 +204,7 @@ def plan_mixed(
         new_money, final = money_s, new_bundle >= policy.max_call_s
     else:
         m_elapsed = max(0, elapsed_s - new_bundle)
-        m_policy = replace(
+        m_policy = evolve(
             policy,
             slice_s=max(1, elapsed_s + policy.slice_s - new_bundle - m_elapsed),
             max_call_s=room_s,

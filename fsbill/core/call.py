@@ -19,9 +19,10 @@ Nothing here sends, reads a clock or touches a database.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from fsbill.core.bundle import paid_start_us, plan_mixed
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import (
     US,
     Cap,
@@ -334,7 +335,7 @@ def answer(call: LiveCall, answered_us: int, policy: GrantPolicy, cutoff_in_swit
     plus grant) that covered a call that might ring for long. Otherwise the bound stands until
     FreeSWITCH acknowledges the cut-off at its real instant."""
     deadline = hold_deadline_us(answered_us, call.granted_s)
-    return replace(
+    return evolve(
         call,
         answered_us=answered_us,
         cutoff_us=cutoff_instant_us(answered_us, call.granted_s, policy.margin_s),
@@ -393,7 +394,7 @@ def beat(
                 if plan.granted_s > call.granted_s:
                     granted_s, extra = plan.granted_s, plan.extra_hold
     start_us = call.answered_us if call.answered_us is not None else call.created_us
-    new = replace(
+    new = evolve(
         call,
         held=held + extra,
         debited=debited,

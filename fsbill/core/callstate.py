@@ -6,11 +6,12 @@ Nothing here reads a clock, logs or performs I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from fsbill.core.call import Channel, LiveCall, Payer
 from fsbill.core.commands import Command, Config
 from fsbill.core.did import Did
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import US
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
@@ -76,4 +77,4 @@ Step = tuple[CallState, list[Command]]
 
 
 def schedule_beat(state: CallState, now_us: int) -> CallState:
-    return replace(state, wake_us=now_us + state.config.heartbeat_s * US)
+    return evolve(state, wake_us=now_us + state.config.heartbeat_s * US)

@@ -25,9 +25,10 @@ Pure: no database, no clock, no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from fsbill.core.call import AccountState, Charge, LiveCall, recovered, settlement
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import Cap, GrantPolicy, heartbeat_debit, plan_grant
 from fsbill.core.guards import CALL_RATE, SPEND_CAP, call_rate_exceeded, destination_verdict
 from fsbill.core.money import Money
@@ -97,7 +98,7 @@ def status_of(payer: AccountState, levels: Sequence[Level]) -> AccountState:
         return payer
     for level in levels:
         if level.account.status != "active":
-            return replace(payer, status="suspended")
+            return evolve(payer, status="suspended")
     return payer
 
 
@@ -135,14 +136,14 @@ def extension(
         if answered_us is not None:
             debit = heartbeat_debit(h.rate, answered_us, now_us, h.debited, h.held)
         extra = cost(h.rate, new_granted_s) - cost(h.rate, old_granted_s)
-        after = replace(h, held=h.held - debit + extra, debited=h.debited + debit)
+        after = evolve(h, held=h.held - debit + extra, debited=h.debited + debit)
         out.append(LevelBeat(after, debit, extra))
     return out
 
 
 def level_call(call: LiveCall, hold: LevelHold) -> LiveCall:
     """The payer's live call as one level above it pays for it (its rate and its hold)."""
-    return replace(call, rate=hold.rate, held=hold.held, debited=hold.debited)
+    return evolve(call, rate=hold.rate, held=hold.held, debited=hold.debited)
 
 
 def settle_level(

@@ -30,8 +30,6 @@ Nothing here reads a clock, logs or performs I/O.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from fsbill.core import events as ev
 from fsbill.core.admission import authorizing
 from fsbill.core.call import Channel, LiveCall, Payer, payer_of
@@ -85,6 +83,7 @@ from fsbill.core.commands import (
     WriteRejection,
 )
 from fsbill.core.did import UNKNOWN_DID, did_number, is_inbound
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import US
 from fsbill.core.live import beat, live, on_answer
 from fsbill.core.records import PayerAccount
@@ -104,13 +103,13 @@ def start(channel: Channel, config: Config, now_us: int) -> Step:
         if number is None:
             return refuse(state, Refused(UNKNOWN_DID, f"not a number: {channel.destination!r}"), commands)
         owner = Payer("did", number, "destination_number")
-        return replace(state, payer=owner), [*commands, FindPayer(owner)]
+        return evolve(state, payer=owner), [*commands, FindPayer(owner)]
     payer = payer_of(channel, config.nibblebill_compat)
     if payer is None:
         return refuse(
-            replace(state, phase=PAYER), Refused("unknown_account", "no account variable and no caller id"), commands
+            evolve(state, phase=PAYER), Refused("unknown_account", "no account variable and no caller id"), commands
         )
-    return replace(state, payer=payer), [*commands, FindPayer(payer)]
+    return evolve(state, payer=payer), [*commands, FindPayer(payer)]
 
 
 def adopt(
@@ -135,7 +134,7 @@ def adopt(
     pre_answered = answered_us is not None and answered_us < call.created_us
     state = CallState(
         LIVE,
-        replace(channel, answered_us=answered_us if pre_answered else None),
+        evolve(channel, answered_us=answered_us if pre_answered else None),
         pre_answered,
         config,
         payer=Payer("code", account.code, "adopted"),
@@ -159,7 +158,7 @@ def adopt(
     # holds (whether the old process had scheduled a warning is unknown: the heartbeat that
     # follows schedules it afresh if the grant is final, so it plays once). Only while the
     # cut-off is ahead: FreeSWITCH takes an absolute time already past as relative.
-    state = replace(state, call=replace(call, warned=False))
+    state = evolve(state, call=evolve(call, warned=False))
     if call.cutoff_us is not None and call.cutoff_us > now_us + US:
         commands.append(MoveCutoff(call.cutoff_us, None))
         return state, commands

@@ -8,12 +8,11 @@ Nothing here reads a clock, logs or performs I/O.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from fsbill.core import events as ev
 from fsbill.core.call import LiveCall, answer, hold_deadline_us, warning_instant_us
 from fsbill.core.callstate import CallState, Step
 from fsbill.core.commands import Beat, Command, HoldChanged, KeepCarrier, Kill, MoveCutoff, Note, RecordAnswer, WarnAt
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import US, GrantPolicy
 from fsbill.core.settlement import finish, lost
 from fsbill.core.transfer import bridge_ended
@@ -26,7 +25,7 @@ def live(state: CallState, event: ev.Event, now_us: int) -> Step:
         if state.wake_us is not None and now_us < state.wake_us:
             return state, []
         nxt = (state.wake_us or now_us) + state.config.heartbeat_s * US
-        state = replace(state, wake_us=nxt if nxt > now_us else now_us + state.config.heartbeat_s * US)
+        state = evolve(state, wake_us=nxt if nxt > now_us else now_us + state.config.heartbeat_s * US)
         return beat(state, [])
     if isinstance(event, ev.Answered):
         if call.answered_us is None and not state.pre_answered:
@@ -42,12 +41,12 @@ def live(state: CallState, event: ev.Event, now_us: int) -> Step:
         return state, commands
     if isinstance(event, ev.Unbridged):
         if state.unbridged_us is None:
-            state = replace(state, unbridged_us=event.at_us)
+            state = evolve(state, unbridged_us=event.at_us)
         return state, []
     if isinstance(event, ev.BridgeEnded):
         return bridge_ended(state, event, now_us)
     if isinstance(event, ev.Hungup):
-        return replace(state, hangup_cause=event.cause), []
+        return evolve(state, hangup_cause=event.cause), []
     if isinstance(event, ev.HangupComplete):
         return finish(state, event, now_us)
     if isinstance(event, ev.SocketClosed):
@@ -73,7 +72,7 @@ def _command_failed(state: CallState, event: ev.CommandFailed, now_us: int) -> S
         return lost(state, f"{event.command} failed: {event.error}")
     if event.command == "MoveCutoff" and state.answer_unrecorded:
         # The bound armed when the call was taken still stands: the hold lasts as long.
-        state = replace(state, answer_unrecorded=False)
+        state = evolve(state, answer_unrecorded=False)
         return state, [Note("reschedule_failed", {"uuid": call.uuid, "error": event.error}), *_record_answer(state)]
     kind = "cut_failed" if event.command == "Kill" else "reschedule_failed"
     return state, [Note(kind, {"uuid": call.uuid, "error": event.error})]
@@ -94,14 +93,14 @@ def on_answer(state: CallState, answered_us: int, now_us: int) -> Step:
         if not call.warned and call.final and call.cutoff_us is not None:
             warning = warning_instant_us(call.cutoff_us, policy.warning_s, now_us)
             if warning is not None:
-                call = replace(call, warned=True)
+                call = evolve(call, warned=True)
                 commands.append(_warning_note(call, policy))
         assert call.cutoff_us is not None
         commands.append(MoveCutoff(call.cutoff_us, warning))
-        return replace(state, call=call, answer_unrecorded=True), commands
+        return evolve(state, call=call, answer_unrecorded=True), commands
     if call.warned:
         commands.append(_warning_note(call, policy))
-    state = replace(state, call=call)
+    state = evolve(state, call=call)
     return state, commands + _record_answer(state)
 
 
@@ -112,8 +111,8 @@ def _cutoff_confirmed(state: CallState, now_us: int) -> Step:
     assert call is not None
     if not state.answer_unrecorded or call.answered_us is None:
         return state, []
-    call = replace(call, hold_until_us=hold_deadline_us(call.answered_us, call.granted_s))
-    state = replace(state, call=call, answer_unrecorded=False)
+    call = evolve(call, hold_until_us=hold_deadline_us(call.answered_us, call.granted_s))
+    state = evolve(state, call=call, answer_unrecorded=False)
     return state, _record_answer(state)
 
 
@@ -153,14 +152,14 @@ def _beat_done(state: CallState, event: ev.BeatDone, now_us: int) -> Step:
     if not result.account_active and config.on_suspend == "cut" and not state.cut_for_suspension and not state.unbilled:
         # on_suspend: cut — the account was suspended: end its calls now, through their own
         # socket (finish_grant, the default, lets them run to the end of what they hold)
-        state = replace(state, cut_for_suspension=True)
+        state = evolve(state, cut_for_suspension=True)
         commands.append(Note("suspended_cut", {"uuid": call.uuid, "visit": call.visit}))
         kill.append(Kill("suspended"))
     cutoff_us = call.cutoff_us
     if call.answered_us is None or cutoff_us is None:
-        return replace(state, call=call), commands + kill
+        return evolve(state, call=call), commands + kill
     if result.extended:
-        call = replace(call, warned=False)
+        call = evolve(call, warned=False)
         commands.append(
             Note("extended", {"uuid": call.uuid, "granted_s": call.granted_s, "cutoff_epoch": cutoff_us // US})
         )
@@ -168,11 +167,11 @@ def _beat_done(state: CallState, event: ev.BeatDone, now_us: int) -> Step:
     if call.final and not call.warned:
         warning = warning_instant_us(cutoff_us, config.policy.warning_s, now_us)
         if warning is not None:
-            call = replace(call, warned=True)
+            call = evolve(call, warned=True)
             commands.append(_warning_note(call, config.policy))
     if result.extended:
         commands.append(MoveCutoff(cutoff_us, warning))
     elif warning is not None:
         commands.append(WarnAt(warning))
     # a move's acknowledgement must come back last, so the kill goes first
-    return replace(state, call=call), kill + commands
+    return evolve(state, call=call), kill + commands

@@ -7,13 +7,12 @@ Nothing here reads a clock, logs or performs I/O.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from fsbill.core import events as ev
 from fsbill.core.call import destination_of
 from fsbill.core.callstate import DONE, REFUSED, REFUSING, WRITING_REJECTION, CallState, Refused, Step
 from fsbill.core.commands import Command, DeferRejection, Finish, Note, Refuse, WriteRejection
 from fsbill.core.did import INBOUND, OUTBOUND
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import US
 from fsbill.core.records import RejectionRecord
 
@@ -37,7 +36,7 @@ def refuse(state: CallState, refused: Refused, commands: list[Command] | None = 
         ),
         Refuse(refused.reason),
     ]
-    return replace(state, phase=REFUSING, refused=refused), commands
+    return evolve(state, phase=REFUSING, refused=refused), commands
 
 
 def refusing(state: CallState, event: ev.Event, now_us: int) -> Step:
@@ -45,7 +44,7 @@ def refusing(state: CallState, event: ev.Event, now_us: int) -> Step:
         return state, []
     # A prompt takes a while to play; a SIP response ends the channel at once.
     wait_s = 30 if event.prompted else 10
-    state = replace(state, phase=REFUSED, refusal_cause=event.cause, wake_us=now_us + wait_s * US)
+    state = evolve(state, phase=REFUSED, refusal_cause=event.cause, wake_us=now_us + wait_s * US)
     if not event.delivered:
         return state, [Note("rejection_not_delivered", {"uuid": state.channel.uuid, "error": event.error})]
     return state, []
@@ -80,16 +79,16 @@ def _write_rejection(state: CallState, cause: str, now_us: int) -> Step:
         direction=INBOUND if state.payer is not None and state.payer.by == "did" else OUTBOUND,
         did=state.payer.value if state.payer is not None and state.payer.by == "did" else "",
     )
-    return replace(state, phase=WRITING_REJECTION, wake_us=None, rejection=record), [WriteRejection(record)]
+    return evolve(state, phase=WRITING_REJECTION, wake_us=None, rejection=record), [WriteRejection(record)]
 
 
 def writing_rejection(state: CallState, event: ev.Event, now_us: int) -> Step:
     if isinstance(event, ev.Written):
-        return replace(state, phase=DONE), [Finish()]
+        return evolve(state, phase=DONE), [Finish()]
     if isinstance(event, ev.DatabaseDown):
         record = state.rejection
         assert record is not None
         if state.config.defer_writes:
-            return replace(state, phase=DONE), [DeferRejection(record), Finish()]
-        return replace(state, phase=DONE), [Note("cdr_lost", {"uuid": record.uuid, "reason": record.reason}), Finish()]
+            return evolve(state, phase=DONE), [DeferRejection(record), Finish()]
+        return evolve(state, phase=DONE), [Note("cdr_lost", {"uuid": record.uuid, "reason": record.reason}), Finish()]
     return state, []

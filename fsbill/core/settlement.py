@@ -7,12 +7,11 @@ Nothing here reads a clock, logs or performs I/O.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from fsbill.core import events as ev
 from fsbill.core.call import billing_window, result_of
 from fsbill.core.callstate import DONE, SETTLING, TRANSFERRED, CallState, Step
 from fsbill.core.commands import Command, DeferSettlement, DeferUnreserved, Finish, HoldChanged, Note, Release, Settle
+from fsbill.core.frozen import evolve
 from fsbill.core.money import Money
 from fsbill.core.records import BridgeOutcome, CallEnd
 
@@ -43,7 +42,7 @@ def finish(state: CallState, event: ev.HangupComplete, now_us: int) -> Step:
         BridgeOutcome(event.bridged_to, event.leg_causes) if state.legs else None,
         event.bridged_to,
     )
-    return settle(replace(state, wake_us=None), call_end, commands, after=DONE)
+    return settle(evolve(state, wake_us=None), call_end, commands, after=DONE)
 
 
 def settle(state: CallState, call_end: CallEnd, commands: list[Command], after: str) -> Step:
@@ -52,14 +51,14 @@ def settle(state: CallState, call_end: CallEnd, commands: list[Command], after: 
         assert payer is not None
         if state.config.defer_writes:
             commands.append(DeferUnreserved(payer, state.number, call_end))
-        return _settled(replace(state, after_settling=after), commands)
-    return replace(state, phase=SETTLING, settlement=call_end, after_settling=after), [*commands, Settle(call_end)]
+        return _settled(evolve(state, after_settling=after), commands)
+    return evolve(state, phase=SETTLING, settlement=call_end, after_settling=after), [*commands, Settle(call_end)]
 
 
 def _settled(state: CallState, commands: list[Command]) -> Step:
     if state.after_settling == TRANSFERRED:
-        return replace(state, phase=TRANSFERRED), commands
-    return replace(state, phase=DONE), [*commands, Finish()]
+        return evolve(state, phase=TRANSFERRED), commands
+    return evolve(state, phase=DONE), [*commands, Finish()]
 
 
 def settling(state: CallState, event: ev.Event, now_us: int) -> Step:
@@ -67,7 +66,7 @@ def settling(state: CallState, event: ev.Event, now_us: int) -> Step:
     assert call is not None and account is not None
     if isinstance(event, ev.Written):
         commands: list[Command] = [HoldChanged(account.currency, -call.held)] if call.held else []
-        return _settled(replace(state, call=replace(call, held=Money(0))), commands)
+        return _settled(evolve(state, call=evolve(call, held=Money(0))), commands)
     if isinstance(event, ev.DatabaseDown):
         commands = [Note("settle_deferred", {"uuid": call.uuid, "error": event.error})]
         if state.config.defer_writes:
@@ -89,5 +88,5 @@ def lost(state: CallState, reason: str) -> Step:
             if call.held:
                 commands.append(HoldChanged(account.currency, -call.held))
             commands.append(Release((call.uuid, call.visit)))
-        state = replace(state, call=replace(call, held=Money(0)))
-    return replace(state, phase=DONE, wake_us=None), [*commands, Finish()]
+        state = evolve(state, call=evolve(call, held=Money(0)))
+    return evolve(state, phase=DONE, wake_us=None), [*commands, Finish()]

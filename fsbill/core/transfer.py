@@ -9,12 +9,11 @@ Nothing here reads a clock, logs or performs I/O.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from fsbill.core import events as ev
 from fsbill.core.call import Channel, billing_window
 from fsbill.core.callstate import DONE, TRANSFER_CAUSE, TRANSFERRED, CallState, Step
 from fsbill.core.commands import Command, End, Finish, Note
+from fsbill.core.frozen import evolve
 from fsbill.core.grant import US
 from fsbill.core.records import BridgeOutcome, CallEnd
 from fsbill.core.settlement import settle
@@ -75,7 +74,7 @@ def _transferred_out(state: CallState, event: ev.BridgeEnded, now_us: int) -> St
     ]
     if result == "cut_off":
         commands.append(Note("cut_off", {"mode": "transfer"}))
-    state = replace(state, wake_us=None)
+    state = evolve(state, wake_us=None)
     return settle(state, call_end, commands, after=TRANSFERRED)
 
 
@@ -84,5 +83,5 @@ def after_transfer(state: CallState, event: ev.Event, now_us: int) -> Step:
     would end a later visit's socket app) and sends nothing until the channel ends; it also
     hears every event of a later visit of the channel, which are not this visit's."""
     if isinstance(event, (ev.HangupComplete, ev.SocketClosed)):
-        return replace(state, phase=DONE), [Finish()]
+        return evolve(state, phase=DONE), [Finish()]
     return state, []
