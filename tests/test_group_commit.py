@@ -141,3 +141,19 @@ def test_postgresql_is_not_grouped(pg_url):
         assert store._group is None
     finally:
         store.close()
+
+
+def test_a_long_unit_alone_first_commits_the_open_group(grouped):
+    """A deck import (`transaction(alone=True)`) is not grouped: the calls already in the open
+    group are committed before it starts, so they do not wait for it."""
+    store, plain, commits = grouped
+    waiting = gevent.spawn(_insert, store, "call")
+    gevent.sleep(0)  # the call's unit ran; its group is open, waiting for its committer
+    assert store._group is not None
+    with store.transaction(alone=True) as db:
+        assert _committed(plain) == {"call"}  # committed before the long unit began
+        db.execute_sql("INSERT INTO unit_row (who) VALUES ('import')")
+    waiting.join(timeout=5)
+    assert waiting.successful()
+    assert _committed(plain) == {"call", "import"}
+    assert len(commits) == 2

@@ -232,14 +232,17 @@ class Store:
 
     # -- units of work -------------------------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[peewee.Database]:
+    def transaction(self, *, alone: bool = False) -> Iterator[peewee.Database]:
         """One short write transaction. Raises DatabaseUnavailable on driver errors.
 
-        Returns only once what it wrote is committed (with group commit, once its group is)."""
-        if self._group_commit:
+        Returns only once what it wrote is committed (with group commit, once its group is).
+        `alone`: a long unit of work (a deck import) is not grouped: the open group is committed
+        first, so the calls in it do not wait for the long one."""
+        if self._group_commit and not alone:
             yield from self._grouped_transaction()
             return
         with self._gate:
+            self._flush_group()
             try:
                 if self.kind == "sqlite":
                     if self.db.is_closed():

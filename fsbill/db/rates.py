@@ -166,7 +166,7 @@ def import_deck(
     # In prefix order: the (tariff, prefix) index then grows at one end instead of at random
     # pages, which is what keeps a million-row import on SQLite within seconds.
     m = store.models
-    with store.transaction() as db:
+    with store.transaction(alone=True) as db:
         if replace:
             m.Rate.delete().where(m.Rate.tariff == tid).execute()
         _insert_rows(store, db, tid, rows.in_prefix_order(), len(rows), progress)
