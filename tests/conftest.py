@@ -13,8 +13,7 @@ import os  # noqa: E402
 import uuid  # noqa: E402
 
 import pytest  # noqa: E402
-
-from fsbill.db import Store  # noqa: E402
+from migrated import migrated_store  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("FSBILL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 _pg_state: dict = {}
@@ -76,15 +75,14 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def store(db_url):
-    s = Store(db_url)
-    s.upgrade()
+    """A migrated database (a copy of this process's migrated template, see tests/migrated.py)."""
+    s = migrated_store(db_url)
     yield s
     s.close()
 
 
 @pytest.fixture
 def sqlite_store(sqlite_url):
-    s = Store(sqlite_url)
-    s.upgrade()
+    s = migrated_store(sqlite_url)
     yield s
     s.close()

@@ -15,6 +15,7 @@ import gevent
 import pytest
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
+from migrated import migrate_fresh
 from standardwebhooks import Webhook
 
 from fsbill.config import NotifyConfig, SmtpConfig, WebhookConfig
@@ -251,6 +252,7 @@ def test_a_channel_sent_is_not_sent_again_when_the_other_is_retried(sqlite_store
 
 def test_two_deliverers_on_postgresql_deliver_each_notice_once(pg_url):
     receiver = Receiver()
+    migrate_fresh(pg_url)
     stores = [Store(pg_url), Store(pg_url)]
     stores[0].upgrade()
     try:

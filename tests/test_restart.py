@@ -19,6 +19,7 @@ import urllib.request
 
 import gevent
 import pytest
+from migrated import migrate_fresh
 from nodes import ServeProcess
 from rig import DECK, Rig, charged_total
 
@@ -37,6 +38,7 @@ GERMANY = Rate("49", Money.parse("1.00"), Money(0), 1, 1, 0, RoundingRule())  # 
 
 
 def seed(url: str, balance: str = "50.00") -> Store:
+    migrate_fresh(url)
     store = Store(url)
     store.upgrade()
     now = Clock(SCALE).now_us()
