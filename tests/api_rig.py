@@ -11,6 +11,8 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
+from migrated import migrated_store
+
 from fsbill.api.app import Api, ApiServer
 from fsbill.api.tokens import add_token
 from fsbill.clock import Clock
@@ -18,8 +20,8 @@ from fsbill.core.grant import GrantPolicy
 from fsbill.core.money import Money
 from fsbill.core.rating import Rate
 from fsbill.core.records import RejectionRecord
-from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
+from fsbill.db import ledger
 from fsbill.db import vendors as dbvendors
 from fsbill.db.rates import import_deck
 
@@ -40,8 +42,7 @@ class Response:
 
 class ApiRig:
     def __init__(self, url: str, extra: dict | None = None, extra_paths: dict | None = None) -> None:
-        self.store = Store(url)
-        self.store.upgrade()
+        self.store = migrated_store(url)
         self.api = Api(self.store, Clock().now_us, extra=extra, extra_paths=extra_paths)
         self.server = ApiServer(self.api, "127.0.0.1", 0)
         self.port = self.server.start()

@@ -13,8 +13,7 @@ import os  # noqa: E402
 import uuid  # noqa: E402
 
 import pytest  # noqa: E402
-
-from fsbill.db import Store  # noqa: E402
+from migrated import create_migrated, migrated_store  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("FSBILL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 _pg_state: dict = {}
@@ -45,15 +44,24 @@ def require_pg() -> None:
         pytest.skip(f"PostgreSQL unreachable: {_pg_state.get('why')}")
 
 
+# Fixtures that migrate the test's database before the test runs: with one of them, the
+# database starts as a copy of the migrated template right away (tests/migrated.py).
+_MIGRATING_FIXTURES = ("store", "rig")
+
+
 @pytest.fixture
-def pg_url():
-    """A fresh, empty PostgreSQL database for this test; dropped afterwards."""
+def pg_url(request):
+    """A fresh, empty PostgreSQL database for this test (migrated already when the test uses
+    `store` or `rig`, which would migrate it); dropped afterwards."""
     require_pg()
     import psycopg
 
     name = f"fsbill_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_conninfo(PG_ADMIN_URL), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    if any(f in request.fixturenames for f in _MIGRATING_FIXTURES):
+        create_migrated(_conninfo(PG_ADMIN_URL), name)
+    else:
+        with psycopg.connect(_conninfo(PG_ADMIN_URL), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
     with psycopg.connect(_conninfo(PG_ADMIN_URL), autocommit=True) as conn:
@@ -76,15 +84,14 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def store(db_url):
-    s = Store(db_url)
-    s.upgrade()
+    """A migrated database (a copy of this process's migrated template, see tests/migrated.py)."""
+    s = migrated_store(db_url)
     yield s
     s.close()
 
 
 @pytest.fixture
 def sqlite_store(sqlite_url):
-    s = Store(sqlite_url)
-    s.upgrade()
+    s = migrated_store(sqlite_url)
     yield s
     s.close()

@@ -28,31 +28,56 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Seconds each took alone in a serial run (2 cores, 2026-12): longest first keeps the last
-# process from starting a four-minute file when the others are done.
+# Seconds each took in a parallel run (4 at a time, 2 cores, 2026-12, the machine also busy with
+# a compile): the longest start first, so the last process does not start a long file when the
+# others are done. Files not listed start after these, the largest first.
 MEASURED_S = {
-    "tests/test_restart.py": 240,
-    "tests/test_call_flows.py": 150,
-    "tests/test_multinode.py": 110,
-    "tests/test_enforcer.py": 110,
-    "tests/test_dids.py": 85,
-    "tests/test_lcr.py": 80,
-    "tests/test_api_schema.py": 65,
-    "tests/test_readme.py": 55,
-    "tests/test_ledger.py": 100,
-    "tests/test_cli_vendors.py": 85,
-    "tests/test_payments_stripe.py": 85,
-    "tests/test_cdr_intake_hostile.py": 75,
-    "tests/test_charges.py": 75,
-    "tests/test_payments_paypal.py": 65,
-    "tests/test_management.py": 60,
-    "tests/test_resellers_db.py": 60,
-    "tests/test_cli_accounts.py": 55,
-    "tests/test_resellers_flows.py": 45,
-    "tests/test_books.py": 40,
-    "tests/test_workers.py": 40,
-    "tests/test_hostile_peers.py": 30,
-    "tests/test_cli_contract.py": 30,  # was 95: 42 console-script runs instead of 96, each 0.7 s of CPU instead of 1.8 s
+    "tests/test_restart.py": 220,
+    "tests/test_call_flows.py": 160,
+    "tests/test_lcr.py": 120,
+    "tests/test_enforcer.py": 115,
+    "tests/test_dids.py": 95,
+    "tests/test_api_schema.py": 95,
+    "tests/test_charges.py": 70,
+    "tests/test_cli_vendors.py": 70,
+    "tests/test_multinode.py": 70,
+    "tests/test_readme.py": 60,
+    "tests/test_hostile_peers.py": 55,
+    "tests/test_books.py": 55,
+    "tests/test_workers.py": 55,
+    "tests/test_rates_db.py": 55,
+    "tests/test_payments_paypal.py": 45,
+    "tests/test_management.py": 45,
+    "tests/test_cli_accounts.py": 45,
+    "tests/test_cdr_intake_hostile.py": 45,
+    "tests/test_listen_clash.py": 40,
+    "tests/test_ledger.py": 40,
+    "tests/test_resellers_nodes.py": 40,
+    "tests/test_recharge.py": 40,
+    "tests/test_resellers_flows.py": 35,
+    "tests/test_guards_flows.py": 35,
+    "tests/test_migrations.py": 35,
+    "tests/test_notices_db.py": 35,
+    "tests/test_cli_manage.py": 35,
+    "tests/test_cli_contract.py": 35,
+    "tests/test_resellers_db.py": 30,
+    "tests/test_esl_fuzz.py": 30,
+    "tests/test_cli_config.py": 30,
+    "tests/test_bundles_flows.py": 30,
+    "tests/test_fx_db.py": 30,
+    "tests/test_cli_deck_import.py": 30,
+    "tests/test_cli_rates.py": 30,
+    "tests/test_guards.py": 25,
+    "tests/test_core_purity.py": 25,
+    "tests/test_plans_cli.py": 25,
+    "tests/test_payments_nodes.py": 25,
+    "tests/test_cdr_export.py": 25,
+    "tests/test_bench.py": 25,
+    "tests/test_routing.py": 25,
+    "tests/test_payments_stripe.py": 25,
+    "tests/test_deck_replace.py": 25,
+    "tests/test_db_outage_allow.py": 25,
+    "tests/test_bundles_db.py": 25,
 }
 
 
@@ -94,11 +119,20 @@ def suite_files() -> list[str]:
     return sorted(files, key=lambda f: (-MEASURED_S.get(f, 0), -(ROOT / f).stat().st_size))
 
 
+def plugin_args(name: str) -> list[str]:
+    """Hypothesis's pytest plugin imports all of Hypothesis at start-up (1.4 s of CPU per process
+    on this machine, some 100 s over the suite): it is loaded only where a file uses it."""
+    if "hypothesis" in (ROOT / name).read_text(encoding="utf-8"):
+        return []
+    return ["-p", "no:hypothesispytest"]
+
+
 def main(argv: list[str]) -> int:
     jobs = int(os.environ.get("FSBILL_TEST_JOBS", "4"))
     queue = suite_files()
     running: dict[str, tuple[subprocess.Popen, Path, float]] = {}
     results: list[tuple[str, int, float, str]] = []
+    cpu_s = 0.0
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fsbill-tests-") as tmp:
         while queue or running:
@@ -107,7 +141,7 @@ def main(argv: list[str]) -> int:
                 log = Path(tmp) / (name.replace("/", "_") + ".log")
                 with open(log, "wb") as out:
                     proc = subprocess.Popen(
-                        [sys.executable, "-m", "pytest", "-q", name, *argv],
+                        [sys.executable, "-m", "pytest", "-q", *plugin_args(name), name, *argv],
                         cwd=ROOT,
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -115,19 +149,27 @@ def main(argv: list[str]) -> int:
                 running[name] = (proc, log, time.monotonic())
             time.sleep(0.2)
             for name, (proc, log, t0) in list(running.items()):
-                code = proc.poll()
-                if code is None:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid == 0:
                     continue
+                code = proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu = usage.ru_utime + usage.ru_stime  # its own and its waited-for children's
+                cpu_s += cpu
                 del running[name]
                 output = log.read_text(errors="replace")
                 summary = output.strip().splitlines()[-1] if output.strip() else "(no output)"
                 elapsed = time.monotonic() - t0
                 results.append((name, code, elapsed, output))
-                print(f"{'ok  ' if code == 0 else 'FAIL'} {name:<45} {elapsed:6.1f} s  {summary}", flush=True)
+                print(
+                    f"{'ok  ' if code == 0 else 'FAIL'} {name:<45} {elapsed:6.1f} s  cpu {cpu:5.1f} s  {summary}",
+                    flush=True,
+                )
     failed = [(name, output) for name, code, _, output in results if code != 0]
     for name, output in failed:
         print(f"\n===== {name} =====\n{output}", flush=True)
-    print("\n" + final_line(results, time.monotonic() - started, jobs), flush=True)
+    elapsed_s = time.monotonic() - started
+    print(f"\nCPU used by the files: {cpu_s:.0f} s ({cpu_s / elapsed_s:.2f} cores on average)", flush=True)
+    print(final_line(results, elapsed_s, jobs), flush=True)
     return 1 if failed else 0
 
 

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import gevent
+from migrated import migrated_store
 
 from fsbill.clock import Clock
 from fsbill.config import load_settings
 from fsbill.core.money import Money
-from fsbill.db import Store, ledger
 from fsbill.db import calls as dbcalls
+from fsbill.db import ledger
 from fsbill.db.rates import import_deck
 from fsbill.server import Node
 from fsbill.sim import CallRecord, CallSpec, Switch
@@ -51,8 +52,7 @@ class Rig:
         overrides.update(settings)
         self.settings = load_settings(None, overrides)
         self.clock = Clock(time_scale)
-        self.store = Store(self.settings.database)
-        self.store.upgrade()
+        self.store = migrated_store(self.settings.database)
         if seed_tariff:
             ledger.create_tariff(self.store, "retail", "EUR", self.clock.now_us())
             import_deck(self.store, "retail", io.StringIO(deck))

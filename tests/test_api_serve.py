@@ -10,6 +10,7 @@ import time
 
 import gevent
 import pytest
+from migrated import migrate_fresh
 from nodes import ServeProcess
 
 from fsbill.api.tokens import add_token
@@ -20,6 +21,7 @@ API = re.compile(r"api=127\.0\.0\.1:(\d+)")
 
 
 def seed(url: str) -> str:
+    migrate_fresh(url)
     store = Store(url)
     store.upgrade()
     now = Clock().now_us()

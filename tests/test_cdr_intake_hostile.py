@@ -9,6 +9,7 @@ import socket
 import time
 
 import pytest
+from migrated import migrate_fresh
 
 from fsbill.cdr_intake import MAX_UUID_CHARS, CdrIntake
 from fsbill.db import Store
@@ -18,6 +19,7 @@ AUTH = "Basic " + base64.b64encode(b"fs:pw").decode()
 
 @pytest.fixture
 def intake(db_url):
+    migrate_fresh(db_url)
     store = Store(db_url)
     store.upgrade()
     server = CdrIntake(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from migrated import migrate_fresh
 from payments_rig import M, balance, refunded, seed, start_gateway, succeeded
 
 from fsbill.cli.main import main
@@ -17,6 +18,7 @@ from fsbill.db import payments as dbpay
 def books(tmp_path, sqlite_url):
     config = tmp_path / "fsbill.yaml"
     config.write_text(f"database: {sqlite_url}\n", encoding="utf-8")
+    migrate_fresh(sqlite_url)
     store = Store(sqlite_url)
     store.upgrade()
     seed(store, "acme")

@@ -8,6 +8,7 @@ import time
 import gevent
 import gevent.monkey
 import pytest
+from migrated import migrate_fresh
 
 from fsbill.core.money import Money
 from fsbill.db import Store, ledger
@@ -53,6 +54,7 @@ def test_postgres_waits_are_cooperative(pg_url):
 @pytest.mark.timeout(60)
 def test_postgres_pool_queues_more_greenlets_than_connections(pg_url):
     """More greenlets than pooled connections wait their turn instead of failing."""
+    migrate_fresh(pg_url)
     store = Store(pg_url, pool_size=2)
     store.upgrade()
     try:

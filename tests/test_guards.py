@@ -12,6 +12,7 @@ import gevent
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from migrated import migrate_fresh
 
 from fsbill.cli.main import main
 from fsbill.core.call import AccountState, LiveCall, admit, answer, beat
@@ -333,6 +334,7 @@ def test_daily_cap_counts_todays_charges_and_live_holds(store):
 
 
 def test_monthly_cap_and_the_tariffs_zone(db_url):
+    migrate_fresh(db_url)
     store = Store(db_url)
     store.upgrade()
     try:
@@ -402,6 +404,7 @@ def test_heartbeat_extension_stops_at_the_cap(store):
 
 @pytest.mark.timeout(120)
 def test_concurrent_reservations_from_several_connections_respect_the_cap(db_url):
+    migrate_fresh(db_url)
     first = Store(db_url)
     first.upgrade()
     acc = seed(first)

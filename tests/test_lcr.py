@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 import gevent
 import pytest
+from migrated import migrate_fresh
 from nodes import CuttableProxy
 from rig import Rig, charged_total
 
@@ -330,6 +331,7 @@ def test_database_outage_between_reservation_and_settlement(pg_url):
     database is back the settlement lands with the carrier, its cost and every channel freed."""
     target = urlparse(pg_url)
     proxy = CuttableProxy((target.hostname, target.port or 5432))
+    migrate_fresh(pg_url)
     seeded = Store(pg_url)
     seeded.upgrade()
     ledger.create_tariff(seeded, "retail", "EUR", 0)

@@ -11,6 +11,7 @@ from urllib.error import HTTPError
 
 import gevent
 import pytest
+from migrated import migrate_fresh
 from nodes import CuttableProxy, ServeProcess
 from rig import DECK, Rig, charged_total
 
@@ -27,6 +28,7 @@ SCALE = 10
 
 
 def seed(url: str, accounts: dict) -> Store:
+    migrate_fresh(url)
     store = Store(url)
     store.upgrade()
     now = Clock(SCALE).now_us()

@@ -10,6 +10,7 @@ import uuid as uuidlib
 
 import pytest
 from cli_rig import Cli
+from migrated import migrate_fresh
 
 from fsbill.core.call import answer
 from fsbill.core.grant import GrantPolicy
@@ -85,6 +86,7 @@ def test_a_cause_that_rolls_back_raises_nothing(store):
 
 
 def test_the_notice_is_invisible_to_others_until_its_cause_commits(pg_url):
+    migrate_fresh(pg_url)
     store, other = Store(pg_url), Store(pg_url)
     store.upgrade()
     try:

@@ -1,7 +1,7 @@
 """tests/parallel.py's last line: the files passed, and the tests passed, failed and skipped over
 all of them, read from each file's pytest summary line."""
 
-from parallel import counted, final_line
+from parallel import counted, final_line, plugin_args
 
 
 def test_counts_come_from_the_summary_line():
@@ -22,3 +22,8 @@ def test_final_line_adds_up_every_file():
     ]
     line = final_line(results, 380.4, 3)
     assert line == "2 of 3 test files passed in 380 s: 21 passed, 1 failed, 1 skipped (3 at a time)"
+
+
+def test_hypothesis_plugin_only_where_a_file_uses_it():
+    assert plugin_args("tests/test_money.py") == []  # property-based tests
+    assert plugin_args("tests/test_config.py") == ["-p", "no:hypothesispytest"]

@@ -5,6 +5,7 @@ debits once."""
 from __future__ import annotations
 
 import gevent
+from migrated import migrate_fresh
 from payments_rig import M, SteppedClock, balance, refunded, seed, start_gateway, succeeded
 
 from fsbill.db import Store, ledger
@@ -12,6 +13,7 @@ from fsbill.db import payments as dbpay
 
 
 def test_two_nodes_credit_and_refund_once(pg_url):
+    migrate_fresh(pg_url)
     stores = [Store(pg_url, pool_size=4), Store(pg_url, pool_size=4)]
     stores[0].upgrade()
     seed(stores[0])

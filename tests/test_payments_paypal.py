@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import gevent
 import pytest
+from migrated import migrate_fresh
 from payments_rig import RECEIVER, M, balance, seed, start_gateway
 
 from fsbill.db import Store, ledger
@@ -243,6 +244,7 @@ def test_fsbill_serve_verifies_what_an_earlier_process_left_pending(sqlite_url, 
     from fsbill.config import load_settings
     from fsbill.server import Node
 
+    migrate_fresh(sqlite_url)
     store = Store(sqlite_url)
     store.upgrade()
     seed(store)

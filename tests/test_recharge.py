@@ -16,6 +16,7 @@ import textwrap
 import gevent
 import pytest
 from cli_rig import Cli
+from migrated import migrate_fresh
 from payments_rig import US, hold, start_gateway, succeeded
 
 from fsbill.core.money import Money
@@ -185,6 +186,7 @@ def test_at_most_n_a_day_in_the_tariffs_time_zone(store):
 
 def test_two_transactions_crossing_at_once_raise_one_request(db_url):
     """Each holds the account's lock while it decides: the second sees the first's request."""
+    migrate_fresh(db_url)
     s1, s2 = Store(db_url), Store(db_url)
     s1.upgrade()
     try:

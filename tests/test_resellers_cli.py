@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from migrated import migrate_fresh
 from test_cli_accounts import Cli, _config
 from test_fx_db import rub_under_usd, talk
 
@@ -78,6 +79,7 @@ def test_a_reseller_in_another_currency_is_funded_at_the_rate_and_reports_its_ma
 
 def test_report_margin_says_when_calls_have_no_rate(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("FSBILL_CONFIG", raising=False)
+    migrate_fresh(f"sqlite:///{tmp_path}/m.db")
     store = Store(f"sqlite:///{tmp_path}/m.db")
     try:
         store.upgrade()

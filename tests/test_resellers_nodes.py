@@ -9,6 +9,7 @@ import io
 import random
 
 import gevent
+from migrated import migrate_fresh
 from nodes import ServeProcess
 from rig import DECK
 from test_multinode import SCALE, node_settings, spec, wait_for_cdrs
@@ -28,6 +29,7 @@ HEADER = "prefix,rate,connect_fee,initial_increment,increment,min_duration,descr
 def seed(url: str, reseller: str, top: str) -> Store:
     """Three levels: wholesaler W (0.30/min) with `top` money, reseller R (0.60/min) under it with
     `reseller` money, customers C1 and C2 (1.00/min) under R with 20.00 each."""
+    migrate_fresh(url)
     store = Store(url)
     store.upgrade()
     now = Clock(SCALE).now_us()

@@ -19,6 +19,7 @@ import urllib.request
 
 import gevent
 import pytest
+from migrated import migrate_fresh
 from nodes import ServeProcess
 from rig import DECK, Rig, charged_total
 
@@ -37,6 +38,7 @@ GERMANY = Rate("49", Money.parse("1.00"), Money(0), 1, 1, 0, RoundingRule())  # 
 
 
 def seed(url: str, balance: str = "50.00") -> Store:
+    migrate_fresh(url)
     store = Store(url)
     store.upgrade()
     now = Clock(SCALE).now_us()
@@ -460,12 +462,16 @@ def test_adopted_calls_keep_their_extensions_warnings_and_cut_off(sqlite_url, tm
     now = Clock(SCALE).now_us()
     ledger.create_account(store, "poor", "retail", now)
     ledger.topup(store, "poor", Money.parse("2.00"), now, reference="seed-poor")  # 120 s at 1.00/min
+    # A 60 s slice: the first grants end 59 call-s after answer, so the restart below has some 50
+    # call-seconds (10 s real) to adopt the calls before FreeSWITCH cuts them at their grant's end.
+    # With 30 s slices it had 22 (4.4 s real), which a loaded machine overran now and then: the
+    # rich call was cut (sched_hangup) before its first extension.
     server = ServeProcess(
-        tmp_path, "extends", settings(sqlite_url, inbound, slice_s=30, cutoff={"warning_s": 10, "margin_s": 1})
+        tmp_path, "extends", settings(sqlite_url, inbound, slice_s=60, cutoff={"warning_s": 10, "margin_s": 1})
     )
     server.start()
     rnd = random.Random(29)
-    rich = spec(rnd, talk_s=None)  # will need extensions of its 30 s grant, all after the crash
+    rich = spec(rnd, talk_s=None)  # will need extensions of its 60 s grant, all after the crash
     poor = spec(rnd, talk_s=None)  # talks until its money runs out
     poor.variables["fsbill_account"] = "poor"
     greenlets = [switch.start_call(server.address, s) for s in (rich, poor)]

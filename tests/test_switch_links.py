@@ -8,6 +8,7 @@ import json
 import gevent
 import pytest
 import yaml
+from migrated import migrate_fresh
 
 from fsbill.cli.main import main
 from fsbill.clock import Clock
@@ -178,6 +179,7 @@ def _live_call(store: Store, uuid: str, node: str, instance: str, now: int) -> N
 
 
 def test_two_processes_racing_for_one_call_one_wins(db_url):
+    migrate_fresh(db_url)
     store = Store(db_url)
     store.upgrade()
     other = Store(db_url)
@@ -224,6 +226,7 @@ def test_two_processes_racing_for_one_call_one_wins(db_url):
 
 
 def test_an_earlier_process_of_this_node_is_an_orphan_at_once_a_sibling_is_not(sqlite_url):
+    migrate_fresh(sqlite_url)
     store = Store(sqlite_url)
     store.upgrade()
     now = Clock().now_us()
@@ -262,6 +265,7 @@ def test_one_cdr_post_settles_each_visit_of_its_channel_for_its_own_part(db_url)
     from fsbill.core.rating import billed_seconds_us, cost
     from fsbill.db import recovery as dbrecovery
 
+    migrate_fresh(db_url)
     store = Store(db_url)
     store.upgrade()
     s = 1_000_000

@@ -9,6 +9,7 @@ import uuid as uuidlib
 
 import gevent
 import pytest
+from migrated import migrate_fresh
 
 from fsbill.core.call import answer
 from fsbill.core.grant import GrantPolicy
@@ -64,6 +65,7 @@ def counts(store: Store) -> dict[str, int]:
 
 
 def test_concurrent_reservations_from_several_nodes_respect_vendor_limits(db_url):
+    migrate_fresh(db_url)
     first = Store(db_url)
     first.upgrade()
     account_id, vendors = setup(first, max_channels=3)

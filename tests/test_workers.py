@@ -21,6 +21,7 @@ from pathlib import Path
 import gevent
 import gevent.event
 import pytest
+from migrated import migrate_fresh
 from nodes import ServeProcess
 from rig import DECK, charged_total
 
@@ -126,6 +127,7 @@ def test_the_worker_command_line_keeps_the_config_and_overrides_but_not_the_coun
 
 # -- real processes ---------------------------------------------------------------------------------------
 def seed(url: str, balance: str, **account) -> Store:
+    migrate_fresh(url)
     store = Store(url)
     store.upgrade()
     now = Clock(SCALE).now_us()
