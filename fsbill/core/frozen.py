@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_COPYABLE: dict[type, frozenset[str]] = {}  # class -> its field names ('' marks: use replace)
+_COPYABLE: dict[type, frozenset[str]] = {}  # class -> its field names (none: use dataclasses.replace)
 
 
 def _fields_of(cls: type) -> frozenset[str]:

@@ -315,20 +315,8 @@ class Store:
 
     def _commit_group(self, group: _Group) -> None:
         with self._gate:
-            if self._group is not group:
-                return  # already committed (close) or rolled back (a failed unit)
-            self._group = None
-            self._commit(group)
-
-    def _commit(self, group: _Group) -> None:
-        try:
-            with _PEEWEE_ERRORS:
-                self.db.connection().execute("COMMIT")
-        except Exception as exc:  # any failed COMMIT (I/O, a deferred constraint): none of it is written
-            self._rollback_quietly()
-            group.fail(f"database error: {_one_line(exc)}")
-        else:
-            group.done()
+            if self._group is group:  # else already committed (close) or rolled back (a failed unit)
+                self._flush_group()
 
     def _abort_group(self, exc: BaseException) -> DatabaseUnavailable:
         """Roll back the open group (the gate held) after a driver error; its units all fail."""
@@ -348,12 +336,20 @@ class Store:
             log.debug("rolling back a failed group failed", exc_info=True)
 
     def _flush_group(self) -> None:
-        """Commit the open group now (the gate held): before migrating or closing."""
+        """Commit the open group now (the gate held): its committer's turn, or before migrating,
+        closing or a unit that runs alone."""
         group = self._group
         if group is None:
             return
         self._group = None
-        self._commit(group)
+        try:
+            with _PEEWEE_ERRORS:
+                self.db.connection().execute("COMMIT")
+        except Exception as exc:  # any failed COMMIT (I/O, a deferred constraint): none of it is written
+            self._rollback_quietly()
+            group.fail(f"database error: {_one_line(exc)}")
+        else:
+            group.done()
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[peewee.Database]:
